@@ -1,0 +1,28 @@
+"""Shared test fixtures: paths to the reference data and tiny randomly initialised components."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+REFERENCE = SHARED / "reference" / "ccedit"
+VIDEOS = SHARED / "data" / "videos"
+KEYFRAMES = SHARED / "data" / "keyframes"
+
+
+def require(path: Path) -> Path:
+    """Skip the test when the shared reference data is not next to the checkout."""
+    if not path.exists():
+        pytest.skip(f"reference data not found: {path}")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _deterministic_threads():
+    # The reference fixtures were made on 1 thread; fewer threads also keep runs comparable across machines.
+    torch.set_num_threads(1)
+    yield
