@@ -1,0 +1,136 @@
+"""The trident: main branch, structure branch (ControlNets on every frame) and appearance branch (keyframe)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from diffusers import ControlNetModel
+from torch import nn
+
+from .appearance import AppearanceEncoder
+from .video_unet import VideoUNet
+
+
+class TridentModel(nn.Module):
+    r"""CCEdit's trident network (ref §2): `VideoUNet` + per-frame ControlNets + keyframe `AppearanceEncoder`.
+
+    The parts are built objects, not configs, so any compatible ones can be composed: several ControlNets (one
+    scale each), or none; an appearance encoder, or none (text-only editing).
+
+    Args:
+        main (`VideoUNet`): the temporal main branch.
+        structure (`Sequence[ControlNetModel]`): structure ControlNets, each fed its own maps of every frame.
+        appearance (`AppearanceEncoder`, *optional*): the keyframe encoder.
+    """
+
+    def __init__(
+        self,
+        main: VideoUNet,
+        structure: Sequence[ControlNetModel] = (),
+        appearance: AppearanceEncoder | None = None,
+    ):
+        super().__init__()
+        self.main = main
+        self.structure = nn.ModuleList(structure)
+        self.appearance = appearance
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.main.dtype
+
+    def structure_residuals(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        structure_maps: Sequence[torch.Tensor],
+        structure_scales: Sequence[float],
+    ) -> tuple[list[torch.Tensor] | None, torch.Tensor | None]:
+        """Sum of the ControlNets' residuals for every frame, `(batch * frames, C, h, w)`; `(None, None)` if unused."""
+        b, c, f, h, w = sample.shape
+        frames = sample.transpose(1, 2).reshape(b * f, c, h, w)
+        timestep = torch.as_tensor(timestep, device=sample.device)
+        frame_timesteps = (timestep.expand(b) if timestep.ndim == 0 else timestep).repeat_interleave(f)
+        context = encoder_hidden_states.repeat_interleave(f, dim=0)
+        down_total, mid_total = None, None
+        for net, maps, scale in zip(self.structure, structure_maps, structure_scales, strict=True):
+            if scale == 0:
+                continue  # a zero scale contributes nothing: skip the whole ControlNet pass
+            hint = maps.transpose(1, 2).reshape(b * f, maps.shape[1], *maps.shape[-2:])  # b c t H W -> (b t) c H W
+            down, mid = net(
+                frames, frame_timesteps, context, controlnet_cond=hint.to(frames.dtype),
+                conditioning_scale=scale, return_dict=False,
+            )
+            if down_total is None:
+                down_total, mid_total = list(down), mid
+            else:
+                down_total = [a + r for a, r in zip(down_total, down)]
+                mid_total = mid_total + mid
+        return down_total, mid_total
+
+    def forward(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        *,
+        structure_maps: Sequence[torch.Tensor] | torch.Tensor | None = None,
+        structure_scale: Sequence[float] | float = 1.0,
+        keyframe_latent: torch.Tensor | None = None,
+        keyframe_index: int | None = None,
+        appearance_scale: float = 1.0,
+    ) -> torch.Tensor:
+        r"""Predict the noise of a video latent.
+
+        Args:
+            sample (`torch.Tensor`): noisy latents `(batch, 4, frames, height, width)`.
+            timestep (`torch.Tensor`): `(batch,)` or a scalar.
+            encoder_hidden_states (`torch.Tensor`): text embeddings `(batch, tokens, dim)`.
+            structure_maps (`torch.Tensor` or list): per ControlNet, maps `(batch, 3, frames, 8*height, 8*width)` in
+                `[0, 1]` as a diffusers ControlNet expects them.
+            structure_scale (`float` or list): one scale per ControlNet; 0 skips that ControlNet.
+            keyframe_latent (`torch.Tensor`, *optional*): the edited keyframe's scaled latent `(batch, 4, h, w)`.
+                Without it, or with `appearance_scale=0`, the appearance branch does not run.
+            keyframe_index (`int`, *optional*): the frame the keyframe shows; defaults to the centre frame.
+            appearance_scale (`float`): scale of the appearance residuals.
+
+        Returns:
+            `torch.Tensor`: predicted noise, same shape as `sample`.
+        """
+        f = sample.shape[2]
+        if isinstance(structure_maps, torch.Tensor):
+            structure_maps = [structure_maps]
+        structure_maps = list(structure_maps or [])
+        scales = [structure_scale] * len(structure_maps) if isinstance(structure_scale, (int, float)) else list(structure_scale)
+        if len(structure_maps) != len(self.structure) and structure_maps:
+            raise ValueError(f"got {len(structure_maps)} structure maps for {len(self.structure)} ControlNets")
+        if len(scales) != len(structure_maps):
+            raise ValueError(f"got {len(scales)} structure scales for {len(structure_maps)} structure maps")
+
+        structure_down, structure_mid = None, None
+        if structure_maps:
+            structure_down, structure_mid = self.structure_residuals(
+                sample, timestep, encoder_hidden_states, structure_maps, scales
+            )
+
+        appearance_down, appearance_mid = None, None
+        if keyframe_latent is not None and appearance_scale != 0:
+            if self.appearance is None:
+                raise ValueError("a keyframe was given but this model has no appearance branch")
+            keyframe_index = f // 2 if keyframe_index is None else keyframe_index
+            if not 0 <= keyframe_index < f:
+                raise ValueError(f"`keyframe_index` must be in [0, {f - 1}], got {keyframe_index}")
+            appearance_down, appearance_mid = self.appearance(keyframe_latent, timestep, appearance_scale)
+
+        return self.main(
+            sample,
+            timestep,
+            encoder_hidden_states,
+            structure_down=structure_down,
+            structure_mid=structure_mid,
+            appearance_down=appearance_down,
+            appearance_mid=appearance_mid,
+            keyframe_index=keyframe_index if appearance_down is not None else None,
+            reference_index=keyframe_index,
+        )

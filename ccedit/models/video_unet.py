@@ -1,0 +1,210 @@
+"""The main branch: a frozen diffusers `UNet2DConditionModel` made temporal by a `CCEditTemporalAdapter`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.utils.checkpoint
+from diffusers import UNet2DConditionModel
+from torch import nn
+
+from .temporal_adapter import CCEditTemporalAdapter, TemporalAttention, TemporalResnet
+
+SUPPORTED_DOWN_BLOCKS = ("CrossAttnDownBlock2D", "DownBlock2D")
+SUPPORTED_UP_BLOCKS = ("CrossAttnUpBlock2D", "UpBlock2D")
+
+
+def adapter_config_for(unet: UNet2DConditionModel, cross_frame_attention: bool = False) -> dict:
+    """The `CCEditTemporalAdapter` config that fits `unet` (SD-1.5-shaped: conv resampling, no class embeddings)."""
+    cfg = unet.config
+    levels = len(cfg.block_out_channels)
+    heads = cfg.num_attention_heads or cfg.attention_head_dim  # diffusers' SD configs store heads in the latter
+    heads = [heads] * levels if isinstance(heads, int) else list(heads)
+    layers = cfg.layers_per_block
+    if not isinstance(layers, int):
+        raise ValueError(f"only an integer `layers_per_block` is supported, got {layers}")
+    return dict(
+        block_out_channels=tuple(cfg.block_out_channels),
+        layers_per_block=layers,
+        attention_levels=tuple(t.startswith("CrossAttn") for t in cfg.down_block_types),
+        num_attention_heads=tuple(heads),
+        out_channels=cfg.out_channels,
+        norm_num_groups=cfg.norm_num_groups,
+        cross_frame_attention=cross_frame_attention,
+    )
+
+
+def check_compatible(unet: UNet2DConditionModel, temporal: CCEditTemporalAdapter) -> None:
+    """Raise a `ValueError` naming the mismatch when `temporal` was not made for a UNet shaped like `unet`."""
+    cfg = unet.config
+    bad = [t for t in cfg.down_block_types if t not in SUPPORTED_DOWN_BLOCKS]
+    bad += [t for t in cfg.up_block_types if t not in SUPPORTED_UP_BLOCKS]
+    if bad or cfg.mid_block_type != "UNetMidBlock2DCrossAttn":
+        raise ValueError(f"the base UNet must be SD-1.5-shaped; unsupported block types: {bad or cfg.mid_block_type}")
+    expected = adapter_config_for(unet, temporal.config.cross_frame_attention)
+    for key, value in expected.items():
+        got = getattr(temporal.config, key)
+        got = tuple(got) if isinstance(got, list) else got
+        if got != value:
+            raise ValueError(f"temporal adapter does not fit the base UNet: `{key}` is {got}, the UNet needs {value}")
+
+
+class VideoUNet(nn.Module):
+    r"""CCEdit's pseudo-3D main branch (ref §2.1): per-frame SD-1.5 layers, each followed by its temporal layer.
+
+    Args:
+        unet (`UNet2DConditionModel`): the frozen image UNet (any SD-1.5 checkpoint or personalised model).
+        temporal (`CCEditTemporalAdapter`): the learnable temporal layers made for that UNet's shape.
+    """
+
+    def __init__(self, unet: UNet2DConditionModel, temporal: CCEditTemporalAdapter):
+        super().__init__()
+        check_compatible(unet, temporal)
+        self.unet = unet
+        self.temporal = temporal
+        self.gradient_checkpointing = False
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.unet.dtype
+
+    def enable_gradient_checkpointing(self) -> None:
+        """Recompute each block's activations in the backward pass instead of storing them."""
+        self.gradient_checkpointing = True
+
+    def disable_gradient_checkpointing(self) -> None:
+        self.gradient_checkpointing = False
+
+    def _run(self, fn: Callable, *args) -> torch.Tensor:
+        if self.gradient_checkpointing and torch.is_grad_enabled():
+            return torch.utils.checkpoint.checkpoint(fn, *args, use_reentrant=False)
+        return fn(*args)
+
+    def _resnet(self, resnet: nn.Module, temporal: TemporalResnet, x, temb, num_frames: int) -> torch.Tensor:
+        """A diffusers `ResnetBlock2D` (SD-1.5 settings) with CCEdit's temporal layers after each convolution."""
+        h = resnet.conv1(resnet.nonlinearity(resnet.norm1(x)))
+        h = temporal.in_layers(h, num_frames)
+        h = h + resnet.time_emb_proj(resnet.nonlinearity(temb))[:, :, None, None]
+        h = resnet.conv2(resnet.dropout(resnet.nonlinearity(resnet.norm2(h))))
+        h = temporal.out_layers(h, num_frames)
+        skip = x if resnet.conv_shortcut is None else resnet.conv_shortcut(x)
+        if temporal.skip is not None:
+            skip = skip + temporal.skip(skip, num_frames)
+        return (skip + h) / resnet.output_scale_factor
+
+    def _attention(
+        self, attn: nn.Module, temporal: TemporalAttention, x, context, num_frames: int, reference_index: int
+    ) -> torch.Tensor:
+        """A diffusers `Transformer2DModel` per frame, then temporal (and cross-frame) attention."""
+        x = attn(x, encoder_hidden_states=context, return_dict=False)[0]
+        return temporal(x, num_frames, reference_index)
+
+    def forward(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        *,
+        structure_down: Sequence[torch.Tensor] | None = None,
+        structure_mid: torch.Tensor | None = None,
+        appearance_down: Sequence[torch.Tensor] | None = None,
+        appearance_mid: torch.Tensor | None = None,
+        keyframe_index: int | None = None,
+        reference_index: int | None = None,
+    ) -> torch.Tensor:
+        r"""Predict the noise of a video latent.
+
+        Args:
+            sample (`torch.Tensor`): noisy latents `(batch, channels, frames, height, width)`.
+            timestep (`torch.Tensor`): `(batch,)` or a scalar.
+            encoder_hidden_states (`torch.Tensor`): text embeddings `(batch, tokens, dim)`, shared by all frames.
+            structure_down, structure_mid: structure residuals per frame, `(batch * frames, C, h, w)`, added to the
+                encoder skips and the middle output of every frame (ref §2.3).
+            appearance_down, appearance_mid: appearance residuals `(batch, C, h, w)`, added to frame
+                `keyframe_index` of each encoder block's output before it is stored as a skip, and of the middle
+                output (ref §2.4).
+            keyframe_index (`int`, *optional*): the frame the appearance residuals go to.
+            reference_index (`int`, *optional*): the frame every frame attends to in cross-frame attention;
+                defaults to `keyframe_index`, else the centre frame `frames // 2` (the original's anchor).
+
+        Returns:
+            `torch.Tensor`: predicted noise, `(batch, channels, frames, height, width)`.
+        """
+        unet, temporal = self.unet, self.temporal
+        b, c, f, h, w = sample.shape
+        if reference_index is None:
+            reference_index = keyframe_index if keyframe_index is not None else f // 2
+        if (appearance_down is None) != (appearance_mid is None) or (
+            appearance_down is not None and keyframe_index is None
+        ):
+            raise ValueError("appearance residuals need both `appearance_down`, `appearance_mid` and `keyframe_index`")
+
+        # 1. Time embedding once per sample, shared by its frames.
+        timestep = torch.as_tensor(timestep, device=sample.device)
+        timestep = timestep.expand(b) if timestep.ndim == 0 else timestep
+        temb = unet.time_embedding(unet.time_proj(timestep).to(dtype=sample.dtype))
+        temb = temb.repeat_interleave(f, dim=0)  # (b t) d
+        context = encoder_hidden_states.repeat_interleave(f, dim=0)  # (b t) l d
+
+        # 2. Fold frames into the batch: b c t h w -> (b t) c h w.
+        x = sample.transpose(1, 2).reshape(b * f, c, h, w)
+        appearance = list(appearance_down) if appearance_down is not None else None
+
+        def add_appearance(hidden: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+            # Only the keyframe's frame of each sample receives the residual (ref §2.4).
+            framed = hidden.view(b, f, *hidden.shape[1:])
+            framed[:, keyframe_index] = framed[:, keyframe_index] + residual
+            return hidden
+
+        def store(hidden: torch.Tensor) -> torch.Tensor:
+            if appearance is not None:
+                hidden = add_appearance(hidden, appearance[len(skips)])
+            skips.append(hidden)
+            return hidden
+
+        # 3. Encoder.
+        skips: list[torch.Tensor] = []
+        x = unet.conv_in(x)
+        x = store(temporal.conv_in(x, f) + x)
+        for block, tblock in zip(unet.down_blocks, temporal.down_blocks):
+            attentions = getattr(block, "attentions", None)
+            for j, resnet in enumerate(block.resnets):
+                x = self._run(self._resnet, resnet, tblock.resnets[j], x, temb, f)
+                if attentions is not None:
+                    x = self._run(self._attention, attentions[j], tblock.attentions[j], x, context, f, reference_index)
+                x = store(x)
+            if block.downsamplers is not None:
+                x = block.downsamplers[0](x)
+                x = store(x + tblock.resampler(x, f))
+
+        # 4. Middle block, then its residuals: appearance before structure, as in the original.
+        mid, tmid = unet.mid_block, temporal.mid_block
+        x = self._run(self._resnet, mid.resnets[0], tmid.resnets[0], x, temb, f)
+        x = self._run(self._attention, mid.attentions[0], tmid.attentions[0], x, context, f, reference_index)
+        x = self._run(self._resnet, mid.resnets[1], tmid.resnets[1], x, temb, f)
+        if appearance_mid is not None:
+            x = add_appearance(x, appearance_mid)
+        if structure_mid is not None:
+            x = x + structure_mid
+        if structure_down is not None:
+            skips = [s + r for s, r in zip(skips, structure_down, strict=True)]
+
+        # 5. Decoder: skips pop from the end.
+        for block, tblock in zip(unet.up_blocks, temporal.up_blocks):
+            attentions = getattr(block, "attentions", None)
+            for j, resnet in enumerate(block.resnets):
+                x = torch.cat([x, skips.pop()], dim=1)
+                x = self._run(self._resnet, resnet, tblock.resnets[j], x, temb, f)
+                if attentions is not None:
+                    x = self._run(self._attention, attentions[j], tblock.attentions[j], x, context, f, reference_index)
+            if block.upsamplers is not None:
+                # Upsample to the next skip's size so odd latent sizes round-trip.
+                x = block.upsamplers[0](x, output_size=skips[-1].shape[-2:])
+                x = x + tblock.resampler(x, f)
+
+        # 6. Per-frame output head, then the temporal refinement of the noise prediction.
+        x = unet.conv_out(unet.conv_act(unet.conv_norm_out(x)))
+        x = temporal.output_refinement(x, f)
+        return x.view(b, f, *x.shape[1:]).transpose(1, 2)  # (b t) c h w -> b c t h w
+
