@@ -1,0 +1,224 @@
+"""Invariants of the trident network on tiny random components."""
+
+import json
+
+import pytest
+import torch
+from diffusers import ControlNetModel, UNet2DConditionModel
+
+from ccedit.convert.geometry import SD15_GEOMETRY, Geometry
+from ccedit.convert.networks import build_network_modules, map_networks
+from ccedit.models import AppearanceEncoder, CCEditTemporalAdapter, TridentModel, VideoUNet
+from tests.conftest import REFERENCE, require
+
+TINY = Geometry(model_channels=32, channel_mult=[1, 2], num_res_blocks=1, attention_resolutions=[1, 2], num_heads=2, context_dim=16)
+
+
+def randomize_zeros(module: torch.nn.Module, seed: int) -> None:
+    """Give zero-initialised tensors random values so that every path of a fresh module does something."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            if not p.any():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+
+
+def tiny_modules(keyframe: bool, zero_temporal: bool = False):
+    torch.manual_seed(0)
+    modules = build_network_modules(TINY, keyframe)
+    for name, m in modules.items():
+        if name == "temporal" and zero_temporal:
+            m.zero_init()
+        else:
+            randomize_zeros(m, seed=len(name))
+    return modules
+
+
+def make_model(modules) -> TridentModel:
+    main = VideoUNet(modules["unet"], modules["temporal"])
+    return TridentModel(main, [modules["controlnet"]], modules.get("appearance")).eval()
+
+
+def inputs(b=2, f=3, h=4, w=6):
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(b, 4, f, h, w, generator=g)
+    t = torch.tensor([900, 50][:b])
+    ctx = torch.randn(b, 5, 16, generator=g)
+    maps = torch.rand(b, 3, f, 8 * h, 8 * w, generator=g)
+    key = torch.randn(b, 4, h, w, generator=g)
+    return x, t, ctx, maps, key
+
+
+def test_zero_initialised_temporal_layers_equal_per_frame_sd_unet():
+    modules = tiny_modules(keyframe=True, zero_temporal=True)
+    model = make_model(modules)
+    x, t, ctx, _, _ = inputs()
+    b, c, f, h, w = x.shape
+    with torch.no_grad():
+        video = model.main(x, t, ctx)
+        frames = x.transpose(1, 2).reshape(b * f, c, h, w)
+        per_frame = modules["unet"](frames, t.repeat_interleave(f), ctx.repeat_interleave(f, dim=0)).sample
+    per_frame = per_frame.view(b, f, c, h, w).transpose(1, 2)
+    torch.testing.assert_close(video, per_frame, atol=1e-5, rtol=1e-4)
+    # and the temporal layers matter once they are not zero
+    randomize_zeros(modules["temporal"], seed=3)
+    with torch.no_grad():
+        assert (model.main(x, t, ctx) - per_frame).abs().max() > 1e-3
+
+
+def test_structure_scale_zero_equals_no_controlnet_and_scale_matters():
+    model = make_model(tiny_modules(keyframe=False))
+    x, t, ctx, maps, _ = inputs()
+    with torch.no_grad():
+        none = model(x, t, ctx)
+        zero = model(x, t, ctx, structure_maps=[maps], structure_scale=0.0)
+        one = model(x, t, ctx, structure_maps=[maps], structure_scale=1.0)
+        half = model(x, t, ctx, structure_maps=[maps], structure_scale=0.5)
+    assert torch.equal(none, zero)
+    assert (one - none).abs().max() > 1e-4
+    assert (half - one).abs().max() > 1e-5
+
+
+def test_two_controlnets_sum_their_scaled_residuals():
+    modules = tiny_modules(keyframe=False)
+    x, t, ctx, maps, _ = inputs()
+    single = make_model(modules)
+    double = TridentModel(single.main, [modules["controlnet"], modules["controlnet"]]).eval()
+    with torch.no_grad():
+        a = single(x, t, ctx, structure_maps=[maps], structure_scale=1.0)
+        b = double(x, t, ctx, structure_maps=[maps, maps], structure_scale=[0.25, 0.75])
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_appearance_branch_touches_only_the_keyframes_frame_at_its_input():
+    modules = tiny_modules(keyframe=True, zero_temporal=True)
+    model = make_model(modules)
+    x, t, ctx, _, key = inputs(f=4)
+    with torch.no_grad():
+        base = model(x, t, ctx)
+        edited = model(x, t, ctx, keyframe_latent=key, keyframe_index=1)
+        scale0 = model(x, t, ctx, keyframe_latent=key, keyframe_index=1, appearance_scale=0.0)
+    changed = (edited - base).abs().amax(dim=(0, 1, 3, 4))
+    assert changed[1] > 1e-4
+    assert torch.equal(changed[[0, 2, 3]], torch.zeros(3))
+    assert torch.equal(scale0, base)
+
+
+def test_keyframe_effect_spreads_through_trained_temporal_layers():
+    model = make_model(tiny_modules(keyframe=True))
+    x, t, ctx, _, key = inputs(f=4)
+    with torch.no_grad():
+        diff = (model(x, t, ctx, keyframe_latent=key, keyframe_index=3) - model(x, t, ctx)).abs().amax(dim=(0, 1, 3, 4))
+    assert (diff > 1e-5).all()
+
+
+def test_batch_of_two_equals_two_single_runs():
+    model = make_model(tiny_modules(keyframe=True))
+    x, t, ctx, maps, key = inputs()
+    with torch.no_grad():
+        both = model(x, t, ctx, structure_maps=[maps], keyframe_latent=key, keyframe_index=0)
+        for i in range(2):
+            one = model(x[i : i + 1], t[i : i + 1], ctx[i : i + 1], structure_maps=[maps[i : i + 1]],
+                        keyframe_latent=key[i : i + 1], keyframe_index=0)
+            torch.testing.assert_close(both[i : i + 1], one, atol=1e-4, rtol=1e-4)
+
+
+def test_odd_latent_size_round_trips():
+    model = make_model(tiny_modules(keyframe=False))
+    x, t, ctx, _, _ = inputs(h=5, w=7)
+    with torch.no_grad():
+        assert model(x, t, ctx).shape == x.shape
+
+
+def test_bfloat16_adds_no_error_beyond_diffusers_own_unet():
+    # A random tiny network with 1 channel per temporal norm group is very sensitive to rounding, so compare
+    # against the reference's own bf16 error: with identity temporal layers ccedit must lose no more than
+    # diffusers' UNet does per frame, and with random temporal layers it must stay finite.
+    import copy
+
+    modules = tiny_modules(keyframe=True, zero_temporal=True)
+    model = make_model(modules)
+    x, t, ctx, maps, key = inputs()
+    b, c, f, h, w = x.shape
+    frames, ft, fctx = x.transpose(1, 2).reshape(b * f, c, h, w), t.repeat_interleave(f), ctx.repeat_interleave(f, dim=0)
+    with torch.no_grad():
+        ref_unet = modules["unet"](frames, ft, fctx).sample
+        low_unet = copy.deepcopy(modules["unet"]).bfloat16()(frames.bfloat16(), ft, fctx.bfloat16()).sample
+        unet_err = (low_unet.float() - ref_unet).norm() / ref_unet.norm()
+        ref = model.main(x, t, ctx)
+        low = copy.deepcopy(model).bfloat16().main(x.bfloat16(), t, ctx.bfloat16())
+        ours_err = (low.float() - ref).norm() / ref.norm()
+        assert low.dtype == torch.bfloat16
+        assert ours_err <= 1.5 * unet_err + 1e-4, (ours_err, unet_err)
+        randomize_zeros(modules["temporal"], seed=5)
+        full = model.bfloat16()(x.bfloat16(), t, ctx.bfloat16(), structure_maps=[maps.bfloat16()], keyframe_latent=key.bfloat16())
+    assert torch.isfinite(full).all()
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    modules = tiny_modules(keyframe=True)
+    model = make_model(modules).train()
+    x, t, ctx, maps, key = inputs(b=1)
+
+    def grads():
+        model.zero_grad()
+        model(x, t[:1], ctx, structure_maps=[maps], keyframe_latent=key).square().mean().backward()
+        return [p.grad.clone() for p in modules["temporal"].parameters()]
+
+    plain = grads()
+    model.main.enable_gradient_checkpointing()
+    checkpointed = grads()
+    for a, b in zip(plain, checkpointed):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+
+
+def test_adapter_and_appearance_encoder_save_and_load_exactly(tmp_path):
+    modules = tiny_modules(keyframe=True)
+    for name, cls in (("temporal", CCEditTemporalAdapter), ("appearance", AppearanceEncoder)):
+        modules[name].save_pretrained(tmp_path / name)
+        assert (tmp_path / name / "diffusion_pytorch_model.safetensors").is_file()
+        loaded = cls.from_pretrained(tmp_path / name)
+        for (k, a), (k2, b) in zip(modules[name].state_dict().items(), loaded.state_dict().items()):
+            assert k == k2 and torch.equal(a, b)
+    # the temporal adapter refuses a base UNet of another shape
+    other = UNet2DConditionModel(**Geometry(**{**TINY.__dict__, "channel_mult": [1, 1]}).unet_config())
+    with pytest.raises(ValueError, match="does not fit"):
+        VideoUNet(other, modules["temporal"])
+
+
+def _meta_state(listing):
+    return {k["key"]: torch.empty(k["shape"], device="meta") for k in listing["keys"]}
+
+
+@pytest.mark.parametrize("name,keyframe", [("keys_tv2v.json", False), ("keys_tvi2v.json", True)])
+def test_full_size_checkpoint_keys_map_onto_ccedit_modules(name, keyframe):
+    listing = json.loads(require(REFERENCE / name).read_text())
+    state = _meta_state(listing)
+    mapped, modules = map_networks(state, Geometry.from_dict(SD15_GEOMETRY), source=name)
+    assert ("appearance" in modules) == keyframe
+    network_keys = {k for k in state if k.startswith("model.diffusion_model.")}
+    assert mapped.consumed == network_keys
+    counts = {c: len(sd) for c, sd in mapped.components.items()}
+    assert counts["unet"] == 686 and counts["controlnet"] == 340
+    assert counts["temporal"] == (524 + 304 if keyframe else 524)
+    assert counts.get("appearance", 0) == (275 if keyframe else 0)
+    assert isinstance(modules["controlnet"], ControlNetModel)
+
+
+def test_a_missing_or_misshapen_key_is_reported():
+    from ccedit.errors import UserError
+
+    listing = json.loads(require(REFERENCE / "keys_tv2v.json").read_text())
+    state = _meta_state(listing)
+    dropped = "model.diffusion_model.output_blocks.3.1.proj_out_temporal.weight"
+    del state[dropped]
+    with pytest.raises(UserError, match="missing keys"):
+        map_networks(state, Geometry.from_dict(SD15_GEOMETRY))
+    state = _meta_state(listing)
+    state["model.diffusion_model.input_blocks_temporal.0.weight"] = torch.empty(320, 320, 5, device="meta")
+    with pytest.raises(UserError, match="shape mismatches"):
+        map_networks(state, Geometry.from_dict(SD15_GEOMETRY))
+    state = _meta_state(listing)
+    state["model.diffusion_model.input_blocks.1.0.foreign.weight"] = torch.empty(3, device="meta")
+    with pytest.raises(UserError, match="unexpected keys"):
+        map_networks(state, Geometry.from_dict(SD15_GEOMETRY))
