@@ -1,0 +1,309 @@
+"""Reading input clips: video files (decord), GIFs (Pillow) and folders of frames, with CCEdit's frame selection."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageSequence
+
+from ccedit.errors import UserError
+from ccedit.io.image import IMAGE_EXTENSIONS, _first_line, read_image
+
+logger = logging.getLogger(__name__)
+
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".webm", ".mkv", ".avi")
+GIF_EXTENSIONS = (".gif",)
+SUPPORTED_EXTENSIONS = VIDEO_EXTENSIONS + GIF_EXTENSIONS
+
+# For clips that declare no rate: browsers show a GIF frame without a delay for 100 ms.
+_DEFAULT_FPS = 10.0
+
+
+@dataclass
+class VideoClip:
+    """Frames selected from a clip, and where they came from.
+
+    Args:
+        frames (`np.ndarray`):
+            `uint8` RGB array of shape `(frames, height, width, 3)`.
+        fps (`float`):
+            Frame rate of `frames`: `source_fps / gap`, where `gap` is the step between selected source frames.
+        source_fps (`float`):
+            Frame rate of the source.
+        source_size (`tuple[int, int]`):
+            Source `(height, width)`; equal to `frames.shape[1:3]`.
+        indices (`list[int]`):
+            Source frame index of each selected frame.
+        path (`Path`):
+            The file or folder read.
+    """
+
+    frames: np.ndarray
+    fps: float
+    source_fps: float
+    source_size: tuple[int, int]
+    indices: list[int] = field(default_factory=list)
+    path: Path | None = None
+
+    @property
+    def num_frames(self) -> int:
+        """Number of selected frames."""
+        return int(self.frames.shape[0])
+
+
+def read_video(
+    path: str | os.PathLike,
+    *,
+    num_frames: int | None = None,
+    fps: float | None = None,
+    start: float = 0.0,
+    folder_fps: float = 8.0,
+) -> VideoClip:
+    """Read frames from a video file, a GIF or a folder of frames.
+
+    Frame selection follows the original CCEdit: skip to the frame nearest `start` seconds, then take every
+    `gap`-th frame with `gap = round(source_fps / fps)` (numpy rounding, at least 1; 18 fps -> 6 fps takes every
+    3rd frame), or every frame when `fps` is not given, and keep the first `num_frames`. Only the selected frames
+    are decoded.
+
+    Args:
+        path (`str` or `os.PathLike`):
+            An mp4, mov, webm, mkv, avi or gif file, or a folder of png/jpg/jpeg/webp/bmp frames taken in natural
+            order (`2.png` before `10.png`).
+        num_frames (`int`, *optional*):
+            Number of frames to return; all available frames when not given.
+        fps (`float`, *optional*):
+            Target frame rate; the returned `VideoClip.fps` is `source_fps / gap`, which may differ slightly.
+        start (`float`, defaults to 0.0):
+            Start time in seconds.
+        folder_fps (`float`, defaults to 8.0):
+            Frame rate of a folder of frames, which has no timing of its own.
+
+    Returns:
+        `VideoClip`: the frames and their provenance.
+
+    Raises:
+        `UserError`: the path is missing, empty, unsupported, undecodable or has no frames, `start` is past the
+            end, or fewer than `num_frames` frames are available.
+    """
+    path = Path(path)
+    if num_frames is not None and num_frames < 1:
+        raise UserError(f"--frames must be at least 1, got {num_frames}")
+    if fps is not None and not fps > 0:
+        raise UserError(f"--fps must be positive, got {fps}")
+    if not start >= 0:
+        raise UserError(f"--start must be 0 or more seconds, got {start}")
+    if not folder_fps > 0:
+        raise UserError(f"the frame rate of a frame folder must be positive, got {folder_fps}")
+
+    source = _open_source(path, folder_fps)
+    total, source_fps = source.num_frames, source.fps
+
+    # 1. Select source frame indices.
+    gap = 1 if fps is None else max(1, int(np.round(source_fps / fps)))
+    out_fps = source_fps / gap
+    if fps is not None and abs(out_fps - fps) > 0.05 * fps:
+        logger.warning(
+            "%s: %.3g fps does not divide the source's %.3g fps; taking 1 frame in %d, i.e. %.3g fps",
+            path, fps, source_fps, gap, out_fps,
+        )
+    first = int(np.round(start * source_fps))
+    if first >= total:
+        raise UserError(
+            f"{path} is {total / source_fps:.2f} s long ({total} frames at {source_fps:g} fps); "
+            f"--start {start:g} is past the end: use a start below {total / source_fps:.2f}"
+        )
+    indices = list(range(first, total, gap))
+    if num_frames is not None:
+        if len(indices) < num_frames:
+            raise UserError(
+                f"{path} has {len(indices)} frames at {out_fps:g} fps from {start:g} s; --frames {num_frames} asks "
+                f"for more: use --frames {len(indices)} or lower the --fps"
+            )
+        indices = indices[:num_frames]
+
+    # 2. Decode only those frames.
+    frames = source.read(indices)
+    return VideoClip(
+        frames=frames,
+        fps=out_fps,
+        source_fps=source_fps,
+        source_size=(int(frames.shape[1]), int(frames.shape[2])),
+        indices=indices,
+        path=path,
+    )
+
+
+def video_info(path: str | os.PathLike, *, folder_fps: float = 8.0) -> tuple[int, float, tuple[int, int]]:
+    """Frame count, frame rate and `(height, width)` of a clip, decoding at most its first frame.
+
+    Args:
+        path (`str` or `os.PathLike`):
+            Any input `read_video` accepts.
+        folder_fps (`float`, defaults to 8.0):
+            Frame rate reported for a folder of frames.
+
+    Returns:
+        `tuple[int, float, tuple[int, int]]`: `(num_frames, fps, (height, width))`.
+    """
+    source = _open_source(Path(path), folder_fps)
+    return source.num_frames, source.fps, source.size
+
+
+class _Source:
+    """A readable clip: frame count and fps known on opening, frames decoded only on `read`."""
+
+    path: Path
+    num_frames: int
+    fps: float
+    size: tuple[int, int]
+
+    def read(self, indices: list[int]) -> np.ndarray:
+        raise NotImplementedError
+
+
+def _open_source(path: Path, folder_fps: float) -> _Source:
+    """Check the path and open it with the reader its kind needs."""
+    if not path.exists():
+        raise UserError(f"{path} does not exist: check the path to the input video")
+    if path.is_dir():
+        return _FolderSource(path, folder_fps)
+    suffix = path.suffix.lower()
+    if suffix not in SUPPORTED_EXTENSIONS:
+        supported = ", ".join(s.lstrip(".") for s in SUPPORTED_EXTENSIONS)
+        kind = suffix or "(no extension)"
+        raise UserError(f"{path}: unsupported input type {kind}; use {supported} or a folder of frames")
+    if path.stat().st_size == 0:
+        raise UserError(f"{path} is empty (0 bytes): re-export or re-download it")
+    if suffix in GIF_EXTENSIONS:
+        return _GifSource(path)
+    return _DecordSource(path)
+
+
+class _DecordSource(_Source):
+    """Video files through decord, which seeks to the selected frames instead of decoding everything."""
+
+    def __init__(self, path: Path):
+        import decord  # heavy native import, only needed for video files
+
+        self.path = path
+        try:
+            self._reader = decord.VideoReader(str(path), ctx=decord.cpu(0))
+        except Exception as error:  # decord raises RuntimeError or its own DECORDError
+            if "cannot find video stream" in str(error):
+                raise UserError(f"{path} has no video frames (no video stream): pass a file with video") from error
+            raise _undecodable(path, error) from error
+        self.num_frames = len(self._reader)
+        if self.num_frames == 0:
+            raise UserError(f"{path} has no video frames (0 frames): pass a file with video")
+        fps = float(self._reader.get_avg_fps())
+        if not fps > 0:
+            logger.warning("%s declares no frame rate; assuming %g fps", path, _DEFAULT_FPS)
+            fps = _DEFAULT_FPS
+        self.fps = fps
+        self._size: tuple[int, int] | None = None
+
+    @property
+    def size(self) -> tuple[int, int]:
+        # decord exposes no header size, so decode the first frame, only when asked (`video_info`).
+        if self._size is None:
+            try:
+                shape = self._reader[0].shape
+            except Exception as error:
+                raise _undecodable(self.path, error) from error
+            self._size = (int(shape[0]), int(shape[1]))
+        return self._size
+
+    def read(self, indices: list[int]) -> np.ndarray:
+        try:
+            frames = self._reader.get_batch(indices).asnumpy()
+        except Exception as error:
+            raise _undecodable(self.path, error) from error
+        return np.ascontiguousarray(frames, dtype=np.uint8)
+
+
+class _GifSource(_Source):
+    """GIFs through Pillow: decord cannot measure a GIF's duration and refuses most of them."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        try:
+            with Image.open(path) as image:
+                durations = [frame.info.get("duration") or 0 for frame in ImageSequence.Iterator(image)]
+                self.size = (image.height, image.width)
+        except Exception as error:  # Pillow raises several types for broken GIFs
+            raise _undecodable(path, error) from error
+        self.num_frames = len(durations)
+        if self.num_frames == 0:
+            raise UserError(f"{path} has no frames: pass a GIF with at least one frame")
+        # GIF delays are whole centiseconds, so writers alternate e.g. 120 and 130 ms for 8 fps; the mean is exact.
+        mean_ms = float(np.mean(durations))
+        self.fps = 1000.0 / mean_ms if mean_ms > 0 else _DEFAULT_FPS
+
+    def read(self, indices: list[int]) -> np.ndarray:
+        wanted, last = set(indices), max(indices)
+        frames: dict[int, np.ndarray] = {}
+        try:
+            with Image.open(self.path) as image:
+                # GIF frames are deltas on earlier ones, so iterate in order rather than seeking.
+                for i, frame in enumerate(ImageSequence.Iterator(image)):
+                    if i in wanted:
+                        frames[i] = np.asarray(frame.convert("RGB"), dtype=np.uint8)
+                    if i >= last:
+                        break
+        except Exception as error:
+            raise _undecodable(self.path, error) from error
+        return np.stack([frames[i] for i in indices])
+
+
+class _FolderSource(_Source):
+    """A folder of numbered images, one per frame."""
+
+    def __init__(self, path: Path, fps: float):
+        self.path = path
+        self.fps = float(fps)
+        self.files = sorted(
+            (p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")),
+            key=_natural_key,
+        )
+        self.num_frames = len(self.files)
+        if self.num_frames == 0:
+            kinds = "/".join(s.lstrip(".") for s in IMAGE_EXTENSIONS)
+            raise UserError(f"{path} has no frames: the folder holds no {kinds} files")
+        # Decoding the first frame (not just its header) also catches a broken first file early.
+        self.size = tuple(read_image(self.files[0]).shape[:2])
+
+    def read(self, indices: list[int]) -> np.ndarray:
+        frames = []
+        for i in indices:
+            frame = read_image(self.files[i])
+            if frame.shape[:2] != self.size:
+                raise UserError(
+                    f"{self.files[i]} is {frame.shape[1]}x{frame.shape[0]} but {self.files[0].name} is "
+                    f"{self.size[1]}x{self.size[0]}: all frames in {self.path} must have the same size"
+                )
+            frames.append(frame)
+        return np.stack(frames)
+
+
+# decord prefixes messages with "[12:00:00] /path/to/file.cc:123: "; users need only the text after it.
+_DECORD_LOG_PREFIX = re.compile(r"\[\d{2}:\d{2}:\d{2}\] \S+:\d+: ")
+
+
+def _natural_key(path: Path) -> list:
+    """Sort key putting `frame2.png` before `frame10.png`."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", path.name)]
+
+
+def _undecodable(path: Path, error: BaseException) -> UserError:
+    """The one-line error for a file the decoder rejects, with decord's log prefixes removed from its reason."""
+    reason = _first_line(_DECORD_LOG_PREFIX.sub("", str(error)).strip() or type(error).__name__)
+    return UserError(
+        f"{path} could not be decoded ({reason}): the file is corrupt, truncated or not a video; "
+        f"re-encode it, e.g. ffmpeg -i <input> -c:v libx264 -pix_fmt yuv420p out.mp4"
+    )
