@@ -1,1 +1,193 @@
-"""schedulers"""
+"""Schedulers: the original sigma table and timesteps, DPM++(2S) ancestral, and a name -> scheduler registry.
+
+Every scheduler is built with Stable Diffusion 1.5's training settings. Two helpers hide how CCEdit's sampling
+conventions map onto diffusers schedulers:
+
+- `set_sampling_timesteps` gives schedulers the original's timesteps where diffusers lets a caller choose them
+  (ref §5 item 18, §6.6 item 2);
+- `initial_noise_scale` is CCEdit's sqrt(1 + sigma_max^2) for sigma-space schedulers (ref §5 item 16, §6.6 item 1).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from typing import Any
+
+import torch
+from diffusers import (
+    DDIMScheduler,
+    DPMSolverMultistepScheduler,
+    EulerAncestralDiscreteScheduler,
+    EulerDiscreteScheduler,
+    UniPCMultistepScheduler,
+)
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
+
+from ..errors import UserError
+from .dpmpp_2s_ancestral import DPMPP2SAncestralScheduler, DPMPP2SAncestralSchedulerOutput
+from .sigmas import original_alphas_cumprod, original_sigmas, original_timesteps, quantize_sigma
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "SCHEDULERS",
+    "DPMPP2SAncestralScheduler",
+    "DPMPP2SAncestralSchedulerOutput",
+    "build_scheduler",
+    "initial_noise_scale",
+    "is_sigma_space",
+    "original_alphas_cumprod",
+    "original_sigmas",
+    "original_timesteps",
+    "quantize_sigma",
+    "set_sampling_timesteps",
+    "uses_original_timesteps",
+]
+
+SCHEDULERS: dict[str, type[SchedulerMixin]] = {
+    "euler": EulerDiscreteScheduler,
+    "euler_ancestral": EulerAncestralDiscreteScheduler,
+    "ddim": DDIMScheduler,
+    "dpmpp_2m": DPMSolverMultistepScheduler,
+    "unipc": UniPCMultistepScheduler,
+    "dpmpp_2s_ancestral": DPMPP2SAncestralScheduler,
+}
+
+# Stable Diffusion 1.5's training schedule, shared by every scheduler.
+SD15_SETTINGS: dict[str, Any] = {
+    "num_train_timesteps": 1000,
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "prediction_type": "epsilon",
+}
+
+# "trailing" spacing everywhere so that every scheduler starts at timestep 999, the top of the table, like the
+# original sampler; diffusers' SD-1.5 default ("leading", steps_offset 1) would start below it.
+_SCHEDULER_SETTINGS: dict[str, dict[str, Any]] = {
+    # The settings under which EulerDiscreteScheduler matches the original EulerEDMSampler (ref §6.6).
+    "euler": {
+        "timestep_spacing": "trailing",
+        "interpolation_type": "linear",
+        "use_karras_sigmas": False,
+        "use_exponential_sigmas": False,
+        "use_beta_sigmas": False,
+        "final_sigmas_type": "zero",
+        "timestep_type": "discrete",
+        "rescale_betas_zero_snr": False,
+    },
+    "euler_ancestral": {"timestep_spacing": "trailing"},
+    "ddim": {"timestep_spacing": "trailing", "clip_sample": False, "set_alpha_to_one": False},
+    "dpmpp_2m": {"timestep_spacing": "trailing", "algorithm_type": "dpmsolver++", "solver_order": 2},
+    "unipc": {"timestep_spacing": "trailing"},
+    "dpmpp_2s_ancestral": {},
+}
+
+# Config switches under which a scheduler's timesteps stop being plain DDPM table indices.
+_NON_INDEX_TIMESTEP_FLAGS = (
+    "use_karras_sigmas",
+    "use_exponential_sigmas",
+    "use_beta_sigmas",
+    "use_lu_lambdas",
+    "use_flow_sigmas",
+)
+
+
+def build_scheduler(name: str, **overrides: Any) -> SchedulerMixin:
+    """
+    Build a scheduler by its short name with Stable Diffusion 1.5's settings.
+
+    Args:
+        name (`str`): one of `SCHEDULERS`: "euler", "euler_ancestral", "ddim", "dpmpp_2m", "unipc",
+            "dpmpp_2s_ancestral" (the original CCEdit sampler).
+        **overrides: constructor arguments that replace the defaults, e.g. `eta=0.0`.
+
+    Returns:
+        `SchedulerMixin`: the scheduler; call `set_sampling_timesteps` on it before sampling.
+
+    Raises:
+        `UserError`: for an unknown name or an argument the scheduler does not take.
+    """
+    if name not in SCHEDULERS:
+        raise UserError(f"unknown scheduler {name!r}; choose one of: {', '.join(SCHEDULERS)}")
+    scheduler_class = SCHEDULERS[name]
+    accepted = set(inspect.signature(scheduler_class.__init__).parameters) - {"self"}
+    unknown = sorted(set(overrides) - accepted)
+    if unknown:
+        raise UserError(
+            f"scheduler {name!r} has no option {', '.join(unknown)}; its options are: {', '.join(sorted(accepted))}"
+        )
+    settings = {**SD15_SETTINGS, **_SCHEDULER_SETTINGS[name], **overrides}
+    return scheduler_class(**settings)
+
+
+def uses_original_timesteps(scheduler: SchedulerMixin) -> bool:
+    """
+    Whether `set_sampling_timesteps` hands `scheduler` the original's timesteps.
+
+    True when its `set_timesteps` takes `timesteps=` and, in its configuration, timesteps are DDPM table indices as
+    in the original (no Karras, exponential, beta, Lu-lambda or flow sigmas, discrete timestep type). Among the
+    registered schedulers that is "euler" and "dpmpp_2m". "dpmpp_2s_ancestral" builds the original's timesteps
+    itself.
+    """
+    if "timesteps" not in inspect.signature(scheduler.set_timesteps).parameters:
+        return False
+    config = scheduler.config
+    if any(config.get(flag, False) for flag in _NON_INDEX_TIMESTEP_FLAGS):
+        return False
+    return config.get("timestep_type", "discrete") == "discrete"
+
+
+def set_sampling_timesteps(
+    scheduler: SchedulerMixin, num_inference_steps: int, device: str | torch.device | None = None
+) -> None:
+    """
+    Set `scheduler` up for `num_inference_steps` steps on the original's timesteps where it can take them.
+
+    The original samples at floor(linspace(999, 0, n, endpoint=False)); diffusers' "trailing" spacing gives the same
+    timesteps only for some n (30 steps differ, ref §6.6 item 2). Schedulers that accept explicit `timesteps=`
+    (see `uses_original_timesteps`) get them; the others use their own spacing via `set_timesteps(n)`.
+
+    Args:
+        scheduler (`SchedulerMixin`): the scheduler to set up.
+        num_inference_steps (`int`): number of sampler steps.
+        device (`str` or `torch.device`, *optional*): where the scheduler keeps its timesteps.
+    """
+    if uses_original_timesteps(scheduler):
+        timesteps = original_timesteps(num_inference_steps, scheduler.config.num_train_timesteps)
+        scheduler.set_timesteps(timesteps=timesteps.tolist(), device=device)
+    else:
+        scheduler.set_timesteps(num_inference_steps, device=device)
+    logger.debug("%s timesteps: %s", type(scheduler).__name__, scheduler.timesteps.tolist())
+
+
+def is_sigma_space(scheduler: SchedulerMixin) -> bool:
+    """
+    Whether `scheduler` samples in sigma space, x = x0 + sigma * eps (Euler, Euler ancestral, DPM++(2S) ancestral).
+
+    Such schedulers keep a `sigmas` table and scale the model input, so their `init_noise_sigma` exceeds 1. DDIM,
+    DPM-Solver and UniPC sample in the variance-preserving space (init_noise_sigma = 1), even those that also keep
+    a `sigmas` attribute.
+    """
+    return getattr(scheduler, "sigmas", None) is not None and float(scheduler.init_noise_sigma) > 1.0
+
+
+def initial_noise_scale(scheduler: SchedulerMixin) -> float:
+    """
+    The factor by which a N(0, I) draw becomes the initial latent.
+
+    For sigma-space schedulers this is CCEdit's sqrt(1 + sigma_max^2) (14.648814 for SD 1.5), computed in float32
+    as the original does; diffusers' `init_noise_sigma` is sigma_max under "trailing" spacing, which moved the tiny
+    Euler result by 0.12 (ref §5 item 16, §6.6 item 1). Other schedulers use their `init_noise_sigma`.
+
+    Args:
+        scheduler (`SchedulerMixin`): a scheduler after `set_sampling_timesteps`.
+
+    Returns:
+        `float`: the initial scale.
+    """
+    if not is_sigma_space(scheduler):
+        return float(scheduler.init_noise_sigma)
+    sigma_max = torch.as_tensor(scheduler.sigmas, dtype=torch.float32).max()
+    return float(torch.sqrt(1.0 + sigma_max**2.0))

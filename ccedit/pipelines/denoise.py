@@ -1,0 +1,197 @@
+"""The denoising loop with classifier-free guidance, independent of any network.
+
+`denoise` runs one window of latents through every scheduler timestep. The network is any callable
+`model_fn(latent_model_input, timestep) -> eps`, so the same loop serves the full trident network, a windowed
+wrapper around it (which can split frames inside `model_fn`), and replays of stored network outputs in tests.
+A caller that processes a long video window by window calls `denoise` once per window, with the scheduler set up
+again (`set_sampling_timesteps`) before each call, because diffusers schedulers keep a step counter.
+
+Initial latents follow CCEdit's convention (ref §3 "Initial noise"): sigma-space schedulers start from
+(a * prior + b * noise) * sqrt(1 + sigma_max^2); see `prepare_initial_latents` and `sdedit_start`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
+from tqdm import tqdm
+
+from ..errors import UserError
+from ..schedulers import initial_noise_scale, is_sigma_space
+
+logger = logging.getLogger(__name__)
+
+ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def guided_noise_prediction(
+    model_fn: ModelFn,
+    scheduler: SchedulerMixin,
+    latents: torch.Tensor,
+    timestep: torch.Tensor,
+    guidance_scale: float,
+) -> torch.Tensor:
+    """
+    One classifier-free-guided evaluation (Ho & Salimans 2022): eps = eps_u + s * (eps_c - eps_u).
+
+    With `guidance_scale > 1` the network sees the batch `[x; x]`, unconditional half first (ref §3 "CFG"); otherwise
+    it sees `x` alone, in one pass. The original guides the denoised D rather than eps; both are equal up to rounding
+    because D is affine in eps with coefficients shared by the two halves.
+
+    Args:
+        model_fn (`Callable`): `model_fn(latent_model_input, timestep) -> eps`, batch `2B` under guidance, else `B`.
+        scheduler (`SchedulerMixin`): supplies `scale_model_input`.
+        latents (`torch.Tensor`): the current latents, batch `B` first.
+        timestep (`torch.Tensor`): the current entry of the scheduler's `timesteps`.
+        guidance_scale (`float`): the guidance scale s.
+
+    Returns:
+        `torch.Tensor`: the guided eps, shaped like `latents`.
+    """
+    use_guidance = guidance_scale > 1.0
+    latent_model_input = torch.cat([latents, latents]) if use_guidance else latents
+    latent_model_input = scheduler.scale_model_input(latent_model_input, timestep)
+    noise_pred = model_fn(latent_model_input, timestep)
+    if not use_guidance:
+        return noise_pred
+    noise_pred_uncond, noise_pred_cond = noise_pred.chunk(2)
+    return noise_pred_uncond + guidance_scale * (noise_pred_cond - noise_pred_uncond)
+
+
+def denoise(
+    model_fn: ModelFn,
+    scheduler: SchedulerMixin,
+    latents: torch.Tensor,
+    *,
+    guidance_scale: float,
+    generator: torch.Generator | list[torch.Generator] | None = None,
+    callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
+    progress: bool = True,
+    step_kwargs_fn: Callable[[int], dict[str, Any]] | None = None,
+    timesteps: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """
+    Denoise one window of latents through the scheduler's timesteps with classifier-free guidance.
+
+    The loop is diffusers' generic one (`scale_model_input`, network, `step`), so any scheduler works, including
+    those with several evaluations per step such as `DPMPP2SAncestralScheduler`, whose `timesteps` list each one.
+
+    Args:
+        model_fn (`Callable`): `model_fn(latent_model_input, timestep) -> eps`. Under guidance the input is `[x; x]`
+            (unconditional first, batch `2B`), otherwise `x` (batch `B`).
+        scheduler (`SchedulerMixin`): a scheduler after `set_sampling_timesteps` (again before each window).
+        latents (`torch.Tensor`): initial latents, already scaled (`prepare_initial_latents` or `sdedit_start`),
+            e.g. `(batch, channels, frames, height, width)`.
+        guidance_scale (`float`): classifier-free guidance scale; `<= 1` runs one pass without guidance.
+        generator (`torch.Generator` or `list[torch.Generator]`, *optional*): source of the schedulers' noise; passed
+            to `step` when it takes one.
+        callback (`Callable`, *optional*): `callback(step_index, timestep, latents)` after each `step`.
+        progress (`bool`, defaults to `True`): show a progress bar on stderr.
+        step_kwargs_fn (`Callable`, *optional*): `step_kwargs_fn(step_index) -> dict` of extra `step` arguments, e.g.
+            `{"noise": ...}` to replay a stored run.
+        timesteps (`torch.Tensor`, *optional*): the timesteps to run; defaults to `scheduler.timesteps`
+            (`sdedit_start` returns a shortened tail).
+
+    Returns:
+        `torch.Tensor`: the denoised latents.
+    """
+    timesteps = scheduler.timesteps if timesteps is None else timesteps
+    # Stochastic schedulers (Euler ancestral, ours) draw from `generator` in `step`; UniPC's `step` rejects it.
+    step_takes_generator = "generator" in inspect.signature(scheduler.step).parameters
+    for step_index, timestep in enumerate(tqdm(timesteps, file=sys.stderr, disable=not progress)):
+        noise_pred = guided_noise_prediction(model_fn, scheduler, latents, timestep, guidance_scale)
+        step_kwargs: dict[str, Any] = {"generator": generator} if step_takes_generator else {}
+        if step_kwargs_fn is not None:
+            step_kwargs.update(step_kwargs_fn(step_index))
+        latents = scheduler.step(noise_pred, timestep, latents, **step_kwargs, return_dict=False)[0]
+        if callback is not None:
+            callback(step_index, timestep, latents)
+    return latents
+
+
+def prepare_initial_latents(
+    noise: torch.Tensor,
+    scheduler: SchedulerMixin,
+    *,
+    prior: torch.Tensor | None = None,
+    prior_coefficient: float = 0.0,
+    noise_coefficient: float = 1.0,
+) -> torch.Tensor:
+    """
+    The initial latent (prior_coefficient * prior + noise_coefficient * noise) * scale (ref §3 "Initial noise").
+
+    The anchor prior (an edited reference frame, the source video, or their sum, already VAE-encoded and scaled) is
+    mixed in *before* the scaling, as the original does. The scale is `initial_noise_scale(scheduler)`:
+    sqrt(1 + sigma_max^2) for sigma-space schedulers, `init_noise_sigma` otherwise.
+
+    Args:
+        noise (`torch.Tensor`): N(0, I), `(batch, channels, frames, height, width)`.
+        scheduler (`SchedulerMixin`): a scheduler after `set_sampling_timesteps`.
+        prior (`torch.Tensor`, *optional*): the prior latent, `(batch, channels, frames, height, width)` or one image
+            latent `(batch, channels, height, width)` repeated over frames.
+        prior_coefficient (`float`, defaults to 0.0): a; the README's TVI2V setting is 0.03.
+        noise_coefficient (`float`, defaults to 1.0): b.
+
+    Returns:
+        `torch.Tensor`: the scaled initial latents, shaped like `noise`.
+    """
+    if prior_coefficient != 0.0 and prior is None:
+        raise ValueError(f"`prior_coefficient` is {prior_coefficient} but no `prior` latent was given.")
+    latents = noise_coefficient * noise
+    if prior is not None and prior_coefficient != 0.0:
+        if prior.ndim == noise.ndim - 1:
+            prior = prior.unsqueeze(2)  # (B, C, h, w) -> (B, C, 1, h, w), repeated over frames below
+        if prior.shape != noise.shape and prior.shape != noise.shape[:2] + (1,) + noise.shape[3:]:
+            raise ValueError(
+                f"`prior` must have the shape of the noise {tuple(noise.shape)} or lack its frame axis, "
+                f"got {tuple(prior.shape)}."
+            )
+        latents = prior_coefficient * prior.to(noise.dtype).expand_as(noise) + latents
+    return latents * initial_noise_scale(scheduler)
+
+
+def sdedit_start(
+    z: torch.Tensor, noise: torch.Tensor, scheduler: SchedulerMixin, *, strength: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """
+    SDEdit (Meng et al. 2022): noise clean latents part-way and keep only the tail of the schedule.
+
+    Of the n steps set on the scheduler, the last max(int(strength * (n + 1)), 1) - 1 are kept: the original counts
+    the appended final sigma 0 when it prunes (`Img2ImgDiscretizationWrapper`, ref §3). The start is
+    - sigma-space schedulers (Euler, Euler ancestral, DPM++(2S) ancestral): z + sigma_0 * noise, sigma_0 the first
+      kept sigma, which is what the original's sampler starts from;
+    - others (DDIM, DPM-Solver, UniPC): `scheduler.add_noise(z, noise, t_0)`, their own forward process at the first
+      kept timestep.
+    The scheduler's begin index is set, so pass the returned timesteps to `denoise(..., timesteps=...)`.
+
+    Args:
+        z (`torch.Tensor`): clean latents, e.g. the VAE-encoded source video, `(batch, channels, frames, h, w)`.
+        noise (`torch.Tensor`): N(0, I) of the same shape.
+        scheduler (`SchedulerMixin`): a scheduler after `set_sampling_timesteps`.
+        strength (`float`): in (0, 1]; 1 keeps every step.
+
+    Returns:
+        `tuple[torch.Tensor, torch.Tensor]`: the starting latents and the timesteps to run (empty when strength is
+        too small to keep a step; the latents are then `z`).
+    """
+    if not 0.0 < strength <= 1.0:
+        raise UserError(f"SDEdit `strength` must be in (0, 1], got {strength}")
+    num_steps = scheduler.num_inference_steps
+    kept_steps = max(int(strength * (num_steps + 1)), 1) - 1
+    begin_index = (num_steps - kept_steps) * scheduler.order
+    timesteps = scheduler.timesteps[begin_index:]
+    if kept_steps == 0:
+        logger.warning("SDEdit strength %s keeps none of the %d steps; the latents stay as given.", strength, num_steps)
+        return z, timesteps
+    if hasattr(scheduler, "set_begin_index"):
+        scheduler.set_begin_index(begin_index)
+    if is_sigma_space(scheduler):
+        sigma = scheduler.sigmas[begin_index].to(device=z.device, dtype=z.dtype)
+        return z + sigma * noise, timesteps
+    return scheduler.add_noise(z, noise, timesteps[:1]), timesteps
