@@ -10,3 +10,7 @@ class UserError(Exception):
 
 class ModelNotFoundError(UserError):
     """A model folder, file or hub id could not be found or reached."""
+
+
+class InvalidInputError(UserError, ValueError):
+    """An argument of a public call is out of its range or shape; the message names it and what it expects."""

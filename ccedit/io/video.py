@@ -63,6 +63,7 @@ def read_video(
     fps: float | None = None,
     start: float = 0.0,
     folder_fps: float = 8.0,
+    max_frames: int | None = None,
 ) -> VideoClip:
     """Read frames from a video file, a GIF or a folder of frames.
 
@@ -83,6 +84,9 @@ def read_video(
             Start time in seconds.
         folder_fps (`float`, defaults to 8.0):
             Frame rate of a folder of frames, which has no timing of its own.
+        max_frames (`int`, *optional*):
+            Take at most this many frames, and fewer without complaint when the clip is shorter (ignored when
+            `num_frames` is given).
 
     Returns:
         `VideoClip`: the frames and their provenance.
@@ -126,6 +130,8 @@ def read_video(
                 f"for more: use --frames {len(indices)} or lower the --fps"
             )
         indices = indices[:num_frames]
+    elif max_frames is not None:
+        indices = indices[:max_frames]
 
     # 2. Decode only those frames.
     frames = source.read(indices)

@@ -1,1 +1,5 @@
-"""pipelines"""
+"""Pipelines: the denoising loop and `CCEditPipeline`."""
+
+from .pipeline_ccedit import CCEditPipeline, CCEditPipelineOutput
+
+__all__ = ["CCEditPipeline", "CCEditPipelineOutput"]

@@ -1,0 +1,146 @@
+"""Edit settings: typed schema, YAML merge (files left to right, then flags, then `key=value`), validation.
+
+Only this module and `cli.py` touch OmegaConf; everything else sees the dataclasses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from .errors import UserError
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+BUILTIN_MODELS = ("tiny",)
+
+
+@dataclass
+class ModelConfig:
+    path: str = "tiny"  # "tiny" (built in, random), a converted ccedit folder, or a hub id
+    dtype: str = "auto"  # auto: float16 on CUDA, float32 on CPU; or float32 / float16 / bfloat16
+    device: str = "auto"  # auto: cuda when available, else cpu
+    num_frames: int = 17  # the window length the model was trained on (CCEdit: 17 key frames)
+    short_side: int = 512  # working size's short side when --height/--width are not given
+    cpu_offload: bool = False  # keep components on the CPU, move each to the GPU only while it runs
+    vae_slicing: bool = True  # decode a few frames at a time
+    tokenizer: str | None = None  # tokenizer path or hub id, when the model folder has none
+
+
+@dataclass
+class StructureConfig:
+    annotators: list[str] = field(default_factory=lambda: ["depth"])  # `depth` = the model's own depth estimator
+    scales: list[float] = field(default_factory=lambda: [1.0])  # one per annotator
+    # One ControlNet per annotator: null = the model folder's own `controlnet`; else a path or hub id.
+    controlnets: list[str | None] = field(default_factory=list)
+    cache_dir: str | None = "~/.cache/ccedit/structure"  # null: no cache
+    options: dict[str, Any] = field(default_factory=dict)  # per annotator name: constructor options
+
+
+@dataclass
+class SamplingConfig:
+    scheduler: str = "dpmpp_2s_ancestral"  # the README sampler of CCEdit
+    num_inference_steps: int = 30
+    guidance_scale: float = 7.5
+    negative_prompt: str = "ugly, low quality"  # CCEdit's default uncond text
+    add_prompt: str = "masterpiece, high quality"  # prepended as "<add_prompt>, <prompt>" when non-empty
+    appearance_scale: float = 1.0
+    structure_scale: float | None = None  # overrides every entry of structure.scales when set
+    prior: str = "auto"  # auto: "keyframe" with a keyframe (CCEdit's anchor prior), else "none"; or none/keyframe/video
+    prior_coefficient: float = 0.03  # weight of the anchor prior (CCEdit's README setting)
+    strength: float = 1.0  # SDEdit: < 1 starts from the noised source video
+    seed: int = 0
+
+
+@dataclass
+class VideoConfig:
+    num_frames: int | None = None  # null: the model's native window (model.num_frames)
+    fps: float | None = None  # null: the source's rate; else every round(source_fps / fps)-th frame
+    start: float = 0.0  # seconds
+    height: int | None = None
+    width: int | None = None
+    resize_mode: str = "crop"  # crop (fill the frame) or pad (letterbox)
+    folder_fps: float = 8.0  # frame rate of a folder of images
+
+
+@dataclass
+class OutputConfig:
+    side_by_side: bool = False  # also write <out>.side_by_side.mp4: source | structure map | result
+    gif: bool = False  # also write <out>.gif
+    frames: bool = False  # also write <out>_frames/ with one PNG per frame
+
+
+@dataclass
+class EditConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    structure: StructureConfig = field(default_factory=StructureConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    video: VideoConfig = field(default_factory=VideoConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def model_defaults_file(model: str) -> Path:
+    """The shipped defaults for a model: `configs/model/<name>.yaml` for built-ins, else the CCEdit ones."""
+    name = model if model in BUILTIN_MODELS else "ccedit"
+    return CONFIG_DIR / "model" / f"{name}.yaml"
+
+
+def load_edit_config(
+    files: list[str | Path] = (), overrides: dict[str, Any] | None = None, dotlist: list[str] = (), model: str | None = None
+) -> EditConfig:
+    """Merge, left to right: the schema, `configs/edit/default.yaml`, the model's defaults, `files`, `overrides`
+    (the CLI flags, as a nested dict) and `dotlist` (`key=value` strings). Unknown keys and wrong types fail here.
+    """
+    try:
+        merged = OmegaConf.structured(EditConfig)
+        layers = [OmegaConf.load(CONFIG_DIR / "edit" / "default.yaml")]
+        user_files = []
+        for f in files:
+            if not Path(f).is_file():
+                raise UserError(f"config file not found: {f}")
+            user_files.append(OmegaConf.load(f))
+        flags = OmegaConf.create(overrides or {})
+        cli = OmegaConf.from_dotlist(list(dotlist))
+        # The model's defaults come before the user's files, but which model it is may be set anywhere.
+        chosen = model
+        for layer in (*user_files, flags, cli):
+            chosen = OmegaConf.select(layer, "model.path", default=chosen)
+        model_file = model_defaults_file(chosen or "tiny")
+        if model_file.is_file():
+            layers.append(OmegaConf.load(model_file))
+        merged = OmegaConf.merge(merged, *layers, *user_files, flags, cli)
+        config: EditConfig = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None)
+        where = f" `{key}`" if key else ""
+        raise UserError(f"invalid setting{where}: {str(e).splitlines()[0]} (see configs/edit/default.yaml)") from None
+    validate(config)
+    return config
+
+
+def validate(config: EditConfig) -> None:
+    s, v = config.sampling, config.video
+    if s.prior not in ("auto", "none", "keyframe", "video"):
+        raise UserError(f"sampling.prior must be auto, none, keyframe or video, got {s.prior!r}")
+    if v.resize_mode not in ("crop", "pad"):
+        raise UserError(f"video.resize_mode must be crop or pad, got {v.resize_mode!r}")
+    if v.num_frames is not None and v.num_frames < 1:
+        raise UserError(f"--frames must be at least 1, got {v.num_frames}")
+    if s.num_inference_steps < 1:
+        raise UserError(f"--steps must be at least 1, got {s.num_inference_steps}")
+    if not config.structure.annotators:
+        raise UserError("structure.annotators is empty: name at least one, e.g. --structure depth")
+    if len(config.structure.scales) not in (1, len(config.structure.annotators)):
+        raise UserError(
+            f"structure.scales has {len(config.structure.scales)} entries for {len(config.structure.annotators)} annotators"
+        )
+
+
+def to_yaml(config: EditConfig) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(config))

@@ -1,0 +1,401 @@
+"""`CCEditPipeline`: text- and keyframe-guided video editing with the CCEdit trident."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import PIL.Image
+import torch
+from diffusers import AutoencoderKL, ControlNetModel, DiffusionPipeline, UNet2DConditionModel
+from diffusers.utils import BaseOutput
+from diffusers.utils.torch_utils import randn_tensor
+from transformers import CLIPTextModel, CLIPTokenizer
+
+from ..errors import InvalidInputError
+from ..models import AppearanceEncoder, CCEditTemporalAdapter, TridentModel, VideoUNet
+from ..schedulers import set_sampling_timesteps
+from .denoise import denoise, prepare_initial_latents, sdedit_start
+
+logger = logging.getLogger(__name__)
+
+PRIORS = ("none", "keyframe", "video")
+
+
+@dataclass
+class CCEditPipelineOutput(BaseOutput):
+    """
+    Args:
+        frames: the edited videos: `np.ndarray` uint8 `(batch, frames, height, width, 3)` for `output_type="np"`,
+            `torch.Tensor` `(batch, frames, 3, height, width)` in `[0, 1]` for `"pt"`, lists of PIL images for
+            `"pil"`, latents `(batch, 4, frames, h, w)` for `"latent"`.
+        timings: seconds spent per stage (`encode_prompt`, `encode_keyframe`, `denoise`, `decode`, `total`).
+        peak_memory_bytes: peak accelerator memory of the call, when running on CUDA.
+    """
+
+    frames: np.ndarray | torch.Tensor | list
+    timings: dict[str, float] = field(default_factory=dict)
+    peak_memory_bytes: int | None = None
+
+
+def _video_to_tensor(video) -> torch.Tensor:
+    """uint8 `(T, H, W, 3)` array or float `(T, 3, H, W)` tensor in [0, 1] -> float `(T, 3, H, W)` in [-1, 1]."""
+    if isinstance(video, np.ndarray):
+        if video.dtype != np.uint8 or video.ndim != 4 or video.shape[-1] != 3:
+            raise InvalidInputError(f"`video` as an array must be uint8 (frames, height, width, 3), got {video.dtype} {video.shape}")
+        video = torch.from_numpy(video).permute(0, 3, 1, 2).float() / 255
+    elif isinstance(video, torch.Tensor):
+        if video.ndim != 4 or video.shape[1] != 3:
+            raise InvalidInputError(f"`video` as a tensor must be (frames, 3, height, width), got {tuple(video.shape)}")
+        video = video.float()
+    else:
+        raise InvalidInputError(f"`video` must be a uint8 array or a float tensor, got {type(video).__name__}")
+    return video * 2 - 1
+
+
+def _image_to_tensor(image) -> torch.Tensor:
+    """PIL image, uint8 `(H, W, 3)` array or float `(3, H, W)` tensor in [0, 1] -> `(1, 3, H, W)` in [-1, 1]."""
+    if isinstance(image, PIL.Image.Image):
+        image = np.asarray(image.convert("RGB"))
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
+            raise InvalidInputError(f"`keyframe` as an array must be uint8 (height, width, 3), got {image.dtype} {image.shape}")
+        image = torch.from_numpy(image).permute(2, 0, 1).float() / 255
+    if not isinstance(image, torch.Tensor) or image.ndim != 3:
+        raise InvalidInputError("`keyframe` must be a PIL image, a uint8 (height, width, 3) array or a (3, height, width) tensor")
+    return image[None].float() * 2 - 1
+
+
+class CCEditPipeline(DiffusionPipeline):
+    r"""Edit a video with a text prompt, keeping its structure, optionally spreading the look of an edited keyframe.
+
+    CCEdit (Feng et al., CVPR 2024): a frozen SD-1.5 UNet with learnable temporal layers (main branch), ControlNets
+    on per-frame structure maps (structure branch) and an encoder of the edited keyframe (appearance branch).
+
+    Args:
+        vae (`AutoencoderKL`): image autoencoder; frames are encoded and decoded one by one.
+        text_encoder (`CLIPTextModel`), tokenizer (`CLIPTokenizer`): the text branch of SD-1.5.
+        unet (`UNet2DConditionModel`): the frozen base of the main branch.
+        temporal (`CCEditTemporalAdapter`): the temporal layers made for `unet`.
+        controlnet (`ControlNetModel` or list, *optional*): structure ControlNets; each is fed its own maps.
+        scheduler: any diffusers scheduler, or ccedit's `DPMPP2SAncestralScheduler`.
+        appearance (`AppearanceEncoder`, *optional*): the keyframe encoder; without it only text guides the edit.
+    """
+
+    model_cpu_offload_seq = "text_encoder->appearance->controlnet->unet->vae"
+    _optional_components = ["appearance", "controlnet"]
+
+    def __init__(
+        self,
+        vae: AutoencoderKL,
+        text_encoder: CLIPTextModel,
+        tokenizer: CLIPTokenizer,
+        unet: UNet2DConditionModel,
+        temporal: CCEditTemporalAdapter,
+        controlnet: ControlNetModel | Sequence[ControlNetModel] | None,
+        scheduler,
+        appearance: AppearanceEncoder | None = None,
+    ):
+        super().__init__()
+        if isinstance(controlnet, (list, tuple)):
+            from diffusers.models.controlnets.multicontrolnet import MultiControlNetModel
+
+            if len(controlnet) == 0:
+                controlnet = None  # no structure branch
+            else:
+                controlnet = MultiControlNetModel(list(controlnet)) if len(controlnet) > 1 else controlnet[0]
+        self.register_modules(
+            vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, temporal=temporal,
+            controlnet=controlnet, scheduler=scheduler, appearance=appearance,
+        )
+        self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
+        self._offload_device: torch.device | None = None
+
+    # ------------------------------------------------------------------ components and devices
+
+    @property
+    def controlnets(self) -> list[ControlNetModel]:
+        if self.controlnet is None:
+            return []
+        return list(getattr(self.controlnet, "nets", [self.controlnet]))
+
+    @property
+    def size_multiple(self) -> int:
+        """Frame sizes must be multiples of this: the VAE's factor times the UNet's three 2x downsamplings."""
+        return self.vae_scale_factor * 2 ** (len(self.unet.config.block_out_channels) - 1)
+
+    def trident(self) -> TridentModel:
+        return TridentModel(VideoUNet(self.unet, self.temporal), self.controlnets, self.appearance)
+
+    def enable_model_cpu_offload(self, gpu_id: int | None = None, device: str | torch.device = "cuda") -> None:
+        """Keep components on the CPU and move each stage's components to `device` only while they run."""
+        device = torch.device(device)
+        self._offload_device = torch.device(device.type, gpu_id if gpu_id is not None else (device.index or 0))
+        self.to("cpu")
+
+    def enable_vae_slicing(self) -> None:
+        self.vae.enable_slicing()
+
+    def enable_vae_tiling(self) -> None:
+        self.vae.enable_tiling()
+
+    @property
+    def _execution_device(self) -> torch.device:
+        return self._offload_device or self.unet.device
+
+    def _onload(self, *modules: torch.nn.Module | None) -> None:
+        """Under CPU offload, move `modules` to the accelerator and every other component back to the CPU."""
+        if self._offload_device is None:
+            return
+        wanted = {id(m) for m in modules if m is not None}
+        for component in self.components.values():
+            if isinstance(component, torch.nn.Module):
+                component.to(self._offload_device if id(component) in wanted else "cpu")
+        if self._offload_device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    # ------------------------------------------------------------------ stages
+
+    def encode_prompt(self, prompt: list[str], device: torch.device) -> torch.Tensor:
+        """CLIP `last_hidden_state` (after the final LayerNorm) of prompts padded to the tokenizer's length."""
+        length = min(self.tokenizer.model_max_length, self.text_encoder.config.max_position_embeddings)
+        tokens = self.tokenizer(prompt, padding="max_length", max_length=length, truncation=True, return_tensors="pt")
+        return self.text_encoder(tokens.input_ids.to(device))[0]
+
+    def encode_images(self, images: torch.Tensor, chunk_size: int = 8) -> torch.Tensor:
+        """Scaled VAE latents (the posterior mean) of `(N, 3, H, W)` images in [-1, 1], `chunk_size` at a time."""
+        latents = []
+        for chunk in images.split(chunk_size):
+            chunk = chunk.to(self.vae.device, self.vae.dtype)
+            latents.append(self.vae.encode(chunk).latent_dist.mode())
+        return torch.cat(latents) * self.vae.config.scaling_factor
+
+    def decode_latents(self, latents: torch.Tensor, chunk_size: int = 8) -> torch.Tensor:
+        """`(B, 4, T, h, w)` latents -> `(B, T, 3, H, W)` frames in [0, 1].
+
+        fp16 decodes can overflow to NaN; such a chunk is decoded again in float32.
+        """
+        b, c, f, h, w = latents.shape
+        flat = latents.transpose(1, 2).reshape(b * f, c, h, w) / self.vae.config.scaling_factor
+        frames = []
+        for chunk in flat.split(chunk_size):
+            image = self.vae.decode(chunk.to(self.vae.dtype)).sample
+            if not torch.isfinite(image).all() and self.vae.dtype != torch.float32:
+                logger.warning("the %s VAE decode produced NaN or inf; decoding again in float32", self.vae.dtype)
+                original = self.vae.dtype
+                self.vae.to(torch.float32)
+                image = self.vae.decode(chunk.float()).sample
+                self.vae.to(original)
+            frames.append(((image.float() + 1) / 2).clamp(0, 1))
+        return torch.cat(frames).view(b, f, 3, *frames[0].shape[-2:])
+
+    def check_inputs(
+        self, prompt, video, structure_maps, keyframe, keyframe_index, structure_scale, strength, prior,
+        prior_coefficient, guidance_scale, num_inference_steps,
+    ) -> None:
+        if not isinstance(prompt, str) and not (isinstance(prompt, list) and all(isinstance(p, str) for p in prompt)):
+            raise InvalidInputError(f"`prompt` must be a string or a list of strings, got {type(prompt).__name__}")
+        f, _, h, w = video.shape
+        m = self.size_multiple
+        if h % m or w % m:
+            raise InvalidInputError(
+                f"frame size must be a multiple of {m}, got {w}x{h}: resize to {max(m, round(w / m) * m)}x{max(m, round(h / m) * m)}"
+            )
+        nets = self.controlnets
+        if len(structure_maps) != len(nets):
+            raise InvalidInputError(f"this model has {len(nets)} ControlNet(s), got {len(structure_maps)} structure map sets")
+        for i, maps in enumerate(structure_maps):
+            if tuple(maps.shape) != (f, 3, h, w):
+                raise InvalidInputError(f"structure maps {i} must be (frames, 3, height, width) = {(f, 3, h, w)}, got {tuple(maps.shape)}")
+        if not isinstance(structure_scale, (int, float)) and len(structure_scale) != len(nets):
+            raise InvalidInputError(f"got {len(structure_scale)} structure scales for {len(nets)} ControlNet(s)")
+        if keyframe is not None:
+            if self.appearance is None:
+                raise InvalidInputError("this model has no appearance branch, so it cannot use a keyframe; use a keyframe (TVI2V) model")
+            if tuple(keyframe.shape[-2:]) != (h, w):
+                raise InvalidInputError(f"`keyframe` must be {w}x{h} like the frames, got {keyframe.shape[-1]}x{keyframe.shape[-2]}")
+        if keyframe_index is not None and not 0 <= keyframe_index < f:
+            raise InvalidInputError(f"`keyframe_index` must be in [0, {f - 1}] for {f} frames, got {keyframe_index}")
+        if not 0 < strength <= 1:
+            raise InvalidInputError(f"`strength` must be in (0, 1], got {strength}")
+        if prior not in PRIORS:
+            raise InvalidInputError(f"`prior` must be one of {', '.join(PRIORS)}, got {prior!r}")
+        if prior == "keyframe" and keyframe is None:
+            raise InvalidInputError("`prior='keyframe'` needs a keyframe")
+        if prior != "none" and strength < 1:
+            raise InvalidInputError("the anchor prior and SDEdit `strength` < 1 exclude each other; use one of them")
+        if prior_coefficient < 0:
+            raise InvalidInputError(f"`prior_coefficient` must be >= 0, got {prior_coefficient}")
+        if guidance_scale < 0:
+            raise InvalidInputError(f"`guidance_scale` must be >= 0, got {guidance_scale}")
+        if num_inference_steps < 1:
+            raise InvalidInputError(f"`num_inference_steps` must be >= 1, got {num_inference_steps}")
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str | list[str],
+        video: np.ndarray | torch.Tensor,
+        structure_maps: torch.Tensor | Sequence[torch.Tensor] = (),
+        *,
+        negative_prompt: str | list[str] | None = None,
+        keyframe: PIL.Image.Image | np.ndarray | torch.Tensor | None = None,
+        keyframe_index: int | None = None,
+        num_inference_steps: int = 30,
+        guidance_scale: float = 7.5,
+        structure_scale: float | Sequence[float] = 1.0,
+        appearance_scale: float = 1.0,
+        prior: str = "none",
+        prior_coefficient: float = 0.0,
+        strength: float = 1.0,
+        generator: torch.Generator | None = None,
+        latents: torch.Tensor | None = None,
+        output_type: str = "np",
+        decode_chunk_size: int = 8,
+        callback_on_step_end: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
+        progress: bool = True,
+    ) -> CCEditPipelineOutput:
+        r"""Edit `video`.
+
+        Args:
+            prompt (`str` or `list[str]`): the target description; a list edits the same video once per prompt.
+            video: the source frames at the working size: uint8 `(frames, height, width, 3)` or float
+                `(frames, 3, height, width)` in `[0, 1]`.
+            structure_maps: per ControlNet, maps `(frames, 3, height, width)` in `[0, 1]` (see `ccedit.annotators`).
+            negative_prompt: text for the unconditional half of classifier-free guidance (default: empty).
+            keyframe: the edited keyframe at the working size; its look is spread over the video.
+            keyframe_index (`int`, *optional*): which frame the keyframe shows; default the centre frame.
+            num_inference_steps (`int`): denoising steps (DPM++(2S) ancestral makes two model calls per step).
+            guidance_scale (`float`): text guidance; `<= 1` runs one model pass per call instead of two.
+            structure_scale: strength of each ControlNet; 0 skips it.
+            appearance_scale (`float`): strength of the keyframe; 0 skips the appearance branch.
+            prior (`str`): CCEdit's anchor prior: start from `prior_coefficient * z + noise`, with `z` the keyframe
+                latent repeated over frames (`"keyframe"`) or the source frames' latents (`"video"`).
+            prior_coefficient (`float`): the prior's weight (CCEdit uses 0.03 with a keyframe).
+            strength (`float`): SDEdit; below 1, start from the source latents noised to that fraction of the schedule.
+            generator (`torch.Generator`, *optional*): fixes the noise, so the same seed gives the same output.
+            latents (`torch.Tensor`, *optional*): initial noise `(batch, 4, frames, h, w)` instead of drawing it.
+            output_type (`str`): `"np"`, `"pt"`, `"pil"` or `"latent"`.
+            decode_chunk_size (`int`): frames per VAE call.
+            callback_on_step_end: called as `callback(step_index, timestep, latents)` after every scheduler step.
+            progress (`bool`): show a progress bar.
+
+        Returns:
+            [`CCEditPipelineOutput`]: the frames, per-stage timings and peak accelerator memory.
+        """
+        start = time.perf_counter()
+        timings: dict[str, float] = {}
+        device = self._execution_device
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+
+        # 1. Check inputs.
+        video = _video_to_tensor(video)
+        if isinstance(structure_maps, torch.Tensor):
+            structure_maps = [structure_maps]
+        structure_maps = list(structure_maps)
+        keyframe = _image_to_tensor(keyframe) if keyframe is not None else None
+        self.check_inputs(
+            prompt, video, structure_maps, keyframe, keyframe_index, structure_scale, strength, prior,
+            prior_coefficient, guidance_scale, num_inference_steps,
+        )
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        batch, num_frames = len(prompts), video.shape[0]
+        do_cfg = guidance_scale > 1
+        if keyframe is not None and keyframe_index is None:
+            keyframe_index = num_frames // 2  # CCEdit's convention: the centre frame
+        use_appearance = keyframe is not None and appearance_scale != 0
+
+        # 2. Encode the prompts (uncond first, as CCEdit batches them).
+        t0 = time.perf_counter()
+        self._onload(self.text_encoder)
+        text = self.encode_prompt(prompts, device)
+        if do_cfg:
+            negative = negative_prompt if negative_prompt is not None else ""
+            negatives = [negative] * batch if isinstance(negative, str) else list(negative)
+            if len(negatives) != batch:
+                raise InvalidInputError(f"got {len(negatives)} negative prompts for {batch} prompts")
+            text = torch.cat([self.encode_prompt(negatives, device), text])
+        timings["encode_prompt"] = time.perf_counter() - t0
+
+        # 3. Encode the keyframe and, when needed, the source frames.
+        t0 = time.perf_counter()
+        self._onload(self.vae)
+        keyframe_latent = self.encode_images(keyframe).to(device) if use_appearance or prior == "keyframe" else None
+        source_latents = None
+        if prior == "video" or strength < 1:
+            source_latents = self.encode_images(video, decode_chunk_size)  # (T, 4, h, w)
+            source_latents = source_latents.transpose(0, 1)[None].expand(batch, -1, -1, -1, -1).to(device)
+        timings["encode_keyframe"] = time.perf_counter() - t0
+
+        # 4. Timesteps and initial latents.
+        set_sampling_timesteps(self.scheduler, num_inference_steps, device)
+        h, w = video.shape[-2] // self.vae_scale_factor, video.shape[-1] // self.vae_scale_factor
+        dtype = self.unet.dtype
+        shape = (batch, self.unet.config.in_channels, num_frames, h, w)
+        noise = latents.to(device, torch.float32) if latents is not None else randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
+        timesteps = None
+        if strength < 1:
+            latents, timesteps = sdedit_start(source_latents.float(), noise, self.scheduler, strength=strength)
+        else:
+            anchor = None
+            if prior == "keyframe":
+                anchor = keyframe_latent.float()[:, :, None].expand(batch, -1, num_frames, -1, -1)
+            elif prior == "video":
+                anchor = source_latents.float()
+            latents = prepare_initial_latents(noise, self.scheduler, prior=anchor, prior_coefficient=prior_coefficient)
+
+        # 5. Denoise.
+        t0 = time.perf_counter()
+        trident = self.trident()
+        self._onload(self.unet, self.temporal, self.controlnet, self.appearance)
+        maps = [m.to(device, dtype)[None].transpose(1, 2) for m in structure_maps]  # (1, 3, T, H, W)
+        key = keyframe_latent.to(dtype) if use_appearance else None
+
+        def model_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            n = x.shape[0]
+            context = text if n == text.shape[0] else text[-n:]
+            return trident(
+                x.to(dtype),
+                torch.as_tensor(t, device=device).expand(n),
+                context.to(dtype),
+                structure_maps=[m.expand(n, -1, -1, -1, -1) for m in maps],
+                structure_scale=structure_scale,
+                keyframe_latent=key.expand(n, -1, -1, -1) if key is not None else None,
+                keyframe_index=keyframe_index,
+                appearance_scale=appearance_scale,
+            ).float()
+
+        def on_step(i, t, x):
+            if callback_on_step_end is not None:
+                callback_on_step_end(i, t, x)
+
+        latents = denoise(
+            model_fn, self.scheduler, latents, guidance_scale=guidance_scale, generator=generator,
+            callback=on_step, progress=progress, timesteps=timesteps,
+        )
+        timings["denoise"] = time.perf_counter() - t0
+
+        # 6. Decode.
+        t0 = time.perf_counter()
+        if output_type == "latent":
+            frames = latents
+        else:
+            self._onload(self.vae)
+            frames = self.decode_latents(latents, decode_chunk_size)
+            if output_type == "np":
+                frames = (frames.permute(0, 1, 3, 4, 2) * 255).round().to(torch.uint8).cpu().numpy()
+            elif output_type == "pil":
+                arrays = (frames.permute(0, 1, 3, 4, 2) * 255).round().to(torch.uint8).cpu().numpy()
+                frames = [[PIL.Image.fromarray(a) for a in video_frames] for video_frames in arrays]
+            elif output_type != "pt":
+                raise InvalidInputError(f"`output_type` must be np, pt, pil or latent, got {output_type!r}")
+        self._onload()
+        timings["decode"] = time.perf_counter() - t0
+        timings["total"] = time.perf_counter() - start
+        peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+        self.maybe_free_model_hooks()
+        return CCEditPipelineOutput(frames=frames, timings=timings, peak_memory_bytes=peak)

@@ -1,0 +1,112 @@
+"""A tiny, randomly initialised CCEdit model: checks an install and runs the real code path in seconds, offline.
+
+Its edits are noise-like (nothing was trained), but every branch computes: temporal layers, cross-frame attention,
+ControlNet and appearance encoder all start from random values rather than CCEdit's zero initialisation.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL, ControlNetModel
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+from ..convert.geometry import Geometry
+from ..convert.networks import build_network_modules
+from ..schedulers import build_scheduler
+
+TINY_GEOMETRY = Geometry(
+    model_channels=32, channel_mult=[1, 2], num_res_blocks=1, attention_resolutions=[1, 2], num_heads=2, context_dim=32
+)
+TINY_SEED = 0
+
+
+def _byte_alphabet() -> list[str]:
+    """One printable character per byte value, so a vocabulary over characters covers any UTF-8 text."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    chars, extra = [], 0
+    for b in range(256):
+        if b in printable:
+            chars.append(chr(b))
+        else:
+            chars.append(chr(256 + extra))
+            extra += 1
+    return chars
+
+
+def tiny_tokenizer() -> CLIPTokenizer:
+    """A CLIP tokenizer over single characters (no merges): 514 tokens, built from files written on the fly."""
+    chars = _byte_alphabet()
+    vocab = {c: i for i, c in enumerate(chars)}
+    vocab.update({c + "</w>": 256 + i for i, c in enumerate(chars)})
+    vocab.update({"<|startoftext|>": 512, "<|endoftext|>": 513})
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "vocab.json").write_text(json.dumps(vocab))
+        (Path(tmp) / "merges.txt").write_text("#version: 0.2\n")
+        return CLIPTokenizer(str(Path(tmp) / "vocab.json"), str(Path(tmp) / "merges.txt"), model_max_length=77)
+
+
+def _randomize_zero_tensors(module: torch.nn.Module, generator: torch.Generator) -> None:
+    # Zero-initialised paths (temporal convs, ControlNet zero convs) would make the tiny model ignore its
+    # branches; give them small random values so that every branch changes the output.
+    with torch.no_grad():
+        for p in module.parameters():
+            if not p.any():
+                p.copy_(torch.randn(p.shape, generator=generator) * 0.02)
+
+
+def tiny_components(keyframe: bool = True) -> dict:
+    """Components of a tiny CCEdit pipeline, the same for every call (seeded)."""
+    torch.manual_seed(TINY_SEED)
+    networks = build_network_modules(TINY_GEOMETRY, keyframe)
+    generator = torch.Generator().manual_seed(TINY_SEED)
+    for module in networks.values():
+        _randomize_zero_tensors(module, generator)
+    torch.manual_seed(TINY_SEED + 1)
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=["DownEncoderBlock2D"] * 4,
+        up_block_types=["UpDecoderBlock2D"] * 4,
+        block_out_channels=[8, 16, 16, 16],  # four levels: 8x downsampling like SD's VAE
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=8,
+        sample_size=128,
+    )
+    tokenizer = tiny_tokenizer()
+    torch.manual_seed(TINY_SEED + 2)
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=TINY_GEOMETRY.context_dim,
+            intermediate_size=37,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=77,
+            bos_token_id=512,
+            eos_token_id=513,
+            pad_token_id=513,
+        )
+    )
+    return dict(
+        vae=vae.eval(),
+        text_encoder=text_encoder.eval(),
+        tokenizer=tokenizer,
+        unet=networks["unet"].eval(),
+        temporal=networks["temporal"].eval(),
+        controlnet=networks["controlnet"].eval(),
+        appearance=networks["appearance"].eval() if keyframe else None,
+        scheduler=build_scheduler("dpmpp_2s_ancestral"),
+    )
+
+
+def tiny_controlnet(seed: int) -> ControlNetModel:
+    """Another tiny random ControlNet, for runs with several structure annotators."""
+    torch.manual_seed(TINY_SEED + 10 + seed)
+    net = ControlNetModel(**TINY_GEOMETRY.controlnet_config())
+    _randomize_zero_tensors(net, torch.Generator().manual_seed(TINY_SEED + 10 + seed))
+    return net.eval()

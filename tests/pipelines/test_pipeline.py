@@ -1,0 +1,154 @@
+"""CCEditPipeline on the tiny random model: determinism, branch switches, guidance passes, decoding fallback."""
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from ccedit.errors import InvalidInputError
+from ccedit.pipelines import CCEditPipeline
+from ccedit.pipelines.tiny import tiny_components
+from ccedit.schedulers import build_scheduler
+
+FRAMES, H, W = 4, 64, 128
+
+
+@pytest.fixture(scope="module")
+def components():
+    return tiny_components(keyframe=True)
+
+
+def make_pipe(components, **changes):
+    parts = {**components, "scheduler": build_scheduler("euler"), **changes}
+    return CCEditPipeline(**parts)
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.RandomState(0)
+    video = (rng.rand(FRAMES, H, W, 3) * 255).astype(np.uint8)
+    maps = torch.from_numpy(rng.rand(FRAMES, 3, H, W).astype(np.float32))
+    keyframe = (rng.rand(H, W, 3) * 255).astype(np.uint8)
+    return video, maps, keyframe
+
+
+def run(pipe, data, seed=0, **kw):
+    video, maps, _ = data
+    kw.setdefault("num_inference_steps", 2)
+    kw.setdefault("structure_maps", [maps])
+    return pipe("a watercolor painting", video, generator=torch.Generator().manual_seed(seed), progress=False, **kw)
+
+
+class CallCounter:
+    """Counts forward calls of a module and the batch sizes it saw."""
+
+    def __init__(self, module):
+        self.batches = []
+        self.handle = module.register_forward_pre_hook(lambda m, args, kwargs=None: self.batches.append(args[0].shape[0]))
+
+    def close(self):
+        self.handle.remove()
+
+
+def test_same_seed_same_frames_and_another_seed_differs(components, data):
+    pipe = make_pipe(components)
+    a, b, c = run(pipe, data, 0), run(pipe, data, 0), run(pipe, data, 1)
+    assert a.frames.shape == (1, FRAMES, H, W, 3) and a.frames.dtype == np.uint8
+    assert np.array_equal(a.frames, b.frames)
+    assert not np.array_equal(a.frames, c.frames)
+    assert set(a.timings) >= {"encode_prompt", "denoise", "decode", "total"}
+
+
+def test_keyframe_changes_the_output_and_no_keyframe_skips_the_appearance_branch(components, data):
+    pipe = make_pipe(components)
+    counter = CallCounter(pipe.appearance)
+    plain = run(pipe, data)
+    assert counter.batches == []
+    scale0 = run(pipe, data, keyframe=data[2], appearance_scale=0.0)
+    assert counter.batches == []
+    assert np.array_equal(plain.frames, scale0.frames)
+    keyed = run(pipe, data, keyframe=data[2], keyframe_index=0)
+    assert len(counter.batches) == 2  # one guided call per Euler step
+    counter.close()
+    assert not np.array_equal(plain.frames, keyed.frames)
+
+
+def test_structure_scale_zero_equals_no_controlnet(components, data):
+    with_net = make_pipe(components)
+    without = make_pipe(components, controlnet=None)
+    counter = CallCounter(with_net.controlnet)
+    zero = run(with_net, data, structure_scale=0.0)
+    assert counter.batches == []
+    counter.close()
+    none = run(without, data, structure_maps=[])
+    assert np.array_equal(zero.frames, none.frames)
+    assert not np.array_equal(run(with_net, data).frames, none.frames)
+
+
+def test_guidance_scale_one_runs_one_pass_not_two(components, data):
+    pipe = make_pipe(components)
+    counter = CallCounter(pipe.unet.conv_in)
+    run(pipe, data, guidance_scale=1.0)
+    assert counter.batches == [FRAMES, FRAMES]  # 2 steps, batch of one video's frames
+    counter.batches.clear()
+    run(pipe, data, guidance_scale=7.5)
+    assert counter.batches == [2 * FRAMES, 2 * FRAMES]  # [uncond; cond] in one batch
+    counter.close()
+
+
+def test_dpmpp_2s_ancestral_makes_two_calls_per_step_but_the_last(components, data):
+    pipe = make_pipe(components, scheduler=build_scheduler("dpmpp_2s_ancestral"))
+    counter = CallCounter(pipe.unet.conv_in)
+    run(pipe, data, num_inference_steps=3)
+    counter.close()
+    assert len(counter.batches) == 2 * 3 - 1
+
+
+def test_sdedit_strength_runs_the_tail_and_prior_changes_the_start(components, data):
+    pipe = make_pipe(components)
+    counter = CallCounter(pipe.unet.conv_in)
+    run(pipe, data, num_inference_steps=4, strength=0.5)
+    assert len(counter.batches) == 1  # int(0.5 * 5) - 1 kept steps
+    counter.close()
+    plain = run(pipe, data, output_type="latent")
+    prior = run(pipe, data, output_type="latent", prior="video", prior_coefficient=0.5)
+    assert plain.frames.shape == (1, 4, FRAMES, H // 8, W // 8)
+    assert (prior.frames - plain.frames).abs().max() > 1e-3
+
+
+def test_nan_in_a_low_precision_decode_is_decoded_again_in_float32(components, data, caplog, monkeypatch):
+    pipe = make_pipe(components)
+    latents = run(pipe, data, output_type="latent").frames
+    pipe.vae.to(torch.bfloat16)
+    real_decode = pipe.vae.decode
+
+    def flaky_decode(z, *args, **kwargs):
+        out = real_decode(z, *args, **kwargs)
+        if z.dtype != torch.float32:
+            out.sample[:] = float("nan")  # what an fp16 overflow looks like
+        return out
+
+    monkeypatch.setattr(pipe.vae, "decode", flaky_decode)
+    with caplog.at_level(logging.WARNING):
+        frames = pipe.decode_latents(latents)
+    pipe.vae.to(torch.float32)
+    assert torch.isfinite(frames).all()
+    assert pipe.vae.dtype == torch.float32
+    assert "decoding again in float32" in caplog.text
+
+
+def test_invalid_inputs_name_the_argument(components, data):
+    pipe = make_pipe(components)
+    video, maps, keyframe = data
+    with pytest.raises(InvalidInputError, match="keyframe_index"):
+        run(pipe, data, keyframe=keyframe, keyframe_index=FRAMES)
+    with pytest.raises(InvalidInputError, match="multiple of"):
+        pipe("x", video[:, :, :100], [maps[..., :100]], progress=False)
+    with pytest.raises(InvalidInputError, match="must be 128x64"):
+        run(pipe, data, keyframe=keyframe[:32])
+    with pytest.raises(InvalidInputError, match="1 ControlNet"):
+        run(pipe, data, structure_maps=[maps, maps])
+    no_app = make_pipe(components, appearance=None)
+    with pytest.raises(InvalidInputError, match="no appearance branch"):
+        run(no_app, data, keyframe=keyframe)
