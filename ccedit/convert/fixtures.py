@@ -40,7 +40,7 @@ def read_geometry(geometry_file: str | Path, weights_file: str | Path | None = N
             if isinstance(entry, dict) and entry.get("file") == name:
                 return Geometry.from_dict(data[entry.get("geometry_key", "geometry")])
         if "sampling_fixtures" in data:
-            for entry in data["sampling_fixtures"].values():
+            for entry in data["sampling_fixtures"].get("files", {}).values():
                 if isinstance(entry, dict) and entry.get("file") == name:
                     # Sampling runs use the first geometry's networks (ref §6).
                     return Geometry.from_dict(data["geometry"])

@@ -78,6 +78,7 @@ def load_trident(
     modules = build_network_modules(geometry, keyframe)
     for name, module in modules.items():
         module.load_state_dict({k: v.to(dtype) for k, v in mapped.components[name].items()}, strict=True)
-        module.to(dtype)
+        if dtype != torch.float32:  # modules are built in float32; casting to it again only makes diffusers warn
+            module.to(dtype)
     main = VideoUNet(modules["unet"], modules["temporal"])
     return TridentModel(main, [modules["controlnet"]], modules.get("appearance")).eval()

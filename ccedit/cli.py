@@ -1,0 +1,182 @@
+"""`ccedit` command line: edit | keyframe | convert | env. Each subcommand is a thin call into the library."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import UserError
+
+logger = logging.getLogger("ccedit")
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line and exit code 2, like every other user error."""
+
+    def error(self, message: str):  # noqa: D102 - argparse hook
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
+def _add_sampling_options(p: argparse.ArgumentParser) -> None:
+    """Options that decide which frames are used and at what size: shared by `edit` and `keyframe`."""
+    p.add_argument("--model", help="tiny (built-in random model), a converted CCEdit folder, or a hub id (default: tiny)")
+    p.add_argument("--config", action="append", default=[], metavar="YAML", help="settings file (repeatable; later wins)")
+    p.add_argument("--frames", type=int, metavar="N", help="number of frames to edit (default: the model's window)")
+    p.add_argument("--fps", type=float, metavar="F", help="take every round(source_fps / F)-th frame (default: all)")
+    p.add_argument("--start", type=float, metavar="SECONDS", help="start time (default: 0)")
+    p.add_argument("--height", type=int, metavar="H", help="working height, a multiple of 64 (default: from the aspect ratio)")
+    p.add_argument("--width", type=int, metavar="W", help="working width, a multiple of 64 (default: from the aspect ratio)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="any setting, e.g. sampling.guidance_scale=9")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="ccedit", description="Controllable video editing with the CCEdit trident network.")
+    parser.add_argument("--version", action="version", version=f"ccedit {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="more log output")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    edit = sub.add_parser("edit", help="edit a video with a text prompt (and optionally an edited keyframe)",
+                          formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    edit.add_argument("input", help="video file (mp4, mov, webm, mkv, avi, gif) or folder of frames")
+    edit.add_argument("--prompt", required=True, help='target description, e.g. "a watercolor painting"')
+    edit.add_argument("-o", "--output", help="output mp4 (default: <input name>.ccedit.mp4 in the current folder)")
+    edit.add_argument("--keyframe", metavar="IMAGE", help="edited keyframe whose look is spread over the video")
+    edit.add_argument("--keyframe-index", type=int, metavar="K", help="frame the keyframe shows (default: centre frame)")
+    edit.add_argument("--structure", metavar="NAME[,NAME]", help="structure annotators: depth, canny, lineart, softedge, midas, zoe, depth_dpt")
+    edit.add_argument("--steps", type=int, metavar="N", help="denoising steps")
+    edit.add_argument("--seed", type=int, metavar="S", help="random seed (same seed, same output)")
+    edit.add_argument("--side-by-side", action="store_true", help="also write source | structure | result")
+    _add_sampling_options(edit)
+    edit.set_defaults(func=cmd_edit)
+
+    key = sub.add_parser("keyframe", help="write the frame an edit will use, for editing in another program",
+                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    key.add_argument("input", help="video file or folder of frames")
+    key.add_argument("--index", type=int, metavar="K", help="frame index within the edit's frames (default: centre frame)")
+    key.add_argument("-o", "--output", help="output image (default: <input name>.keyframe<K>.png)")
+    _add_sampling_options(key)
+    key.set_defaults(func=cmd_keyframe)
+
+    conv = sub.add_parser("convert", help="turn a released CCEdit checkpoint into a ccedit model folder",
+                          formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    conv.add_argument("checkpoint", help="a CCEdit .ckpt, or a safetensors state dict in CCEdit's key names")
+    conv.add_argument("--out", required=True, help="model folder to write")
+    conv.add_argument("--geometry", help="geometry JSON for a state dict that is not SD-1.5 sized (e.g. the tiny fixtures)")
+    conv.add_argument("--tokenizer", default="stable-diffusion-v1-5/stable-diffusion-v1-5",
+                      help="tokenizer path or hub id (the checkpoint holds none); with a hub id, `/tokenizer` is used")
+    conv.add_argument("--dtype", choices=["keep", "float32", "float16", "bfloat16"], default="keep",
+                      help="cast the weights")
+    conv.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    conv.set_defaults(func=cmd_convert)
+
+    env = sub.add_parser("env", help="print versions and devices, for bug reports")
+    env.set_defaults(func=cmd_env)
+    return parser
+
+
+def _flag_overrides(args: argparse.Namespace) -> dict:
+    """The common flags as a nested config dict (only those given)."""
+    o: dict = {"model": {}, "video": {}, "sampling": {}, "structure": {}, "output": {}}
+    if args.model is not None:
+        o["model"]["path"] = args.model
+    for flag, key in (("frames", "num_frames"), ("fps", "fps"), ("start", "start"), ("height", "height"), ("width", "width")):
+        if getattr(args, flag, None) is not None:
+            o["video"][key] = getattr(args, flag)
+    if getattr(args, "steps", None) is not None:
+        o["sampling"]["num_inference_steps"] = args.steps
+    if getattr(args, "seed", None) is not None:
+        o["sampling"]["seed"] = args.seed
+    if getattr(args, "structure", None):
+        o["structure"]["annotators"] = [n.strip() for n in args.structure.split(",") if n.strip()]
+    if getattr(args, "side_by_side", False):
+        o["output"]["side_by_side"] = True
+    return {k: v for k, v in o.items() if v}
+
+
+def _load_config(args: argparse.Namespace):
+    from .config import load_edit_config
+
+    bad = [o for o in args.overrides if "=" not in o]
+    if bad:
+        raise UserError(f"unexpected argument {bad[0]!r}: settings are KEY=VALUE, e.g. sampling.guidance_scale=9")
+    return load_edit_config(args.config, _flag_overrides(args), args.overrides)
+
+
+def cmd_edit(args: argparse.Namespace) -> int:
+    from .editing import run_edit
+
+    cfg = _load_config(args)
+    output = Path(args.output) if args.output else Path.cwd() / f"{Path(args.input).stem}.ccedit.mp4"
+    sidecar = run_edit(args.input, args.prompt, output, cfg, keyframe_path=args.keyframe,
+                       keyframe_index=args.keyframe_index, overwrite=args.overwrite)
+    t = sidecar["timings_seconds"]
+    print(f"wrote {output} ({sidecar['video']['num_frames']} frames, {sidecar['video']['working_size'][1]}x"
+          f"{sidecar['video']['working_size'][0]}, {sidecar['video']['fps']:g} fps) in {t['wall']:.1f} s")
+    return 0
+
+
+def cmd_keyframe(args: argparse.Namespace) -> int:
+    from .editing import extract_keyframe
+
+    cfg = _load_config(args)
+    default = Path.cwd() / f"{Path(args.input).stem}.keyframe{'' if args.index is None else args.index}.png"
+    output = Path(args.output) if args.output else default
+    index = extract_keyframe(args.input, output, cfg, args.index, args.overwrite)
+    print(f"wrote {output} (frame {index}); edit it, then: ccedit edit {args.input} --keyframe {output} --keyframe-index {index} ...")
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from .convert.convert import convert_checkpoint
+
+    summary = convert_checkpoint(
+        args.checkpoint, args.out, geometry_file=args.geometry, tokenizer=args.tokenizer,
+        dtype=args.dtype, overwrite=args.overwrite,
+    )
+    print(summary)
+    return 0
+
+
+def cmd_env(args: argparse.Namespace) -> int:
+    import torch
+
+    from .editing import package_versions
+
+    for name, version in package_versions().items():
+        print(f"{name}: {version}")
+    print(f"cuda available: {torch.cuda.is_available()}")
+    for i in range(torch.cuda.device_count()):
+        print(f"  cuda:{i}: {torch.cuda.get_device_name(i)}")
+    print(f"cpu threads: {torch.get_num_threads()}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    # Settings like `sampling.seed=3` may sit between or after the flags: argparse leaves those over.
+    args, extra = parser.parse_known_args(argv)
+    unknown = [e for e in extra if "=" not in e or e.startswith("-")]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if extra:
+        args.overrides = [*getattr(args, "overrides", []), *extra]
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s",
+                        stream=sys.stderr)
+    for noisy in ("diffusers", "transformers", "huggingface_hub"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    try:
+        return args.func(args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,165 @@
+"""`ccedit` command line end to end on the tiny model: outputs, sidecar, keyframes and one-line user errors."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ccedit.cli import main
+from ccedit.io import read_image, video_info
+from tests.conftest import VIDEOS, require
+
+# Small and fast: 4 frames, 1 DPM++(2S)-a step, structure maps cached under tmp_path.
+FAST = ["--model", "tiny", "--frames", "4", "--steps", "1"]
+
+
+@pytest.fixture
+def kitten():
+    return str(require(VIDEOS / "kitten.mp4"))
+
+
+def cache(tmp_path):
+    return f"structure.cache_dir={tmp_path / 'cache'}"
+
+
+def one_error_line(capsys) -> str:
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    errors = [line for line in err if line.startswith("error:")]
+    assert len(errors) == 1, err
+    return errors[0]
+
+
+def test_edit_writes_mp4_and_sidecar(tmp_path, kitten, capsys):
+    out = tmp_path / "out.mp4"
+    assert main(["edit", kitten, "--prompt", "a watercolor painting", "-o", str(out), *FAST, cache(tmp_path), "sampling.seed=3"]) == 0
+    n, fps, (h, w) = video_info(out)
+    assert (n, h, w) == (4, 128, 128) and abs(fps - 8) < 1e-6
+    side = json.loads((tmp_path / "out.mp4.json").read_text())
+    assert side["seed"] == 3 and side["config"]["sampling"]["seed"] == 3
+    assert side["video"]["frame_indices"] == [0, 1, 2, 3]
+    assert side["config"]["structure"]["annotators"] == ["canny"]
+    assert {"torch", "diffusers", "ccedit"} <= set(side["versions"])
+    assert side["timings_seconds"]["denoise"] > 0
+    assert "wrote" in capsys.readouterr().out
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+
+
+def test_keyframe_command_then_keyframe_guided_edit(tmp_path, kitten):
+    frame = tmp_path / "frame.png"
+    assert main(["keyframe", kitten, "--index", "1", "-o", str(frame), *FAST[:4]]) == 0
+    image = read_image(frame)
+    assert image.shape == (128, 128, 3)
+    a, b = tmp_path / "a.mp4", tmp_path / "b.mp4"
+    assert main(["edit", kitten, "--prompt", "a dog", "-o", str(a), *FAST, cache(tmp_path), "--keyframe", str(frame), "--keyframe-index", "1"]) == 0
+    side = json.loads((tmp_path / "a.mp4.json").read_text())
+    assert side["keyframe"]["index"] == 1 and side["prior"] == "keyframe"
+    # an edited keyframe changes the result
+    Image.fromarray(255 - image).save(frame)
+    assert main(["edit", kitten, "--prompt", "a dog", "-o", str(b), *FAST, cache(tmp_path), "--keyframe", str(frame), "--keyframe-index", "1"]) == 0
+    from ccedit.io import read_video
+
+    assert not np.array_equal(read_video(a).frames, read_video(b).frames)
+
+
+@pytest.mark.parametrize("clip,portrait", [("ballet-portrait.mp4", True), ("sailboat.mp4", False)])
+def test_working_size_keeps_the_aspect_ratio(tmp_path, clip, portrait):
+    frame = tmp_path / "k.png"
+    assert main(["keyframe", str(require(VIDEOS / clip)), "-o", str(frame), "--model", "tiny", "--frames", "2"]) == 0
+    h, w, _ = read_image(frame).shape
+    assert (h > w) == portrait and h % 64 == 0 and w % 64 == 0 and min(h, w) == 128
+
+
+def test_existing_output_needs_overwrite(tmp_path, kitten, capsys):
+    frame = tmp_path / "frame.png"
+    frame.write_bytes(b"keep me")
+    assert main(["keyframe", kitten, "-o", str(frame), "--frames", "2"]) == 2
+    assert "--overwrite" in one_error_line(capsys)
+    assert frame.read_bytes() == b"keep me"
+    assert main(["keyframe", kitten, "-o", str(frame), "--frames", "2", "--overwrite"]) == 0
+    assert read_image(frame).shape == (128, 128, 3)
+
+
+def _corrupt(tmp_path):
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(np.random.RandomState(0).bytes(5000))
+    return bad
+
+
+@pytest.mark.parametrize(
+    "case,expected",
+    [
+        ("missing", "does not exist"),
+        ("empty", "empty"),
+        ("corrupt", "bad.mp4"),
+        ("too_few", "has 16 frames"),
+        ("keyframe_unreadable", "nokey.png"),
+        ("keyframe_index", "out of range"),
+        ("model_missing", "ccedit convert"),
+        ("bad_setting", "sampling.nonsense"),
+        ("unknown_structure", "unknown annotator"),
+    ],
+)
+def test_user_errors_are_one_line_with_exit_2_and_no_output(tmp_path, kitten, capsys, case, expected):
+    out = tmp_path / "out.mp4"
+    src = kitten
+    extra = []
+    if case == "missing":
+        src = str(tmp_path / "nope.mp4")
+    elif case == "empty":
+        (tmp_path / "empty.mp4").write_bytes(b"")
+        src = str(tmp_path / "empty.mp4")
+    elif case == "corrupt":
+        src = str(_corrupt(tmp_path))
+    elif case == "too_few":
+        extra = ["--frames", "40"]
+    elif case == "keyframe_unreadable":
+        (tmp_path / "nokey.png").write_bytes(b"not an image")
+        extra = ["--keyframe", str(tmp_path / "nokey.png")]
+    elif case == "keyframe_index":
+        frame = tmp_path / "k.png"
+        Image.new("RGB", (128, 128)).save(frame)
+        extra = ["--keyframe", str(frame), "--keyframe-index", "9"]
+    elif case == "model_missing":
+        extra = ["--model", str(tmp_path / "no_model")]
+    elif case == "bad_setting":
+        extra = ["sampling.nonsense=1"]
+    elif case == "unknown_structure":
+        extra = ["--structure", "sketchy"]
+    args = ["edit", src, "--prompt", "x", "-o", str(out), *FAST, cache(tmp_path)]
+    if case == "too_few":
+        args[args.index("--frames") + 1] = "40"
+    elif case == "model_missing":
+        args[args.index("--model") + 1] = extra[1]
+        extra = []
+    assert main(args + extra) == 2
+    assert expected in one_error_line(capsys)
+    assert not out.exists() and not (tmp_path / "out.mp4.json").exists()
+
+
+def test_keyframe_of_another_size_is_resized_with_a_warning(tmp_path, kitten, caplog):
+    frame = tmp_path / "big.png"
+    Image.new("RGB", (300, 300), (200, 30, 30)).save(frame)
+    with caplog.at_level("WARNING"):
+        assert main(["edit", kitten, "--prompt", "x", "-o", str(tmp_path / "o.mp4"), *FAST, cache(tmp_path), "--keyframe", str(frame)]) == 0
+    assert "resizing it" in caplog.text
+
+
+def test_usage_errors_and_help(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["edit", "--prompt"])
+    assert e.value.code == 2
+    with pytest.raises(SystemExit) as e:
+        main(["edit", "--help"])
+    assert e.value.code == 0
+    help_text = capsys.readouterr().out
+    for flag in ("--prompt", "--keyframe", "--keyframe-index", "--structure", "--model", "--config", "--frames",
+                 "--fps", "--height", "--width", "--steps", "--seed", "--side-by-side", "--overwrite", "KEY=VALUE"):
+        assert flag in help_text
+
+
+def test_env_prints_versions(capsys):
+    assert main(["env"]) == 0
+    out = capsys.readouterr().out
+    assert "torch:" in out and "diffusers:" in out and "ccedit:" in out
