@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# Tests never touch the network; huggingface_hub reads this once, at import, so it is set before anything loads it.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pytest
 import torch

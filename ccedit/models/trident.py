@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
-from diffusers import ControlNetModel
+from diffusers import ControlNetModel, UNet2DConditionModel
 from torch import nn
 
 from .appearance import AppearanceEncoder
+from .temporal_adapter import CCEditTemporalAdapter
 from .video_unet import VideoUNet
 
 
@@ -38,6 +41,27 @@ class TridentModel(nn.Module):
     @property
     def dtype(self) -> torch.dtype:
         return self.main.dtype
+
+    @classmethod
+    def from_pretrained(cls, folder: str | os.PathLike, torch_dtype: torch.dtype | None = None) -> "TridentModel":
+        """Load the networks of a ccedit model folder: `unet/`, `temporal/`, and `controlnet/`, `appearance/` if present."""
+        folder = Path(folder)
+        kwargs = {"torch_dtype": torch_dtype} if torch_dtype is not None else {}
+        unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", **kwargs)
+        temporal = CCEditTemporalAdapter.from_pretrained(folder, subfolder="temporal", **kwargs)
+        structure = [ControlNetModel.from_pretrained(folder, subfolder="controlnet", **kwargs)] if (folder / "controlnet").is_dir() else []
+        appearance = AppearanceEncoder.from_pretrained(folder, subfolder="appearance", **kwargs) if (folder / "appearance").is_dir() else None
+        return cls(VideoUNet(unet, temporal), structure, appearance).eval()
+
+    def save_pretrained(self, folder: str | os.PathLike) -> None:
+        """Save each network to its sub-folder (`controlnet/`, then `controlnet_1/`, ... for extra ControlNets)."""
+        folder = Path(folder)
+        self.main.unet.save_pretrained(folder / "unet")
+        self.main.temporal.save_pretrained(folder / "temporal")
+        for i, net in enumerate(self.structure):
+            net.save_pretrained(folder / ("controlnet" if i == 0 else f"controlnet_{i}"))
+        if self.appearance is not None:
+            self.appearance.save_pretrained(folder / "appearance")
 
     def structure_residuals(
         self,

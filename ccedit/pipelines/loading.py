@@ -23,6 +23,34 @@ DEPTH_SUBFOLDER = "depth_estimator"
 HOW_TO_GET = "convert a released CCEdit checkpoint with `ccedit convert CKPT --out DIR` and pass --model DIR"
 
 
+TOKENIZER_FILES = ("vocab.json", "tokenizer.json")
+
+
+def load_tokenizer(reference: str, what: str = "tokenizer") -> CLIPTokenizer:
+    """A CLIP tokenizer from a folder (itself or its `tokenizer/`) or a hub id's `tokenizer/`.
+
+    The files are resolved first, because `from_pretrained` of an unreachable hub id returns an empty
+    tokenizer instead of failing.
+    """
+    folder = Path(reference).expanduser()
+    if not folder.is_dir():
+        try:
+            from huggingface_hub import snapshot_download
+
+            folder = Path(snapshot_download(reference, allow_patterns=["tokenizer/*"])) / "tokenizer"
+        except Exception as e:  # offline, unknown repo, no access: all mean the same to the user
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise ModelNotFoundError(
+                f"cannot get the {what} {reference!r} ({reason}): pass a local SD-1.5 folder or tokenizer folder, "
+                "or a hub id while online"
+            ) from None
+    elif (folder / "tokenizer").is_dir():
+        folder = folder / "tokenizer"
+    if not any((folder / f).is_file() for f in TOKENIZER_FILES):
+        raise ModelNotFoundError(f"{folder} holds no tokenizer ({' or '.join(TOKENIZER_FILES)} missing)")
+    return CLIPTokenizer.from_pretrained(str(folder))
+
+
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     if dtype == "auto":
         return torch.float16 if device.type == "cuda" else torch.float32
@@ -104,7 +132,7 @@ def load_pipeline(
     ]
     if tokenizer is None and local and not (folder / "tokenizer").is_dir():
         raise ModelNotFoundError(f"{folder} has no tokenizer/: pass model.tokenizer=<path or hub id of an SD-1.5 tokenizer>")
-    tok = _load(CLIPTokenizer, tokenizer or path, None if tokenizer else "tokenizer", "tokenizer")
+    tok = load_tokenizer(tokenizer or path)
     pipe = CCEditPipeline(
         vae=vae, text_encoder=text_encoder, tokenizer=tok, unet=unet, temporal=temporal, controlnet=nets,
         scheduler=build_scheduler(scheduler), appearance=appearance,

@@ -1,0 +1,182 @@
+"""`ccedit convert`: a released CCEdit checkpoint -> a ccedit model folder (one sub-folder per component).
+
+The checkpoint is memory-mapped; each component's tensors are mapped by name (views of the file, no copies), checked
+against the target module built on the meta device, and written straight to safetensors one component at a time,
+so a 10.9 GB file converts without ever holding a second copy of the weights. The folder appears only when every
+component was written (`atomic_path`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+
+from ..errors import UserError
+from ..io.atomic import atomic_path
+from ..pipelines.loading import load_tokenizer
+from .checkpoint import open_state_dict
+from .clip import CLIP_PREFIX, clip_text_config, convert_clip
+from .fixtures import STATE_PREFIX, read_geometry
+from .geometry import SD15_GEOMETRY, Geometry
+from .midas import MIDAS_PREFIX, convert_midas, dpt_hybrid_config
+from .networks import NETWORK_PREFIX, map_networks
+from .vae import VAE_PREFIX, convert_vae, sd15_vae_config
+
+logger = logging.getLogger(__name__)
+
+DIFFUSERS_WEIGHTS = "diffusion_pytorch_model.safetensors"
+TRANSFORMERS_WEIGHTS = "model.safetensors"
+DENOISER_KEY = "denoiser.sigmas"
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+# Library and class of each component, for model_index.json (the diffusers folder convention).
+COMPONENT_CLASSES = {
+    "unet": ("diffusers", "UNet2DConditionModel"),
+    "temporal": ("ccedit", "CCEditTemporalAdapter"),
+    "controlnet": ("diffusers", "ControlNetModel"),
+    "appearance": ("ccedit", "AppearanceEncoder"),
+    "vae": ("diffusers", "AutoencoderKL"),
+    "text_encoder": ("transformers", "CLIPTextModel"),
+    "tokenizer": ("transformers", "CLIPTokenizer"),
+    "scheduler": ("ccedit", "DPMPP2SAncestralScheduler"),
+}
+
+
+def _write_weights(folder: Path, filename: str, state: Mapping[str, torch.Tensor], dtype: torch.dtype | None) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {}
+    for k, v in state.items():
+        if dtype is not None and v.is_floating_point():
+            v = v.to(dtype)
+        tensors[k] = v.contiguous()
+    save_file(tensors, str(folder / filename), metadata={"format": "pt"})
+
+
+def _read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], bool]:
+    """The state dict, and whether it came from a reference-fixture file (`state.*` keys plus fixture data)."""
+    state = open_state_dict(path)
+    if any(k.startswith(STATE_PREFIX) for k in state):
+        # A fixture: network keys under `state.`, the rest are its stored inputs and outputs, not weights.
+        return {k[len(STATE_PREFIX) :]: v.float() for k, v in state.items() if k.startswith(STATE_PREFIX)}, True
+    return state, False
+
+
+def _component_configs(geometry_file: Path | None) -> dict[str, Any]:
+    """Optional configs of the non-network components: SD-1.5's unless the geometry file gives tiny ones."""
+    extra = json.loads(geometry_file.read_text()) if geometry_file else {}
+    from transformers import CLIPTextConfig, DPTConfig
+
+    return {
+        "vae": {**sd15_vae_config(), **extra["vae"]} if "vae" in extra else sd15_vae_config(),
+        "text_encoder": CLIPTextConfig(**extra["text_encoder"]) if "text_encoder" in extra else clip_text_config(),
+        "depth_estimator": DPTConfig(**extra["depth_estimator"]) if "depth_estimator" in extra else dpt_hybrid_config(),
+    }
+
+
+def convert_checkpoint(
+    checkpoint: str | Path,
+    out: str | Path,
+    *,
+    geometry_file: str | Path | None = None,
+    tokenizer: str | None = "stable-diffusion-v1-5/stable-diffusion-v1-5",
+    dtype: str = "keep",
+    overwrite: bool = False,
+) -> str:
+    """Convert a CCEdit checkpoint into a model folder and return a one-line summary.
+
+    Args:
+        checkpoint: a released `.ckpt` (Lightning or bare dict), or a safetensors state dict in CCEdit's key names
+            (networks under `model.diffusion_model.`, or `state.*` as in the reference fixtures).
+        out: the folder to write; it appears only when everything was written.
+        geometry_file: JSON geometry for networks that are not SD-1.5 sized (the fixtures' `tiny_config.json`
+            works); it may also hold `vae`, `text_encoder` and `depth_estimator` configs for tiny components.
+        tokenizer: path or hub id of the SD-1.5 tokenizer; needed only when the checkpoint holds a text encoder.
+        dtype: `keep`, `float32`, `float16` or `bfloat16`.
+        overwrite: replace an existing folder.
+
+    Raises:
+        `UserError`: unreadable or unsafe file, unexpected or missing keys, shapes that do not fit the geometry,
+        or a missing tokenizer. Nothing is written then.
+    """
+    checkpoint, out = Path(checkpoint), Path(out)
+    if out.exists() and not overwrite:
+        raise UserError(f"{out} already exists: pass --overwrite to replace it")
+    if dtype != "keep" and dtype not in DTYPES:
+        raise UserError(f"--dtype must be keep, float32, float16 or bfloat16, got {dtype}")
+    cast = DTYPES.get(dtype)
+    state, is_fixture = _read_checkpoint(checkpoint)
+    prefix = "" if is_fixture else NETWORK_PREFIX
+    geometry_path = Path(geometry_file) if geometry_file else None
+    if geometry_path is not None and not geometry_path.is_file():
+        raise UserError(f"geometry file not found: {geometry_path}")
+    geometry = read_geometry(geometry_path, checkpoint) if geometry_path else Geometry.from_dict(SD15_GEOMETRY)
+    if is_fixture and geometry_path is None:
+        raise UserError(f"{checkpoint} is a state dict without a geometry: pass --geometry (e.g. tiny_config.json)")
+
+    # 1. Map everything before writing anything: a bad key fails here, with nothing on disk.
+    networks, meta_modules = map_networks(state, geometry, prefix=prefix, source=str(checkpoint))
+    consumed = set(networks.consumed)
+    configs = _component_configs(geometry_path if geometry_path and not is_fixture else None)
+    others: dict[str, tuple[dict, set]] = {}
+    if not is_fixture:
+        if any(k.startswith(VAE_PREFIX) or ".first_stage_model." in k for k in state):
+            others["vae"] = convert_vae(state, configs["vae"])
+        if any(k.startswith(CLIP_PREFIX) for k in state):
+            others["text_encoder"] = convert_clip(state, configs["text_encoder"])
+        if any(k.startswith(MIDAS_PREFIX) for k in state):
+            others["depth_estimator"] = convert_midas(state, configs["depth_estimator"])
+        for _, keys in others.values():
+            consumed |= keys
+        if DENOISER_KEY in state:
+            consumed.add(DENOISER_KEY)  # the DDPM sigma table, recomputed by ccedit's schedulers
+    unexpected = sorted(set(state) - consumed)
+    if unexpected:
+        raise UserError(
+            f"{checkpoint} has {len(unexpected)} keys that are not part of a CCEdit model "
+            f"(e.g. {', '.join(unexpected[:5])}): is it a CCEdit checkpoint?"
+        )
+    tok = load_tokenizer(tokenizer) if "text_encoder" in others and tokenizer else None
+    if "text_encoder" in others and tok is None:
+        raise UserError("the checkpoint holds a text encoder but no tokenizer: pass --tokenizer PATH_OR_HUB_ID")
+
+    # 2. Write each component, then publish the folder in one rename.
+    from ..schedulers import build_scheduler
+
+    written = []
+    with atomic_path(out, is_dir=True) as tmp:
+        for name, module in meta_modules.items():
+            module.save_config(tmp / name)
+            _write_weights(tmp / name, DIFFUSERS_WEIGHTS, networks.components[name], cast)
+            written.append(f"{name} ({len(networks.components[name])})")
+        if "vae" in others:
+            from diffusers import AutoencoderKL
+
+            with torch.device("meta"):  # only its config is saved; the weights come from the checkpoint
+                AutoencoderKL(**configs["vae"]).save_config(tmp / "vae")
+            _write_weights(tmp / "vae", DIFFUSERS_WEIGHTS, others["vae"][0], cast)
+            written.append("vae")
+        for name in ("text_encoder", "depth_estimator"):
+            if name in others:
+                config = configs[name]
+                if name == "depth_estimator":
+                    config.architectures = ["DPTForDepthEstimation"]
+                else:
+                    config.architectures = ["CLIPTextModel"]
+                config.save_pretrained(tmp / name)
+                _write_weights(tmp / name, TRANSFORMERS_WEIGHTS, others[name][0], cast)
+                written.append(name)
+        if tok is not None:
+            tok.save_pretrained(tmp / "tokenizer")
+            written.append("tokenizer")
+        build_scheduler("dpmpp_2s_ancestral").save_config(tmp / "scheduler")
+        index = {"_class_name": "CCEditPipeline", "_ccedit_source": checkpoint.name}
+        for name in ("unet", "temporal", "controlnet", "appearance", "vae", "text_encoder", "tokenizer", "scheduler"):
+            if (tmp / name).is_dir():
+                index[name] = list(COMPONENT_CLASSES[name])
+        (tmp / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
+    return f"wrote {out}: {', '.join(written)}, scheduler; {len(consumed)} checkpoint keys mapped"
