@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import warnings
 from pathlib import Path
 
 from . import __version__
@@ -168,6 +169,9 @@ def main(argv: list[str] | None = None) -> int:
                         stream=sys.stderr)
     for noisy in ("diffusers", "transformers", "huggingface_hub"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
+    if not args.verbose:
+        # Deprecation notes and optional-dependency hints of the libraries below are not the user's business.
+        warnings.filterwarnings("ignore", module=r"(huggingface_hub|controlnet_aux|timm|diffusers|transformers|torch)(\..*)?$")
     try:
         return args.func(args)
     except UserError as e:

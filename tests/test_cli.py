@@ -163,3 +163,18 @@ def test_env_prints_versions(capsys):
     assert main(["env"]) == 0
     out = capsys.readouterr().out
     assert "torch:" in out and "diffusers:" in out and "ccedit:" in out
+
+
+def test_side_by_side_and_gif_outputs_and_edit_overwrite(tmp_path, kitten, capsys):
+    out = tmp_path / "o.mp4"
+    args = ["edit", kitten, "--prompt", "x", "-o", str(out), *FAST, cache(tmp_path), "--side-by-side", "output.gif=true"]
+    assert main(args) == 0
+    n, _, (h, w) = video_info(tmp_path / "o.side_by_side.mp4")
+    assert (n, h, w) == (4, 128, 3 * 128)  # source | structure map | result
+    assert video_info(tmp_path / "o.gif")[0] == 4
+    before = out.read_bytes()
+    assert main(args) == 2
+    assert "--overwrite" in one_error_line(capsys)
+    assert out.read_bytes() == before
+    assert main([*args, "--overwrite", "--seed", "5"]) == 0
+    assert json.loads((tmp_path / "o.mp4.json").read_text())["seed"] == 5

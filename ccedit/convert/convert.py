@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from .fixtures import STATE_PREFIX, read_geometry
 from .geometry import SD15_GEOMETRY, Geometry
 from .midas import MIDAS_PREFIX, convert_midas, dpt_hybrid_config
 from .networks import NETWORK_PREFIX, map_networks
+from .trident_keys import MappedState
 from .vae import VAE_PREFIX, convert_vae, sd15_vae_config
 
 logger = logging.getLogger(__name__)
@@ -78,6 +80,54 @@ def _component_configs(geometry_file: Path | None) -> dict[str, Any]:
     }
 
 
+@dataclass
+class ConversionPlan:
+    """Every component's mapped tensors (views of the checkpoint), checked against its target's names and shapes."""
+
+    networks: MappedState
+    meta_modules: dict
+    others: dict[str, tuple[dict, set]]
+    consumed: set[str]
+    configs: dict[str, Any]
+
+
+def plan_conversion(
+    state: Mapping[str, torch.Tensor],
+    geometry: Geometry,
+    *,
+    prefix: str = NETWORK_PREFIX,
+    source: str = "checkpoint",
+    configs: dict[str, Any] | None = None,
+    networks_only: bool = False,
+) -> ConversionPlan:
+    """Map every key of `state` to a component, or raise `UserError` naming the keys that fit nowhere.
+
+    Works on meta tensors too, so the full-size key listings can be checked without weights.
+    """
+    configs = configs or _component_configs(None)
+    networks, meta_modules = map_networks(state, geometry, prefix=prefix, source=source)
+    consumed = set(networks.consumed)
+    others: dict[str, tuple[dict, set]] = {}
+    if not networks_only:
+        if any(k.startswith(VAE_PREFIX) or ".first_stage_model." in k for k in state):
+            others["vae"] = convert_vae(state, configs["vae"])
+        if any(k.startswith(CLIP_PREFIX) for k in state):
+            others["text_encoder"] = convert_clip(state, configs["text_encoder"])
+        if any(k.startswith(MIDAS_PREFIX) for k in state):
+            others["depth_estimator"] = convert_midas(state, configs["depth_estimator"])
+        for _, keys in others.values():
+            consumed |= keys
+        if DENOISER_KEY in state:
+            consumed.add(DENOISER_KEY)  # the DDPM sigma table, recomputed by ccedit's schedulers
+    unexpected = sorted(set(state) - consumed)
+    if unexpected:
+        raise UserError(
+            f"{source} has {len(unexpected)} keys that are not part of a CCEdit model "
+            f"(e.g. {', '.join(unexpected[:5])}): is it a CCEdit checkpoint?"
+        )
+    return ConversionPlan(networks, meta_modules, others, consumed, configs)
+
+
 def convert_checkpoint(
     checkpoint: str | Path,
     out: str | Path,
@@ -119,27 +169,10 @@ def convert_checkpoint(
         raise UserError(f"{checkpoint} is a state dict without a geometry: pass --geometry (e.g. tiny_config.json)")
 
     # 1. Map everything before writing anything: a bad key fails here, with nothing on disk.
-    networks, meta_modules = map_networks(state, geometry, prefix=prefix, source=str(checkpoint))
-    consumed = set(networks.consumed)
-    configs = _component_configs(geometry_path if geometry_path and not is_fixture else None)
-    others: dict[str, tuple[dict, set]] = {}
-    if not is_fixture:
-        if any(k.startswith(VAE_PREFIX) or ".first_stage_model." in k for k in state):
-            others["vae"] = convert_vae(state, configs["vae"])
-        if any(k.startswith(CLIP_PREFIX) for k in state):
-            others["text_encoder"] = convert_clip(state, configs["text_encoder"])
-        if any(k.startswith(MIDAS_PREFIX) for k in state):
-            others["depth_estimator"] = convert_midas(state, configs["depth_estimator"])
-        for _, keys in others.values():
-            consumed |= keys
-        if DENOISER_KEY in state:
-            consumed.add(DENOISER_KEY)  # the DDPM sigma table, recomputed by ccedit's schedulers
-    unexpected = sorted(set(state) - consumed)
-    if unexpected:
-        raise UserError(
-            f"{checkpoint} has {len(unexpected)} keys that are not part of a CCEdit model "
-            f"(e.g. {', '.join(unexpected[:5])}): is it a CCEdit checkpoint?"
-        )
+    plan = plan_conversion(state, geometry, prefix=prefix, source=str(checkpoint),
+                           configs=_component_configs(geometry_path if geometry_path and not is_fixture else None),
+                           networks_only=is_fixture)
+    networks, meta_modules, others, consumed, configs = plan.networks, plan.meta_modules, plan.others, plan.consumed, plan.configs
     tok = load_tokenizer(tokenizer) if "text_encoder" in others and tokenizer else None
     if "text_encoder" in others and tok is None:
         raise UserError("the checkpoint holds a text encoder but no tokenizer: pass --tokenizer PATH_OR_HUB_ID")

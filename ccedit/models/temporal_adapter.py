@@ -69,18 +69,22 @@ class CrossFrameAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, num_frames: int, reference_index: int) -> torch.Tensor:
         bt, c, h, w = x.shape
-        b = bt // num_frames
-        tokens = self.proj_in(self.norm(x)).flatten(2).transpose(1, 2)  # (b t) (h w) c
+        b, hw = bt // num_frames, h * w
         block, attn = self.block, self.block.attn1
+        # (b t) c h w -> (b t) (h w) c: the 1x1 `proj_in` as a matmul that reads the transposed view directly and
+        # writes contiguous tokens, so the norms and projections below copy nothing.
+        tokens = F.linear(self.norm(x).view(bt, c, hw).transpose(1, 2), self.proj_in.weight[:, :, 0, 0], self.proj_in.bias)
         # Project keys and values once per frame and share the reference frame's, instead of projecting the
-        # concatenated 2·H·W tokens of every frame.
-        k = attn.to_k(tokens).view(b, num_frames, h * w, -1)
-        v = attn.to_v(tokens).view(b, num_frames, h * w, -1)
-        k = torch.cat([k[:, reference_index : reference_index + 1].expand_as(k), k], dim=2).flatten(0, 1)
-        v = torch.cat([v[:, reference_index : reference_index + 1].expand_as(v), v], dim=2).flatten(0, 1)
+        # concatenated 2·H·W tokens of every frame. The concatenation is the one copy: attention needs each
+        # frame's [reference ; own] keys in one block.
+        kv = F.linear(tokens, torch.cat([attn.to_k.weight, attn.to_v.weight])).view(b, num_frames, hw, -1)
+        kv = torch.cat([kv[:, reference_index : reference_index + 1].expand_as(kv), kv], dim=2).flatten(0, 1)
+        k, v = kv.chunk(2, dim=-1)  # (b t) (2 h w) inner, strided views
         tokens = tokens + attn.attend(attn.to_q(block.norm1(tokens)), k, v)
-        tokens = tokens + block.ff(block.norm2(tokens))
-        return x + self.proj_out(tokens.transpose(1, 2).reshape(bt, c, h, w))
+        tokens = block.feed_forward(tokens)
+        # 1x1 `proj_out` on the tokens; the residual add reads its output back in x's layout: no separate copy.
+        out = F.linear(tokens, self.proj_out.weight[:, :, 0, 0], self.proj_out.bias)  # (b t) (h w) c
+        return x + out.transpose(1, 2).view(bt, c, h, w)
 
 
 class TemporalAttention(nn.Module):

@@ -142,3 +142,17 @@ def test_code_running_pickle_is_refused(tmp_path, capsys, monkeypatch):
         z.writestr("evil/version", "3\n")
     _assert_refused(capsys, tmp_path, [str(ckpt)], "run code")
     assert not (tmp_path / "pwned").exists()
+
+
+@pytest.mark.parametrize("name", ["keys_tv2v.json", "keys_tvi2v.json"])
+def test_every_key_of_the_full_size_checkpoints_has_a_place(name):
+    """The converter's whole mapping (networks, VAE and its TVI2V copy, CLIP, MiDaS, sigmas) on meta tensors."""
+    from ccedit.convert.convert import plan_conversion
+    from ccedit.convert.geometry import SD15_GEOMETRY, Geometry
+
+    listing = json.loads(require(REFERENCE / name).read_text())
+    state = {k["key"]: torch.empty(k["shape"], device="meta") for k in listing["keys"]}
+    plan = plan_conversion(state, Geometry.from_dict(SD15_GEOMETRY), source=name)
+    assert plan.consumed == set(state)
+    assert set(plan.others) == {"vae", "text_encoder", "depth_estimator"}
+    assert ("appearance" in plan.meta_modules) == ("tvi2v" in name)
