@@ -135,6 +135,17 @@ def _map_block(kind: str, rest: str, *, temporal: bool) -> tuple[str, str] | Non
     return None
 
 
+def _block_index(groups: list[tuple[str, list[tuple[str, str]]]]) -> dict[str, tuple[str, str]]:
+    """`{"input_blocks.4.1": ("attention", "down_blocks.1.attentions.0"), ...}` for the given ldm block groups."""
+    index = {}
+    for group, blocks in groups:
+        for position, spec in blocks:
+            kind, path = spec.split("@")
+            if kind != "conv_in":
+                index[f"{group}.{position}"] = (kind, path)
+    return index
+
+
 def _temporal_block_path(diffusers_path: str, kind: str) -> str:
     """down_blocks.1.downsamplers.0 -> down_blocks.1.resampler; resnets/attentions keep their path."""
     if kind in ("downsample", "upsample"):
@@ -158,12 +169,7 @@ def map_video_unet(state: dict[str, torch.Tensor], layout: UNetLayout, prefix: s
         "input_blocks_temporal.0": ("temporal", "conv_in"),
         "out_temporal.1": ("temporal", "conv_out"),
     }
-    block_index = {}
-    for group, blocks in groups:
-        for index, spec in blocks:
-            kind, path = spec.split("@")
-            if kind != "conv_in":
-                block_index[f"{group}.{index}"] = (kind, path)
+    block_index = _block_index(groups)
     for key, tensor in state.items():
         if not key.startswith(prefix):
             continue
@@ -197,12 +203,7 @@ def map_controlnet(state, layout: UNetLayout, prefix: str, component: str, out: 
     Both share the encoder layout, `zero_convs.N.0 -> controlnet_down_blocks.N` and
     `middle_block_out.0 -> controlnet_mid_block`; the structure ControlNet also has the 8-conv hint encoder.
     """
-    block_index = {}
-    for group, blocks in (("input_blocks", layout.input_blocks()), ("middle_block", UNetLayout.middle_blocks())):
-        for index, spec in blocks:
-            kind, path = spec.split("@")
-            if kind != "conv_in":
-                block_index[f"{group}.{index}"] = (kind, path)
+    block_index = _block_index([("input_blocks", layout.input_blocks()), ("middle_block", UNetLayout.middle_blocks())])
     for key, tensor in state.items():
         if not key.startswith(prefix):
             continue
