@@ -9,18 +9,20 @@ did in its depth conditioners (`DepthMidasEncoder`, `DepthZoeEncoder` in `sgm/mo
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import os
 from collections.abc import Iterator
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
 from ccedit.annotators.base import Annotator, fit_prediction, pad_to_multiple
+from ccedit.annotators.detector import DetectorAnnotator
 from ccedit.annotators.loading import (
     DEFAULT_ANNOTATOR_REPO,
-    files_fingerprint,
     folder_fingerprint,
     hub_revision,
     is_local_reference,
@@ -28,7 +30,6 @@ from ccedit.annotators.loading import (
     missing_hub_model,
     missing_local_model,
     module_identity,
-    resolve_files,
 )
 from ccedit.errors import UserError
 
@@ -173,7 +174,40 @@ class DPTDepth(Annotator):
         }
 
 
-class MidasDepth(Annotator):
+class _DetectorDepth(DetectorAnnotator):
+    """A controlnet-aux depth detector with one weight file per `model_type`, as MiDaS and ZoeDepth are.
+
+    Subclasses name the files (`weight_files`) and the detector (`detector_class`), call `__init__` first and
+    `_load` last in their own `__init__`, and say how a batch is predicted and the clip normalised.
+    """
+
+    weight_files: ClassVar[dict[str, str]]  # weight file by model type
+    weights_description: ClassVar[str]  # for errors and the log
+    # "module.Class" of the controlnet-aux detector, imported only when weights are loaded: controlnet-aux is heavy
+    # to import and not needed for a network passed in ready-made.
+    detector_class: ClassVar[str]
+    variant_settings = ("model_type", "filename")
+
+    def __init__(self, model_type: str, batch_size: int, show_progress: bool | None):
+        super().__init__(batch_size=batch_size, show_progress=show_progress)
+        self._check_choice("model_type", model_type, self.weight_files)
+        self.model_type = model_type
+
+    def _load(self, model: str | os.PathLike | torch.nn.Module, filename: str | None) -> None:
+        """Set `filename` (None for a loaded network) and load the network."""
+        is_loaded = isinstance(model, torch.nn.Module)
+        self.filename = None if is_loaded else filename or self.weight_files[self.model_type]
+        self._load_network(model, [self.filename], what=self.weights_description)
+
+    def _build_network(self, paths: list[Path]) -> torch.nn.Module:
+        (path,) = paths
+        module_name, class_name = self.detector_class.rsplit(".", 1)
+        detector_type = getattr(importlib.import_module(module_name), class_name)
+        detector = detector_type.from_pretrained(str(path.parent), model_type=self.model_type, filename=path.name)
+        return detector.model
+
+
+class MidasDepth(_DetectorDepth):
     """MiDaS inverse depth through controlnet-aux's `MidasDetector`: the DPT-Hybrid network CCEdit shipped.
 
     CCEdit's convention (`DepthMidasEncoder`): frames in `[-1, 1]` at the working resolution (padded by reflection to a
@@ -191,6 +225,11 @@ class MidasDepth(Annotator):
     """
 
     name = "midas"
+    is_input_signed = True
+    weights_description = "MiDaS depth weights"
+    detector_class = "controlnet_aux.midas.MidasDetector"
+    weight_files = MIDAS_FILENAMES
+    tuning_settings = ("size_multiple",)
 
     def __init__(
         self,
@@ -201,51 +240,19 @@ class MidasDepth(Annotator):
         batch_size: int = 4,
         show_progress: bool | None = None,
     ):
-        super().__init__(batch_size=batch_size, show_progress=show_progress)
-        if model_type not in MIDAS_FILENAMES:
-            raise UserError(f"`model_type` for midas must be one of {', '.join(MIDAS_FILENAMES)}, got {model_type!r}")
-        self.model_type = model_type
+        super().__init__(model_type, batch_size=batch_size, show_progress=show_progress)
         self.size_multiple = size_multiple
-        if isinstance(model, torch.nn.Module):
-            self.model_id, self.filename, self._weights = module_identity(model), None, None
-            self.network = model.eval()
-            return
-        self.model_id = os.fspath(model)
-        self.filename = filename or MIDAS_FILENAMES[model_type]
-        (path,) = resolve_files(
-            self.model_id, [self.filename], what="MiDaS depth weights", default_repo=DEFAULT_ANNOTATOR_REPO
-        )
-        self._weights = files_fingerprint([path])
-        logger.info("loading MiDaS %s from %s", model_type, path)
-        from controlnet_aux.midas import MidasDetector
+        self._load(model, filename)
 
-        detector = MidasDetector.from_pretrained(str(path.parent), model_type=model_type, filename=path.name)
+    def _predict(self, pixels: torch.Tensor) -> torch.Tensor:
         # MiDaSInference: (b, 3, H, W) in [-1, 1] -> (b, H, W) relative inverse depth.
-        self.network = detector.model.eval()
-
-    def _annotate_batch(self, frames: np.ndarray) -> torch.Tensor:
-        pixels = pad_to_multiple(self._frames_to_tensor(frames) * 2.0 - 1.0, self.size_multiple)
-        prediction = self.network(pixels).unsqueeze(1).float()  # (b, 1, h, w)
-        return fit_prediction(prediction, pixels.shape[-2:], frames.shape[1:3])
+        return self.network(pixels).unsqueeze(1)  # (b, 1, h, w)
 
     def _postprocess_clip(self, maps: torch.Tensor) -> torch.Tensor:
         return normalize_disparity(maps)
 
-    def _move(self, device: torch.device, dtype: torch.dtype) -> None:
-        self.network.to(device=device, dtype=dtype)
 
-    def _settings(self) -> dict[str, Any]:
-        return {
-            "model": self.model_id,
-            "model_type": self.model_type,
-            "filename": self.filename,
-            "weights": self._weights,
-            "size_multiple": self.size_multiple,
-            "dtype": str(self.dtype),
-        }
-
-
-class ZoeDepth(Annotator):
+class ZoeDepth(_DetectorDepth):
     """ZoeDepth metric depth through controlnet-aux's `ZoeDetector`, mapped to near = 1 as CCEdit did.
 
     Frames go in `[0, 1]` at the working resolution (the network resizes internally). The depth of the whole clip
@@ -264,6 +271,10 @@ class ZoeDepth(Annotator):
     """
 
     name = "zoe"
+    weights_description = "ZoeDepth weights"
+    detector_class = "controlnet_aux.zoe.ZoeDetector"
+    weight_files = ZOE_FILENAMES
+    tuning_settings = ("low_percentile", "high_percentile")
 
     def __init__(
         self,
@@ -275,54 +286,21 @@ class ZoeDepth(Annotator):
         batch_size: int = 2,
         show_progress: bool | None = None,
     ):
-        super().__init__(batch_size=batch_size, show_progress=show_progress)
-        if model_type not in ZOE_FILENAMES:
-            raise UserError(f"`model_type` for zoe must be one of {', '.join(ZOE_FILENAMES)}, got {model_type!r}")
+        super().__init__(model_type, batch_size=batch_size, show_progress=show_progress)
         if not 0.0 <= low_percentile < high_percentile <= 100.0:
             raise UserError(
                 f"zoe percentiles must satisfy 0 <= low_percentile < high_percentile <= 100, got {low_percentile} "
                 f"and {high_percentile}"
             )
-        self.model_type = model_type
         self.low_percentile = low_percentile
         self.high_percentile = high_percentile
-        if isinstance(model, torch.nn.Module):
-            self.model_id, self.filename, self._weights = module_identity(model), None, None
-            self.network = model.eval()
-            return
-        self.model_id = os.fspath(model)
-        self.filename = filename or ZOE_FILENAMES[model_type]
-        (path,) = resolve_files(
-            self.model_id, [self.filename], what="ZoeDepth weights", default_repo=DEFAULT_ANNOTATOR_REPO
-        )
-        self._weights = files_fingerprint([path])
-        logger.info("loading ZoeDepth %s from %s", model_type, path)
-        from controlnet_aux.zoe import ZoeDetector
+        self._load(model, filename)
 
-        detector = ZoeDetector.from_pretrained(str(path.parent), model_type=model_type, filename=path.name)
-        self.network = detector.model.eval()
-
-    def _annotate_batch(self, frames: np.ndarray) -> torch.Tensor:
-        pixels = self._frames_to_tensor(frames)
-        prediction = self.network.infer(pixels).float()  # (b, 1, h, w) metric depth
-        return fit_prediction(prediction, frames.shape[1:3], frames.shape[1:3])
+    def _predict(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.network.infer(pixels)  # (b, 1, h, w) metric depth
 
     def _postprocess_clip(self, maps: torch.Tensor) -> torch.Tensor:
         return normalize_metric_depth(maps, self.low_percentile, self.high_percentile)
-
-    def _move(self, device: torch.device, dtype: torch.dtype) -> None:
-        self.network.to(device=device, dtype=dtype)
-
-    def _settings(self) -> dict[str, Any]:
-        return {
-            "model": self.model_id,
-            "model_type": self.model_type,
-            "filename": self.filename,
-            "weights": self._weights,
-            "low_percentile": self.low_percentile,
-            "high_percentile": self.high_percentile,
-            "dtype": str(self.dtype),
-        }
 
 
 def _default_size_multiple(config: Any) -> int:

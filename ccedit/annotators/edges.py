@@ -6,25 +6,22 @@ batches at the working resolution (padded by reflection and cropped back) and re
 
 from __future__ import annotations
 
-import logging
 import os
-from typing import Any
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ccedit.annotators.base import Annotator, fit_prediction, pad_to_multiple
-from ccedit.annotators.loading import DEFAULT_ANNOTATOR_REPO, files_fingerprint, module_identity, resolve_files
-from ccedit.errors import UserError
-
-logger = logging.getLogger(__name__)
+from ccedit.annotators.base import fit_prediction
+from ccedit.annotators.detector import DetectorAnnotator
+from ccedit.annotators.loading import DEFAULT_ANNOTATOR_REPO
 
 LINEART_FILENAMES = ("sk_model.pth", "sk_model2.pth")  # fine, coarse
 SOFTEDGE_FILENAMES = {"hed": "ControlNetHED.pth", "pidinet": "table5_pidinet.pth"}
 
 
-class LineartEdges(Annotator):
+class LineartEdges(DetectorAnnotator):
     """Line drawings from the informative-drawings generator (controlnet-aux `LineartDetector`) for lineart ControlNets.
 
     Args:
@@ -38,6 +35,8 @@ class LineartEdges(Annotator):
     """
 
     name = "lineart"
+    variant_settings = ("use_coarse_model",)
+    tuning_settings = ("size_multiple",)
 
     def __init__(
         self,
@@ -50,44 +49,25 @@ class LineartEdges(Annotator):
         super().__init__(batch_size=batch_size, show_progress=show_progress)
         self.use_coarse_model = use_coarse_model
         self.size_multiple = size_multiple
-        if isinstance(model, torch.nn.Module):
-            self.model_id, self._weights = module_identity(model), None
-            self.network = model.eval()
-            return
-        self.model_id = os.fspath(model)
-        # LineartDetector.from_pretrained loads both generators, so both files must be there.
-        paths = resolve_files(
-            self.model_id, list(LINEART_FILENAMES), what="lineart weights", default_repo=DEFAULT_ANNOTATOR_REPO
-        )
-        self._weights = files_fingerprint([paths[1] if use_coarse_model else paths[0]])
-        logger.info("loading lineart generators from %s", paths[0].parent)
+        # LineartDetector.from_pretrained loads both generators, so both files must be there; the maps depend only
+        # on the one in use.
+        used_file = LINEART_FILENAMES[1] if use_coarse_model else LINEART_FILENAMES[0]
+        self._load_network(model, list(LINEART_FILENAMES), what="lineart weights", used_files=[used_file])
+
+    def _build_network(self, paths: list[Path]) -> torch.nn.Module:
         from controlnet_aux.lineart import LineartDetector
 
         detector = LineartDetector.from_pretrained(
             str(paths[0].parent), filename=paths[0].name, coarse_filename=paths[1].name
         )
-        self.network = (detector.model_coarse if use_coarse_model else detector.model).eval()
+        return detector.model_coarse if self.use_coarse_model else detector.model
 
     def _annotate_batch(self, frames: np.ndarray) -> torch.Tensor:
-        pixels = pad_to_multiple(self._frames_to_tensor(frames), self.size_multiple)
-        drawing = fit_prediction(self.network(pixels).float(), pixels.shape[-2:], frames.shape[1:3])
         # The generator draws dark lines on white paper; ControlNets expect white lines on black.
-        return 1.0 - drawing
-
-    def _move(self, device: torch.device, dtype: torch.dtype) -> None:
-        self.network.to(device=device, dtype=dtype)
-
-    def _settings(self) -> dict[str, Any]:
-        return {
-            "model": self.model_id,
-            "use_coarse_model": self.use_coarse_model,
-            "weights": self._weights,
-            "size_multiple": self.size_multiple,
-            "dtype": str(self.dtype),
-        }
+        return 1.0 - super()._annotate_batch(frames)
 
 
-class SoftEdges(Annotator):
+class SoftEdges(DetectorAnnotator):
     """Soft edge maps from HED (Xie & Tu 2015, controlnet-aux's Apache-2.0 re-train) or PiDiNet (Su et al. 2021).
 
     Args:
@@ -103,6 +83,8 @@ class SoftEdges(Annotator):
     """
 
     name = "softedge"
+    variant_settings = ("detector", "use_safe_step")
+    tuning_settings = ("size_multiple",)
 
     def __init__(
         self,
@@ -114,35 +96,24 @@ class SoftEdges(Annotator):
         show_progress: bool | None = None,
     ):
         super().__init__(batch_size=batch_size, show_progress=show_progress)
-        if detector not in SOFTEDGE_FILENAMES:
-            raise UserError(f"`detector` for softedge must be one of {', '.join(SOFTEDGE_FILENAMES)}, got {detector!r}")
+        self._check_choice("detector", detector, SOFTEDGE_FILENAMES)
         self.detector = detector
         self.use_safe_step = use_safe_step
         self.size_multiple = size_multiple
-        if isinstance(model, torch.nn.Module):
-            self.model_id, self._weights = module_identity(model), None
-            self.network = model.eval()
-            return
-        self.model_id = os.fspath(model)
-        (path,) = resolve_files(
-            self.model_id,
-            [SOFTEDGE_FILENAMES[detector]],
-            what=f"{detector} soft edge weights",
-            default_repo=DEFAULT_ANNOTATOR_REPO,
-        )
-        self._weights = files_fingerprint([path])
-        logger.info("loading %s from %s", detector, path)
-        if detector == "hed":
+        self._load_network(model, [SOFTEDGE_FILENAMES[detector]], what=f"{detector} soft edge weights")
+
+    def _build_network(self, paths: list[Path]) -> torch.nn.Module:
+        (path,) = paths
+        if self.detector == "hed":
             from controlnet_aux.hed import HEDdetector
 
-            self.network = HEDdetector.from_pretrained(str(path.parent), filename=path.name).netNetwork.eval()
-        else:
-            from controlnet_aux.pidi import PidiNetDetector
+            return HEDdetector.from_pretrained(str(path.parent), filename=path.name).netNetwork
+        from controlnet_aux.pidi import PidiNetDetector
 
-            self.network = PidiNetDetector.from_pretrained(str(path.parent), filename=path.name).netNetwork.eval()
+        return PidiNetDetector.from_pretrained(str(path.parent), filename=path.name).netNetwork
 
     def _annotate_batch(self, frames: np.ndarray) -> torch.Tensor:
-        pixels = pad_to_multiple(self._frames_to_tensor(frames), self.size_multiple)  # (b, 3, H', W') in [0, 1]
+        pixels = self._network_input(frames)  # (b, 3, H', W') in [0, 1]
         padded_size = pixels.shape[-2:]
         if self.detector == "hed":
             # HED takes RGB in 0..255 (it subtracts a learned mean) and returns one side output per scale; the
@@ -159,19 +130,6 @@ class SoftEdges(Annotator):
         if self.use_safe_step:
             edges = safe_step(edges)
         return edges
-
-    def _move(self, device: torch.device, dtype: torch.dtype) -> None:
-        self.network.to(device=device, dtype=dtype)
-
-    def _settings(self) -> dict[str, Any]:
-        return {
-            "model": self.model_id,
-            "detector": self.detector,
-            "use_safe_step": self.use_safe_step,
-            "weights": self._weights,
-            "size_multiple": self.size_multiple,
-            "dtype": str(self.dtype),
-        }
 
 
 def safe_step(edges: torch.Tensor, step: int = 2) -> torch.Tensor:

@@ -15,7 +15,7 @@ from ..convert.fixtures import Fixture, default_geometry_file
 from ..convert.networks import load_trident
 from ..errors import UserError
 from ..pipelines.denoise import denoise, prepare_initial_latents
-from ..schedulers import build_scheduler, set_sampling_timesteps
+from ..schedulers import build_scheduler, completes_step, evaluation_steps, set_sampling_timesteps
 from .parity import SAMPLING_ATOL, ParityResult, original_hint_remap
 
 # The original sampler classes and the ccedit scheduler that reproduces each (ref §6.6).
@@ -40,14 +40,16 @@ def check_sampling_fixture(fixture: Fixture) -> ParityResult:
     scheduler = build_scheduler(SCHEDULER_FOR_SAMPLER[meta["sampler"]])
     set_sampling_timesteps(scheduler, meta["steps"])
 
+    # Without a prior, prepare_initial_latents' defaults give pure scaled noise.
     prior = meta.get("prior")
-    latents = prepare_initial_latents(
-        t["noise.init"],
-        scheduler,
-        prior=t["prior.ref_latent"] if prior else None,
-        prior_coefficient=prior["prior_coefficient_x"] if prior else 0.0,
-        noise_coefficient=prior["prior_coefficient_noise"] if prior else 1.0,
-    )
+    prior_kwargs: dict[str, torch.Tensor | float] = {}
+    if prior:
+        prior_kwargs = {
+            "prior": t["prior.ref_latent"],
+            "prior_coefficient": prior["prior_coefficient_x"],
+            "noise_coefficient": prior["prior_coefficient_noise"],
+        }
+    latents = prepare_initial_latents(t["noise.init"], scheduler, **prior_kwargs)
 
     # CFG batch [uncond; cond]: both halves share the structure maps and the reference latent (ref §6.1).
     context = torch.cat([t["uncond.crossattn"], t["cond.crossattn"]])
@@ -62,18 +64,16 @@ def check_sampling_fixture(fixture: Fixture) -> ParityResult:
                      keyframe_latent=keyframe, keyframe_index=frames // 2 if keyframe is not None else None)
 
     # Each evaluation belongs to a sampler step; Euler has one evaluation per step, DPM++(2S) two.
-    solver_steps = getattr(scheduler, "solver_steps", torch.arange(len(scheduler.timesteps))).tolist()
-    step_kwargs_fn = None
-    if "noise.0" in t:
-
-        def step_kwargs_fn(index: int) -> dict:
-            return {"noise": t[f"noise.{solver_steps[index]}"]}
-
+    steps = evaluation_steps(scheduler)
+    # An ancestral sampler replays the original's noise draws, stored per step.
+    step_kwargs_fn = (lambda index: {"noise": t[f"noise.{steps[index]}"]}) if "noise.0" in t else None
     details: dict[str, float] = {}
 
     def callback(index: int, timestep, x: torch.Tensor) -> None:
-        if index + 1 == len(solver_steps) or solver_steps[index + 1] != solver_steps[index]:
-            details[f"x.{solver_steps[index]}"] = (x - t[f"x.{solver_steps[index]}"]).abs().max().item()
+        # Only a finished step has a stored latent to compare with.
+        if completes_step(steps, index):
+            key = f"x.{steps[index]}"
+            details[key] = (x - t[key]).abs().max().item()
 
     with torch.no_grad():
         final = denoise(model_fn, scheduler, latents, guidance_scale=meta["cfg"], callback=callback,

@@ -6,6 +6,9 @@ conventions map onto diffusers schedulers:
 - `set_sampling_timesteps` gives schedulers the original's timesteps where diffusers lets a caller choose them
   (ref §5 item 18, §6.6 item 2);
 - `initial_noise_scale` is CCEdit's sqrt(1 + sigma_max^2) for sigma-space schedulers (ref §5 item 16, §6.6 item 1).
+
+`evaluation_steps` and `completes_step` tell which sampler step a network evaluation belongs to, for callers that
+check the latent after every step while a scheduler such as DPM++(2S) evaluates twice per step.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ __all__ = [
     "DPMPP2SAncestralScheduler",
     "DPMPP2SAncestralSchedulerOutput",
     "build_scheduler",
+    "completes_step",
+    "evaluation_steps",
     "initial_noise_scale",
     "is_sigma_space",
     "original_alphas_cumprod",
@@ -191,3 +196,15 @@ def initial_noise_scale(scheduler: SchedulerMixin) -> float:
         return float(scheduler.init_noise_sigma)
     sigma_max = torch.as_tensor(scheduler.sigmas, dtype=torch.float32).max()
     return float(torch.sqrt(1.0 + sigma_max**2.0))
+
+
+def evaluation_steps(scheduler: SchedulerMixin) -> list[int]:
+    """The sampler step of each network evaluation, in call order, for a scheduler after `set_sampling_timesteps`."""
+    # Schedulers with several evaluations per step (DPMPP2SAncestralScheduler) say so in `solver_steps`; the others
+    # evaluate once per entry of `timesteps`.
+    return getattr(scheduler, "solver_steps", torch.arange(len(scheduler.timesteps))).tolist()
+
+
+def completes_step(steps: list[int], index: int) -> bool:
+    """Whether evaluation `index` is the last of its sampler step, given `steps` from `evaluation_steps`."""
+    return index + 1 == len(steps) or steps[index + 1] != steps[index]

@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 from ccedit.errors import UserError
 from ccedit.pipelines.denoise import denoise, guided_noise_prediction, prepare_initial_latents, sdedit_start
-from ccedit.schedulers import build_scheduler, set_sampling_timesteps
+from ccedit.schedulers import build_scheduler, completes_step, evaluation_steps, set_sampling_timesteps
 from tests.conftest import REFERENCE, require
 
 # fixture key in tiny_config.json -> registered scheduler name
@@ -59,7 +59,7 @@ def test_replay_matches_the_original_sampler(fixture_meta, key):
         return data[f"eval.{j}.eps"].clone()
 
     # Map each evaluation to the sampler step it belongs to; Euler has one evaluation per step.
-    solver_steps = getattr(scheduler, "solver_steps", torch.arange(len(scheduler.timesteps))).tolist()
+    solver_steps = evaluation_steps(scheduler)
     step_kwargs_fn = None
     if "noise.0" in data:
 
@@ -69,8 +69,7 @@ def test_replay_matches_the_original_sampler(fixture_meta, key):
     step_errors: dict[int, float] = {}
 
     def callback(index: int, timestep: torch.Tensor, x: torch.Tensor) -> None:
-        completes_step = index + 1 == len(solver_steps) or solver_steps[index + 1] != solver_steps[index]
-        if completes_step:
+        if completes_step(solver_steps, index):
             step_errors[solver_steps[index]] = (x - data[f"x.{solver_steps[index]}"]).abs().max().item()
 
     final = denoise(

@@ -11,6 +11,8 @@ from ccedit.schedulers import (
     SCHEDULERS,
     DPMPP2SAncestralScheduler,
     build_scheduler,
+    completes_step,
+    evaluation_steps,
     initial_noise_scale,
     is_sigma_space,
     original_timesteps,
@@ -100,3 +102,14 @@ def test_registry_classes():
     assert SCHEDULERS["ddim"] is DDIMScheduler
     assert SCHEDULERS["dpmpp_2s_ancestral"] is DPMPP2SAncestralScheduler
     assert torch.is_tensor(build_scheduler("dpmpp_2s_ancestral").sigmas)
+
+
+@pytest.mark.parametrize(
+    ("name", "steps", "completing"),
+    [("euler", [0, 1, 2], [0, 1, 2]), ("dpmpp_2s_ancestral", [0, 0, 1, 1, 2], [1, 3, 4])],
+)
+def test_evaluation_steps_and_the_evaluations_that_complete_them(name, steps, completing):
+    scheduler = build_scheduler(name)
+    set_sampling_timesteps(scheduler, 3)
+    assert evaluation_steps(scheduler) == steps
+    assert [i for i in range(len(steps)) if completes_step(steps, i)] == completing
