@@ -166,6 +166,9 @@ def run_edit(
         raise UserError("--keyframe-index needs --keyframe IMAGE")
 
     # 2. Model and structure maps.
+    if cfg.model.path == "tiny":
+        logger.warning("using the built-in tiny model: its weights are random, so the edit is noise-like; "
+                       "pass --model DIR (a converted CCEdit model) for real edits")
     s = cfg.sampling
     names = cfg.structure.annotators
     nets = list(cfg.structure.controlnets) + [None] * (len(names) - len(cfg.structure.controlnets))
