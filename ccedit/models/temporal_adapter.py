@@ -53,6 +53,14 @@ class TemporalTransformer(nn.Module):
         return (x.view(b, num_frames, c, h * w) + seq.permute(0, 2, 3, 1)).view(bt, c, h, w)
 
 
+def prepend_reference(tokens: torch.Tensor, num_frames: int, reference_index: int) -> torch.Tensor:
+    """`(b t) n d -> (b t) (2 n) d`: every frame's tokens preceded by its sample's reference frame's."""
+    bt, n, d = tokens.shape
+    framed = tokens.view(bt // num_frames, num_frames, n, d)
+    reference = framed[:, reference_index : reference_index + 1].expand_as(framed)
+    return torch.cat([reference, framed], dim=2).flatten(0, 1)
+
+
 class CrossFrameAttention(nn.Module):
     """Attention from every frame to [reference frame ; itself] ("cfca", TVI2V only; ref §2.2).
 
@@ -69,22 +77,24 @@ class CrossFrameAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, num_frames: int, reference_index: int) -> torch.Tensor:
         bt, c, h, w = x.shape
-        b, hw = bt // num_frames, h * w
+        hw = h * w
         block, attn = self.block, self.block.attn1
-        # (b t) c h w -> (b t) (h w) c: the 1x1 `proj_in` as a matmul that reads the transposed view directly and
-        # writes contiguous tokens, so the norms and projections below copy nothing.
-        tokens = F.linear(self.norm(x).view(bt, c, hw).transpose(1, 2), self.proj_in.weight[:, :, 0, 0], self.proj_in.bias)
+        # (b t) c h w -> (b t) (h w) c: the 1x1 `proj_in` as a batched matmul that reads the transposed view as it
+        # is and writes contiguous tokens, so the norms and projections below copy nothing. (`F.linear` would
+        # copy the view first: matmul flattens it to one matrix whenever the weight requires grad.)
+        weight = self.proj_in.weight[:, :, 0, 0].t().expand(bt, c, c)
+        tokens = torch.bmm(self.norm(x).view(bt, c, hw).transpose(1, 2), weight).add_(self.proj_in.bias)
         # Project keys and values once per frame and share the reference frame's, instead of projecting the
-        # concatenated 2·H·W tokens of every frame. The concatenation is the one copy: attention needs each
-        # frame's [reference ; own] keys in one block.
-        kv = F.linear(tokens, torch.cat([attn.to_k.weight, attn.to_v.weight])).view(b, num_frames, hw, -1)
-        kv = torch.cat([kv[:, reference_index : reference_index + 1].expand_as(kv), kv], dim=2).flatten(0, 1)
-        k, v = kv.chunk(2, dim=-1)  # (b t) (2 h w) inner, strided views
+        # concatenated 2·H·W tokens of every frame. The concatenation is this layer's one copy: attention needs
+        # each frame's [reference ; own] keys as one block.
+        k, v = (prepend_reference(z, num_frames, reference_index) for z in attn.key_value(tokens))
         tokens = tokens + attn.attend(attn.to_q(block.norm1(tokens)), k, v)
         tokens = block.feed_forward(tokens)
-        # 1x1 `proj_out` on the tokens; the residual add reads its output back in x's layout: no separate copy.
-        out = F.linear(tokens, self.proj_out.weight[:, :, 0, 0], self.proj_out.bias)  # (b t) (h w) c
-        return x + out.transpose(1, 2).view(bt, c, h, w)
+        # 1x1 `proj_out` as a batched matmul that reads the tokens transposed and writes x's layout, with x as its
+        # addend: no transposing copy and no separate residual pass.
+        weight = self.proj_out.weight[:, :, 0, 0].expand(bt, c, c)
+        out = torch.baddbmm(x.view(bt, c, hw), weight, tokens.transpose(1, 2))  # (b t) c (h w)
+        return out.add_(self.proj_out.bias[:, None]).view(bt, c, h, w)
 
 
 class TemporalAttention(nn.Module):

@@ -82,10 +82,15 @@ class VideoUNet(nn.Module):
         return fn(*args)
 
     def _resnet(self, resnet: nn.Module, temporal: TemporalResnet, x, temb, num_frames: int) -> torch.Tensor:
-        """A diffusers `ResnetBlock2D` (SD-1.5 settings) with CCEdit's temporal layers after each convolution."""
+        """A diffusers `ResnetBlock2D` (SD-1.5 settings) with CCEdit's temporal layers after each convolution.
+
+        `temb` is `(batch, d)`, one row per sample: its projection is broadcast over the sample's frames.
+        """
         h = resnet.conv1(resnet.nonlinearity(resnet.norm1(x)))
         h = temporal.in_layers(h, num_frames)
-        h = h + resnet.time_emb_proj(resnet.nonlinearity(temb))[:, :, None, None]
+        bt, c, height, width = h.shape
+        time = resnet.time_emb_proj(resnet.nonlinearity(temb))[:, None, :, None, None]  # (b, 1, c, 1, 1)
+        h = (h.view(bt // num_frames, num_frames, c, height, width) + time).view(bt, c, height, width)
         h = resnet.conv2(resnet.dropout(resnet.nonlinearity(resnet.norm2(h))))
         h = temporal.out_layers(h, num_frames)
         skip = x if resnet.conv_shortcut is None else resnet.conv_shortcut(x)
@@ -143,8 +148,8 @@ class VideoUNet(nn.Module):
         # 1. Time embedding once per sample, shared by its frames.
         timestep = torch.as_tensor(timestep, device=sample.device)
         timestep = timestep.expand(b) if timestep.ndim == 0 else timestep
-        temb = unet.time_embedding(unet.time_proj(timestep).to(dtype=sample.dtype))
-        temb = temb.repeat_interleave(f, dim=0)  # (b t) d
+        temb = unet.time_embedding(unet.time_proj(timestep).to(dtype=sample.dtype))  # b d, broadcast over frames
+        # The per-frame spatial transformers need one text row per frame; the temporal layers never read it.
         context = encoder_hidden_states.repeat_interleave(f, dim=0)  # (b t) l d
 
         # 2. Fold frames into the batch: b c t h w -> (b t) c h w.
