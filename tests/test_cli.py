@@ -178,3 +178,28 @@ def test_side_by_side_and_gif_outputs_and_edit_overwrite(tmp_path, kitten, capsy
     assert out.read_bytes() == before
     assert main([*args, "--overwrite", "--seed", "5"]) == 0
     assert json.loads((tmp_path / "o.mp4.json").read_text())["seed"] == 5
+
+
+def test_requested_fps_and_size_reach_the_output(tmp_path, kitten):
+    out = tmp_path / "o.mp4"
+    assert main(["edit", kitten, "--prompt", "x", "-o", str(out), *FAST, cache(tmp_path), "--fps", "4", "--height", "64", "--width", "128"]) == 0
+    n, fps, (h, w) = video_info(out)
+    assert (n, h, w) == (4, 64, 128) and abs(fps - 4) < 1e-6
+    assert json.loads((tmp_path / "o.mp4.json").read_text())["video"]["frame_indices"] == [0, 2, 4, 6]
+
+
+@pytest.mark.parametrize("kind", ["folder", "gif"])
+def test_frame_folders_and_gifs_are_inputs_too(tmp_path, kitten, kind):
+    from ccedit.io import read_video, write_frames, write_gif
+
+    frames = read_video(kitten, num_frames=6).frames
+    src = write_frames(tmp_path / "frames", frames) if kind == "folder" else write_gif(tmp_path / "clip.gif", frames, 8)
+    frame = tmp_path / "k.png"
+    assert main(["keyframe", str(src), "--index", "-1", "-o", str(frame), "--model", "tiny"]) == 0
+    last = read_image(frame).astype(int)
+    assert last.shape == (128, 128, 3)
+    # index -1 is the last of the 6 frames, fitted like an edit fits it
+    from ccedit.io import fit_frames
+
+    fitted, _ = fit_frames(read_video(src).frames, (128, 128))
+    assert np.abs(fitted[-1].astype(int) - last).mean() < 3
