@@ -20,6 +20,8 @@ from safetensors.torch import save_file
 
 from ..errors import UserError
 from ..io.atomic import atomic_path
+from ..models import AppearanceEncoder, CCEditTemporalAdapter
+from ..schedulers.dpmpp_2s_ancestral import DPMPP2SAncestralScheduler
 from ..pipelines.loading import load_tokenizer
 from .checkpoint import open_state_dict
 from .clip import CLIP_PREFIX, clip_text_config, convert_clip
@@ -36,16 +38,17 @@ DIFFUSERS_WEIGHTS = "diffusion_pytorch_model.safetensors"
 TRANSFORMERS_WEIGHTS = "model.safetensors"
 DENOISER_KEY = "denoiser.sigmas"
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-# Library and class of each component, for model_index.json (the diffusers folder convention).
+# Library and class of each component, for model_index.json (the diffusers folder convention; diffusers imports a
+# custom class from the module path written here).
 COMPONENT_CLASSES = {
     "unet": ("diffusers", "UNet2DConditionModel"),
-    "temporal": ("ccedit", "CCEditTemporalAdapter"),
+    "temporal": (CCEditTemporalAdapter.__module__, CCEditTemporalAdapter.__name__),
     "controlnet": ("diffusers", "ControlNetModel"),
-    "appearance": ("ccedit", "AppearanceEncoder"),
+    "appearance": (AppearanceEncoder.__module__, AppearanceEncoder.__name__),
     "vae": ("diffusers", "AutoencoderKL"),
     "text_encoder": ("transformers", "CLIPTextModel"),
     "tokenizer": ("transformers", "CLIPTokenizer"),
-    "scheduler": ("ccedit", "DPMPP2SAncestralScheduler"),
+    "scheduler": (DPMPP2SAncestralScheduler.__module__, DPMPP2SAncestralScheduler.__name__),
 }
 
 
@@ -207,7 +210,10 @@ def convert_checkpoint(
             tok.save_pretrained(tmp / "tokenizer")
             written.append("tokenizer")
         build_scheduler("dpmpp_2s_ancestral").save_config(tmp / "scheduler")
-        index = {"_class_name": "CCEditPipeline", "_ccedit_source": checkpoint.name}
+        import diffusers
+
+        # diffusers' folder convention, so `CCEditPipeline.from_pretrained(out)` loads it as well.
+        index = {"_class_name": "CCEditPipeline", "_diffusers_version": diffusers.__version__, "_ccedit_source": checkpoint.name}
         for name in ("unet", "temporal", "controlnet", "appearance", "vae", "text_encoder", "tokenizer", "scheduler"):
             if (tmp / name).is_dir():
                 index[name] = list(COMPONENT_CLASSES[name])

@@ -37,7 +37,7 @@ def test_fixture_converts_to_a_folder_that_reproduces_the_original(tmp_path, nam
     assert (out / "temporal" / "diffusion_pytorch_model.safetensors").is_file()
     assert (out / "appearance").is_dir() == ("tvi2v" in name)
     index = json.loads((out / "model_index.json").read_text())
-    assert index["temporal"] == ["ccedit", "CCEditTemporalAdapter"]
+    assert index["temporal"] == ["ccedit.models.temporal_adapter", "CCEditTemporalAdapter"]
     model = TridentModel.from_pretrained(out)
     t = load_file(str(fixture))
     keyframe = dict(keyframe_latent=t["input.cond_feat"]) if "tvi2v" in name else {}
@@ -79,6 +79,10 @@ def test_full_checkpoint_converts_and_the_folder_edits_a_video(tmp_path, tiny_ch
         assert (out / sub).is_dir(), sub
     pipe = load_pipeline(str(out))
     assert pipe.appearance is not None and pipe.text_encoder.config.hidden_size == 32
+    from ccedit import CCEditPipeline
+
+    same = CCEditPipeline.from_pretrained(out)  # the diffusers way loads the folder too
+    assert torch.equal(same.temporal.conv_in.weight, pipe.temporal.conv_in.weight)
     video = str(require(VIDEOS / "kitten.mp4"))
     result = tmp_path / "edit.mp4"
     assert main(["edit", video, "--prompt", "a dog", "--model", str(out), "--structure", "canny", "--frames", "2",

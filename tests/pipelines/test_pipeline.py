@@ -152,3 +152,13 @@ def test_invalid_inputs_name_the_argument(components, data):
     no_app = make_pipe(components, appearance=None)
     with pytest.raises(InvalidInputError, match="no appearance branch"):
         run(no_app, data, keyframe=keyframe)
+
+
+def test_save_pretrained_and_from_pretrained_round_trip(components, data, tmp_path):
+    pipe = make_pipe(components, scheduler=build_scheduler("dpmpp_2s_ancestral"))
+    pipe.save_pretrained(tmp_path)
+    index = (tmp_path / "model_index.json").read_text()
+    assert "CCEditTemporalAdapter" in index and "AppearanceEncoder" in index
+    loaded = CCEditPipeline.from_pretrained(tmp_path)
+    assert type(loaded.scheduler).__name__ == "DPMPP2SAncestralScheduler"
+    assert np.array_equal(run(pipe, data).frames, run(loaded, data).frames)
