@@ -356,12 +356,11 @@ class CCEditPipeline(DiffusionPipeline):
         key = keyframe_latent.to(dtype) if use_appearance else None
 
         def model_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            n = x.shape[0]
-            context = text if n == text.shape[0] else text[-n:]
+            n = x.shape[0]  # 2B under guidance, like `text` ([negative; prompt]), else B
             return trident(
                 x.to(dtype),
                 torch.as_tensor(t, device=device).expand(n),
-                context.to(dtype),
+                text.to(dtype),
                 structure_maps=[m.expand(n, -1, -1, -1, -1) for m in maps],
                 structure_scale=structure_scale,
                 keyframe_latent=key.expand(n, -1, -1, -1) if key is not None else None,
