@@ -203,3 +203,14 @@ def test_frame_folders_and_gifs_are_inputs_too(tmp_path, kitten, kind):
 
     fitted, _ = fit_frames(read_video(src).frames, (128, 128))
     assert np.abs(fitted[-1].astype(int) - last).mean() < 3
+
+
+def test_two_structure_annotators_with_two_controlnets_and_scales(tmp_path, kitten, capsys):
+    out = tmp_path / "o.mp4"
+    base = ["edit", kitten, "--prompt", "x", "-o", str(out), *FAST, cache(tmp_path), "--structure", "canny,canny"]
+    assert main(base) == 2
+    assert "structure.controlnets" in one_error_line(capsys)
+    assert main([*base, "structure.controlnets=[null,extra]", "structure.scales=[1.0,0.5]"]) == 0
+    side = json.loads((tmp_path / "o.mp4.json").read_text())
+    assert side["config"]["structure"]["scales"] == [1.0, 0.5]
+    assert video_info(out)[0] == 4
