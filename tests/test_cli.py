@@ -97,6 +97,7 @@ def _corrupt(tmp_path):
         ("keyframe_unreadable", "nokey.png"),
         ("keyframe_index", "out of range"),
         ("model_missing", "ccedit convert"),
+        ("hub_unreachable", "could not be fetched from the hub"),
         ("bad_setting", "sampling.nonsense"),
         ("unknown_structure", "unknown annotator"),
     ],
@@ -123,6 +124,8 @@ def test_user_errors_are_one_line_with_exit_2_and_no_output(tmp_path, kitten, ca
         extra = ["--keyframe", str(frame), "--keyframe-index", "9"]
     elif case == "model_missing":
         extra = ["--model", str(tmp_path / "no_model")]
+    elif case == "hub_unreachable":
+        extra = ["--model", "nobody/no-such-ccedit-model"]
     elif case == "bad_setting":
         extra = ["sampling.nonsense=1"]
     elif case == "unknown_structure":
@@ -130,7 +133,7 @@ def test_user_errors_are_one_line_with_exit_2_and_no_output(tmp_path, kitten, ca
     args = ["edit", src, "--prompt", "x", "-o", str(out), *FAST, cache(tmp_path)]
     if case == "too_few":
         args[args.index("--frames") + 1] = "40"
-    elif case == "model_missing":
+    elif case in ("model_missing", "hub_unreachable"):
         args[args.index("--model") + 1] = extra[1]
         extra = []
     assert main(args + extra) == 2

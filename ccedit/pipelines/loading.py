@@ -67,6 +67,28 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def resolve_model_folder(model: str, what: str = "model") -> Path:
+    """A local folder for `model`: the folder itself, or the snapshot of a hub id (downloaded once, then cached).
+
+    Resolving first gives one clear error at once, where `from_pretrained` on an unreachable hub would retry for
+    half a minute and then report a missing `config.json`.
+    """
+    folder = Path(model).expanduser()
+    if folder.is_dir():
+        return folder
+    if folder.exists() or model.startswith((".", "/", "~")) or model.count("/") != 1:
+        raise ModelNotFoundError(f"{what} folder not found: {model}; {HOW_TO_GET}")
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(model))
+    except Exception as e:  # offline, unknown repo, no access: the user needs the same advice
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ModelNotFoundError(
+            f"{what} {model!r} is not a local folder and could not be fetched from the hub ({reason}); {HOW_TO_GET}"
+        ) from None
+
+
 def _load(cls, path: str, subfolder: str | None, what: str, **kwargs):
     try:
         if subfolder is None:
@@ -109,28 +131,24 @@ def load_pipeline(
         # Casting float32 to float32 would only make diffusers warn about modules that must stay float32.
         return pipe.to(dtype=dtype_) if dtype_ != torch.float32 else pipe
 
-    folder = Path(model).expanduser()
-    local = folder.is_dir()
-    if not local and (folder.exists() or model.startswith((".", "/", "~")) or model.count("/") != 1):
-        raise ModelNotFoundError(f"model folder not found: {model}; {HOW_TO_GET}")
-    if local:
-        missing = [s for s in REQUIRED_SUBFOLDERS if not (folder / s).is_dir()]
-        if missing:
-            raise ModelNotFoundError(f"{folder} is not a ccedit model folder: missing {', '.join(missing)}/; {HOW_TO_GET}")
-    path = str(folder) if local else model
+    folder = resolve_model_folder(model)
+    missing = [s for s in REQUIRED_SUBFOLDERS if not (folder / s).is_dir()]
+    if missing:
+        raise ModelNotFoundError(f"{model} is not a ccedit model folder: missing {', '.join(missing)}/; {HOW_TO_GET}")
+    path = str(folder)
     kwargs = dict(torch_dtype=dtype_)
     unet = _load(UNet2DConditionModel, path, "unet", "base UNet", **kwargs)
     temporal = _load(CCEditTemporalAdapter, path, "temporal", "temporal layers", **kwargs)
     vae = _load(AutoencoderKL, path, "vae", "VAE", **kwargs)
     text_encoder = _load(CLIPTextModel, path, "text_encoder", "text encoder", dtype=dtype_)
-    has_appearance = (folder / "appearance").is_dir() if local else True
+    has_appearance = (folder / "appearance").is_dir()
     appearance = _load(AppearanceEncoder, path, "appearance", "appearance encoder", **kwargs) if has_appearance else None
     nets = [
         _load(ControlNetModel, path, "controlnet", "ControlNet", **kwargs) if c is None
-        else _load(ControlNetModel, c, None, "ControlNet", **kwargs)
+        else _load(ControlNetModel, str(resolve_model_folder(c, "ControlNet")), None, "ControlNet", **kwargs)
         for c in controlnets
     ]
-    if tokenizer is None and local and not (folder / "tokenizer").is_dir():
+    if tokenizer is None and not (folder / "tokenizer").is_dir():
         raise ModelNotFoundError(f"{folder} has no tokenizer/: pass model.tokenizer=<path or hub id of an SD-1.5 tokenizer>")
     tok = load_tokenizer(tokenizer or path)
     pipe = CCEditPipeline(

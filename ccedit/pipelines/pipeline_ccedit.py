@@ -354,13 +354,14 @@ class CCEditPipeline(DiffusionPipeline):
         self._onload(self.unet, self.temporal, self.controlnet, self.appearance)
         maps = [m.to(device, dtype)[None].transpose(1, 2) for m in structure_maps]  # (1, 3, T, H, W)
         key = keyframe_latent.to(dtype) if use_appearance else None
+        text = text.to(dtype)
 
         def model_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             n = x.shape[0]  # 2B under guidance, like `text` ([negative; prompt]), else B
             return trident(
                 x.to(dtype),
                 torch.as_tensor(t, device=device).expand(n),
-                text.to(dtype),
+                text,
                 structure_maps=[m.expand(n, -1, -1, -1, -1) for m in maps],
                 structure_scale=structure_scale,
                 keyframe_latent=key.expand(n, -1, -1, -1) if key is not None else None,
