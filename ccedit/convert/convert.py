@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 
 import torch
 from safetensors.torch import save_file
+from tqdm import tqdm
 
 from ..errors import UserError
 from ..io.atomic import atomic_path
@@ -184,11 +186,13 @@ def convert_checkpoint(
     from ..schedulers import build_scheduler
 
     written = []
-    with atomic_path(out, is_dir=True) as tmp:
+    progress = tqdm(total=len(meta_modules) + len(others), desc="writing", unit="component", file=sys.stderr)
+    with atomic_path(out, is_dir=True) as tmp, progress:
         for name, module in meta_modules.items():
             module.save_config(tmp / name)
             _write_weights(tmp / name, DIFFUSERS_WEIGHTS, networks.components[name], cast)
             written.append(f"{name} ({len(networks.components[name])})")
+            progress.update()
         if "vae" in others:
             from diffusers import AutoencoderKL
 
@@ -196,16 +200,15 @@ def convert_checkpoint(
                 AutoencoderKL(**configs["vae"]).save_config(tmp / "vae")
             _write_weights(tmp / "vae", DIFFUSERS_WEIGHTS, others["vae"][0], cast)
             written.append("vae")
-        for name in ("text_encoder", "depth_estimator"):
+            progress.update()
+        for name, architecture in (("text_encoder", "CLIPTextModel"), ("depth_estimator", "DPTForDepthEstimation")):
             if name in others:
                 config = configs[name]
-                if name == "depth_estimator":
-                    config.architectures = ["DPTForDepthEstimation"]
-                else:
-                    config.architectures = ["CLIPTextModel"]
+                config.architectures = [architecture]  # lets transformers' Auto classes load the folder
                 config.save_pretrained(tmp / name)
                 _write_weights(tmp / name, TRANSFORMERS_WEIGHTS, others[name][0], cast)
                 written.append(name)
+                progress.update()
         if tok is not None:
             tok.save_pretrained(tmp / "tokenizer")
             written.append("tokenizer")
