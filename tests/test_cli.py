@@ -217,3 +217,18 @@ def test_two_structure_annotators_with_two_controlnets_and_scales(tmp_path, kitt
     side = json.loads((tmp_path / "o.mp4.json").read_text())
     assert side["config"]["structure"]["scales"] == [1.0, 0.5]
     assert video_info(out)[0] == 4
+
+
+def test_a_second_prompt_on_the_same_video_reuses_the_cached_structure_maps(tmp_path, kitten, monkeypatch):
+    from ccedit.annotators import CannyEdges
+
+    args = ["edit", kitten, *FAST, cache(tmp_path)]
+    assert main([*args, "--prompt", "a cat", "-o", str(tmp_path / "a.mp4")]) == 0
+    entries = [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
+    assert len(entries) == 1
+
+    def must_not_run(self, frames):
+        raise AssertionError("the structure maps should have come from the cache")
+
+    monkeypatch.setattr(CannyEdges, "__call__", must_not_run)
+    assert main([*args, "--prompt", "a dog", "-o", str(tmp_path / "b.mp4")]) == 0
