@@ -59,6 +59,7 @@ from diffusers.utils import logging as diffusers_logging  # noqa: E402
 
 from ccedit.convert.geometry import Geometry  # noqa: E402
 from ccedit.models import AppearanceEncoder, CCEditTemporalAdapter, TridentModel, VideoUNet  # noqa: E402
+from ccedit.models.layers import randomize_zero_parameters  # noqa: E402
 
 HEAD_DIM = 64
 CONTEXT_TOKENS = 77
@@ -77,14 +78,6 @@ def geometry_for(channels: int) -> Geometry:
 
 def heads_for(geometry: Geometry) -> tuple[int, ...]:
     return tuple(max(c // HEAD_DIM, 1) for c in geometry.block_out_channels)
-
-
-def randomize_zeros(module: torch.nn.Module, generator: torch.Generator) -> None:
-    """Give zero-initialised tensors (ControlNet zero convs, biases, ...) random values so every path computes."""
-    with torch.no_grad():
-        for p in module.parameters():
-            if not p.any():
-                p.copy_(torch.randn(p.shape, generator=generator) * 0.02)
 
 
 def build_ccedit(geometry: Geometry) -> TridentModel:
@@ -247,7 +240,7 @@ def main(argv=None) -> int:
     torch.manual_seed(0)
     networks = {"ccedit": build_ccedit(geometry), "peer": AnimateDiffControlNet(geometry)}
     for model in networks.values():
-        randomize_zeros(model, generator)
+        randomize_zero_parameters(model, generator)
         model.eval()
     x = make_inputs(geometry, args.batch, args.frames, args.latent, generator)
     forwards = {

@@ -198,3 +198,16 @@ def zero_module(module: nn.Module) -> nn.Module:
         for p in module.parameters():
             p.zero_()
     return module
+
+
+def randomize_zero_parameters(module: nn.Module, generator: torch.Generator, std: float = 0.02) -> nn.Module:
+    """Give every all-zero parameter of `module` N(0, std) values and return it.
+
+    For untrained stand-ins (the tiny model, tests, benchmarks): zero-initialised paths (temporal convs, ControlNet
+    zero convs) would otherwise compute nothing, so a fresh module would never exercise its branches.
+    """
+    with torch.no_grad():
+        for p in module.parameters():
+            if not p.any():
+                p.copy_(torch.randn(p.shape, generator=generator) * std)
+    return module

@@ -16,6 +16,7 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from ..convert.geometry import Geometry
 from ..convert.networks import build_network_modules
+from ..models.layers import randomize_zero_parameters
 from ..schedulers import build_scheduler
 
 TINY_GEOMETRY = Geometry(
@@ -49,22 +50,13 @@ def tiny_tokenizer() -> CLIPTokenizer:
         return CLIPTokenizer(str(Path(tmp) / "vocab.json"), str(Path(tmp) / "merges.txt"), model_max_length=77)
 
 
-def _randomize_zero_tensors(module: torch.nn.Module, generator: torch.Generator) -> None:
-    # Zero-initialised paths (temporal convs, ControlNet zero convs) would make the tiny model ignore its
-    # branches; give them small random values so that every branch changes the output.
-    with torch.no_grad():
-        for p in module.parameters():
-            if not p.any():
-                p.copy_(torch.randn(p.shape, generator=generator) * 0.02)
-
-
 def tiny_components(keyframe: bool = True) -> dict:
     """Components of a tiny CCEdit pipeline, the same for every call (seeded)."""
     torch.manual_seed(TINY_SEED)
     networks = build_network_modules(TINY_GEOMETRY, keyframe)
     generator = torch.Generator().manual_seed(TINY_SEED)
     for module in networks.values():
-        _randomize_zero_tensors(module, generator)
+        randomize_zero_parameters(module, generator)
     torch.manual_seed(TINY_SEED + 1)
     vae = AutoencoderKL(
         in_channels=3,
@@ -108,5 +100,5 @@ def tiny_controlnet(seed: int) -> ControlNetModel:
     """Another tiny random ControlNet, for runs with several structure annotators."""
     torch.manual_seed(TINY_SEED + 10 + seed)
     net = ControlNetModel(**TINY_GEOMETRY.controlnet_config())
-    _randomize_zero_tensors(net, torch.Generator().manual_seed(TINY_SEED + 10 + seed))
+    randomize_zero_parameters(net, torch.Generator().manual_seed(TINY_SEED + 10 + seed))
     return net.eval()

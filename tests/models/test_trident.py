@@ -9,18 +9,15 @@ from diffusers import ControlNetModel, UNet2DConditionModel
 from ccedit.convert.geometry import SD15_GEOMETRY, Geometry
 from ccedit.convert.networks import build_network_modules, map_networks
 from ccedit.models import AppearanceEncoder, CCEditTemporalAdapter, TridentModel, VideoUNet
+from ccedit.models.layers import randomize_zero_parameters
 from tests.conftest import REFERENCE, require
 
 TINY = Geometry(model_channels=32, channel_mult=[1, 2], num_res_blocks=1, attention_resolutions=[1, 2], num_heads=2, context_dim=16)
 
 
 def randomize_zeros(module: torch.nn.Module, seed: int) -> None:
-    """Give zero-initialised tensors random values so that every path of a fresh module does something."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            if not p.any():
-                p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+    """Random values for zero-initialised tensors, so that every path of a fresh module does something."""
+    randomize_zero_parameters(module, torch.Generator().manual_seed(seed), std=0.05)
 
 
 def tiny_modules(keyframe: bool, zero_temporal: bool = False):
