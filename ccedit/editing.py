@@ -53,13 +53,10 @@ def prepare_clip(path: str | Path, cfg: EditConfig) -> PreparedClip:
 
 
 def resolve_keyframe_index(index: int | None, num_frames: int) -> int:
-    """The keyframe's frame: CCEdit's centre frame by default; negative indices count from the end."""
-    if index is None:
-        return num_frames // 2
-    resolved = index + num_frames if index < 0 else index
-    if not 0 <= resolved < num_frames:
-        raise UserError(f"keyframe index {index} is out of range: the edit has {num_frames} frames (0-{num_frames - 1})")
-    return resolved
+    """The keyframe's clip frame: the default when `index` is None; negative indices count from the end."""
+    from .pipelines.conditions import check_keyframe_indices, default_keyframe_index
+
+    return check_keyframe_indices([default_keyframe_index(num_frames) if index is None else index], num_frames)[0]
 
 
 def load_keyframe(path: str | Path, size: tuple[int, int], mode: str) -> np.ndarray:

@@ -53,11 +53,19 @@ class TemporalTransformer(nn.Module):
         return (x.view(b, num_frames, c, h * w) + seq.permute(0, 2, 3, 1)).view(bt, c, h, w)
 
 
-def prepend_reference(tokens: torch.Tensor, num_frames: int, reference_index: int) -> torch.Tensor:
-    """`(b t) n d -> (b t) (2 n) d`: every frame's tokens preceded by its sample's reference frame's."""
+def prepend_reference(tokens: torch.Tensor, num_frames: int, reference_index: int | torch.Tensor) -> torch.Tensor:
+    """`(b t) n d -> (b t) (2 n) d`: every frame's tokens preceded by its sample's reference frame's.
+
+    `reference_index` is one frame for every sample, or a `(b,)` tensor with each sample's own.
+    """
     bt, n, d = tokens.shape
     framed = tokens.view(bt // num_frames, num_frames, n, d)
-    reference = framed[:, reference_index : reference_index + 1].expand_as(framed)
+    if isinstance(reference_index, torch.Tensor) and reference_index.ndim == 1:
+        samples = torch.arange(framed.shape[0], device=framed.device)
+        reference = framed[samples, reference_index.to(framed.device)][:, None].expand_as(framed)
+    else:
+        reference_index = int(reference_index)
+        reference = framed[:, reference_index : reference_index + 1].expand_as(framed)
     return torch.cat([reference, framed], dim=2).flatten(0, 1)
 
 
@@ -75,7 +83,7 @@ class CrossFrameAttention(nn.Module):
         self.block = SingleLayerTransformerBlock(channels, num_heads, channels // num_heads, dropout)
         self.proj_out = nn.Conv2d(channels, channels, 1)
 
-    def forward(self, x: torch.Tensor, num_frames: int, reference_index: int) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, num_frames: int, reference_index: int | torch.Tensor) -> torch.Tensor:
         bt, c, h, w = x.shape
         hw = h * w
         block, attn = self.block, self.block.attn1
@@ -105,7 +113,7 @@ class TemporalAttention(nn.Module):
         self.temporal = TemporalTransformer(channels, num_heads, norm_num_groups, dropout)
         self.cross_frame = CrossFrameAttention(channels, num_heads, norm_num_groups, dropout) if cross_frame else None
 
-    def forward(self, x: torch.Tensor, num_frames: int, reference_index: int) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, num_frames: int, reference_index: int | torch.Tensor) -> torch.Tensor:
         x = self.temporal(x, num_frames)
         if self.cross_frame is not None:
             x = self.cross_frame(x, num_frames, reference_index)

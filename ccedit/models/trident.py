@@ -10,7 +10,7 @@ import torch
 from diffusers import ControlNetModel, UNet2DConditionModel
 from torch import nn
 
-from .appearance import AppearanceEncoder
+from .appearance import AppearanceEncoder, AppearanceResiduals
 from .temporal_adapter import CCEditTemporalAdapter
 from .video_unet import VideoUNet
 
@@ -93,6 +93,19 @@ class TridentModel(nn.Module):
                 mid_total = mid_total + mid
         return down_total, mid_total
 
+    def appearance_residuals(
+        self, keyframe_latents: torch.Tensor, timestep: torch.Tensor, frames: Sequence[int], scale: float = 1.0
+    ) -> AppearanceResiduals:
+        """Run the appearance branch once on `(keyframes, 4, h, w)` latents at one timestep, for every sample.
+
+        Residuals depend only on the keyframe and the timestep, so a caller computes them once per timestep and
+        passes them to every window and both guidance halves (`forward(..., appearance=...)`).
+        """
+        if self.appearance is None:
+            raise ValueError("a keyframe was given but this model has no appearance branch")
+        down, mid = self.appearance(keyframe_latents, torch.as_tensor(timestep).reshape(()), scale)
+        return AppearanceResiduals.shared(down, mid, frames)
+
     def forward(
         self,
         sample: torch.Tensor,
@@ -104,6 +117,8 @@ class TridentModel(nn.Module):
         keyframe_latent: torch.Tensor | None = None,
         keyframe_index: int | None = None,
         appearance_scale: float = 1.0,
+        appearance: AppearanceResiduals | None = None,
+        anchor_index: int | torch.Tensor | None = None,
     ) -> torch.Tensor:
         r"""Predict the noise of a video latent.
 
@@ -114,10 +129,16 @@ class TridentModel(nn.Module):
             structure_maps (`torch.Tensor` or list): per ControlNet, maps `(batch, 3, frames, 8*height, 8*width)` in
                 `[0, 1]` as a diffusers ControlNet expects them.
             structure_scale (`float` or list): one scale per ControlNet; 0 skips that ControlNet.
-            keyframe_latent (`torch.Tensor`, *optional*): the edited keyframe's scaled latent `(batch, 4, h, w)`.
-                Without it, or with `appearance_scale=0`, the appearance branch does not run.
-            keyframe_index (`int`, *optional*): the frame the keyframe shows; defaults to the centre frame.
-            appearance_scale (`float`): scale of the appearance residuals.
+            keyframe_latent (`torch.Tensor`, *optional*): one edited keyframe's scaled latent per sample,
+                `(batch, 4, h, w)`, encoded here. Without it (or `appearance`), or with `appearance_scale=0`, the
+                appearance branch does not run.
+            keyframe_index (`int`, *optional*): the frame `keyframe_latent` shows; defaults to the centre frame.
+            appearance_scale (`float`): scale of the appearance residuals computed from `keyframe_latent`.
+            appearance (`AppearanceResiduals`, *optional*): residuals computed beforehand
+                (`appearance_residuals`), for any number of keyframes at any frames; excludes `keyframe_latent`.
+            anchor_index (`int` or `torch.Tensor`, *optional*): the cross-frame attention anchor, one frame or one
+                per sample. Defaults to the appearance target nearest the centre while the appearance branch runs,
+                else the centre frame: a keyframe that does not act moves nothing.
 
         Returns:
             `torch.Tensor`: predicted noise, same shape as `sample`.
@@ -138,14 +159,19 @@ class TridentModel(nn.Module):
                 sample, timestep, encoder_hidden_states, structure_maps, scales
             )
 
-        appearance_down, appearance_mid = None, None
+        if keyframe_latent is not None and appearance is not None:
+            raise ValueError("pass either `keyframe_latent` or precomputed `appearance` residuals, not both")
         if keyframe_latent is not None and appearance_scale != 0:
             if self.appearance is None:
                 raise ValueError("a keyframe was given but this model has no appearance branch")
             keyframe_index = f // 2 if keyframe_index is None else keyframe_index
             if not 0 <= keyframe_index < f:
                 raise ValueError(f"`keyframe_index` must be in [0, {f - 1}], got {keyframe_index}")
-            appearance_down, appearance_mid = self.appearance(keyframe_latent, timestep, appearance_scale)
+            appearance = AppearanceResiduals.per_sample(*self.appearance(keyframe_latent, timestep, appearance_scale), keyframe_index)
+        if appearance is not None and any(not 0 <= frame < f for frame in appearance.frames):
+            raise ValueError(f"appearance residuals aimed at frames {appearance.frames} of a {f}-frame window")
+        if anchor_index is None and appearance is not None and appearance.frames:
+            anchor_index = min(appearance.frames, key=lambda frame: abs(frame - f // 2))
 
         return self.main(
             sample,
@@ -153,8 +179,6 @@ class TridentModel(nn.Module):
             encoder_hidden_states,
             structure_down=structure_down,
             structure_mid=structure_mid,
-            appearance_down=appearance_down,
-            appearance_mid=appearance_mid,
-            keyframe_index=keyframe_index if appearance_down is not None else None,
-            reference_index=keyframe_index,
+            appearance=appearance,
+            anchor_index=anchor_index,
         )

@@ -9,6 +9,7 @@ import torch.utils.checkpoint
 from diffusers import UNet2DConditionModel
 from torch import nn
 
+from .appearance import AppearanceResiduals
 from .temporal_adapter import CCEditTemporalAdapter, TemporalAttention, TemporalResnet
 
 SUPPORTED_DOWN_BLOCKS = ("CrossAttnDownBlock2D", "DownBlock2D")
@@ -99,11 +100,12 @@ class VideoUNet(nn.Module):
         return (skip + h) / resnet.output_scale_factor
 
     def _attention(
-        self, attn: nn.Module, temporal: TemporalAttention, x, context, num_frames: int, reference_index: int
+        self, attn: nn.Module, temporal: TemporalAttention, x, context, num_frames: int,
+        anchor_index: int | torch.Tensor,
     ) -> torch.Tensor:
         """A diffusers `Transformer2DModel` per frame, then temporal (and cross-frame) attention."""
         x = attn(x, encoder_hidden_states=context, return_dict=False)[0]
-        return temporal(x, num_frames, reference_index)
+        return temporal(x, num_frames, anchor_index)
 
     def forward(
         self,
@@ -113,10 +115,8 @@ class VideoUNet(nn.Module):
         *,
         structure_down: Sequence[torch.Tensor] | None = None,
         structure_mid: torch.Tensor | None = None,
-        appearance_down: Sequence[torch.Tensor] | None = None,
-        appearance_mid: torch.Tensor | None = None,
-        keyframe_index: int | None = None,
-        reference_index: int | None = None,
+        appearance: AppearanceResiduals | None = None,
+        anchor_index: int | torch.Tensor | None = None,
     ) -> torch.Tensor:
         r"""Predict the noise of a video latent.
 
@@ -126,24 +126,20 @@ class VideoUNet(nn.Module):
             encoder_hidden_states (`torch.Tensor`): text embeddings `(batch, tokens, dim)`, shared by all frames.
             structure_down, structure_mid: structure residuals per frame, `(batch * frames, C, h, w)`, added to the
                 encoder skips and the middle output of every frame (ref §2.3).
-            appearance_down, appearance_mid: appearance residuals `(batch, C, h, w)`, added to frame
-                `keyframe_index` of each encoder block's output before it is stored as a skip, and of the middle
+            appearance (`AppearanceResiduals`, *optional*): keyframe residuals and the frames they go to, added to
+                those frames of each encoder block's output before it is stored as a skip, and of the middle
                 output (ref §2.4).
-            keyframe_index (`int`, *optional*): the frame the appearance residuals go to.
-            reference_index (`int`, *optional*): the frame every frame attends to in cross-frame attention;
-                defaults to `keyframe_index`, else the centre frame `frames // 2` (the original's anchor).
+            anchor_index (`int` or `torch.Tensor`, *optional*): the frame every frame attends to in cross-frame
+                attention, one for all samples or a `(batch,)` tensor; defaults to the centre frame `frames // 2`
+                (the original's anchor, where its keyframe sits).
 
         Returns:
             `torch.Tensor`: predicted noise, `(batch, channels, frames, height, width)`.
         """
         unet, temporal = self.unet, self.temporal
         b, c, f, h, w = sample.shape
-        if reference_index is None:
-            reference_index = keyframe_index if keyframe_index is not None else f // 2
-        if (appearance_down is None) != (appearance_mid is None) or (
-            appearance_down is not None and keyframe_index is None
-        ):
-            raise ValueError("appearance residuals need both `appearance_down`, `appearance_mid` and `keyframe_index`")
+        if anchor_index is None:
+            anchor_index = f // 2
 
         # 1. Time embedding once per sample, shared by its frames.
         timestep = torch.as_tensor(timestep, device=sample.device)
@@ -154,17 +150,10 @@ class VideoUNet(nn.Module):
 
         # 2. Fold frames into the batch: b c t h w -> (b t) c h w.
         x = sample.transpose(1, 2).reshape(b * f, c, h, w)
-        appearance = list(appearance_down) if appearance_down is not None else None
-
-        def add_appearance(hidden: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-            # Only the keyframe's frame of each sample receives the residual (ref §2.4).
-            framed = hidden.view(b, f, *hidden.shape[1:])
-            framed[:, keyframe_index] = framed[:, keyframe_index] + residual
-            return hidden
 
         def store(hidden: torch.Tensor) -> torch.Tensor:
             if appearance is not None:
-                hidden = add_appearance(hidden, appearance[len(skips)])
+                hidden = appearance.add_to(hidden, appearance.down[len(skips)], f)
             skips.append(hidden)
             return hidden
 
@@ -177,7 +166,7 @@ class VideoUNet(nn.Module):
             for j, resnet in enumerate(block.resnets):
                 x = self._run(self._resnet, resnet, tblock.resnets[j], x, temb, f)
                 if attentions is not None:
-                    x = self._run(self._attention, attentions[j], tblock.attentions[j], x, context, f, reference_index)
+                    x = self._run(self._attention, attentions[j], tblock.attentions[j], x, context, f, anchor_index)
                 x = store(x)
             if block.downsamplers is not None:
                 x = block.downsamplers[0](x)
@@ -186,10 +175,10 @@ class VideoUNet(nn.Module):
         # 4. Middle block, then its residuals: appearance before structure, as in the original.
         mid, tmid = unet.mid_block, temporal.mid_block
         x = self._run(self._resnet, mid.resnets[0], tmid.resnets[0], x, temb, f)
-        x = self._run(self._attention, mid.attentions[0], tmid.attentions[0], x, context, f, reference_index)
+        x = self._run(self._attention, mid.attentions[0], tmid.attentions[0], x, context, f, anchor_index)
         x = self._run(self._resnet, mid.resnets[1], tmid.resnets[1], x, temb, f)
-        if appearance_mid is not None:
-            x = add_appearance(x, appearance_mid)
+        if appearance is not None:
+            x = appearance.add_to(x, appearance.mid, f)
         if structure_mid is not None:
             x = x + structure_mid
         if structure_down is not None:
@@ -202,7 +191,7 @@ class VideoUNet(nn.Module):
                 x = torch.cat([x, skips.pop()], dim=1)
                 x = self._run(self._resnet, resnet, tblock.resnets[j], x, temb, f)
                 if attentions is not None:
-                    x = self._run(self._attention, attentions[j], tblock.attentions[j], x, context, f, reference_index)
+                    x = self._run(self._attention, attentions[j], tblock.attentions[j], x, context, f, anchor_index)
             if block.upsamplers is not None:
                 # Upsample to the next skip's size so odd latent sizes round-trip.
                 x = block.upsamplers[0](x, output_size=skips[-1].shape[-2:])

@@ -18,11 +18,21 @@ from transformers import CLIPTextModel, CLIPTokenizer
 from ..errors import InvalidInputError
 from ..models import AppearanceEncoder, CCEditTemporalAdapter, TridentModel, VideoUNet
 from ..schedulers import set_sampling_timesteps
+from .clip_denoiser import ClipDenoiser
+from .conditions import Keyframes, TridentConditions, check_keyframe_indices, default_keyframe_index
 from .denoise import denoise, prepare_initial_latents, sdedit_start
 
 logger = logging.getLogger(__name__)
 
 PRIORS = ("none", "keyframe", "video")
+
+KeyframeImage = PIL.Image.Image | np.ndarray | torch.Tensor
+
+
+def keyframe_prior(keyframes: Keyframes, num_frames: int) -> torch.Tensor:
+    """The anchor prior's `z` for `prior="keyframe"`: each frame gets its nearest keyframe's latent, `(4, T, h, w)`."""
+    nearest = [min(range(len(keyframes)), key=lambda k: abs(keyframes.indices[k] - f)) for f in range(num_frames)]
+    return keyframes.latents[nearest].transpose(0, 1)
 
 
 @dataclass
@@ -41,19 +51,30 @@ class CCEditPipelineOutput(BaseOutput):
     peak_memory_bytes: int | None = None
 
 
-def _video_to_tensor(video) -> torch.Tensor:
-    """uint8 `(T, H, W, 3)` array or float `(T, 3, H, W)` tensor in [0, 1] -> float `(T, 3, H, W)` in [-1, 1]."""
+def _check_video(video) -> np.ndarray | torch.Tensor:
+    """A uint8 `(T, H, W, 3)` array or a float `(T, 3, H, W)` tensor in [0, 1], checked; converted per chunk later."""
     if isinstance(video, np.ndarray):
         if video.dtype != np.uint8 or video.ndim != 4 or video.shape[-1] != 3:
             raise InvalidInputError(f"`video` as an array must be uint8 (frames, height, width, 3), got {video.dtype} {video.shape}")
-        video = torch.from_numpy(video).permute(0, 3, 1, 2).float() / 255
     elif isinstance(video, torch.Tensor):
         if video.ndim != 4 or video.shape[1] != 3:
             raise InvalidInputError(f"`video` as a tensor must be (frames, 3, height, width), got {tuple(video.shape)}")
-        video = video.float()
     else:
         raise InvalidInputError(f"`video` must be a uint8 array or a float tensor, got {type(video).__name__}")
-    return video * 2 - 1
+    return video
+
+
+def _video_size(video) -> tuple[int, int, int]:
+    """(frames, height, width) of a video checked by `_check_video`."""
+    return (video.shape[0], *video.shape[1:3]) if isinstance(video, np.ndarray) else (video.shape[0], *video.shape[2:])
+
+
+def _video_chunk_to_tensor(video, start: int, stop: int) -> torch.Tensor:
+    """Frames `start:stop` as float `(n, 3, H, W)` in [-1, 1]: the clip itself stays uint8 (or as given)."""
+    chunk = video[start:stop]
+    if isinstance(chunk, np.ndarray):
+        chunk = torch.from_numpy(chunk).permute(0, 3, 1, 2).float() / 255
+    return chunk.float() * 2 - 1
 
 
 def _image_to_tensor(image) -> torch.Tensor:
@@ -173,6 +194,16 @@ class CCEditPipeline(DiffusionPipeline):
             latents.append(self.vae.encode(chunk).latent_dist.mode())
         return torch.cat(latents) * self.vae.config.scaling_factor
 
+    def encode_video(self, video, chunk_size: int = 8) -> torch.Tensor:
+        """Scaled latents `(4, T, h, w)` of a video checked by `_check_video`, converting `chunk_size` frames at a
+        time so that no float copy of the whole clip is made."""
+        num_frames = _video_size(video)[0]
+        latents = [
+            self.encode_images(_video_chunk_to_tensor(video, i, i + chunk_size), chunk_size).float().cpu()
+            for i in range(0, num_frames, chunk_size)
+        ]
+        return torch.cat(latents).transpose(0, 1)
+
     def decode_latents(self, latents: torch.Tensor, chunk_size: int = 8) -> torch.Tensor:
         """`(B, 4, T, h, w)` latents -> `(B, T, 3, H, W)` frames in [0, 1].
 
@@ -193,12 +224,13 @@ class CCEditPipeline(DiffusionPipeline):
         return torch.cat(frames).view(b, f, 3, *frames[0].shape[-2:])
 
     def check_inputs(
-        self, prompt, video, structure_maps, keyframe, keyframe_index, structure_scale, strength, prior,
-        prior_coefficient, guidance_scale, num_inference_steps,
-    ) -> None:
+        self, prompt, video, structure_maps, keyframes, keyframe_indices, structure_scale, strength, prior,
+        prior_coefficient, guidance_scale, num_inference_steps
+    ) -> tuple[int, ...]:
+        """Check every argument of `__call__` once; return the keyframes' clip frames (negative indices resolved)."""
         if not isinstance(prompt, str) and not (isinstance(prompt, list) and all(isinstance(p, str) for p in prompt)):
             raise InvalidInputError(f"`prompt` must be a string or a list of strings, got {type(prompt).__name__}")
-        f, _, h, w = video.shape
+        f, h, w = _video_size(video)
         m = self.size_multiple
         if h % m or w % m:
             raise InvalidInputError(
@@ -212,18 +244,26 @@ class CCEditPipeline(DiffusionPipeline):
                 raise InvalidInputError(f"structure maps {i} must be (frames, 3, height, width) = {(f, 3, h, w)}, got {tuple(maps.shape)}")
         if not isinstance(structure_scale, (int, float)) and len(structure_scale) != len(nets):
             raise InvalidInputError(f"got {len(structure_scale)} structure scales for {len(nets)} ControlNet(s)")
-        if keyframe is not None:
+        if keyframes:
             if self.appearance is None:
                 raise InvalidInputError("this model has no appearance branch, so it cannot use a keyframe; use a keyframe (TVI2V) model")
-            if tuple(keyframe.shape[-2:]) != (h, w):
-                raise InvalidInputError(f"`keyframe` must be {w}x{h} like the frames, got {keyframe.shape[-1]}x{keyframe.shape[-2]}")
-        if keyframe_index is not None and not 0 <= keyframe_index < f:
-            raise InvalidInputError(f"`keyframe_index` must be in [0, {f - 1}] for {f} frames, got {keyframe_index}")
+            for keyframe in keyframes:
+                if tuple(keyframe.shape[-2:]) != (h, w):
+                    raise InvalidInputError(f"`keyframe` must be {w}x{h} like the frames, got {keyframe.shape[-1]}x{keyframe.shape[-2]}")
+            if keyframe_indices is None:
+                if len(keyframes) > 1:
+                    raise InvalidInputError(f"{len(keyframes)} keyframes need {len(keyframes)} `keyframe_index` values")
+                keyframe_indices = [default_keyframe_index(f)]
+            if len(keyframe_indices) != len(keyframes):
+                raise InvalidInputError(f"got {len(keyframe_indices)} `keyframe_index` values for {len(keyframes)} keyframes")
+        elif keyframe_indices:
+            raise InvalidInputError("`keyframe_index` needs a `keyframe`")
+        resolved = check_keyframe_indices(keyframe_indices or (), f)
         if not 0 < strength <= 1:
             raise InvalidInputError(f"`strength` must be in (0, 1], got {strength}")
         if prior not in PRIORS:
             raise InvalidInputError(f"`prior` must be one of {', '.join(PRIORS)}, got {prior!r}")
-        if prior == "keyframe" and keyframe is None:
+        if prior == "keyframe" and not keyframes:
             raise InvalidInputError("`prior='keyframe'` needs a keyframe")
         if prior != "none" and strength < 1:
             raise InvalidInputError("the anchor prior and SDEdit `strength` < 1 exclude each other; use one of them")
@@ -233,6 +273,7 @@ class CCEditPipeline(DiffusionPipeline):
             raise InvalidInputError(f"`guidance_scale` must be >= 0, got {guidance_scale}")
         if num_inference_steps < 1:
             raise InvalidInputError(f"`num_inference_steps` must be >= 1, got {num_inference_steps}")
+        return resolved
 
     @torch.no_grad()
     def __call__(
@@ -242,8 +283,8 @@ class CCEditPipeline(DiffusionPipeline):
         structure_maps: torch.Tensor | Sequence[torch.Tensor] = (),
         *,
         negative_prompt: str | list[str] | None = None,
-        keyframe: PIL.Image.Image | np.ndarray | torch.Tensor | None = None,
-        keyframe_index: int | None = None,
+        keyframe: KeyframeImage | Sequence[KeyframeImage] | None = None,
+        keyframe_index: int | Sequence[int] | None = None,
         num_inference_steps: int = 30,
         guidance_scale: float = 7.5,
         structure_scale: float | Sequence[float] = 1.0,
@@ -266,14 +307,16 @@ class CCEditPipeline(DiffusionPipeline):
                 `(frames, 3, height, width)` in `[0, 1]`.
             structure_maps: per ControlNet, maps `(frames, 3, height, width)` in `[0, 1]` (see `ccedit.annotators`).
             negative_prompt: text for the unconditional half of classifier-free guidance (default: empty).
-            keyframe: the edited keyframe at the working size; its look is spread over the video.
-            keyframe_index (`int`, *optional*): which frame the keyframe shows; default the centre frame.
+            keyframe: the edited keyframe at the working size, or a list of them; their look is spread over the video.
+            keyframe_index (`int` or `list[int]`, *optional*): the frame each keyframe shows (negative counts from the
+                end); for one keyframe the default is the centre frame.
             num_inference_steps (`int`): denoising steps (DPM++(2S) ancestral makes two model calls per step).
             guidance_scale (`float`): text guidance; `<= 1` runs one model pass per call instead of two.
             structure_scale: strength of each ControlNet; 0 skips it.
             appearance_scale (`float`): strength of the keyframe; 0 skips the appearance branch.
             prior (`str`): CCEdit's anchor prior: start from `prior_coefficient * z + noise`, with `z` the keyframe
-                latent repeated over frames (`"keyframe"`) or the source frames' latents (`"video"`).
+                latent repeated over frames (`"keyframe"`; with several, each frame takes its nearest keyframe's) or
+                the source frames' latents (`"video"`).
             prior_coefficient (`float`): the prior's weight (CCEdit uses 0.03 with a keyframe).
             strength (`float`): SDEdit; below 1, start from the source latents noised to that fraction of the schedule.
             generator (`torch.Generator`, *optional*): fixes the noise, so the same seed gives the same output.
@@ -293,21 +336,21 @@ class CCEditPipeline(DiffusionPipeline):
             torch.cuda.reset_peak_memory_stats(device)
 
         # 1. Check inputs.
-        video = _video_to_tensor(video)
+        video = _check_video(video)
         if isinstance(structure_maps, torch.Tensor):
             structure_maps = [structure_maps]
         structure_maps = list(structure_maps)
-        keyframe = _image_to_tensor(keyframe) if keyframe is not None else None
-        self.check_inputs(
-            prompt, video, structure_maps, keyframe, keyframe_index, structure_scale, strength, prior,
+        keyframes = [] if keyframe is None else keyframe if isinstance(keyframe, (list, tuple)) else [keyframe]
+        keyframes = [_image_to_tensor(k) for k in keyframes]
+        indices = [keyframe_index] if isinstance(keyframe_index, int) else keyframe_index
+        keyframe_frames = self.check_inputs(
+            prompt, video, structure_maps, keyframes, indices, structure_scale, strength, prior,
             prior_coefficient, guidance_scale, num_inference_steps,
         )
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        batch, num_frames = len(prompts), video.shape[0]
+        batch, (num_frames, height, width) = len(prompts), _video_size(video)
         do_cfg = guidance_scale > 1
-        if keyframe is not None and keyframe_index is None:
-            keyframe_index = num_frames // 2  # CCEdit's convention: the centre frame
-        use_appearance = keyframe is not None and appearance_scale != 0
+        scales = [structure_scale] * len(structure_maps) if isinstance(structure_scale, (int, float)) else structure_scale
 
         # 2. Encode the prompts (uncond first, as CCEdit batches them).
         t0 = time.perf_counter()
@@ -321,19 +364,21 @@ class CCEditPipeline(DiffusionPipeline):
             text = torch.cat([self.encode_prompt(negatives, device), text])
         timings["encode_prompt"] = time.perf_counter() - t0
 
-        # 3. Encode the keyframe and, when needed, the source frames.
+        # 3. Encode the keyframes and, when needed, the source frames.
         t0 = time.perf_counter()
         self._onload(self.vae)
-        keyframe_latent = self.encode_images(keyframe).to(device) if use_appearance or prior == "keyframe" else None
+        encoded = None
+        if keyframes:
+            encoded = Keyframes(keyframe_frames, self.encode_images(torch.cat(keyframes)).float())
+        conditions = TridentConditions(text, structure_maps, tuple(scales), encoded, appearance_scale)
         source_latents = None
         if prior == "video" or strength < 1:
-            source_latents = self.encode_images(video, decode_chunk_size)  # (T, 4, h, w)
-            source_latents = source_latents.transpose(0, 1)[None].expand(batch, -1, -1, -1, -1).to(device)
+            source_latents = self.encode_video(video, decode_chunk_size)[None].expand(batch, -1, -1, -1, -1).to(device)
         timings["encode_keyframe"] = time.perf_counter() - t0
 
         # 4. Timesteps and initial latents.
         set_sampling_timesteps(self.scheduler, num_inference_steps, device)
-        h, w = video.shape[-2] // self.vae_scale_factor, video.shape[-1] // self.vae_scale_factor
+        h, w = height // self.vae_scale_factor, width // self.vae_scale_factor
         dtype = self.unet.dtype
         shape = (batch, self.unet.config.in_channels, num_frames, h, w)
         noise = latents.to(device, torch.float32) if latents is not None else randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
@@ -343,31 +388,15 @@ class CCEditPipeline(DiffusionPipeline):
         else:
             anchor = None
             if prior == "keyframe":
-                anchor = keyframe_latent.float()[:, :, None].expand(batch, -1, num_frames, -1, -1)
+                anchor = keyframe_prior(encoded, num_frames).to(device)[None].expand(batch, -1, -1, -1, -1)
             elif prior == "video":
                 anchor = source_latents.float()
             latents = prepare_initial_latents(noise, self.scheduler, prior=anchor, prior_coefficient=prior_coefficient)
 
         # 5. Denoise.
         t0 = time.perf_counter()
-        trident = self.trident()
         self._onload(self.unet, self.temporal, self.controlnet, self.appearance)
-        maps = [m.to(device, dtype)[None].transpose(1, 2) for m in structure_maps]  # (1, 3, T, H, W)
-        key = keyframe_latent.to(dtype) if use_appearance else None
-        text = text.to(dtype)
-
-        def model_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            n = x.shape[0]  # 2B under guidance, like `text` ([negative; prompt]), else B
-            return trident(
-                x.to(dtype),
-                torch.as_tensor(t, device=device).expand(n),
-                text,
-                structure_maps=[m.expand(n, -1, -1, -1, -1) for m in maps],
-                structure_scale=structure_scale,
-                keyframe_latent=key.expand(n, -1, -1, -1) if key is not None else None,
-                keyframe_index=keyframe_index,
-                appearance_scale=appearance_scale,
-            ).float()
+        model_fn = ClipDenoiser(self.trident(), conditions, num_frames, device=device, dtype=dtype)
 
         def on_step(i, t, x):
             if callback_on_step_end is not None:

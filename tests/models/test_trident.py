@@ -109,6 +109,53 @@ def test_keyframe_effect_spreads_through_trained_temporal_layers():
     assert (diff > 1e-5).all()
 
 
+def test_shared_residuals_equal_the_per_sample_keyframe_path():
+    model = make_model(tiny_modules(keyframe=True))
+    x, t, ctx, maps, key = inputs(b=2, f=5)
+    t = torch.tensor([500, 500])
+    with torch.no_grad():
+        per_sample = model(x, t, ctx, structure_maps=[maps], keyframe_latent=key[:1].expand(2, -1, -1, -1), keyframe_index=3)
+        shared = model.appearance_residuals(key[:1], t[0], frames=[3])
+        precomputed = model(x, t, ctx, structure_maps=[maps], appearance=shared)
+    torch.testing.assert_close(precomputed, per_sample, atol=1e-5, rtol=1e-5)
+
+
+def test_two_keyframes_each_reach_their_own_frame():
+    modules = tiny_modules(keyframe=True, zero_temporal=True)
+    model = make_model(modules)
+    x, t, ctx, _, key = inputs(b=1, f=5)
+    two = torch.cat([key, -key])
+    with torch.no_grad():
+        base = model(x, t, ctx, anchor_index=2)
+        both = model(x, t, ctx, appearance=model.appearance_residuals(two, t[0], frames=[0, 4]), anchor_index=2)
+        first = model(x, t, ctx, appearance=model.appearance_residuals(two[:1], t[0], frames=[0]), anchor_index=2)
+    changed = (both - base).abs().amax(dim=(0, 1, 3, 4))
+    assert changed[0] > 1e-4 and changed[4] > 1e-4
+    assert torch.equal(changed[1:4], torch.zeros(3))
+    torch.testing.assert_close(both[:, :, 0], first[:, :, 0])
+
+
+def test_an_anchor_per_sample_equals_separate_runs():
+    model = make_model(tiny_modules(keyframe=True))
+    x, t, ctx, _, _ = inputs(b=2, f=4)
+    with torch.no_grad():
+        both = model(x, t, ctx, anchor_index=torch.tensor([0, 3]))
+        a = model(x[:1], t[:1], ctx[:1], anchor_index=0)
+        b = model(x[1:], t[1:], ctx[1:], anchor_index=3)
+        other = model(x[:1], t[:1], ctx[:1], anchor_index=3)
+    torch.testing.assert_close(both, torch.cat([a, b]), atol=1e-5, rtol=1e-5)
+    assert (a - other).abs().max() > 1e-5  # the anchor matters in the keyframe model's cross-frame attention
+
+
+def test_a_keyframe_at_scale_zero_moves_nothing_wherever_it_is():
+    model = make_model(tiny_modules(keyframe=True))
+    x, t, ctx, _, key = inputs(f=5)
+    with torch.no_grad():
+        none = model(x, t, ctx)
+        for index in range(5):
+            assert torch.equal(model(x, t, ctx, keyframe_latent=key, keyframe_index=index, appearance_scale=0.0), none)
+
+
 def test_batch_of_two_equals_two_single_runs():
     model = make_model(tiny_modules(keyframe=True))
     x, t, ctx, maps, key = inputs()

@@ -69,9 +69,32 @@ def test_keyframe_changes_the_output_and_no_keyframe_skips_the_appearance_branch
     assert counter.batches == []
     assert np.array_equal(plain.frames, scale0.frames)
     keyed = run(pipe, data, keyframe=data[2], keyframe_index=0)
-    assert len(counter.batches) == 2  # one guided call per Euler step
+    assert counter.batches == [1, 1]  # once per Euler step, for both guidance halves
     counter.close()
     assert not np.array_equal(plain.frames, keyed.frames)
+
+
+@pytest.mark.parametrize("index", [0, 2, FRAMES - 1])
+def test_a_keyframe_at_appearance_scale_zero_equals_no_keyframe_at_any_index(components, data, index):
+    pipe = make_pipe(components)
+    plain = run(pipe, data, output_type="latent")
+    scale0 = run(pipe, data, output_type="latent", keyframe=data[2], keyframe_index=index, appearance_scale=0.0)
+    assert torch.equal(plain.frames, scale0.frames)
+
+
+def test_two_keyframes_run_the_appearance_branch_once_per_step_and_differ_from_one(components, data):
+    pipe = make_pipe(components)
+    video, maps, keyframe = data
+    counter = CallCounter(pipe.appearance)
+    two = run(pipe, data, output_type="latent", keyframe=[keyframe, keyframe[::-1].copy()], keyframe_index=[0, -1])
+    assert counter.batches == [2, 2]  # both keyframes in one call per step
+    counter.close()
+    one = run(pipe, data, output_type="latent", keyframe=keyframe, keyframe_index=0)
+    assert (two.frames - one.frames).abs().max() > 1e-4
+    with pytest.raises(InvalidInputError, match="two keyframes show frame 3"):
+        run(pipe, data, keyframe=[keyframe, keyframe], keyframe_index=[3, -1])
+    with pytest.raises(InvalidInputError, match="2 keyframes need 2"):
+        run(pipe, data, keyframe=[keyframe, keyframe])
 
 
 def test_structure_scale_zero_equals_no_controlnet(components, data):
@@ -141,7 +164,7 @@ def test_nan_in_a_low_precision_decode_is_decoded_again_in_float32(components, d
 def test_invalid_inputs_name_the_argument(components, data):
     pipe = make_pipe(components)
     video, maps, keyframe = data
-    with pytest.raises(InvalidInputError, match="keyframe_index"):
+    with pytest.raises(InvalidInputError, match="keyframe index 4 is out of range"):
         run(pipe, data, keyframe=keyframe, keyframe_index=FRAMES)
     with pytest.raises(InvalidInputError, match="multiple of"):
         pipe("x", video[:, :, :100], [maps[..., :100]], progress=False)

@@ -1,0 +1,93 @@
+"""The network side of denoising a whole clip: `ClipDenoiser` is the `model_fn` that `denoise` calls.
+
+It runs the trident on each window of frames with that window's conditions and fuses the windows' noise
+predictions into one for the whole clip, so the scheduler steps the whole latent at once. The appearance branch
+depends only on the keyframes and the timestep: it runs once per timestep, whatever the number of windows and
+guidance halves.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..models import AppearanceResiduals, TridentModel
+from .conditions import TridentConditions
+from .windows import Window, whole_clip
+
+
+class ClipDenoiser:
+    """`model_fn(latent_model_input, timestep) -> eps` over a whole clip, window by window.
+
+    Args:
+        trident (`TridentModel`): the network.
+        conditions (`TridentConditions`): the clip's conditions; `text` has the batch `model_fn` will see.
+        num_frames (`int`): frames of the clip.
+        windows (`list[Window]`, *optional*): the windows; default one over the whole clip.
+        weights (`list[torch.Tensor]`, *optional*): per window, the fusion weight of each position; the weights
+            of each frame sum to one over all windows. Default: one everywhere (a single window).
+        device, dtype: where the network runs and its precision.
+    """
+
+    def __init__(
+        self,
+        trident: TridentModel,
+        conditions: TridentConditions,
+        num_frames: int,
+        windows: list[Window] | None = None,
+        weights: list[torch.Tensor] | None = None,
+        *,
+        device: torch.device,
+        dtype: torch.dtype,
+    ):
+        self.trident = trident
+        self.conditions = conditions
+        self.num_frames = num_frames
+        self.windows = windows if windows is not None else whole_clip(num_frames)
+        self.weights = weights if weights is not None else [torch.ones(len(w)) for w in self.windows]
+        self.device, self.dtype = device, dtype
+        self.text = conditions.text.to(device, dtype)
+        self._appearance: tuple[float, AppearanceResiduals] | None = None
+        self.on_window = None  # optional callback after each window's call (progress bars)
+
+    def appearance_at(self, timestep: torch.Tensor) -> AppearanceResiduals | None:
+        """The residuals of every keyframe at `timestep`, computed on the first call for that timestep."""
+        if not self.conditions.uses_appearance:
+            return None
+        key = float(timestep)
+        if self._appearance is None or self._appearance[0] != key:
+            keyframes = self.conditions.keyframes
+            latents = keyframes.latents.to(self.device, self.dtype)
+            timestep = torch.as_tensor(timestep, device=self.device)
+            residuals = self.trident.appearance_residuals(
+                latents, timestep, range(len(keyframes)), self.conditions.appearance_scale
+            )
+            self._appearance = (key, residuals)
+        return self._appearance[1]
+
+    def __call__(self, latent_model_input: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+        n, f = latent_model_input.shape[0], latent_model_input.shape[2]
+        if f != self.num_frames:
+            raise ValueError(f"the latents have {f} frames, the windows were planned for {self.num_frames}")
+        timesteps = torch.as_tensor(timestep, device=self.device).expand(n)
+        residuals = self.appearance_at(timestep)
+        fused = torch.zeros(latent_model_input.shape, device=latent_model_input.device, dtype=torch.float32)
+        for window, weight in zip(self.windows, self.weights, strict=True):
+            index = torch.as_tensor(window.frames, device=latent_model_input.device)
+            part = self.conditions.for_window(
+                window.frames, window.centre, window.keyframe_frames(), device=self.device, dtype=self.dtype
+            )
+            appearance = residuals.select(part.keyframes, part.keyframe_frames) if residuals and part.keyframes else None
+            eps = self.trident(
+                latent_model_input[:, :, index].to(self.device, self.dtype),
+                timesteps,
+                self.text,
+                structure_maps=[m.expand(n, -1, -1, -1, -1) for m in part.structure_maps],
+                structure_scale=list(self.conditions.structure_scales),
+                appearance=appearance,
+                anchor_index=part.anchor,
+            ).float()
+            weight = weight.to(eps.device)[None, None, :, None, None]
+            fused.index_add_(2, index.to(fused.device), (eps * weight).to(fused.device))
+            if self.on_window is not None:
+                self.on_window()
+        return fused

@@ -1,0 +1,140 @@
+"""What the trident is conditioned on, as data: text, structure maps, keyframes and their scales.
+
+`TridentConditions` holds the conditions of a whole clip, validated once (`CCEditPipeline.check_inputs`). A
+window of frames takes its slice with `for_window`, which re-indexes the keyframes that fall inside it. Defaults
+that concern keyframes are decided here and nowhere else (`default_keyframe_index`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import InvalidInputError
+
+
+def default_keyframe_index(num_frames: int) -> int:
+    """The frame a keyframe shows when none is named: the centre frame, where CCEdit trained its keyframe."""
+    return num_frames // 2
+
+
+def check_keyframe_indices(indices: Sequence[int], num_frames: int) -> tuple[int, ...]:
+    """Resolve negative indices (counted from the end) and refuse indices out of range or given twice."""
+    resolved = []
+    for index in indices:
+        frame = index + num_frames if index < 0 else index
+        if not 0 <= frame < num_frames:
+            raise InvalidInputError(
+                f"keyframe index {index} is out of range: the edit has {num_frames} frames (0-{num_frames - 1})"
+            )
+        if frame in resolved:
+            raise InvalidInputError(f"two keyframes show frame {frame}: give each keyframe its own frame index")
+        resolved.append(frame)
+    return tuple(resolved)
+
+
+@dataclass(frozen=True)
+class Keyframes:
+    """Edited keyframes of a clip: the frame each shows and its scaled VAE latent.
+
+    Args:
+        indices (`tuple[int, ...]`): clip frame of each keyframe, distinct.
+        latents (`torch.Tensor`): `(keyframes, 4, h, w)`, in the order of `indices`.
+    """
+
+    indices: tuple[int, ...]
+    latents: torch.Tensor
+
+    def __post_init__(self):
+        if len(self.indices) != self.latents.shape[0]:
+            raise ValueError(f"{len(self.indices)} keyframe indices for {self.latents.shape[0]} keyframe latents")
+        if len(set(self.indices)) != len(self.indices):
+            raise ValueError(f"keyframe indices must be distinct, got {self.indices}")
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def latent_of(self, frame: int) -> torch.Tensor:
+        return self.latents[self.indices.index(frame)]
+
+
+@dataclass(frozen=True)
+class WindowConditions:
+    """The conditions of one window: structure maps of its frames and which keyframes act on which of its frames.
+
+    Args:
+        structure_maps (`list[torch.Tensor]`): per ControlNet, `(1, 3, frames, H, W)` in `[0, 1]`.
+        keyframes (`tuple[int, ...]`): positions in `TridentConditions.keyframes` of the keyframes acting here.
+        keyframe_frames (`tuple[int, ...]`): the window frame each of them goes to.
+        anchor (`int`): the window frame every frame attends to in cross-frame attention.
+    """
+
+    structure_maps: list[torch.Tensor]
+    keyframes: tuple[int, ...]
+    keyframe_frames: tuple[int, ...]
+    anchor: int
+
+
+@dataclass(frozen=True)
+class TridentConditions:
+    """Everything the trident is conditioned on for one clip, besides the noisy latent and the timestep.
+
+    Args:
+        text (`torch.Tensor`): text embeddings `(batch, tokens, dim)`; under guidance `[negative; prompt]`.
+        structure_maps (`list[torch.Tensor]`): per ControlNet, `(frames, 3, H, W)`: `uint8`, or float in `[0, 1]`.
+            They stay where they are (the CPU, for long clips) until a window needs them.
+        structure_scales (`tuple[float, ...]`): one per ControlNet; 0 skips that ControlNet.
+        keyframes (`Keyframes`, *optional*): the edited keyframes.
+        appearance_scale (`float`): strength of the keyframes; 0 makes them act like no keyframe at all.
+    """
+
+    text: torch.Tensor
+    structure_maps: list[torch.Tensor]
+    structure_scales: tuple[float, ...]
+    keyframes: Keyframes | None = None
+    appearance_scale: float = 1.0
+
+    @property
+    def uses_appearance(self) -> bool:
+        """Whether the appearance branch runs: keyframes given at a non-zero scale."""
+        return self.keyframes is not None and len(self.keyframes) > 0 and self.appearance_scale != 0
+
+    def for_window(
+        self, frames: Sequence[int], anchor: int, keyframe_frames: dict[int, int] | None = None,
+        device: torch.device | None = None, dtype: torch.dtype | None = None,
+    ) -> WindowConditions:
+        """The slice for a window showing clip frames `frames`.
+
+        Args:
+            frames: the clip frame at each window position (a reflect-padded window repeats frames).
+            anchor: the window frame of the cross-frame anchor when no keyframe acts here.
+            keyframe_frames: clip keyframe index -> the window frame its appearance residuals go to; by default
+                every keyframe inside the window goes to its first position. Ignored without appearance.
+            device, dtype: where and how the window's structure maps are needed.
+        """
+        index = torch.as_tensor(list(frames), dtype=torch.long)
+        maps = [_as_unit_float(m[index], device, dtype).transpose(0, 1)[None] for m in self.structure_maps]
+        chosen: list[int] = []
+        targets: list[int] = []
+        if self.uses_appearance:
+            if keyframe_frames is None:
+                keyframe_frames = {}
+                for position, frame in enumerate(frames):
+                    if frame in self.keyframes.indices:
+                        keyframe_frames.setdefault(int(frame), position)
+            for frame, position in sorted(keyframe_frames.items(), key=lambda item: item[1]):
+                chosen.append(self.keyframes.indices.index(frame))
+                targets.append(position)
+        if targets:
+            # CCEdit's anchor is the keyframe's frame; with several, the one nearest the window's centre.
+            anchor = min(targets, key=lambda position: abs(position - len(frames) // 2))
+        return WindowConditions(maps, tuple(chosen), tuple(targets), anchor)
+
+
+def _as_unit_float(maps: torch.Tensor, device, dtype) -> torch.Tensor:
+    """`uint8` maps -> float in `[0, 1]`; float maps unchanged; then to `device` and `dtype`."""
+    if maps.dtype == torch.uint8:
+        return maps.to(device=device, dtype=dtype or torch.float32) / 255
+    return maps.to(device=device, dtype=dtype)
