@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ import torch
 from diffusers import AutoencoderKL, ControlNetModel, DiffusionPipeline, UNet2DConditionModel
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
+from tqdm import tqdm
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from ..errors import InvalidInputError
@@ -21,6 +23,7 @@ from ..schedulers import set_sampling_timesteps
 from .clip_denoiser import ClipDenoiser
 from .conditions import Keyframes, TridentConditions, check_keyframe_indices, default_keyframe_index
 from .denoise import denoise, prepare_initial_latents, sdedit_start
+from .windows import check_window, fusion_weights, plan_windows
 
 logger = logging.getLogger(__name__)
 
@@ -225,7 +228,7 @@ class CCEditPipeline(DiffusionPipeline):
 
     def check_inputs(
         self, prompt, video, structure_maps, keyframes, keyframe_indices, structure_scale, strength, prior,
-        prior_coefficient, guidance_scale, num_inference_steps
+        prior_coefficient, guidance_scale, num_inference_steps, window_length=None, window_overlap=None,
     ) -> tuple[int, ...]:
         """Check every argument of `__call__` once; return the keyframes' clip frames (negative indices resolved)."""
         if not isinstance(prompt, str) and not (isinstance(prompt, list) and all(isinstance(p, str) for p in prompt)):
@@ -273,6 +276,7 @@ class CCEditPipeline(DiffusionPipeline):
             raise InvalidInputError(f"`guidance_scale` must be >= 0, got {guidance_scale}")
         if num_inference_steps < 1:
             raise InvalidInputError(f"`num_inference_steps` must be >= 1, got {num_inference_steps}")
+        check_window(window_length, window_overlap)
         return resolved
 
     @torch.no_grad()
@@ -296,6 +300,8 @@ class CCEditPipeline(DiffusionPipeline):
         latents: torch.Tensor | None = None,
         output_type: str = "np",
         decode_chunk_size: int = 8,
+        window_length: int | None = None,
+        window_overlap: int | None = None,
         callback_on_step_end: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
         progress: bool = True,
     ) -> CCEditPipelineOutput:
@@ -323,8 +329,11 @@ class CCEditPipeline(DiffusionPipeline):
             latents (`torch.Tensor`, *optional*): initial noise `(batch, 4, frames, h, w)` instead of drawing it.
             output_type (`str`): `"np"`, `"pt"`, `"pil"` or `"latent"`.
             decode_chunk_size (`int`): frames per VAE call.
+            window_length (`int`, *optional*): frames per network call; a longer clip is denoised in overlapping
+                windows fused at every step (`ccedit.pipelines.windows`). Default: the whole clip at once.
+            window_overlap (`int`, *optional*): frames neighbouring windows share at least; default a quarter.
             callback_on_step_end: called as `callback(step_index, timestep, latents)` after every scheduler step.
-            progress (`bool`): show a progress bar.
+            progress (`bool`): show a progress bar over the network calls (windows x evaluations).
 
         Returns:
             [`CCEditPipelineOutput`]: the frames, per-stage timings and peak accelerator memory.
@@ -345,7 +354,7 @@ class CCEditPipeline(DiffusionPipeline):
         indices = [keyframe_index] if isinstance(keyframe_index, int) else keyframe_index
         keyframe_frames = self.check_inputs(
             prompt, video, structure_maps, keyframes, indices, structure_scale, strength, prior,
-            prior_coefficient, guidance_scale, num_inference_steps,
+            prior_coefficient, guidance_scale, num_inference_steps, window_length, window_overlap,
         )
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         batch, (num_frames, height, width) = len(prompts), _video_size(video)
@@ -393,10 +402,18 @@ class CCEditPipeline(DiffusionPipeline):
                 anchor = source_latents.float()
             latents = prepare_initial_latents(noise, self.scheduler, prior=anchor, prior_coefficient=prior_coefficient)
 
-        # 5. Denoise.
+        # 5. Denoise, window by window; keyframes that act sit at the centre of a window of their own.
         t0 = time.perf_counter()
         self._onload(self.unet, self.temporal, self.controlnet, self.appearance)
-        model_fn = ClipDenoiser(self.trident(), conditions, num_frames, device=device, dtype=dtype)
+        centred = keyframe_frames if conditions.uses_appearance else ()
+        windows = plan_windows(num_frames, window_length, window_overlap, centred)
+        model_fn = ClipDenoiser(
+            self.trident(), conditions, num_frames, windows, fusion_weights(windows, num_frames), device=device, dtype=dtype
+        )
+        evaluations = len(self.scheduler.timesteps if timesteps is None else timesteps)
+        bar = tqdm(total=evaluations * len(windows), disable=not progress, file=sys.stderr, unit="window",
+                   desc=f"denoising ({evaluations} evaluations x {len(windows)} windows)")
+        model_fn.on_window = bar.update
 
         def on_step(i, t, x):
             if callback_on_step_end is not None:
@@ -404,8 +421,9 @@ class CCEditPipeline(DiffusionPipeline):
 
         latents = denoise(
             model_fn, self.scheduler, latents, guidance_scale=guidance_scale, generator=generator,
-            callback=on_step, progress=progress, timesteps=timesteps,
+            callback=on_step, progress=False, timesteps=timesteps,
         )
+        bar.close()
         timings["denoise"] = time.perf_counter() - t0
 
         # 6. Decode.

@@ -50,6 +50,23 @@ def tiny_tokenizer() -> CLIPTokenizer:
         return CLIPTokenizer(str(Path(tmp) / "vocab.json"), str(Path(tmp) / "merges.txt"), model_max_length=77)
 
 
+def variance_preserving_hint_encoder(controlnet: ControlNetModel, generator: torch.Generator) -> ControlNetModel:
+    """Give the ControlNet's hint encoder weights that keep its activations' scale (He initialisation).
+
+    Under diffusers' default initialisation the eight convolutions of the hint encoder shrink the maps by orders of
+    magnitude (reversing the maps' frame order moved the tiny model's latents by about 1e-5 relative), so in an
+    untrained model the structure branch would barely depend on the maps and no test could see maps paired with
+    the wrong frames. Trained ControlNets amplify their maps; this makes the random stand-in do the same.
+    """
+    with torch.no_grad():
+        for conv in controlnet.controlnet_cond_embedding.modules():
+            if isinstance(conv, torch.nn.Conv2d):
+                fan_in = conv.weight[0].numel()
+                conv.weight.copy_(torch.randn(conv.weight.shape, generator=generator) * (2.0 / fan_in) ** 0.5)
+                conv.bias.zero_()
+    return controlnet
+
+
 def tiny_components(keyframe: bool = True) -> dict:
     """Components of a tiny CCEdit pipeline, the same for every call (seeded)."""
     torch.manual_seed(TINY_SEED)
@@ -57,6 +74,7 @@ def tiny_components(keyframe: bool = True) -> dict:
     generator = torch.Generator().manual_seed(TINY_SEED)
     for module in networks.values():
         randomize_zero_parameters(module, generator)
+    variance_preserving_hint_encoder(networks["controlnet"], generator)
     torch.manual_seed(TINY_SEED + 1)
     vae = AutoencoderKL(
         in_channels=3,
@@ -100,5 +118,6 @@ def tiny_controlnet(seed: int) -> ControlNetModel:
     """Another tiny random ControlNet, for runs with several structure annotators."""
     torch.manual_seed(TINY_SEED + 10 + seed)
     net = ControlNetModel(**TINY_GEOMETRY.controlnet_config())
-    randomize_zero_parameters(net, torch.Generator().manual_seed(TINY_SEED + 10 + seed))
-    return net.eval()
+    generator = torch.Generator().manual_seed(TINY_SEED + 10 + seed)
+    randomize_zero_parameters(net, generator)
+    return variance_preserving_hint_encoder(net, generator).eval()
