@@ -43,7 +43,7 @@ def test_edit_writes_mp4_and_sidecar(tmp_path, kitten, capsys):
     assert {"torch", "diffusers", "ccedit"} <= set(side["versions"])
     assert side["timings_seconds"]["denoise"] > 0
     assert "wrote" in capsys.readouterr().out
-    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary or staging folder left
 
 
 def test_keyframe_command_then_keyframe_guided_edit(tmp_path, kitten):
