@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -172,14 +173,36 @@ def main(argv: list[str] | None = None) -> int:
     if not args.verbose:
         # Deprecation notes and optional-dependency hints of the libraries below are not the user's business.
         warnings.filterwarnings("ignore", module=r"(huggingface_hub|controlnet_aux|timm|diffusers|transformers|torch)(\..*)?$")
+    previous_sigterm = _handle_sigterm_like_ctrl_c()
     try:
         return args.func(args)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except _Terminated:
+        print("terminated", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        if previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, previous_sigterm)
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C would be so the same cleanup (staged outputs, temporaries) runs."""
+
+
+def _handle_sigterm_like_ctrl_c():
+    """Turn SIGTERM into `_Terminated`; returns the previous handler (None when not in the main thread)."""
+    def terminate(signum, frame):
+        raise _Terminated()
+
+    try:
+        return signal.signal(signal.SIGTERM, terminate)
+    except ValueError:  # signal handlers can only be set from the main thread
+        return None
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from .errors import UserError
 from .io import atomic_path, fit_frames, fit_image, read_image, read_video, working_size, write_image
 from .io.resize import FitRecord
 from .io.video import VideoClip
+from .outputs import check_edit_destination, edit_output_paths, publish_edit_outputs, selected_extras
 
 logger = logging.getLogger(__name__)
 
@@ -142,13 +143,9 @@ def run_edit(
     from .pipelines.loading import load_pipeline, resolve_device
 
     started = time.perf_counter()
-    sidecar_path = output.with_name(output.name + ".json")
-    extras = {
-        "gif": output.with_suffix(".gif") if cfg.output.gif else None,
-        "side_by_side": output.with_name(output.stem + ".side_by_side.mp4") if cfg.output.side_by_side else None,
-        "frames": output.with_name(output.stem + "_frames") if cfg.output.frames else None,
-    }
-    check_output_free([output, sidecar_path, *[p for p in extras.values() if p]], overwrite)
+    sidecar_path = edit_output_paths(output)["sidecar"]
+    extras = selected_extras(output, cfg)
+    check_edit_destination(input_path, output, cfg, overwrite=overwrite)
     if output.suffix.lower() not in (".mp4", ".mov"):
         raise UserError(f"output {output} must end in .mp4 (add --gif for a GIF as well)")
 
@@ -201,16 +198,9 @@ def run_edit(
     )
     edited = result.frames[0]
 
-    # 4. Write the outputs, each atomically; the sidecar last, so its presence means the run finished.
+    # 4. Write the outputs into a staging folder, each verified, then publish them as one set, the sidecar last,
+    # so its presence means the run finished (outputs.py).
     fps = prepared.clip.fps
-    write_video(output, edited, fps)
-    if extras["gif"]:
-        write_gif(extras["gif"], edited, fps)
-    if extras["frames"]:
-        write_frames(extras["frames"], edited)
-    if extras["side_by_side"]:
-        structure_view = (maps[0].permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
-        write_video(extras["side_by_side"], side_by_side(prepared.frames, structure_view, edited), fps)
     timings = {"structure": structure_seconds, **result.timings, "wall": time.perf_counter() - started}
     sidecar = {
         "output": str(output),
@@ -233,7 +223,17 @@ def run_edit(
         "timings_seconds": timings,
         "peak_memory_bytes": result.peak_memory_bytes,
     }
-    write_json(sidecar_path, sidecar)
+    with publish_edit_outputs(output, cfg, overwrite=overwrite) as stage:
+        write_video(stage.path(output), edited, fps)
+        if extras["gif"]:
+            write_gif(stage.path(extras["gif"]), edited, fps)
+        if extras["frames"]:
+            write_frames(stage.path(extras["frames"]), edited)
+        if extras["side_by_side"]:
+            structure_view = (maps[0].permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+            write_video(stage.path(extras["side_by_side"]), side_by_side(prepared.frames, structure_view, edited), fps)
+        timings["wall"] = time.perf_counter() - started  # the same dict as the sidecar's: counts the writing too
+        write_json(stage.path(sidecar_path), sidecar)
     return sidecar
 
 

@@ -3,7 +3,8 @@
 The checkpoint is memory-mapped; each component's tensors are mapped by name (views of the file, no copies), checked
 against the target module built on the meta device, and written straight to safetensors one component at a time,
 so a 10.9 GB file converts without ever holding a second copy of the weights. The folder appears only when every
-component was written (`atomic_path`).
+component was written (`io.publish`), and `--overwrite` replaces only a folder this command wrote
+(`model_folder_refusal`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 from ..errors import UserError
-from ..io.atomic import atomic_path
+from ..io.publish import check_destination, publish_set
 from ..models import AppearanceEncoder, CCEditTemporalAdapter
 from ..schedulers.dpmpp_2s_ancestral import DPMPP2SAncestralScheduler
 from ..pipelines.loading import load_tokenizer
@@ -52,6 +53,32 @@ COMPONENT_CLASSES = {
     "tokenizer": ("transformers", "CLIPTokenizer"),
     "scheduler": (DPMPP2SAncestralScheduler.__module__, DPMPP2SAncestralScheduler.__name__),
 }
+
+
+# What `convert_checkpoint` puts in a model folder; a folder holding anything else is not replaced.
+MODEL_FOLDER_ENTRIES = {*COMPONENT_CLASSES, "depth_estimator", "model_index.json"}
+
+
+def model_folder_refusal(path: Path) -> str | None:
+    """Why `path` may not be replaced by a conversion, or None when it is a ccedit model folder.
+
+    A model folder has a `model_index.json` naming `CCEditPipeline` and the checkpoint it came from (the marker
+    `convert_checkpoint` writes), and nothing but component folders next to it.
+    """
+    hint = "--overwrite replaces only a model folder written by `ccedit convert`: choose another --out"
+    if not path.is_dir() or path.is_symlink():
+        return f"{path} is not a ccedit model folder (not a folder); {hint}"
+    try:
+        index = json.loads((path / "model_index.json").read_text())
+        entries = {p.name for p in path.iterdir()}
+    except (OSError, ValueError):
+        index, entries = None, set()
+    if not (isinstance(index, dict) and index.get("_class_name") == "CCEditPipeline" and "_ccedit_source" in index):
+        return f"{path} is not a ccedit model folder (no ccedit model_index.json); {hint}"
+    foreign = sorted(entries - MODEL_FOLDER_ENTRIES)
+    if foreign:
+        return f"{path} holds files that are not part of a ccedit model ({', '.join(foreign[:3])}); {hint} or move them"
+    return None
 
 
 def _write_weights(folder: Path, filename: str, state: Mapping[str, torch.Tensor], dtype: torch.dtype | None) -> None:
@@ -159,8 +186,12 @@ def convert_checkpoint(
         or a missing tokenizer. Nothing is written then.
     """
     checkpoint, out = Path(checkpoint), Path(out)
-    if out.exists() and not overwrite:
-        raise UserError(f"{out} already exists: pass --overwrite to replace it")
+    if overwrite and out.exists():
+        refusal = model_folder_refusal(out)
+        if refusal:
+            raise UserError(refusal)
+    size = checkpoint.stat().st_size if checkpoint.is_file() else 0  # the folder is at most about this big
+    check_destination([out], overwrite=overwrite, folders=[out], estimate_bytes=size, flag="--out")
     if dtype != "keep" and dtype not in DTYPES:
         raise UserError(f"--dtype must be keep, float32, float16 or bfloat16, got {dtype}")
     cast = DTYPES.get(dtype)
@@ -187,7 +218,11 @@ def convert_checkpoint(
 
     written = []
     progress = tqdm(total=len(meta_modules) + len(others), desc="writing", unit="component", file=sys.stderr)
-    with atomic_path(out, is_dir=True) as tmp, progress:
+    # Staged next to `out` and published in one rename; the folder it replaces (a model folder only, checked again
+    # at that moment) stays until the new one is in place, and a concurrent convert to `out` is refused.
+    with publish_set([out], overwrite=overwrite, may_replace=model_folder_refusal) as stage, progress:
+        tmp = stage.path(out)
+        tmp.mkdir()
         for name, module in meta_modules.items():
             module.save_config(tmp / name)
             _write_weights(tmp / name, DIFFUSERS_WEIGHTS, networks.components[name], cast)

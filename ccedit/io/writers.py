@@ -1,11 +1,13 @@
 """Writing results: H.264 mp4, GIF, folders of png frames, and side-by-side comparisons.
 
 Encoding goes through the ffmpeg binary bundled with imageio-ffmpeg, so no system ffmpeg is needed. Every writer
-goes through `atomic_path`: an interrupted or failed write leaves nothing at the destination.
+goes through `atomic_path` and checks what it wrote before the rename (ffmpeg's exit status, then the file re-opened
+and its frames counted): an interrupted or failed write leaves nothing at the destination and raises.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Sequence
@@ -65,6 +67,7 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float, *, crf:
             pix_fmt_out="yuv420p",
             output_params=["-crf", str(crf), "-movflags", "+faststart"],
         )
+        verify_video(tmp, frames.shape[0], frames.shape[1:3])
     return path
 
 
@@ -95,6 +98,7 @@ def write_gif(path: str | os.PathLike, frames: np.ndarray, fps: float) -> Path:
     palette = "split[a][b];[a]palettegen=stats_mode=diff[p];[b][p]paletteuse=dither=bayer"
     with atomic_path(path) as tmp:
         _encode(tmp, frames, fps, codec="gif", pix_fmt_out="pal8", output_params=["-vf", palette, "-loop", "0"])
+        verify_video(tmp, frames.shape[0], frames.shape[1:3])
     return path
 
 
@@ -120,6 +124,7 @@ def write_frames(folder: str | os.PathLike, frames: np.ndarray, *, ext: str = "p
     with atomic_path(folder, is_dir=True) as tmp:
         for i, frame in enumerate(frames):
             _save(Image.fromarray(np.ascontiguousarray(frame), mode="RGB"), tmp / f"{i:05d}.{ext}")
+        verify_frames(tmp, frames.shape[0], ext)
     return folder
 
 
@@ -174,31 +179,89 @@ def _draw_label(frame: np.ndarray, text: str) -> None:
     cv2.putText(frame, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thickness, cv2.LINE_AA)
 
 
+class EncoderError(OSError):
+    """ffmpeg failed or wrote a file that does not hold the frames it was given (e.g. on a full disk)."""
+
+
 def _encode(
     path: Path, frames: np.ndarray, fps: float, *, codec: str, pix_fmt_out: str, output_params: list[str]
 ) -> None:
-    """Pipe raw RGB frames into the bundled ffmpeg."""
+    """Pipe raw RGB frames into the bundled ffmpeg and raise `EncoderError` unless it exits cleanly.
+
+    ffmpeg is driven directly rather than through `imageio_ffmpeg.write_frames`, which never looks at ffmpeg's
+    exit status: a write that failed half-way (a full disk) would pass for a finished one.
+    """
+    import subprocess
+    import tempfile
+    from fractions import Fraction
+
     import imageio_ffmpeg
 
     height, width = frames.shape[1:3]
-    writer = imageio_ffmpeg.write_frames(
-        str(path),
-        (width, height),
-        fps=float(fps),
-        codec=codec,
-        pix_fmt_out=pix_fmt_out,
-        quality=None,  # the rate control is in `output_params`
-        macro_block_size=1,  # never let imageio-ffmpeg rescale; sizes are handled by the callers
-        ffmpeg_log_level="error",
-        output_params=list(output_params),
-    )
-    writer.send(None)  # start ffmpeg
+    rate = Fraction(float(fps)).limit_denominator(1_000_000)  # fractional rates such as 30000/1001 stay exact
+    command = [
+        imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-hide_banner", "-v", "error",
+        "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", str(rate), "-i", "-",
+        "-an", "-vcodec", codec, "-pix_fmt", pix_fmt_out, *output_params, str(path),
+    ]
+    # ffmpeg's messages go to a file, not a pipe: a pipe nobody reads while frames are sent could fill and stall.
+    with tempfile.TemporaryFile() as log:
+        # Its own session, so a Ctrl-C in the terminal reaches Python, which then stops ffmpeg itself.
+        process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=log,
+                                   start_new_session=True)
+        try:
+            try:
+                for frame in frames:
+                    process.stdin.write(np.ascontiguousarray(frame).tobytes())
+            except BrokenPipeError:
+                pass  # ffmpeg stopped early; its exit status and message below say why
+            with contextlib.suppress(BrokenPipeError):
+                process.stdin.close()
+            status = process.wait()
+        except BaseException:
+            process.kill()
+            process.wait()
+            raise
+        if status != 0:
+            log.seek(0)
+            lines = [line for line in log.read().decode(errors="replace").splitlines() if line.strip()]
+            reason = lines[-1].strip() if lines else f"exit status {status}"
+            raise EncoderError(f"ffmpeg could not write {path.name}: {reason}")
+
+
+def verify_video(path: str | os.PathLike, num_frames: int, size: tuple[int, int]) -> None:
+    """Re-open a written mp4 or GIF and raise `EncoderError` unless it has `num_frames` decodable frames of `size`.
+
+    The frame count comes from the container; decoding the first and the last frame catches a file cut short.
+    """
+    from ccedit.io.video import _open_source
+
+    path = Path(path)
     try:
-        for frame in frames:
-            writer.send(np.ascontiguousarray(frame))
-    finally:
-        # Closing waits for ffmpeg to finish the file, or stops it when a frame failed.
-        writer.close()
+        source = _open_source(path, folder_fps=1.0)
+        found = source.num_frames
+        decoded = source.read([0, found - 1]) if found == num_frames else None
+    except (UserError, RuntimeError, OSError, ValueError) as error:
+        raise EncoderError(f"{path.name} was written but cannot be read back: {error}") from error
+    if found != num_frames:
+        raise EncoderError(f"{path.name} was written with {found} frames instead of {num_frames}")
+    if tuple(decoded.shape[1:3]) != tuple(size):
+        raise EncoderError(f"{path.name} was written at {decoded.shape[2]}x{decoded.shape[1]}, not {size[1]}x{size[0]}")
+
+
+def verify_frames(folder: str | os.PathLike, num_frames: int, ext: str) -> None:
+    """Raise `EncoderError` unless `folder` holds `num_frames` intact images (checksums checked, not decoded)."""
+    folder = Path(folder)
+    names = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+    expected = [f"{i:05d}.{ext}" for i in range(num_frames)]
+    if names != expected:
+        raise EncoderError(f"{folder.name} holds {len(names)} frames instead of {num_frames}")
+    for name in names:
+        try:
+            with Image.open(folder / name) as image:
+                image.verify()
+        except Exception as error:  # Pillow raises many types for a damaged file
+            raise EncoderError(f"{folder.name}/{name} was written but is damaged: {error}") from error
 
 
 def _pad_to_even(frames: np.ndarray, path: Path) -> np.ndarray:

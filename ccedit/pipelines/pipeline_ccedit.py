@@ -46,7 +46,8 @@ class CCEditPipelineOutput(BaseOutput):
             `torch.Tensor` `(batch, frames, 3, height, width)` in `[0, 1]` for `"pt"`, lists of PIL images for
             `"pil"`, latents `(batch, 4, frames, h, w)` for `"latent"`.
         timings: seconds spent per stage (`encode_prompt`, `encode_keyframe`, `denoise`, `decode`, `total`).
-        peak_memory_bytes: peak accelerator memory of the call, when running on CUDA.
+        peak_memory_bytes: peak accelerator memory of the call on CUDA; elsewhere the process's peak resident memory
+            so far (max RSS, which includes everything the process held before the call), or None where unknown.
     """
 
     frames: np.ndarray | torch.Tensor | list
@@ -443,6 +444,18 @@ class CCEditPipeline(DiffusionPipeline):
         self._onload()
         timings["decode"] = time.perf_counter() - t0
         timings["total"] = time.perf_counter() - start
-        peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+        peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else _peak_resident_bytes()
         self.maybe_free_model_hooks()
         return CCEditPipelineOutput(frames=frames, timings=timings, peak_memory_bytes=peak)
+
+
+def _peak_resident_bytes() -> int | None:
+    """The process's peak resident set size (the OS keeps no per-call figure); None where `resource` is missing."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB on Linux

@@ -77,31 +77,44 @@ def test_frame_folder_round_trip(tmp_path, kitten):
     assert [p.name for p in folder.iterdir()] == ["00000.png"]
 
 
-def test_failed_mp4_write_leaves_nothing(tmp_path, kitten, monkeypatch):
-    real_write_frames = imageio_ffmpeg.write_frames
+def _fake_ffmpeg(tmp_path, monkeypatch, script: str):
+    """Put a shell script in place of the bundled ffmpeg; the output path is its last argument."""
+    exe = tmp_path / "bin" / "ffmpeg"
+    exe.parent.mkdir()
+    exe.write_text("#!/bin/sh\nfor last; do :; done\n" + script)
+    exe.chmod(0o755)
+    monkeypatch.setattr(imageio_ffmpeg, "get_ffmpeg_exe", lambda: str(exe))
 
-    def write_frames_then_fail(*args, **kwargs):
-        inner = real_write_frames(*args, **kwargs)
-        frame = yield
-        inner.send(None)
-        try:
-            for _ in range(2):
-                inner.send(frame)
-                frame = yield
-        finally:
-            inner.close()  # ffmpeg has written a partial file by now
-        raise OSError("No space left on device")
 
+@pytest.mark.parametrize(
+    "script,message",
+    [
+        # a full disk: part of the file written, then an error and a non-zero exit status
+        ('cat > /dev/null; head -c 3000 /dev/urandom > "$last"; echo "No space left on device" >&2; exit 1\n',
+         "No space left on device"),
+        # an encoder that claims success but leaves an undecodable file
+        ('cat > /dev/null; head -c 3000 /dev/urandom > "$last"; exit 0\n', "cannot be read back"),
+    ],
+    ids=["exit-status", "unreadable-file"],
+)
+def test_failed_video_write_raises_and_leaves_nothing(tmp_path, kitten, monkeypatch, script, message):
     existing = write_video(tmp_path / "out.mp4", kitten.frames[:2], 8)
     before = existing.read_bytes()
-    monkeypatch.setattr(imageio_ffmpeg, "write_frames", write_frames_then_fail)
-    with pytest.raises(OSError, match="No space"):
-        write_video(tmp_path / "new.mp4", kitten.frames, 8)
-    with pytest.raises(OSError, match="No space"):
-        write_video(tmp_path / "out.mp4", kitten.frames, 8)
+    _fake_ffmpeg(tmp_path, monkeypatch, script)
+    for name in ("new.mp4", "out.mp4", "new.gif"):
+        with pytest.raises(writers.EncoderError, match=message):
+            write_video(tmp_path / name, kitten.frames[:4], 8)
     # Nothing new, no temporary, and the earlier output untouched.
-    assert [p.name for p in tmp_path.iterdir()] == ["out.mp4"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bin", "out.mp4"]
     assert existing.read_bytes() == before
+
+
+def test_a_video_with_too_few_frames_is_not_published(tmp_path, kitten, monkeypatch):
+    short = write_video(tmp_path / "short.mp4", kitten.frames[:2], 8)
+    _fake_ffmpeg(tmp_path, monkeypatch, f'cat > /dev/null; cp {short} "$last"\n')
+    with pytest.raises(writers.EncoderError, match="2 frames instead of 4"):
+        write_video(tmp_path / "new.mp4", kitten.frames[:4], 8)
+    assert not (tmp_path / "new.mp4").exists()
 
 
 def test_failed_frame_folder_write_leaves_nothing(tmp_path, kitten, monkeypatch):

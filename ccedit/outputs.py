@@ -1,0 +1,79 @@
+"""An edit's output set: the names next to `-o`, the destination check before the work, and publishing them.
+
+The one place that knows which files an edit writes for an output `o.mp4`: `o.mp4`, `o.gif`,
+`o.side_by_side.mp4`, `o_frames/` and the sidecar `o.mp4.json`. Publishing goes through `io.publish`, so the set
+appears all together, the sidecar last, and replaces an earlier set as a whole (see docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+from .config import EditConfig
+from .errors import UserError
+from .io.publish import Stage, check_destination, publish_set
+
+EXTRAS = ("gif", "side_by_side", "frames")
+# Rough compressed size per raw RGB byte, on the generous side for noisy content: H.264 at crf 18, a palette GIF,
+# PNG frames. Only used to refuse early when the disk clearly cannot take the outputs.
+_BYTES_PER_RAW_BYTE = {"video": 0.2, "gif": 0.45, "side_by_side": 0.3, "frames": 0.8}
+_SIDECAR_BYTES = 64 * 1024
+
+
+def edit_output_paths(output: Path) -> dict[str, Path]:
+    """Every path an edit to `output` may write, by kind: video, gif, side_by_side, frames, sidecar."""
+    return {
+        "video": output,
+        "gif": output.with_suffix(".gif"),
+        "side_by_side": output.with_name(output.stem + ".side_by_side.mp4"),
+        "frames": output.with_name(output.stem + "_frames"),
+        "sidecar": output.with_name(output.name + ".json"),
+    }
+
+
+def selected_extras(output: Path, cfg: EditConfig) -> dict[str, Path | None]:
+    """The optional outputs `cfg.output` asks for (None for those it does not)."""
+    paths = edit_output_paths(output)
+    return {kind: paths[kind] if getattr(cfg.output, kind) else None for kind in EXTRAS}
+
+
+def check_edit_destination(input_path: str | Path, output: Path, cfg: EditConfig, *, overwrite: bool) -> None:
+    """One line and exit 2, before any frame is decoded or model loaded, for a destination that cannot work."""
+    paths = edit_output_paths(output)
+    extras = selected_extras(output, cfg)
+    targets = [output, *[p for p in extras.values() if p], paths["sidecar"]]
+    check_destination(targets, overwrite=overwrite, folders=[paths["frames"]] if extras["frames"] else [],
+                      estimate_bytes=estimate_edit_bytes(input_path, cfg))
+
+
+def estimate_edit_bytes(input_path: str | Path, cfg: EditConfig) -> int:
+    """A rough size of an edit's outputs from the clip's header and the settings; 0 when the clip cannot be read
+    (the read itself reports that, in its own words, a moment later)."""
+    from .editing import SIZE_MULTIPLE
+    from .io import video_info, working_size
+
+    try:
+        _, _, source_size = video_info(input_path, folder_fps=cfg.video.folder_fps)
+        height, width = working_size(source_size, height=cfg.video.height, width=cfg.video.width,
+                                     short_side=cfg.model.short_side, multiple=SIZE_MULTIPLE)
+    except (UserError, ValueError):
+        return 0
+    raw = (cfg.video.num_frames or cfg.model.num_frames) * height * width * 3
+    kinds = ["video", *[kind for kind in EXTRAS if getattr(cfg.output, kind)]]
+    return int(sum(_BYTES_PER_RAW_BYTE[kind] * raw for kind in kinds)) + _SIDECAR_BYTES
+
+
+@contextlib.contextmanager
+def publish_edit_outputs(output: Path, cfg: EditConfig, *, overwrite: bool) -> Iterator[Stage]:
+    """Stage an edit's outputs (write each to `stage.path(final_path)`), then publish them as one set.
+
+    With `overwrite`, every existing member of the earlier set is replaced, including optional outputs this run
+    does not write (an old GIF never stays next to a new video).
+    """
+    paths = edit_output_paths(output)
+    extras = [p for p in selected_extras(output, cfg).values() if p]
+    with publish_set([output, *extras, paths["sidecar"]], overwrite=overwrite,
+                     replaces=[paths[kind] for kind in EXTRAS]) as stage:
+        yield stage
