@@ -53,6 +53,17 @@ class AppearanceResiduals:
         keep = list(keyframes)
         return AppearanceResiduals([d[:, keep] for d in self.down], self.mid[:, keep], tuple(int(f) for f in frames))
 
+    def repeat_to(self, batch: int) -> "AppearanceResiduals":
+        """Per-sample residuals of `b` samples repeated for a batch of `batch` (`[uncond; cond]` under guidance)."""
+        rows = self.mid.shape[0]
+        if rows in (1, batch):
+            return self
+        if batch % rows:
+            raise ValueError(f"appearance residuals for {rows} samples cannot serve a batch of {batch}")
+        repeat = batch // rows
+        return AppearanceResiduals([d.repeat(repeat, *[1] * (d.ndim - 1)) for d in self.down],
+                                   self.mid.repeat(repeat, *[1] * (self.mid.ndim - 1)), self.frames)
+
     def add_to(self, hidden: torch.Tensor, residual: torch.Tensor, num_frames: int) -> torch.Tensor:
         """Add `residual` (one of `down` or `mid`) to its target frames of `(b t) c h w` features, in place."""
         framed = hidden.view(-1, num_frames, *hidden.shape[1:])

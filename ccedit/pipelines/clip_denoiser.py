@@ -58,9 +58,16 @@ class ClipDenoiser:
             keyframes = self.conditions.keyframes
             latents = keyframes.latents.to(self.device, self.dtype)
             timestep = torch.as_tensor(timestep, device=self.device)
+            count, rows = len(keyframes), latents.flatten(0, -4)
             residuals = self.trident.appearance_residuals(
-                latents, timestep, range(len(keyframes)), self.conditions.appearance_scale
+                rows, timestep, range(rows.shape[0]), self.conditions.appearance_scale
             )
+            if keyframes.per_sample:  # one row per (sample, keyframe) -> (batch, keyframes, ...)
+                batch = latents.shape[0]
+                residuals = AppearanceResiduals(
+                    [d[0].unflatten(0, (batch, count)) for d in residuals.down],
+                    residuals.mid[0].unflatten(0, (batch, count)), tuple(range(count)),
+                )
             self._appearance = (key, residuals)
         return self._appearance[1]
 
@@ -76,7 +83,9 @@ class ClipDenoiser:
             part = self.conditions.for_window(
                 window.frames, window.centre, window.keyframe_frames(), device=self.device, dtype=self.dtype
             )
-            appearance = residuals.select(part.keyframes, part.keyframe_frames) if residuals and part.keyframes else None
+            appearance = None
+            if residuals is not None and part.keyframes:
+                appearance = residuals.select(part.keyframes, part.keyframe_frames).repeat_to(n)
             eps = self.trident(
                 latent_model_input[:, :, index].to(self.device, self.dtype),
                 timesteps,

@@ -8,7 +8,7 @@ that concern keyframes are decided here and nowhere else (`default_keyframe_inde
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -41,23 +41,26 @@ class Keyframes:
 
     Args:
         indices (`tuple[int, ...]`): clip frame of each keyframe, distinct.
-        latents (`torch.Tensor`): `(keyframes, 4, h, w)`, in the order of `indices`.
+        latents (`torch.Tensor`): `(keyframes, 4, h, w)` shared by every sample, or `(batch, keyframes, 4, h, w)`
+            with each sample's own (frames edited by an earlier pass), in the order of `indices`.
     """
 
     indices: tuple[int, ...]
     latents: torch.Tensor
 
     def __post_init__(self):
-        if len(self.indices) != self.latents.shape[0]:
-            raise ValueError(f"{len(self.indices)} keyframe indices for {self.latents.shape[0]} keyframe latents")
+        count = self.latents.shape[-4]
+        if self.latents.ndim not in (4, 5) or len(self.indices) != count:
+            raise ValueError(f"{len(self.indices)} keyframe indices for keyframe latents of shape {tuple(self.latents.shape)}")
         if len(set(self.indices)) != len(self.indices):
             raise ValueError(f"keyframe indices must be distinct, got {self.indices}")
 
     def __len__(self) -> int:
         return len(self.indices)
 
-    def latent_of(self, frame: int) -> torch.Tensor:
-        return self.latents[self.indices.index(frame)]
+    @property
+    def per_sample(self) -> bool:
+        return self.latents.ndim == 5
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,17 @@ class TridentConditions:
     def uses_appearance(self) -> bool:
         """Whether the appearance branch runs: keyframes given at a non-zero scale."""
         return self.keyframes is not None and len(self.keyframes) > 0 and self.appearance_scale != 0
+
+    def for_frames(self, frames: Sequence[int]) -> "TridentConditions":
+        """The conditions of the sub-clip made of clip frames `frames` (distinct); keyframes among them re-indexed."""
+        frames = [int(f) for f in frames]
+        index = torch.as_tensor(frames, dtype=torch.long)
+        keyframes = None
+        if self.keyframes is not None:
+            inside = [k for k, frame in enumerate(self.keyframes.indices) if frame in frames]
+            latents = self.keyframes.latents[..., inside, :, :, :]
+            keyframes = Keyframes(tuple(frames.index(self.keyframes.indices[k]) for k in inside), latents)
+        return replace(self, structure_maps=[m[index] for m in self.structure_maps], keyframes=keyframes)
 
     def for_window(
         self, frames: Sequence[int], anchor: int, keyframe_frames: dict[int, int] | None = None,

@@ -16,6 +16,7 @@ import inspect
 import logging
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -23,11 +24,39 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from tqdm import tqdm
 
 from ..errors import UserError
-from ..schedulers import initial_noise_scale, is_sigma_space
+from ..schedulers import initial_noise_scale, is_sigma_space, noise_for_clean
 
 logger = logging.getLogger(__name__)
 
 ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class KnownLatents:
+    """Clean latents known at some frames (edited keyframes), which denoising keeps.
+
+    At every evaluation the noise prediction of those frames is replaced by the one whose denoised estimate is the
+    known latent, so the other frames are denoised around it; the result holds it exactly.
+
+    Args:
+        frames (`tuple[int, ...]`): the frames, along the latents' frame axis.
+        latents (`torch.Tensor`): `(batch or 1, channels, len(frames), h, w)`.
+    """
+
+    frames: tuple[int, ...]
+    latents: torch.Tensor
+
+    def __post_init__(self):
+        if self.latents.ndim != 5 or self.latents.shape[2] != len(self.frames):
+            raise ValueError(f"known latents must be (batch, channels, {len(self.frames)}, h, w), got {tuple(self.latents.shape)}")
+
+    def pin(self, latents: torch.Tensor) -> torch.Tensor:
+        """`latents` with the known frames set to their known values."""
+        latents = latents.clone()
+        latents[:, :, list(self.frames)] = self.latents.to(latents.device, latents.dtype).expand(
+            latents.shape[0], -1, -1, -1, -1
+        )
+        return latents
 
 
 def guided_noise_prediction(
@@ -75,6 +104,7 @@ def denoise(
     progress: bool = True,
     step_kwargs_fn: Callable[[int], dict[str, Any]] | None = None,
     timesteps: torch.Tensor | None = None,
+    known: KnownLatents | None = None,
 ) -> torch.Tensor:
     """
     Denoise one window of latents through the scheduler's timesteps with classifier-free guidance.
@@ -97,6 +127,7 @@ def denoise(
             `{"noise": ...}` to replay a stored run.
         timesteps (`torch.Tensor`, *optional*): the timesteps to run; defaults to `scheduler.timesteps`
             (`sdedit_start` returns a shortened tail).
+        known (`KnownLatents`, *optional*): frames whose clean latent is known and kept.
 
     Returns:
         `torch.Tensor`: the denoised latents.
@@ -106,13 +137,19 @@ def denoise(
     step_takes_generator = "generator" in inspect.signature(scheduler.step).parameters
     for step_index, timestep in enumerate(tqdm(timesteps, file=sys.stderr, disable=not progress)):
         noise_pred = guided_noise_prediction(model_fn, scheduler, latents, timestep, guidance_scale)
+        if known is not None:
+            frames = list(known.frames)
+            target = known.latents.to(latents.device).expand(latents.shape[0], -1, -1, -1, -1)
+            noise_pred = noise_pred.clone()
+            noise_pred[:, :, frames] = noise_for_clean(scheduler, latents[:, :, frames], target, timestep).to(noise_pred.dtype)
         step_kwargs: dict[str, Any] = {"generator": generator} if step_takes_generator else {}
         if step_kwargs_fn is not None:
             step_kwargs.update(step_kwargs_fn(step_index))
         latents = scheduler.step(noise_pred, timestep, latents, **step_kwargs, return_dict=False)[0]
         if callback is not None:
             callback(step_index, timestep, latents)
-    return latents
+    # The estimate held the known frames; setting them removes the last rounding.
+    return known.pin(latents) if known is not None else latents
 
 
 def prepare_initial_latents(
@@ -182,16 +219,27 @@ def sdedit_start(
     """
     if not 0.0 < strength <= 1.0:
         raise UserError(f"SDEdit `strength` must be in (0, 1], got {strength}")
-    num_steps = scheduler.num_inference_steps
-    kept_steps = max(int(strength * (num_steps + 1)), 1) - 1
-    begin_index = (num_steps - kept_steps) * scheduler.order
-    timesteps = scheduler.timesteps[begin_index:]
-    if kept_steps == 0:
-        logger.warning("SDEdit strength %s keeps none of the %d steps; the latents stay as given.", strength, num_steps)
+    timesteps = sdedit_timesteps(scheduler, strength)
+    if len(timesteps) == 0:
+        logger.warning("SDEdit strength %s keeps none of the %d steps; the latents stay as given.", strength,
+                       scheduler.num_inference_steps)
         return z, timesteps
-    if hasattr(scheduler, "set_begin_index"):
-        scheduler.set_begin_index(begin_index)
+    begin_index = len(scheduler.timesteps) - len(timesteps)
     if is_sigma_space(scheduler):
         sigma = scheduler.sigmas[begin_index].to(device=z.device, dtype=z.dtype)
         return z + sigma * noise, timesteps
     return scheduler.add_noise(z, noise, timesteps[:1]), timesteps
+
+
+def sdedit_timesteps(scheduler: SchedulerMixin, strength: float) -> torch.Tensor:
+    """The tail of the schedule that SDEdit at `strength` runs, with the scheduler's begin index set to its start.
+
+    For a scheduler after `set_sampling_timesteps`; call it again after each `set_sampling_timesteps` (a second
+    denoising pass over the same latents restarts the same tail).
+    """
+    num_steps = scheduler.num_inference_steps
+    kept_steps = max(int(strength * (num_steps + 1)), 1) - 1
+    begin_index = (num_steps - kept_steps) * scheduler.order
+    if kept_steps > 0 and hasattr(scheduler, "set_begin_index"):
+        scheduler.set_begin_index(begin_index)
+    return scheduler.timesteps[begin_index:]

@@ -6,7 +6,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import PIL.Image
@@ -22,8 +22,8 @@ from ..models import AppearanceEncoder, CCEditTemporalAdapter, TridentModel, Vid
 from ..schedulers import set_sampling_timesteps
 from .clip_denoiser import ClipDenoiser
 from .conditions import Keyframes, TridentConditions, check_keyframe_indices, default_keyframe_index
-from .denoise import denoise, prepare_initial_latents, sdedit_start
-from .windows import check_window, fusion_weights, plan_windows
+from .denoise import KnownLatents, denoise, prepare_initial_latents, sdedit_start, sdedit_timesteps
+from .windows import Window, check_window, fusion_weights, plan_windows, sparse_anchors
 
 logger = logging.getLogger(__name__)
 
@@ -303,6 +303,8 @@ class CCEditPipeline(DiffusionPipeline):
         decode_chunk_size: int = 8,
         window_length: int | None = None,
         window_overlap: int | None = None,
+        hierarchical: bool | None = None,
+        pin_keyframes: bool = True,
         callback_on_step_end: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
         progress: bool = True,
     ) -> CCEditPipelineOutput:
@@ -333,7 +335,13 @@ class CCEditPipeline(DiffusionPipeline):
             window_length (`int`, *optional*): frames per network call; a longer clip is denoised in overlapping
                 windows fused at every step (`ccedit.pipelines.windows`). Default: the whole clip at once.
             window_overlap (`int`, *optional*): frames neighbouring windows share at least; default a quarter.
-            callback_on_step_end: called as `callback(step_index, timestep, latents)` after every scheduler step.
+            hierarchical (`bool`, *optional*): with keyframes on a clip longer than a window, first edit frames
+                spread over the whole clip, anchored on the keyframes, then dense windows centred on those frames.
+                Default: on exactly in that case.
+            pin_keyframes (`bool`): keep each keyframe's latent at its frame, so the output shows the keyframe there
+                (up to the VAE's round trip); `False` lets the model repaint it, as CCEdit did.
+            callback_on_step_end: called as `callback(step_index, timestep, latents)` after every scheduler step
+                (of each pass, for a hierarchical edit).
             progress (`bool`): show a progress bar over the network calls (windows x evaluations).
 
         Returns:
@@ -403,27 +411,53 @@ class CCEditPipeline(DiffusionPipeline):
                 anchor = source_latents.float()
             latents = prepare_initial_latents(noise, self.scheduler, prior=anchor, prior_coefficient=prior_coefficient)
 
-        # 5. Denoise, window by window; keyframes that act sit at the centre of a window of their own.
+        # 5. Denoise, window by window; keyframes that act sit at the centre of a window of their own, and their
+        # latents are kept (pinned). A clip longer than a window with keyframes is edited hierarchically: first a
+        # sparse pass over frames spread across the clip, then dense windows centred on those edited frames.
         t0 = time.perf_counter()
         self._onload(self.unet, self.temporal, self.controlnet, self.appearance)
+        length = num_frames if window_length is None else min(window_length, num_frames)
         centred = keyframe_frames if conditions.uses_appearance else ()
-        windows = plan_windows(num_frames, window_length, window_overlap, centred)
-        model_fn = ClipDenoiser(
-            self.trident(), conditions, num_frames, windows, fusion_weights(windows, num_frames), device=device, dtype=dtype
-        )
+        known = None
+        if pin_keyframes and centred:
+            known = KnownLatents(keyframe_frames, encoded.latents.transpose(0, 1)[None].to(device))
+        if hierarchical is None:
+            hierarchical = bool(centred) and num_frames > length
+        passes: list[tuple[list[int], list[Window]]] = []
+        if hierarchical and centred:
+            anchors = sparse_anchors(num_frames, length, window_overlap, centred)
+            positions = [anchors.index(k) for k in centred]
+            passes.append((anchors, plan_windows(len(anchors), length, window_overlap, positions)))
+            passes.append((list(range(num_frames)), plan_windows(num_frames, length, window_overlap, anchors)))
+        else:
+            passes.append((list(range(num_frames)), plan_windows(num_frames, length, window_overlap, centred)))
         evaluations = len(self.scheduler.timesteps if timesteps is None else timesteps)
-        bar = tqdm(total=evaluations * len(windows), disable=not progress, file=sys.stderr, unit="window",
-                   desc=f"denoising ({evaluations} evaluations x {len(windows)} windows)")
-        model_fn.on_window = bar.update
-
-        def on_step(i, t, x):
-            if callback_on_step_end is not None:
-                callback_on_step_end(i, t, x)
-
-        latents = denoise(
-            model_fn, self.scheduler, latents, guidance_scale=guidance_scale, generator=generator,
-            callback=on_step, progress=False, timesteps=timesteps,
-        )
+        total_windows = sum(len(windows) for _, windows in passes)
+        bar = tqdm(total=evaluations * total_windows, disable=not progress, file=sys.stderr, unit="window",
+                   desc=f"denoising ({evaluations} evaluations x {total_windows} windows)")
+        trident = self.trident()
+        for pass_index, (frames, windows) in enumerate(passes):
+            sub_conditions = conditions.for_frames(frames) if len(frames) < num_frames else conditions
+            sub_known = known
+            if known is not None and len(frames) < num_frames:
+                sub_known = KnownLatents(tuple(frames.index(k) for k in known.frames), known.latents)
+            model_fn = ClipDenoiser(trident, sub_conditions, len(frames), windows, fusion_weights(windows, len(frames)),
+                                    device=device, dtype=dtype)
+            model_fn.on_window = bar.update
+            if pass_index > 0:  # the scheduler counts its steps: restart it for the next pass
+                set_sampling_timesteps(self.scheduler, num_inference_steps, device)
+                timesteps = sdedit_timesteps(self.scheduler, strength) if strength < 1 else None
+            edited = denoise(
+                model_fn, self.scheduler, latents[:, :, frames], guidance_scale=guidance_scale, generator=generator,
+                callback=callback_on_step_end, progress=False, timesteps=timesteps, known=sub_known,
+            )
+            if len(frames) < num_frames:
+                # The sparse pass's frames become the keyframes of the dense one: each dense window is centred
+                # on one, whose appearance residuals it receives, and all of them are kept.
+                conditions = replace(conditions, keyframes=Keyframes(tuple(frames), edited.transpose(1, 2)))
+                known = KnownLatents(tuple(frames), edited)
+            else:
+                latents = edited
         bar.close()
         timings["denoise"] = time.perf_counter() - t0
 

@@ -123,6 +123,23 @@ def plan_windows(
     return windows
 
 
+def sparse_anchors(num_frames: int, length: int, overlap: int | None = None, keyframes: Sequence[int] = ()) -> list[int]:
+    """The frames of a hierarchical edit's first pass: the keyframes, both ends, and frames between them.
+
+    Neighbouring anchors are at most `length - overlap` frames apart, so that windows centred on each anchor (the
+    second pass) cover the clip with at least `overlap` frames shared between neighbours.
+    """
+    length = min(length, num_frames)
+    overlap = default_overlap(length) if overlap is None else min(overlap, length - 1)
+    stride = max(1, length - overlap)
+    required = sorted({0, num_frames - 1, *keyframes})
+    anchors = []
+    for first, last in zip(required, required[1:]):
+        pieces = -(-(last - first) // stride)
+        anchors += [first + round((last - first) * i / pieces) for i in range(pieces)]
+    return anchors + [required[-1]]
+
+
 def _tile(first: int, last: int, length: int, overlap: int, num_frames: int) -> list[int]:
     """Start frames of plain windows covering `[first, last]`, neighbours sharing at least `overlap` frames."""
     span = last - first + 1

@@ -42,6 +42,7 @@ __all__ = [
     "evaluation_steps",
     "initial_noise_scale",
     "is_sigma_space",
+    "noise_for_clean",
     "original_alphas_cumprod",
     "original_sigmas",
     "original_timesteps",
@@ -208,3 +209,23 @@ def evaluation_steps(scheduler: SchedulerMixin) -> list[int]:
 def completes_step(steps: list[int], index: int) -> bool:
     """Whether evaluation `index` is the last of its sampler step, given `steps` from `evaluation_steps`."""
     return index + 1 == len(steps) or steps[index + 1] != steps[index]
+
+
+def noise_for_clean(
+    scheduler: SchedulerMixin, sample: torch.Tensor, clean: torch.Tensor, timestep: torch.Tensor
+) -> torch.Tensor:
+    """
+    The noise prediction for which `scheduler`'s denoised estimate of `sample` at this evaluation is `clean`.
+
+    Replacing the network's prediction by this one keeps latents whose clean value is known (edited keyframes)
+    on that value at every step, whatever the scheduler does with the estimate.
+    - sigma-space schedulers: D = x - sigma * eps, with sigma the evaluation's (`denoising_sigmas` where the
+      scheduler quantises it, else `sigmas`); call after `scale_model_input`, which sets `step_index`;
+    - the others: x = sqrt(a) * x0 + sqrt(1 - a) * eps with `a = alphas_cumprod[timestep]`.
+    """
+    if is_sigma_space(scheduler):
+        sigmas = getattr(scheduler, "denoising_sigmas", scheduler.sigmas)
+        sigma = sigmas[scheduler.step_index].to(sample.device, torch.float32)
+        return (sample.float() - clean.float()) / sigma
+    alpha = scheduler.alphas_cumprod[int(timestep)].to(sample.device, torch.float32)
+    return (sample.float() - alpha.sqrt() * clean.float()) / (1 - alpha).sqrt()

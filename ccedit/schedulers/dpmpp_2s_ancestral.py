@@ -138,6 +138,11 @@ class DPMPP2SAncestralScheduler(SchedulerMixin, ConfigMixin):
         return float(torch.sqrt(1.0 + sigma_max**2.0))
 
     @property
+    def denoising_sigmas(self) -> torch.Tensor:
+        """Per evaluation, the sigma of its denoised estimate D = x - sigma * eps (the table's nearest sigma)."""
+        return self._sigmas_quantized
+
+    @property
     def step_index(self) -> int | None:
         """Position in `timesteps` of the next evaluation; `None` until the first `scale_model_input` or `step`."""
         return self._step_index

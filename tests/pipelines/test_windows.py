@@ -147,7 +147,8 @@ def test_the_appearance_branch_runs_once_per_evaluation_whatever_the_windows(com
     calls = []
     handle = pipe.appearance.register_forward_pre_hook(lambda m, args: calls.append(args[0].shape[0]))
     keyframes = [clip[2], clip[2][::-1].copy()]
-    run(pipe, clip, window_length=4, window_overlap=1, keyframe=keyframes, keyframe_index=[0, 9], num_inference_steps=3)
+    run(pipe, clip, window_length=4, window_overlap=1, keyframe=keyframes, keyframe_index=[0, 9], num_inference_steps=3,
+        hierarchical=False)
     handle.remove()
     # DPM++(2S) ancestral evaluates twice per step but the last; a midpoint that falls on the next step's table
     # timestep (999, 666, 666, 333, 333 for 3 steps) needs no new residuals.
