@@ -90,7 +90,7 @@ class Metric:
                 raise InvalidInputError(
                     f"metric {self.name!r}: keyframe index {index} is outside the clip's {len(sample.frames)} frames"
                 )
-            check_clip(image[None], f"keyframe {index}", self.name)
+            check_clip(image[None] if isinstance(image, np.ndarray) else image, f"keyframe {index}", self.name)
 
     def _score(self, sample: EditSample) -> float:
         raise NotImplementedError
@@ -99,7 +99,8 @@ class Metric:
         raise NotImplementedError
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self._record().items())})"
+        # Not `describe()`: a repr must not load the model or processor that the record reads.
+        return f"{type(self).__name__}(name={self.name!r}, device={str(self.device)!r}, batch_size={self.batch_size})"
 
 
 def check_clip(frames: Any, name: str, metric: str) -> None:

@@ -30,6 +30,7 @@ def test_every_metric_records_backbone_scale_pairing_and_resolution(name, kitten
     metric = build_metric(name, **({} if name in NEEDS_NO_MODEL else {"model": "tiny"}))
     record = metric.describe()
     assert record["metric"] == name
+    assert repr(metric).startswith(f"{type(metric).__name__}(name={name!r}")
     assert {"backbone", "scale", "pairing", "resolution", "precision", "higher_is_better"} <= set(record)
     sample = EditSample(frames=kitten, prompt="a dog", source_frames=kitten, source_prompt="a cat",
                         keyframes={0: kitten[0]})
