@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from ccedit.cli import main
-from ccedit.eval.parity import original_hint_remap
+from ccedit.parity.parity import original_hint_remap
 from ccedit.models import TridentModel
 from ccedit.pipelines.loading import load_pipeline
 from ccedit.pipelines.tiny import tiny_components

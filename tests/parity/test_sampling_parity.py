@@ -2,7 +2,7 @@
 
 import pytest
 
-from ccedit.eval.parity import check_fixture
+from ccedit.parity.parity import check_fixture
 from tests.conftest import REFERENCE, require
 
 

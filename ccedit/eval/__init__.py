@@ -1,1 +1,0 @@
-"""Evaluation: parity of ccedit with the original implementation's reference fixtures (network and sampling)."""
