@@ -37,6 +37,7 @@ class StructureConfig:
     # One ControlNet per annotator: null = the model folder's own `controlnet`; else a path or hub id.
     controlnets: list[str | None] = field(default_factory=list)
     cache_dir: str | None = "~/.cache/ccedit/structure"  # null: no cache
+    cache_max_gb: float | None = 10.0  # least recently used entries go beyond this size; null: unbounded
     options: dict[str, Any] = field(default_factory=dict)  # per annotator name: constructor options
 
 
@@ -134,6 +135,8 @@ def validate(config: EditConfig) -> None:
         raise UserError(f"--frames must be at least 1, got {v.num_frames}")
     if s.num_inference_steps < 1:
         raise UserError(f"--steps must be at least 1, got {s.num_inference_steps}")
+    if config.structure.cache_max_gb is not None and not config.structure.cache_max_gb >= 0:
+        raise UserError(f"structure.cache_max_gb must be 0 or more (null: unbounded), got {config.structure.cache_max_gb}")
     if not config.structure.annotators:
         raise UserError("structure.annotators is empty: name at least one, e.g. --structure depth")
     if len(config.structure.scales) not in (1, len(config.structure.annotators)):
