@@ -1,5 +1,11 @@
 """Errors that reach the user as one line, without a traceback."""
 
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
 
 class UserError(Exception):
     """Bad input from the user: the CLI prints `str(error)` on one line and exits with code 2.
@@ -14,3 +20,37 @@ class ModelNotFoundError(UserError):
 
 class InvalidInputError(UserError, ValueError):
     """An argument of a public call is out of its range or shape; the message names it and what it expects."""
+
+
+# Files a model component may keep its weights in: safetensors, or a pickle (torch.save) under its usual names.
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
+
+
+def unreadable_weights(what: str, folder: str | os.PathLike, error: BaseException) -> UserError:
+    """The one-line error for weights that exist but cannot be loaded: damaged, not weights, or a pickle that
+    would run code (which weights-only loading refuses). Names the component and its weight file(s)."""
+    is_pickle_refused = isinstance(error, pickle.UnpicklingError)
+    suffixes = PICKLE_SUFFIXES if is_pickle_refused else WEIGHT_SUFFIXES
+    folder = Path(folder)
+    files = sorted(p.name for p in folder.iterdir() if p.suffix in suffixes) if folder.is_dir() else []
+    named = f"{folder / files[0]}" if len(files) == 1 else f"the weights in {folder} ({', '.join(files) or 'none'})"
+    if is_pickle_refused:
+        reason = "not a plain pickle of tensors: damaged, or it would run code when loaded, which is refused"
+    else:
+        text = str(error).strip().splitlines()
+        reason = text[0][:160] if text else type(error).__name__
+    return UserError(f"cannot load the {what}: {named} is unreadable ({reason}); replace it with a safetensors file")
+
+
+def is_unreadable_weights(error: BaseException) -> bool:
+    """Whether a loader's exception means its weight file is damaged, not weights, or a refused pickle.
+
+    Out-of-memory and device errors are `RuntimeError`s too, but say nothing about the file: they are not matched.
+    """
+    from safetensors import SafetensorError
+
+    if isinstance(error, (pickle.UnpicklingError, SafetensorError, EOFError)):
+        return True
+    text = str(error).lower()
+    return isinstance(error, RuntimeError) and "out of memory" not in text and "cuda" not in text
