@@ -52,5 +52,14 @@ def is_unreadable_weights(error: BaseException) -> bool:
 
     if isinstance(error, (pickle.UnpicklingError, SafetensorError, EOFError)):
         return True
+    return isinstance(error, RuntimeError) and not is_out_of_memory(error) and "cuda" not in str(error).lower()
+
+
+# How allocators word it: Python/numpy, C++ (decord), ffmpeg's ENOMEM, OpenCV, torch.
+_OUT_OF_MEMORY_WORDS = ("out of memory", "cannot allocate memory", "bad_alloc", "unable to allocate", "failed to allocate")
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """Whether an exception reports that memory ran out, whatever library raised it."""
     text = str(error).lower()
-    return isinstance(error, RuntimeError) and "out of memory" not in text and "cuda" not in text
+    return isinstance(error, MemoryError) or any(words in text for words in _OUT_OF_MEMORY_WORDS)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageSequence
 
-from ccedit.errors import UserError
+from ccedit.errors import UserError, is_out_of_memory
 from ccedit.io.frame_times import frames_nearest, variable_rate
 from ccedit.io.image import IMAGE_EXTENSIONS, _first_line, read_image
 
@@ -248,7 +248,7 @@ class _DecordSource(_Source):
         try:
             frames = self._reader.get_batch(indices).asnumpy()
         except Exception as error:
-            raise _undecodable(self.path, error) from error
+            raise _undecodable(self.path, error, len(indices)) from error
         return np.ascontiguousarray(frames, dtype=np.uint8)
 
 
@@ -286,7 +286,7 @@ class _GifSource(_Source):
                     if i >= last:
                         break
         except Exception as error:
-            raise _undecodable(self.path, error) from error
+            raise _undecodable(self.path, error, len(indices)) from error
         return np.stack([frames[i] for i in indices])
 
 
@@ -329,9 +329,15 @@ def _natural_key(path: Path) -> list:
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", path.name)]
 
 
-def _undecodable(path: Path, error: BaseException) -> UserError:
+def _undecodable(path: Path, error: BaseException, num_frames: int | None = None) -> UserError:
     """The one-line error for a file the decoder rejects, with decord's log prefixes removed from its reason."""
     reason = _first_line(_DECORD_LOG_PREFIX.sub("", str(error)).strip() or type(error).__name__)
+    if is_out_of_memory(error):
+        frames = f"{num_frames} frames of " if num_frames else ""
+        return UserError(
+            f"out of memory decoding {frames}{path} ({reason}): ask for fewer frames with --frames or a lower --fps, "
+            "or downscale the video first"
+        )
     return UserError(
         f"{path} could not be decoded ({reason}): the file is corrupt, truncated or not a video; "
         f"re-encode it, e.g. ffmpeg -i <input> -c:v libx264 -pix_fmt yuv420p out.mp4"

@@ -296,3 +296,20 @@ def test_sixteen_bit_frame_folder_is_scaled_not_clipped(tmp_path):
     for i in range(3):
         expected = np.round((ramp // (i + 1)) / 257.0).astype(np.uint8)
         np.testing.assert_array_equal(clip.frames[i], np.repeat(expected[..., None], 3, axis=-1))
+
+
+@pytest.mark.parametrize(
+    "error", [MemoryError("Unable to allocate 8.4 GiB"), RuntimeError("[12:00:00] src/video_reader.cc:1: std::bad_alloc")]
+)
+def test_out_of_memory_while_decoding_is_reported_as_such(monkeypatch, error):
+    import decord
+
+    def runs_out_of_memory(self, indices):
+        raise error
+
+    monkeypatch.setattr(decord.VideoReader, "get_batch", runs_out_of_memory)
+    path = require(VIDEOS / "kitten.mp4")
+    with pytest.raises(UserError, match="out of memory decoding 4 frames of") as info:
+        read_video(path, num_frames=4)
+    _assert_one_line_naming(info, "kitten.mp4")
+    assert "corrupt" not in str(info.value) and "--frames" in str(info.value)
