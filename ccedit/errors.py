@@ -27,14 +27,23 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 
 
-def unreadable_weights(what: str, folder: str | os.PathLike, error: BaseException) -> UserError:
+def unreadable_weights(what: str, location: str | os.PathLike, error: BaseException) -> UserError:
     """The one-line error for weights that exist but cannot be loaded: damaged, not weights, or a pickle that
-    would run code (which weights-only loading refuses). Names the component and its weight file(s)."""
+    would run code (which weights-only loading refuses). Names the component and its weight file(s).
+
+    Args:
+        what (`str`): The component ("text encoder").
+        location (`str` or `os.PathLike`): The weight file, or the component's folder (its weight files are named).
+        error (`BaseException`): What the loader raised.
+    """
     is_pickle_refused = isinstance(error, pickle.UnpicklingError)
     suffixes = PICKLE_SUFFIXES if is_pickle_refused else WEIGHT_SUFFIXES
-    folder = Path(folder)
-    files = sorted(p.name for p in folder.iterdir() if p.suffix in suffixes) if folder.is_dir() else []
-    named = f"{folder / files[0]}" if len(files) == 1 else f"the weights in {folder} ({', '.join(files) or 'none'})"
+    location = Path(location)
+    if location.is_dir():
+        files = sorted(p.name for p in location.iterdir() if p.suffix in suffixes)
+        named = f"{location / files[0]}" if len(files) == 1 else f"the weights in {location} ({', '.join(files) or 'none'})"
+    else:
+        named = str(location)
     if is_pickle_refused:
         reason = "not a plain pickle of tensors: damaged, or it would run code when loaded, which is refused"
     else:
