@@ -62,6 +62,20 @@ def check_numbers(config: Any) -> None:
             raise UserError(f"{_name(key)} must be {allowed}{' ' + unit if unit else ''}, got {_number(value)}")
 
 
+def check_annotator_names(config: Any) -> None:
+    """Raise a one-line `UserError` for a structure annotator name that does not exist, before any model loads."""
+    from .annotators import ANNOTATORS  # names only; no network is built or imported here
+
+    known = {"depth", *ANNOTATORS}
+    for name in config.structure.annotators:
+        if name not in known:
+            choices = ", ".join(sorted(ANNOTATORS))
+            raise UserError(
+                f"unknown annotator {name!r} in structure.annotators (--structure): choose depth (the model's own depth "
+                f"estimator) or one of {choices}"
+            )
+
+
 def reject_resolvers(layer: Any, source: str) -> None:
     """Raise a one-line `UserError` when a user layer calls an OmegaConf resolver such as `${oc.env:VAR}`.
 

@@ -155,7 +155,7 @@ def run_edit(
     }
     check_output_free([output, sidecar_path, *[p for p in extras.values() if p]], overwrite)
     if output.suffix.lower() not in (".mp4", ".mov"):
-        raise UserError(f"output {output} must end in .mp4 (add --gif for a GIF as well)")
+        raise UserError(f"output {output} must end in .mp4 (add output.gif=true for a GIF as well)")
 
     # 1. Frames at the working size, and the keyframe.
     prepared = prepare_clip(input_path, cfg)

@@ -166,3 +166,68 @@ def test_unloadable_component_weights_are_one_line(tmp_path, model_folder, kitte
     line = one_error_line(capsys)
     assert f"cannot load the {what}" in line and str(bad) in line, line
     assert not marker.exists()
+
+
+# The first try: options where a new user puts them, hints that name real options, help that tells the truth.
+
+
+def test_verbose_is_accepted_before_and_after_the_subcommand():
+    from ccedit.cli import build_parser
+
+    parser = build_parser()
+    for argv, verbose in ((["-v", "env"], True), (["env", "-v"], True), (["keyframe", "x.mp4", "--verbose"], True),
+                          (["env"], False)):  # fmt: skip
+        args, _ = parser.parse_known_args(argv)
+        assert args.verbose is verbose, argv
+
+
+def test_an_unknown_annotator_lists_depth_before_any_model_loads(tmp_path, kitten, capsys, monkeypatch):
+    from ccedit.pipelines import loading
+
+    monkeypatch.setattr(loading, "load_pipeline", lambda *a, **k: pytest.fail("the model should not load"))
+    assert main(["edit", kitten, "--prompt", "x", "-o", str(tmp_path / "o.mp4"), *FAST, "--structure", "canny,dept"]) == 2
+    line = one_error_line(capsys)
+    assert "'dept'" in line and "depth" in line and "canny" in line and "softedge" in line
+
+
+def test_the_wrong_output_extension_hint_names_a_real_option(tmp_path, kitten, capsys):
+    assert main(["edit", kitten, "--prompt", "x", "-o", str(tmp_path / "o.gif"), *FAST]) == 2
+    line = one_error_line(capsys)
+    assert "output.gif=true" in line and "--gif" not in line
+
+
+def _option_helps(parser, command, capsys) -> dict[str, str]:
+    """`command --help` as {first option name: its help text, on one line}."""
+    import re
+
+    with pytest.raises(SystemExit):
+        parser.parse_args([command, "--help"])
+    helps, current = {}, None
+    for line in capsys.readouterr().out.splitlines():
+        start = re.match(r"^  (-[\w-]+)", line)
+        if start:
+            current = start.group(1)
+            helps[current] = ""
+        if current and line.strip():
+            helps[current] += " " + line.strip()
+    return helps
+
+
+def test_help_shows_each_default_once_and_true(capsys):
+    from ccedit.cli import build_parser
+    from ccedit.config import load_edit_config
+
+    parser = build_parser()
+    for command in ("edit", "keyframe", "convert"):
+        for option, text in _option_helps(parser, command, capsys).items():
+            assert text.count("(default") <= 1, f"{command} {option}: {text}"
+            assert not any(f"(default: {v})" in text for v in ("None", "False", "[]")), f"{command} {option}: {text}"
+
+    helps = _option_helps(parser, "edit", capsys)
+    ccedit, tiny = load_edit_config(model="ccedit-folder"), load_edit_config(model="tiny")
+    steps, tiny_steps = ccedit.sampling.num_inference_steps, tiny.sampling.num_inference_steps
+    assert f"(default: {steps}; {tiny_steps} for the tiny model)" in helps["--steps"]
+    assert f"(default: {ccedit.sampling.seed})" in helps["--seed"]
+    structure, tiny_structure = ccedit.structure.annotators[0], tiny.structure.annotators[0]
+    assert f"(default: {structure}; {tiny_structure} for the tiny model)" in helps["--structure"]
+    assert f"(default: {load_edit_config().model.path})" in helps["--model"]
