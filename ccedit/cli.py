@@ -56,8 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     edit.add_argument("-o", "--output", help="output mp4 (default: <input name>.ccedit.mp4 in the current folder)")
     edit.add_argument("--keyframe", metavar="IMAGE", help="edited keyframe whose look is spread over the video")
     edit.add_argument("--keyframe-index", type=int, metavar="K", help="frame the keyframe shows (default: centre frame)")
-    edit.add_argument("--structure", metavar="NAME[,NAME]", help="structure annotators: depth, canny, lineart, softedge, "
-                      "midas, zoe, depth_dpt (default: depth; canny for the tiny model)")
+    edit.add_argument("--structure", metavar="NAME[,NAME]", help="structure annotators: depth, canny, lineart, "
+                      "softedge, midas, zoe, depth_dpt (default: depth; canny for the tiny model)")
     edit.add_argument("--steps", type=int, metavar="N", help="denoising steps (default: 30; 4 for the tiny model)")
     edit.add_argument("--seed", type=int, metavar="S", help="random seed (same seed, same output) (default: 0)")
     edit.add_argument("--side-by-side", action="store_true", help="also write source | structure | result")
@@ -88,7 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     env.set_defaults(func=cmd_env)
     for subcommand in sub.choices.values():
         # Also after the subcommand; SUPPRESS keeps a `-v` given before it from being reset to False.
-        subcommand.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="more log output")
+        subcommand.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                                help="more log output")
     return parser
 
 

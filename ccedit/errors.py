@@ -61,7 +61,9 @@ def is_unreadable_weights(error: BaseException) -> bool:
 
     if isinstance(error, (pickle.UnpicklingError, SafetensorError, EOFError)):
         return True
-    return isinstance(error, RuntimeError) and not is_out_of_memory(error) and "cuda" not in str(error).lower()
+    # torch reports a damaged archive or mismatched tensors as a plain RuntimeError; its subclasses (out of memory,
+    # not implemented) are about the machine or the code.
+    return type(error) is RuntimeError and not is_out_of_memory(error) and "cuda" not in str(error).lower()
 
 
 # How allocators word it: Python/numpy, C++ (decord), ffmpeg's ENOMEM, OpenCV, torch.

@@ -192,7 +192,7 @@ class StructureCache:
                 break
             if path == keep:
                 continue
-            logger.info("structure cache over %d bytes: deleting the least recently used entry %s", self.max_bytes, path)
+            logger.info("structure cache over %d bytes: deleting the least used entry %s", self.max_bytes, path)
             if _remove(path):
                 total -= size
 
