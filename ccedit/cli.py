@@ -22,6 +22,15 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an option's default once: the one its help states, else argparse's, unless there is none to show."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if "default" in (action.help or "") or action.default in (None, False, [], argparse.SUPPRESS):
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
 def _add_sampling_options(p: argparse.ArgumentParser) -> None:
     """Options that decide which frames are used and at what size: shared by `edit` and `keyframe`."""
     p.add_argument("--model", help="tiny (built-in random model), a converted CCEdit folder, or a hub id (default: tiny)")
@@ -42,21 +51,22 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     edit = sub.add_parser("edit", help="edit a video with a text prompt (and optionally an edited keyframe)",
-                          formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                          formatter_class=_HelpFormatter)
     edit.add_argument("input", help="video file (mp4, mov, webm, mkv, avi, gif) or folder of frames")
     edit.add_argument("--prompt", required=True, help='target description, e.g. "a watercolor painting"')
     edit.add_argument("-o", "--output", help="output mp4 (default: <input name>.ccedit.mp4 in the current folder)")
     edit.add_argument("--keyframe", metavar="IMAGE", help="edited keyframe whose look is spread over the video")
     edit.add_argument("--keyframe-index", type=int, metavar="K", help="frame the keyframe shows (default: centre frame)")
-    edit.add_argument("--structure", metavar="NAME[,NAME]", help="structure annotators: depth, canny, lineart, softedge, midas, zoe, depth_dpt")
-    edit.add_argument("--steps", type=int, metavar="N", help="denoising steps")
-    edit.add_argument("--seed", type=int, metavar="S", help="random seed (same seed, same output)")
+    edit.add_argument("--structure", metavar="NAME[,NAME]", help="structure annotators: depth, canny, lineart, "
+                      "softedge, midas, zoe, depth_dpt (default: depth; canny for the tiny model)")
+    edit.add_argument("--steps", type=int, metavar="N", help="denoising steps (default: 30; 4 for the tiny model)")
+    edit.add_argument("--seed", type=int, metavar="S", help="random seed (same seed, same output) (default: 0)")
     edit.add_argument("--side-by-side", action="store_true", help="also write source | structure | result")
     _add_sampling_options(edit)
     edit.set_defaults(func=cmd_edit)
 
     key = sub.add_parser("keyframe", help="write the frame an edit will use, for editing in another program",
-                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                         formatter_class=_HelpFormatter)
     key.add_argument("input", help="video file or folder of frames")
     key.add_argument("--index", type=int, metavar="K", help="frame index within the edit's frames (default: centre frame)")
     key.add_argument("-o", "--output", help="output image (default: <input name>.keyframe<K>.png)")
@@ -64,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     key.set_defaults(func=cmd_keyframe)
 
     conv = sub.add_parser("convert", help="turn a released CCEdit checkpoint into a ccedit model folder",
-                          formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                          formatter_class=_HelpFormatter)
     conv.add_argument("checkpoint", help="a CCEdit .ckpt, or a safetensors state dict in CCEdit's key names")
     conv.add_argument("--out", required=True, help="model folder to write")
     conv.add_argument("--geometry", help="geometry JSON for a state dict that is not SD-1.5 sized (e.g. the tiny fixtures)")
@@ -77,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     env = sub.add_parser("env", help="print versions and devices, for bug reports")
     env.set_defaults(func=cmd_env)
+    for subcommand in sub.choices.values():
+        # Also after the subcommand; SUPPRESS keeps a `-v` given before it from being reset to False.
+        subcommand.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                                help="more log output")
     return parser
 
 

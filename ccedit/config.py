@@ -9,9 +9,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from .config_checks import check_annotator_names, check_numbers, reject_resolvers
 from .errors import UserError
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -37,6 +39,7 @@ class StructureConfig:
     # One ControlNet per annotator: null = the model folder's own `controlnet`; else a path or hub id.
     controlnets: list[str | None] = field(default_factory=list)
     cache_dir: str | None = "~/.cache/ccedit/structure"  # null: no cache
+    cache_max_gb: float | None = 10.0  # least recently used entries go beyond this size; null: unbounded
     options: dict[str, Any] = field(default_factory=dict)  # per annotator name: constructor options
 
 
@@ -107,6 +110,8 @@ def load_edit_config(
             user_files.append(OmegaConf.load(f))
         flags = OmegaConf.create(overrides or {})
         cli = OmegaConf.from_dotlist(list(dotlist))
+        for layer, source in (*zip(user_files, map(str, files)), (flags, "a flag"), (cli, "a KEY=VALUE setting")):
+            reject_resolvers(OmegaConf.to_container(layer, resolve=False), source)
         # The model's defaults come before the user's files, but which model it is may be set anywhere.
         chosen = model
         for layer in (*user_files, flags, cli):
@@ -120,11 +125,38 @@ def load_edit_config(
         key = getattr(e, "full_key", None)
         where = f" `{key}`" if key else ""
         raise UserError(f"invalid setting{where}: {str(e).splitlines()[0]} (see configs/edit/default.yaml)") from None
+    except yaml.YAMLError as e:
+        raise UserError(yaml_error_line(e, dotlist)) from None
+    except UnicodeDecodeError:
+        raise UserError(f"a config file is not UTF-8 text: check the --config files {', '.join(map(str, files))}") from None
     validate(config)
     return config
 
 
+def yaml_error_line(error: yaml.YAMLError, dotlist: list[str] = ()) -> str:
+    """One line for a YAML syntax error: where (the file and line, or the `key=value` setting) and what."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    if mark is not None and not mark.name.startswith("<"):
+        where = f"config file {mark.name}, line {mark.line + 1}, column {mark.column + 1}"
+    else:
+        # OmegaConf parses every value of the dotlist as YAML without naming it: find the one that fails.
+        bad = [d for d in dotlist if not _is_yaml(d.partition("=")[2])]
+        where = f"the setting {bad[0]!r}" if bad else "a KEY=VALUE setting"
+    return f"invalid YAML in {where}: {problem}; check brackets, quotes and indentation"
+
+
+def _is_yaml(text: str) -> bool:
+    try:
+        yaml.safe_load(text)
+    except yaml.YAMLError:
+        return False
+    return True
+
+
 def validate(config: EditConfig) -> None:
+    check_numbers(config)
+    check_annotator_names(config)
     s, v = config.sampling, config.video
     if s.prior not in ("auto", "none", "keyframe", "video"):
         raise UserError(f"sampling.prior must be auto, none, keyframe or video, got {s.prior!r}")
@@ -134,6 +166,8 @@ def validate(config: EditConfig) -> None:
         raise UserError(f"--frames must be at least 1, got {v.num_frames}")
     if s.num_inference_steps < 1:
         raise UserError(f"--steps must be at least 1, got {s.num_inference_steps}")
+    if config.structure.cache_max_gb is not None and not config.structure.cache_max_gb >= 0:
+        raise UserError(f"structure.cache_max_gb must be 0 or more (null: unbounded), got {config.structure.cache_max_gb}")
     if not config.structure.annotators:
         raise UserError("structure.annotators is empty: name at least one, e.g. --structure depth")
     if len(config.structure.scales) not in (1, len(config.structure.annotators)):

@@ -119,12 +119,14 @@ def build_annotators(cfg: EditConfig, device: torch.device):
     return annotators
 
 
-def compute_structure(frames: np.ndarray, annotators, cache_dir: str | None) -> list[torch.Tensor]:
+def compute_structure(
+    frames: np.ndarray, annotators, cache_dir: str | None, cache_max_gb: float | None = None
+) -> list[torch.Tensor]:
     from .annotators import StructureCache
 
     if cache_dir is None:
         return [a(frames) for a in annotators]
-    cache = StructureCache(cache_dir)
+    cache = StructureCache(cache_dir, max_bytes=None if cache_max_gb is None else int(cache_max_gb * 1e9))
     return [cache.get_or_compute(frames, a) for a in annotators]
 
 
@@ -147,7 +149,7 @@ def run_edit(
     extras = selected_extras(output, cfg)
     check_edit_destination(input_path, output, cfg, overwrite=overwrite)
     if output.suffix.lower() not in (".mp4", ".mov"):
-        raise UserError(f"output {output} must end in .mp4 (add --gif for a GIF as well)")
+        raise UserError(f"output {output} must end in .mp4 (add output.gif=true for a GIF as well)")
 
     # 1. Frames at the working size, and the keyframe.
     prepared = prepare_clip(input_path, cfg)
@@ -179,7 +181,8 @@ def run_edit(
     if cfg.model.vae_slicing:
         pipe.enable_vae_slicing()
     t0 = time.perf_counter()
-    maps = compute_structure(prepared.frames, build_annotators(cfg, device), cfg.structure.cache_dir)
+    maps = compute_structure(prepared.frames, build_annotators(cfg, device), cfg.structure.cache_dir,
+                             cfg.structure.cache_max_gb)
     structure_seconds = time.perf_counter() - t0
 
     # 3. Sample.

@@ -1,5 +1,11 @@
 """Errors that reach the user as one line, without a traceback."""
 
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
 
 class UserError(Exception):
     """Bad input from the user: the CLI prints `str(error)` on one line and exits with code 2.
@@ -14,3 +20,57 @@ class ModelNotFoundError(UserError):
 
 class InvalidInputError(UserError, ValueError):
     """An argument of a public call is out of its range or shape; the message names it and what it expects."""
+
+
+# Files a model component may keep its weights in: safetensors, or a pickle (torch.save) under its usual names.
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
+
+
+def unreadable_weights(what: str, location: str | os.PathLike, error: BaseException) -> UserError:
+    """The one-line error for weights that exist but cannot be loaded: damaged, not weights, or a pickle that
+    would run code (which weights-only loading refuses). Names the component and its weight file(s).
+
+    Args:
+        what (`str`): The component ("text encoder").
+        location (`str` or `os.PathLike`): The weight file, or the component's folder (its weight files are named).
+        error (`BaseException`): What the loader raised.
+    """
+    is_pickle_refused = isinstance(error, pickle.UnpicklingError)
+    suffixes = PICKLE_SUFFIXES if is_pickle_refused else WEIGHT_SUFFIXES
+    location = Path(location)
+    if location.is_dir():
+        files = sorted(p.name for p in location.iterdir() if p.suffix in suffixes)
+        named = f"{location / files[0]}" if len(files) == 1 else f"the weights in {location} ({', '.join(files) or 'none'})"
+    else:
+        named = str(location)
+    if is_pickle_refused:
+        reason = "not a plain pickle of tensors: damaged, or it would run code when loaded, which is refused"
+    else:
+        text = str(error).strip().splitlines()
+        reason = text[0][:160] if text else type(error).__name__
+    return UserError(f"cannot load the {what}: {named} is unreadable ({reason}); replace it with a safetensors file")
+
+
+def is_unreadable_weights(error: BaseException) -> bool:
+    """Whether a loader's exception means its weight file is damaged, not weights, or a refused pickle.
+
+    Out-of-memory and device errors are `RuntimeError`s too, but say nothing about the file: they are not matched.
+    """
+    from safetensors import SafetensorError
+
+    if isinstance(error, (pickle.UnpicklingError, SafetensorError, EOFError)):
+        return True
+    # torch reports a damaged archive or mismatched tensors as a plain RuntimeError; its subclasses (out of memory,
+    # not implemented) are about the machine or the code.
+    return type(error) is RuntimeError and not is_out_of_memory(error) and "cuda" not in str(error).lower()
+
+
+# How allocators word it: Python/numpy, C++ (decord), ffmpeg's ENOMEM, OpenCV, torch.
+_OUT_OF_MEMORY_WORDS = ("out of memory", "cannot allocate memory", "bad_alloc", "unable to allocate", "failed to allocate")
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """Whether an exception reports that memory ran out, whatever library raised it."""
+    text = str(error).lower()
+    return isinstance(error, MemoryError) or any(words in text for words in _OUT_OF_MEMORY_WORDS)

@@ -9,6 +9,15 @@ Entries are safetensors files at `<root>/<annotator name>/<key>.safetensors`, wh
 Maps are stored as float16 (error below 2.5e-4 on `[0, 1]`, against 2e-3 for 8-bit quantisation), with a single
 channel when the three channels are equal, which is the case for every built-in annotator. `get_or_compute`
 returns the float16-rounded maps on a miss as well, so a run gives the same result with a cold or a warm cache.
+
+The cache can only cost time, never correctness or the run:
+- each entry records a SHA-256 of its map bytes, and a read checks it, the dtype, the shape and that every value is
+  finite and in `[0, 1]`; an entry failing any check (or one that is not a file) is ignored with a warning and
+  recomputed;
+- any I/O error (a read-only or full disk) is a warning, and the maps are computed as without a cache;
+- with `max_bytes`, the least recently used entries (by modification time, refreshed on every hit) are deleted
+  after each write until the cache fits;
+- temporaries that a killed run left behind (`.<key>.tmp-*.safetensors`, older than an hour) are deleted then too.
 """
 
 from __future__ import annotations
@@ -17,19 +26,28 @@ import hashlib
 import json
 import logging
 import os
+import re
+import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
 from ccedit.annotators.base import Annotator, check_frames
-from ccedit.io.atomic import atomic_path
 
 logger = logging.getLogger(__name__)
 
-CACHE_FORMAT_VERSION = "1"
+# "2": entries carry the checksum of their maps; older entries are recomputed.
+CACHE_FORMAT_VERSION = "2"
+STORED_DTYPE = torch.float16
+ENTRY_SUFFIX = ".safetensors"
+# The cache writes an entry as `.<key>.tmp-<random>.safetensors` and renames it into place; a file of that name is
+# a leftover of a killed run once it is older than any write could take.
+_TEMPORARY_NAME = re.compile(r"^\.[0-9a-f]{64}\.tmp-[A-Za-z0-9_]+\.safetensors$")
+STALE_TEMPORARY_SECONDS = 3600
 
 
 class StructureCache:
@@ -37,6 +55,9 @@ class StructureCache:
 
     Args:
         root (`str` or `os.PathLike`): The cache folder; created on the first write.
+        max_bytes (`int`, *optional*):
+            Keep the entries' total size at most this many bytes by deleting the least recently used ones after
+            each write; unbounded when not given. An entry larger than the limit is not stored.
 
     Example:
 
@@ -52,8 +73,11 @@ class StructureCache:
     ```
     """
 
-    def __init__(self, root: str | os.PathLike):
+    def __init__(self, root: str | os.PathLike, max_bytes: int | None = None):
+        if max_bytes is not None and max_bytes < 0:
+            raise ValueError(f"`max_bytes` must be 0 or more, got {max_bytes}")
         self.root = Path(root).expanduser()
+        self.max_bytes = max_bytes
 
     def key(self, frames: np.ndarray, annotator: Annotator) -> str:
         """The hex key of the maps of `frames` under `annotator`."""
@@ -65,7 +89,7 @@ class StructureCache:
     def path(self, frames: np.ndarray, annotator: Annotator) -> Path:
         """Where the maps of `frames` under `annotator` are (or would be) stored."""
         folder = annotator.name or type(annotator).__name__
-        return self.root / folder / f"{self.key(frames, annotator)}.safetensors"
+        return self.root / folder / f"{self.key(frames, annotator)}{ENTRY_SUFFIX}"
 
     def get_or_compute(self, frames: np.ndarray, annotator: Annotator) -> torch.Tensor:
         """Return the cached maps of `frames`, or compute them with `annotator` and store them.
@@ -80,34 +104,136 @@ class StructureCache:
         check_frames(frames)
         path = self.path(frames, annotator)
         expected_shape = (frames.shape[0], 3, *frames.shape[1:3])
-        if path.is_file():
+        if os.path.lexists(path):
             maps = self._read(path, expected_shape)
             if maps is not None:
                 logger.info("structure maps from cache: %s", path)
+                _touch(path)
                 return maps
 
-        maps = annotator(frames).to(torch.float16)
-        stored = maps[:, :1] if bool((maps == maps[:, :1]).all()) else maps
+        maps = annotator(frames).to(STORED_DTYPE)
+        stored = (maps[:, :1] if bool((maps == maps[:, :1]).all()) else maps).contiguous()
         metadata = {
             "format": CACHE_FORMAT_VERSION,
             "annotator": json.dumps(annotator.cache_key(), sort_keys=True, default=str),
             "frames_shape": json.dumps(list(frames.shape)),
+            "sha256": _digest(stored),
         }
-        with atomic_path(path) as tmp:
-            save_file({"maps": stored.contiguous()}, str(tmp), metadata=metadata)
-        logger.info("structure maps cached: %s", path)
+        if self._write(path, stored, metadata):
+            logger.info("structure maps cached: %s", path)
+            self._tidy(keep=path)
         return maps.float()
 
-    @staticmethod
-    def _read(path: Path, expected_shape: tuple[int, ...]) -> torch.Tensor | None:
-        """Load an entry; `None` (and a warning) when it is unreadable or has the wrong shape, so it is recomputed."""
+    def _read(self, path: Path, expected_shape: tuple[int, ...]) -> torch.Tensor | None:
+        """Load and check an entry; `None` (and a warning) when it fails any check, so that it is recomputed."""
+        if not path.is_file():
+            logger.warning("ignoring structure cache entry %s: it is not a file; delete it to free its name", path)
+            return None
         try:
-            maps = load_file(str(path))["maps"]
-        except (OSError, SafetensorError, KeyError) as error:
-            logger.warning("ignoring unreadable structure cache entry %s (%s)", path, error)
+            with safe_open(str(path), framework="pt") as f:
+                metadata = f.metadata() or {}
+                entry = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 - safe_open has no iterator
+        except (OSError, SafetensorError, ValueError, RuntimeError) as error:
+            logger.warning("ignoring unreadable structure cache entry %s (%s); recomputing", path, error)
             return None
-        maps = maps.float().expand(-1, 3, -1, -1)
-        if tuple(maps.shape) != expected_shape:
-            logger.warning("ignoring structure cache entry %s of shape %s", path, tuple(maps.shape))
+        problem = _entry_problem(entry, metadata, expected_shape)
+        if problem is not None:
+            logger.warning("ignoring structure cache entry %s: %s; recomputing", path, problem)
             return None
-        return maps.contiguous()
+        return entry["maps"].float().expand(-1, 3, -1, -1).contiguous()
+
+    def _write(self, path: Path, stored: torch.Tensor, metadata: dict[str, str]) -> bool:
+        """Store an entry atomically; whether it was stored. I/O errors are warnings: the run goes on uncached."""
+        size = stored.numel() * stored.element_size()
+        if self.max_bytes is not None and size > self.max_bytes:
+            logger.info("not caching %s: %d bytes exceed the cache limit of %d", path, size, self.max_bytes)
+            return False
+        tmp = None
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # Hand-written rather than `io.atomic_path`: the cache must know its temporaries' names to clean them.
+            fd, name = tempfile.mkstemp(prefix=f".{path.stem}.tmp-", suffix=ENTRY_SUFFIX, dir=path.parent)
+            os.close(fd)
+            tmp = Path(name)
+            save_file({"maps": stored}, str(tmp), metadata=metadata)
+            os.replace(tmp, path)
+            return True
+        except OSError as error:
+            logger.warning("could not write structure cache entry %s (%s); continuing without caching it", path, error)
+            if tmp is not None:
+                _remove(tmp)
+            return False
+
+    def _tidy(self, keep: Path) -> None:
+        """Delete stale temporaries, then the least recently used entries until the cache fits `max_bytes`."""
+        entries = []
+        now = time.time()
+        try:
+            files = [p for folder in self.root.iterdir() if folder.is_dir() for p in folder.iterdir()]
+        except OSError as error:
+            logger.warning("could not list the structure cache %s (%s)", self.root, error)
+            return
+        for path in files:
+            try:
+                stat = path.lstat()
+            except OSError:
+                continue  # deleted meanwhile, e.g. by a concurrent run
+            if _TEMPORARY_NAME.match(path.name):
+                if now - stat.st_mtime > STALE_TEMPORARY_SECONDS:
+                    logger.info("deleting a temporary left by an interrupted run: %s", path)
+                    _remove(path)
+            elif path.suffix == ENTRY_SUFFIX and path.is_file():
+                entries.append((stat.st_mtime, stat.st_size, path))
+        if self.max_bytes is None:
+            return
+        total = sum(size for _, size, _ in entries)
+        for _, size, path in sorted(entries, key=lambda entry: entry[0]):
+            if total <= self.max_bytes:
+                break
+            if path == keep:
+                continue
+            logger.info("structure cache over %d bytes: deleting the least used entry %s", self.max_bytes, path)
+            if _remove(path):
+                total -= size
+
+
+def _entry_problem(entry: dict[str, torch.Tensor], metadata: dict[str, str], expected_shape: tuple) -> str | None:
+    """What is wrong with a loaded entry, or `None` when it can be trusted."""
+    if metadata.get("format") != CACHE_FORMAT_VERSION:
+        return f"written in cache format {metadata.get('format')!r}, not {CACHE_FORMAT_VERSION!r}"
+    maps = entry.get("maps")
+    if maps is None or set(entry) != {"maps"}:
+        return f"it holds {sorted(entry)} instead of the maps alone"
+    if maps.dtype != STORED_DTYPE:
+        return f"its maps are {maps.dtype}, not {STORED_DTYPE}"
+    frames, _, height, width = expected_shape
+    if maps.ndim != 4 or maps.shape[1] not in (1, 3) or (maps.shape[0], *maps.shape[2:]) != (frames, height, width):
+        return f"its maps have shape {tuple(maps.shape)}, expected ({frames}, 1 or 3, {height}, {width})"
+    if _digest(maps) != metadata.get("sha256"):
+        return "its checksum does not match (the file was altered or damaged)"
+    if not bool(torch.isfinite(maps).all()) or float(maps.min()) < 0.0 or float(maps.max()) > 1.0:
+        return "its values are not all finite and in [0, 1]"
+    return None
+
+
+def _digest(maps: torch.Tensor) -> str:
+    """SHA-256 of the tensor's bytes."""
+    return hashlib.sha256(maps.contiguous().view(torch.uint8).numpy().tobytes()).hexdigest()
+
+
+def _touch(path: Path) -> None:
+    """Mark an entry as just used, for least-recently-used eviction (best effort: a read-only cache still hits)."""
+    try:
+        os.utime(path)
+    except OSError:
+        pass
+
+
+def _remove(path: Path) -> bool:
+    """Delete a file; whether it is gone. Failures are logged, never raised."""
+    try:
+        path.unlink(missing_ok=True)
+        return True
+    except OSError as error:
+        logger.warning("could not delete %s from the structure cache (%s)", path, error)
+        return False

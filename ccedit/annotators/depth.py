@@ -31,7 +31,7 @@ from ccedit.annotators.loading import (
     missing_local_model,
     module_identity,
 )
-from ccedit.errors import UserError
+from ccedit.errors import UserError, is_unreadable_weights, unreadable_weights
 
 logger = logging.getLogger(__name__)
 
@@ -334,11 +334,11 @@ def _load_transformers_depth(model_id: str, with_processor: bool) -> tuple[torch
         raise missing_local_model("depth model", model_id, "config.json", hint)
     local_files_only = is_local or is_offline()
     logger.info("loading depth model %s", model_id)
+    # Never run code shipped in a model folder or hub repository.
+    options = {"local_files_only": local_files_only, "trust_remote_code": False}
     try:
-        model = AutoModelForDepthEstimation.from_pretrained(source, local_files_only=local_files_only)
-        processor = (
-            AutoImageProcessor.from_pretrained(source, local_files_only=local_files_only) if with_processor else None
-        )
+        model = AutoModelForDepthEstimation.from_pretrained(source, **options)
+        processor = AutoImageProcessor.from_pretrained(source, **options) if with_processor else None
     except OSError as error:
         if is_local:
             raise missing_local_model(
@@ -349,6 +349,10 @@ def _load_transformers_depth(model_id: str, with_processor: bool) -> tuple[torch
         # transformers raises ValueError for a config that is not a depth estimation architecture.
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise UserError(f"'{model_id}' is not a transformers depth estimation model: {reason}") from error
+    except Exception as error:
+        if not is_unreadable_weights(error):
+            raise
+        raise unreadable_weights(f"depth model '{model_id}'", source if is_local else ".", error) from None
     return model.eval(), processor
 
 

@@ -16,7 +16,13 @@ import numpy as np
 import torch
 
 from ccedit.annotators.base import Annotator, fit_prediction, pad_to_multiple
-from ccedit.annotators.loading import DEFAULT_ANNOTATOR_REPO, files_fingerprint, module_identity, resolve_files
+from ccedit.annotators.loading import (
+    DEFAULT_ANNOTATOR_REPO,
+    files_fingerprint,
+    module_identity,
+    resolve_files,
+    weights_only_loading,
+)
 from ccedit.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -76,7 +82,8 @@ class DetectorAnnotator(Annotator):
         used = set(used_files or filenames)
         self._weights = files_fingerprint([path for name, path in zip(filenames, paths) if name in used])
         logger.info("loading %s from %s", what, ", ".join(map(str, paths)))
-        self.network = self._build_network(paths).eval()
+        with weights_only_loading(what, paths):
+            self.network = self._build_network(paths).eval()
 
     def _build_network(self, paths: list[Path]) -> torch.nn.Module:
         """The network, built by controlnet-aux from the weight files at `paths` (in `filenames` order)."""

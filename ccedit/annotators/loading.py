@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ccedit.errors import ModelNotFoundError
+from ccedit.errors import ModelNotFoundError, is_unreadable_weights, unreadable_weights
 
 logger = logging.getLogger(__name__)
 
@@ -133,3 +136,35 @@ def module_identity(module: torch.nn.Module) -> str:
     config = getattr(module, "config", None)
     name_or_path = getattr(module, "name_or_path", None) or getattr(config, "_name_or_path", None)
     return name_or_path or f"<{type(module).__name__}>"
+
+
+@contextlib.contextmanager
+def weights_only_loading(what: str, paths: list[Path]) -> Iterator[None]:
+    """Inside this block every `torch.load` is weights-only, whatever its caller asks; refused or damaged files
+    become one-line errors naming them.
+
+    controlnet-aux builds its detectors with plain `torch.load(path)`, which unpickles anything (and so runs code
+    from the file) on torch versions whose default is not weights-only, or wherever a caller passes
+    `weights_only=False`. Its loaders cannot be told otherwise, so `torch.load` itself is wrapped while they run.
+
+    Args:
+        what (`str`): What the files are ("lineart weights"), for errors.
+        paths (`list[Path]`): The files being loaded, for errors.
+    """
+    original = torch.load
+
+    @functools.wraps(original)
+    def load_weights_only(*args, **kwargs):
+        kwargs["weights_only"] = True
+        return original(*args, **kwargs)
+
+    torch.load = load_weights_only
+    try:
+        yield
+    except Exception as error:
+        if not is_unreadable_weights(error):
+            raise
+        location = paths[0] if len(paths) == 1 else paths[0].parent
+        raise unreadable_weights(what, location, error) from None
+    finally:
+        torch.load = original

@@ -17,7 +17,7 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """Read an image file as RGB pixels.
 
-    Alpha is dropped and grey or palette images are expanded to three channels. An EXIF orientation tag is
+    Alpha is dropped, grey or palette images are expanded to three channels and 16-bit images are scaled to 8 bits. An EXIF orientation tag is
     applied, so a photo taken in portrait comes back in portrait.
 
     Args:
@@ -42,11 +42,25 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
             image = ImageOps.exif_transpose(image)
             # `load` runs inside the try: a truncated file opens fine and only fails when decoded.
             image.load()
+            if image.mode in SIXTEEN_BIT_GREY_MODES:
+                return _sixteen_bit_grey_to_rgb(image)
             rgb = image.convert("RGB")
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
         reason = _first_line(error)
         raise UserError(f"image {path} could not be decoded ({reason}): is it a complete image file?") from error
     return np.asarray(rgb, dtype=np.uint8).copy()
+
+
+# Pillow's modes for 16-bit greyscale (and "I", 32-bit integers, which older Pillows use for 16-bit PNGs). 16-bit
+# colour PNGs need nothing: Pillow opens them as 8-bit RGB(A), keeping the high byte of each sample.
+SIXTEEN_BIT_GREY_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def _sixteen_bit_grey_to_rgb(image: Image.Image) -> np.ndarray:
+    """0..65535 greys -> uint8 RGB, scaled; `convert("RGB")` would clip every value above 255 to white."""
+    values = np.asarray(image).astype(np.float64)  # (H, W); I;16B arrives big-endian
+    grey = np.clip(np.round(values / 257.0), 0, 255).astype(np.uint8)
+    return np.repeat(grey[..., None], 3, axis=-1)
 
 
 def write_image(path: str | os.PathLike, image: np.ndarray) -> Path:

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageSequence
 
-from ccedit.errors import UserError
+from ccedit.errors import UserError, is_out_of_memory
+from ccedit.io.frame_times import frames_nearest, variable_rate
 from ccedit.io.image import IMAGE_EXTENSIONS, _first_line, read_image
 
 logger = logging.getLogger(__name__)
@@ -133,7 +134,8 @@ def read_video(
     elif max_frames is not None:
         indices = indices[:max_frames]
 
-    # 2. Decode only those frames.
+    # 2. Decode only those frames (for a variable-rate clip, the frames shown at those grid positions' times).
+    indices = source.frames_at(indices)
     frames = source.read(indices)
     return VideoClip(
         frames=frames,
@@ -171,6 +173,14 @@ class _Source:
 
     def read(self, indices: list[int]) -> np.ndarray:
         raise NotImplementedError
+
+    # Start time in seconds of each frame, set only when the clip's frame rate varies.
+    times: np.ndarray | None = None
+
+    def frames_at(self, indices: list[int]) -> list[int]:
+        """The frames for positions `indices` of a constant-rate grid at `fps`: the same for a constant-rate clip,
+        the frames nearest those times for a variable-rate one (`frame_times`)."""
+        return indices if self.times is None else frames_nearest(self.times, self.fps, indices)
 
 
 def _open_source(path: Path, folder_fps: float) -> _Source:
@@ -213,6 +223,15 @@ class _DecordSource(_Source):
             fps = _DEFAULT_FPS
         self.fps = fps
         self._size: tuple[int, int] | None = None
+        # The container's timestamps reveal a variable frame rate, which the declared average rate hides.
+        try:
+            stamps = np.asarray(self._reader.get_frame_timestamp(list(range(self.num_frames))), dtype=np.float64)
+        except Exception as error:  # a container without usable timestamps: keep the declared rate
+            logger.info("%s: no frame timestamps (%s); assuming a constant frame rate", path, _first_line(error))
+        else:
+            variable_fps = variable_rate(path, stamps[:, 0], float(stamps[-1, 1]))
+            if variable_fps is not None:
+                self.fps, self.times = variable_fps, stamps[:, 0]
 
     @property
     def size(self) -> tuple[int, int]:
@@ -229,7 +248,7 @@ class _DecordSource(_Source):
         try:
             frames = self._reader.get_batch(indices).asnumpy()
         except Exception as error:
-            raise _undecodable(self.path, error) from error
+            raise _undecodable(self.path, error, len(indices)) from error
         return np.ascontiguousarray(frames, dtype=np.uint8)
 
 
@@ -250,6 +269,10 @@ class _GifSource(_Source):
         # GIF delays are whole centiseconds, so writers alternate e.g. 120 and 130 ms for 8 fps; the mean is exact.
         mean_ms = float(np.mean(durations))
         self.fps = 1000.0 / mean_ms if mean_ms > 0 else _DEFAULT_FPS
+        starts = np.cumsum([0, *durations[:-1]], dtype=np.float64) / 1000.0
+        variable_fps = variable_rate(path, starts, float(np.sum(durations)) / 1000.0)
+        if variable_fps is not None:
+            self.fps, self.times = variable_fps, starts
 
     def read(self, indices: list[int]) -> np.ndarray:
         wanted, last = set(indices), max(indices)
@@ -263,7 +286,7 @@ class _GifSource(_Source):
                     if i >= last:
                         break
         except Exception as error:
-            raise _undecodable(self.path, error) from error
+            raise _undecodable(self.path, error, len(indices)) from error
         return np.stack([frames[i] for i in indices])
 
 
@@ -306,9 +329,15 @@ def _natural_key(path: Path) -> list:
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", path.name)]
 
 
-def _undecodable(path: Path, error: BaseException) -> UserError:
+def _undecodable(path: Path, error: BaseException, num_frames: int | None = None) -> UserError:
     """The one-line error for a file the decoder rejects, with decord's log prefixes removed from its reason."""
     reason = _first_line(_DECORD_LOG_PREFIX.sub("", str(error)).strip() or type(error).__name__)
+    if is_out_of_memory(error):
+        frames = f"{num_frames} frames of " if num_frames else ""
+        return UserError(
+            f"out of memory decoding {frames}{path} ({reason}): ask for fewer frames with --frames or a lower --fps, "
+            "or downscale the video first"
+        )
     return UserError(
         f"{path} could not be decoded ({reason}): the file is corrupt, truncated or not a video; "
         f"re-encode it, e.g. ffmpeg -i <input> -c:v libx264 -pix_fmt yuv420p out.mp4"

@@ -10,7 +10,7 @@ import torch
 from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from ..errors import ModelNotFoundError
+from ..errors import ModelNotFoundError, is_unreadable_weights, unreadable_weights
 from ..models import AppearanceEncoder, CCEditTemporalAdapter
 from ..schedulers import build_scheduler
 from .pipeline_ccedit import CCEditPipeline
@@ -48,7 +48,7 @@ def load_tokenizer(reference: str, what: str = "tokenizer") -> CLIPTokenizer:
         folder = folder / "tokenizer"
     if not any((folder / f).is_file() for f in TOKENIZER_FILES):
         raise ModelNotFoundError(f"{folder} holds no tokenizer ({' or '.join(TOKENIZER_FILES)} missing)")
-    return CLIPTokenizer.from_pretrained(str(folder))
+    return CLIPTokenizer.from_pretrained(str(folder), trust_remote_code=False)
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
@@ -98,6 +98,10 @@ def _load(cls, path: str, subfolder: str | None, what: str, **kwargs):
         where = f"{path}/{subfolder}" if subfolder else path
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ModelNotFoundError(f"cannot load the {what} from {where} ({reason}); {HOW_TO_GET}") from None
+    except Exception as e:
+        if not is_unreadable_weights(e):
+            raise
+        raise unreadable_weights(what, Path(path) / (subfolder or ""), e) from None
 
 
 def load_pipeline(
@@ -140,7 +144,9 @@ def load_pipeline(
     unet = _load(UNet2DConditionModel, path, "unet", "base UNet", **kwargs)
     temporal = _load(CCEditTemporalAdapter, path, "temporal", "temporal layers", **kwargs)
     vae = _load(AutoencoderKL, path, "vae", "VAE", **kwargs)
-    text_encoder = _load(CLIPTextModel, path, "text_encoder", "text encoder", dtype=dtype_)
+    # transformers classes take `trust_remote_code`: never run code shipped in a model folder. (diffusers' model
+    # classes have no such option; they only ever build their own class.)
+    text_encoder = _load(CLIPTextModel, path, "text_encoder", "text encoder", dtype=dtype_, trust_remote_code=False)
     has_appearance = (folder / "appearance").is_dir()
     appearance = _load(AppearanceEncoder, path, "appearance", "appearance encoder", **kwargs) if has_appearance else None
     nets = [

@@ -107,3 +107,174 @@ def test_failed_annotator_leaves_no_entry(tmp_path, clip):
 def test_bad_frames_are_rejected(tmp_path):
     with pytest.raises(ValueError, match="uint8"):
         StructureCache(tmp_path).get_or_compute(np.zeros((1, 8, 8, 3), np.float32), CountingAnnotator())
+
+
+# A cache that cannot hurt: damaged entries are recomputed, I/O failures only cost time, the size stays bounded.
+
+
+def _cold(tmp_path, clip):
+    """The maps of a run with an empty cache."""
+    return StructureCache(tmp_path / "cold").get_or_compute(clip, CountingAnnotator())
+
+
+def _rewrite(path, maps, **metadata_changes):
+    """Replace an entry's maps, with a checksum that matches them (so only the other checks can reject it)."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from ccedit.annotators.cache import _digest
+
+    with safe_open(str(path), framework="pt") as f:
+        metadata = f.metadata()
+    save_file({"maps": maps.contiguous()}, str(path), metadata={**metadata, "sha256": _digest(maps), **metadata_changes})
+
+
+def _flip_bytes(path):
+    data = bytearray(path.read_bytes())
+    for offset in (-1, -100, -1000):  # in the tensor data, which sits after the header
+        data[offset] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def _with_nan(path):
+    from safetensors.torch import load_file
+
+    maps = load_file(str(path))["maps"].clone()
+    maps[0, 0, 0, 0] = float("nan")
+    _rewrite(path, maps)
+
+
+def _four_channels(path):
+    from safetensors.torch import load_file
+
+    maps = load_file(str(path))["maps"]
+    _rewrite(path, torch.cat([maps, maps[:, :1]], dim=1))
+
+
+def _wrong_frames(path):
+    from safetensors.torch import load_file
+
+    _rewrite(path, load_file(str(path))["maps"][:2])
+
+
+def _out_of_range(path):
+    from safetensors.torch import load_file
+
+    _rewrite(path, load_file(str(path))["maps"] * 2 + 0.5)
+
+
+def _float32(path):
+    from safetensors.torch import load_file
+
+    _rewrite(path, load_file(str(path))["maps"].float())
+
+
+def _truncated(path):
+    path.write_bytes(path.read_bytes()[:-10])
+
+
+@pytest.mark.parametrize(
+    "damage", [_flip_bytes, _with_nan, _four_channels, _wrong_frames, _out_of_range, _float32, _truncated]
+)
+def test_a_damaged_entry_is_recomputed_and_matches_a_cold_run(tmp_path, clip, damage, caplog):
+    cache, annotator = StructureCache(tmp_path / "warm"), CountingAnnotator()
+    cache.get_or_compute(clip, annotator)
+    damage(cache.path(clip, annotator))
+
+    maps = cache.get_or_compute(clip, annotator)
+    assert annotator.calls == 2
+    assert torch.equal(maps, _cold(tmp_path, clip))
+    assert "ignoring" in caplog.text and "structure cache entry" in caplog.text
+    # The recomputed entry replaced the damaged one.
+    assert torch.equal(cache.get_or_compute(clip, annotator), maps) and annotator.calls == 2
+
+
+def test_an_entry_that_is_a_folder_is_ignored_and_the_run_goes_on(tmp_path, clip, caplog):
+    cache, annotator = StructureCache(tmp_path / "warm"), CountingAnnotator()
+    cache.path(clip, annotator).mkdir(parents=True)
+    maps = cache.get_or_compute(clip, annotator)
+    assert torch.equal(maps, _cold(tmp_path, clip))
+    assert "not a file" in caplog.text and "could not write" in caplog.text
+
+
+def test_a_cache_that_cannot_be_written_is_a_warning(tmp_path, clip, caplog):
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("x")
+    maps = StructureCache(not_a_folder / "cache").get_or_compute(clip, CountingAnnotator())
+    assert torch.equal(maps, _cold(tmp_path, clip))
+    assert "could not write structure cache entry" in caplog.text
+
+
+def test_a_full_disk_is_a_warning_and_leaves_no_temporary(tmp_path, clip, caplog, monkeypatch):
+    import errno
+
+    import ccedit.annotators.cache as cache_module
+
+    def full_disk(tensors, filename, metadata=None):
+        with open(filename, "wb") as f:
+            f.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(cache_module, "save_file", full_disk)
+    cache = StructureCache(tmp_path / "warm")
+    maps = cache.get_or_compute(clip, CountingAnnotator())
+    assert torch.equal(maps, _cold(tmp_path, clip))
+    assert "No space left on device" in caplog.text
+    assert not [p for p in (tmp_path / "warm").rglob("*") if p.is_file()]
+
+
+def test_an_unreadable_entry_is_a_warning(tmp_path, clip, caplog, monkeypatch):
+    import ccedit.annotators.cache as cache_module
+
+    cache, annotator = StructureCache(tmp_path / "warm"), CountingAnnotator()
+    cache.get_or_compute(clip, annotator)
+
+    def unreadable(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(cache_module, "safe_open", unreadable)
+    assert torch.equal(cache.get_or_compute(clip, annotator), _cold(tmp_path, clip))
+    assert "Permission denied" in caplog.text and annotator.calls == 2
+
+
+def test_least_recently_used_entries_are_evicted_beyond_the_limit(tmp_path, clip):
+    import os
+
+    entry_bytes = 3 * 3 * 40 * 56 * 2  # 3 frames, 3 channels, float16
+    cache = StructureCache(tmp_path, max_bytes=2 * entry_bytes + 1000)  # two entries and their headers
+    a, b, c = CountingAnnotator(0.9), CountingAnnotator(0.8), CountingAnnotator(0.7)
+    cache.get_or_compute(clip, a)
+    cache.get_or_compute(clip, b)
+    # Make the order of use unambiguous whatever the file system's timestamp resolution: b older than a.
+    os.utime(cache.path(clip, b), (1_000, 1_000))
+    os.utime(cache.path(clip, a), (2_000, 2_000))
+    cache.get_or_compute(clip, a)  # a hit refreshes a
+    assert a.calls == 1
+    cache.get_or_compute(clip, c)
+    assert cache.path(clip, a).is_file() and cache.path(clip, c).is_file()
+    assert not cache.path(clip, b).exists()
+    assert sum(p.stat().st_size for p in tmp_path.rglob("*.safetensors")) <= cache.max_bytes
+
+
+def test_an_entry_larger_than_the_limit_is_not_stored(tmp_path, clip):
+    cache = StructureCache(tmp_path / "small", max_bytes=100)
+    assert torch.equal(cache.get_or_compute(clip, CountingAnnotator()), _cold(tmp_path, clip))
+    assert not list((tmp_path / "small").rglob("*.safetensors"))
+
+
+def test_stale_temporaries_of_killed_runs_are_deleted(tmp_path, clip):
+    import os
+
+    cache, annotator = StructureCache(tmp_path), CountingAnnotator()
+    folder = cache.path(clip, annotator).parent
+    folder.mkdir(parents=True)
+    stale = folder / f".{'a' * 64}.tmp-k1ll3d_.safetensors"
+    fresh = folder / f".{'b' * 64}.tmp-wr1t1ng.safetensors"  # a concurrent run writing right now
+    unrelated = folder / ".notes.tmp-x.safetensors"  # not a name the cache gives
+    for path in (stale, fresh, unrelated):
+        path.write_bytes(b"partial")
+    os.utime(stale, (1_000, 1_000))
+    os.utime(unrelated, (1_000, 1_000))
+    cache.get_or_compute(clip, annotator)
+    assert not stale.exists()
+    assert fresh.exists() and unrelated.exists()

@@ -71,3 +71,47 @@ def test_write_rejects_bad_input_and_leaves_nothing(tmp_path, pixels):
     with pytest.raises(ValueError, match="uint8"):
         write_image(tmp_path / "key.png", pixels.astype(np.float32))
     assert list(tmp_path.iterdir()) == []
+
+
+def _sixteen_bit(height=24, width=40):
+    """A 16-bit ramp over the full 0..65535 range and its exact 8-bit scaling."""
+    ramp = np.linspace(0, 65535, height * width).reshape(height, width).round().astype(np.uint16)
+    return ramp, np.round(ramp / 257.0).astype(np.uint8)
+
+
+def test_sixteen_bit_grey_png_is_scaled_not_clipped(tmp_path):
+    import cv2
+
+    ramp, expected = _sixteen_bit()
+    path = tmp_path / "grey16.png"
+    assert cv2.imwrite(str(path), ramp)
+    assert Image.open(path).mode.startswith("I")  # really a 16-bit file
+    back = read_image(path)
+    assert back.dtype == np.uint8 and back.shape == (24, 40, 3)
+    np.testing.assert_array_equal(back, np.repeat(expected[..., None], 3, axis=-1))
+
+
+@pytest.mark.parametrize("alpha", [False, True])
+def test_sixteen_bit_colour_png_is_scaled(tmp_path, alpha):
+    import cv2
+
+    ramp, expected = _sixteen_bit()
+    rgb = np.stack([ramp, ramp[::-1], np.full_like(ramp, 65535 // 3)], axis=-1)
+    bgr = rgb[..., ::-1]
+    if alpha:
+        bgr = np.concatenate([bgr, np.full_like(ramp, 65535)[..., None]], axis=-1)
+    path = tmp_path / "colour16.png"
+    assert cv2.imwrite(str(path), np.ascontiguousarray(bgr))
+    back = read_image(path).astype(int)
+    exact = np.stack([expected, expected[::-1], np.full_like(expected, round(65535 // 3 / 257))], axis=-1)
+    assert np.abs(back - exact).max() <= 1  # the high byte of each sample: at most one level below rounding
+
+
+def test_palette_png_keeps_its_colours(tmp_path):
+    colours = np.array([[255, 0, 0], [0, 128, 255], [20, 200, 40], [250, 250, 250]], dtype=np.uint8)
+    indices = np.random.default_rng(1).integers(0, len(colours), size=(24, 40)).astype(np.uint8)
+    image = Image.fromarray(indices, mode="P")
+    image.putpalette(colours.flatten().tolist())
+    image.info["transparency"] = 3  # a transparent palette entry keeps its colour once alpha is dropped
+    image.save(tmp_path / "palette.png", transparency=3)
+    np.testing.assert_array_equal(read_image(tmp_path / "palette.png"), colours[indices])

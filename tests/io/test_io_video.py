@@ -226,3 +226,90 @@ def test_other_containers(tmp_path, suffix, codec):
     clip = read_video(path, fps=3)
     assert clip.frames.shape == (3, 64, 96, 3) and clip.indices == [0, 2, 4]
     assert clip.fps == pytest.approx(3.0)
+
+
+# Variable frame rate: frames are taken by their timestamps, so that motion keeps its speed, with a warning.
+
+# 10 frames 0.1 s apart, then 10 frames 0.5 s apart.
+VFR_STARTS = np.array([0.1 * i for i in range(10)] + [1.0 + 0.5 * i for i in range(10)])
+
+
+def _assert_taken_by_time(clip, starts, caplog):
+    assert "variable frame rate" in caplog.text and "--fps" in caplog.text
+    assert clip.num_frames == len(clip.indices) == clip.frames.shape[0]
+    shown_at = np.asarray(starts)[clip.indices]
+    wanted_at = np.arange(clip.num_frames) / clip.fps
+    # The frame nearest each time of the constant-rate output: never further than half the longest gap.
+    assert np.abs(shown_at - wanted_at).max() <= 0.25 + 1e-6
+    assert np.all(np.diff(clip.indices) >= 0)
+    assert len(set(clip.indices)) < clip.num_frames  # the slow stretch repeats frames
+    assert set(range(10)) - set(clip.indices)  # the fast stretch is thinned
+
+
+def test_variable_frame_rate_video_is_read_by_timestamps(tmp_path, caplog):
+    import subprocess
+
+    path = tmp_path / "vfr.mp4"
+    pts = "if(lt(N,10),N*0.1,1+(N-10)*0.5)/TB"
+    command = [
+        imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "lavfi",
+        "-i", "testsrc=size=64x48:rate=10:duration=2", "-vf", f"setpts='{pts}'", "-fps_mode", "passthrough",
+        "-c:v", "libx264", "-pix_fmt", "yuv420p", str(path),
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.skip(f"the bundled ffmpeg cannot write a variable-rate mp4: {result.stderr.strip()[-200:]}")
+    with caplog.at_level(logging.WARNING):
+        clip = read_video(path)
+    _assert_taken_by_time(clip, VFR_STARTS, caplog)
+    assert clip.source_fps == clip.fps == pytest.approx(20 / 5.6, rel=0.05)  # frames over the clip's duration
+    assert video_info(path)[1] == pytest.approx(clip.fps)
+
+    slower = read_video(path, fps=1)
+    assert np.abs(VFR_STARTS[slower.indices] - np.arange(slower.num_frames) / slower.fps).max() <= 0.25 + 1e-6
+
+
+def test_variable_frame_rate_gif_is_read_by_timestamps(tmp_path, caplog):
+    path = tmp_path / "vfr.gif"
+    colours = [Image.new("RGB", (16, 16), (12 * i, 255 - 12 * i, (40 * i) % 256)) for i in range(20)]
+    durations = [100] * 10 + [500] * 10
+    colours[0].save(path, save_all=True, append_images=colours[1:], duration=durations, loop=0)
+    with caplog.at_level(logging.WARNING):
+        clip = read_video(path)
+    _assert_taken_by_time(clip, VFR_STARTS, caplog)
+
+
+def test_constant_rate_clips_keep_their_frames(caplog):
+    with caplog.at_level(logging.WARNING):
+        clip = read_video(require(VIDEOS / "car-turn.mp4"), num_frames=12)
+    assert clip.indices == list(range(12)) and clip.fps == 10.0
+    assert "variable frame rate" not in caplog.text
+
+
+def test_sixteen_bit_frame_folder_is_scaled_not_clipped(tmp_path):
+    import cv2
+
+    ramp = np.linspace(0, 65535, 32 * 48).reshape(32, 48).round().astype(np.uint16)
+    for i in range(3):
+        assert cv2.imwrite(str(tmp_path / f"{i}.png"), ramp // (i + 1))
+    clip = read_video(tmp_path)
+    for i in range(3):
+        expected = np.round((ramp // (i + 1)) / 257.0).astype(np.uint8)
+        np.testing.assert_array_equal(clip.frames[i], np.repeat(expected[..., None], 3, axis=-1))
+
+
+@pytest.mark.parametrize(
+    "error", [MemoryError("Unable to allocate 8.4 GiB"), RuntimeError("[12:00:00] src/video_reader.cc:1: std::bad_alloc")]
+)
+def test_out_of_memory_while_decoding_is_reported_as_such(monkeypatch, error):
+    import decord
+
+    def runs_out_of_memory(self, indices):
+        raise error
+
+    monkeypatch.setattr(decord.VideoReader, "get_batch", runs_out_of_memory)
+    path = require(VIDEOS / "kitten.mp4")
+    with pytest.raises(UserError, match="out of memory decoding 4 frames of") as info:
+        read_video(path, num_frames=4)
+    _assert_one_line_naming(info, "kitten.mp4")
+    assert "corrupt" not in str(info.value) and "--frames" in str(info.value)

@@ -1,0 +1,120 @@
+"""Checks of edit settings that need no model: numbers in range, and user layers that run no resolvers.
+
+Kept apart from `config.py`'s merge so that every bound lives in one table. The bounds are where a value stops
+being a setting and becomes a mistake (a typo, `inf`, a size no machine can decode), not tuning advice.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import fields, is_dataclass
+from typing import Any
+
+from .errors import UserError
+
+# The flag that sets a key, so that messages name what the user typed.
+FLAGS = {
+    "video.num_frames": "--frames",
+    "video.fps": "--fps",
+    "video.start": "--start",
+    "video.height": "--height",
+    "video.width": "--width",
+    "sampling.num_inference_steps": "--steps",
+    "sampling.seed": "--seed",
+}
+
+MAX_SIDE = 8192  # pixels: 16 times SD-1.5's native 512
+MAX_FRAMES = 100_000  # about an hour at 30 fps
+MAX_STEPS = 1000  # the length of the diffusion schedule: more steps than noise levels repeat them
+
+# key: (lowest, highest, what the value is); None leaves a side open. Unset (null) values are not checked.
+BOUNDS: dict[str, tuple[float | None, float | None, str]] = {
+    "model.num_frames": (1, MAX_FRAMES, "frames in the model's window"),
+    "model.short_side": (64, MAX_SIDE, "pixels"),
+    "video.num_frames": (1, MAX_FRAMES, "frames"),
+    "video.fps": (1e-3, None, "frames per second"),
+    "video.start": (0, None, "seconds"),
+    "video.height": (64, MAX_SIDE, "pixels"),
+    "video.width": (64, MAX_SIDE, "pixels"),
+    "video.folder_fps": (1e-3, None, "frames per second"),
+    "sampling.num_inference_steps": (1, MAX_STEPS, "steps"),
+    "sampling.seed": (0, 2**64 - 1, ""),  # what torch.Generator.manual_seed takes
+    "structure.cache_max_gb": (0, None, "GB"),
+}
+
+# `${name:...}` calls a resolver (`oc.env` reads the environment); `${key}` only refers to another setting.
+_RESOLVER_CALL = re.compile(r"(?<!\\)\$\{\s*([A-Za-z_][\w.]*)\s*:")
+
+
+def check_numbers(config: Any) -> None:
+    """Raise a one-line `UserError` for a non-finite float anywhere in `config`, or a value outside `BOUNDS`."""
+    for key, value in _leaves(config):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UserError(f"{_name(key)} must be a finite number, got {value}")
+    values = dict(_leaves(config))
+    for key, (low, high, unit) in BOUNDS.items():
+        value = values.get(key)
+        if value is None:
+            continue
+        if (low is not None and value < low) or (high is not None and value > high):
+            allowed = f"from {_number(low)} to {_number(high)}" if high is not None else f"at least {_number(low)}"
+            raise UserError(f"{_name(key)} must be {allowed}{' ' + unit if unit else ''}, got {_number(value)}")
+
+
+def check_annotator_names(config: Any) -> None:
+    """Raise a one-line `UserError` for a structure annotator name that does not exist, before any model loads."""
+    from .annotators import ANNOTATORS  # names only; no network is built or imported here
+
+    known = {"depth", *ANNOTATORS}
+    for name in config.structure.annotators:
+        if name not in known:
+            choices = ", ".join(sorted(ANNOTATORS))
+            raise UserError(
+                f"unknown annotator {name!r} in structure.annotators (--structure): choose depth (the model's own depth "
+                f"estimator) or one of {choices}"
+            )
+
+
+def reject_resolvers(layer: Any, source: str) -> None:
+    """Raise a one-line `UserError` when a user layer calls an OmegaConf resolver such as `${oc.env:VAR}`.
+
+    Settings are data: a shared config file must not copy environment variables (tokens, paths) into the edit and
+    its sidecar, so resolvers are refused rather than resolved. References to other settings (`${video.fps}`)
+    stay allowed.
+
+    Args:
+        layer: One layer as plain containers, unresolved (`OmegaConf.to_container(layer, resolve=False)`).
+        source (`str`): Where the layer came from, for the message.
+    """
+    for key, value in _leaves(layer):
+        match = _RESOLVER_CALL.search(value) if isinstance(value, str) else None
+        if match:
+            raise UserError(
+                f"{source}: `{key}` calls the resolver `{match.group(1)}` ({value}); settings cannot read the "
+                "environment or run resolvers: write the value itself"
+            )
+
+
+def _number(value: float) -> str:
+    return str(value) if isinstance(value, int) else f"{value:g}"
+
+
+def _name(key: str) -> str:
+    flag = FLAGS.get(key)
+    return f"{key} ({flag})" if flag else key
+
+
+def _leaves(config: Any, prefix: str = ""):
+    """(dotted key, value) of every field of nested dataclasses, lists indexed (`structure.scales.0`)."""
+    if is_dataclass(config):
+        for f in fields(config):
+            yield from _leaves(getattr(config, f.name), f"{prefix}{f.name}.")
+    elif isinstance(config, (list, tuple)):
+        for i, item in enumerate(config):
+            yield from _leaves(item, f"{prefix}{i}.")
+    elif isinstance(config, dict):
+        for name, item in config.items():
+            yield from _leaves(item, f"{prefix}{name}.")
+    else:
+        yield prefix.rstrip("."), config
