@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import logging
 import signal
 import sys
@@ -35,11 +36,11 @@ def _add_sampling_options(p: argparse.ArgumentParser) -> None:
     """Options that decide which frames are used and at what size: shared by `edit` and `keyframe`."""
     p.add_argument("--model", help="tiny (built-in random model), a converted CCEdit folder, or a hub id (default: tiny)")
     p.add_argument("--config", action="append", default=[], metavar="YAML", help="settings file (repeatable; later wins)")
-    p.add_argument("--frames", type=int, metavar="N", help="number of frames to edit (default: the model's window)")
+    p.add_argument("--frames", type=int, metavar="N", help="number of frames to edit (default: the whole clip)")
     p.add_argument("--fps", type=float, metavar="F", help="take every round(source_fps / F)-th frame (default: all)")
     p.add_argument("--start", type=float, metavar="SECONDS", help="start time (default: 0)")
-    p.add_argument("--height", type=int, metavar="H", help="working height, a multiple of 64 (default: from the aspect ratio)")
-    p.add_argument("--width", type=int, metavar="W", help="working width, a multiple of 64 (default: from the aspect ratio)")
+    p.add_argument("--height", type=int, metavar="H", help="working height, a multiple of 8 (default: from the aspect ratio)")
+    p.add_argument("--width", type=int, metavar="W", help="working width, a multiple of 8 (default: from the aspect ratio)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="any setting, e.g. sampling.guidance_scale=9")
 
@@ -55,8 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
     edit.add_argument("input", help="video file (mp4, mov, webm, mkv, avi, gif) or folder of frames")
     edit.add_argument("--prompt", required=True, help='target description, e.g. "a watercolor painting"')
     edit.add_argument("-o", "--output", help="output mp4 (default: <input name>.ccedit.mp4 in the current folder)")
-    edit.add_argument("--keyframe", metavar="IMAGE", help="edited keyframe whose look is spread over the video")
-    edit.add_argument("--keyframe-index", type=int, metavar="K", help="frame the keyframe shows (default: centre frame)")
+    edit.add_argument("--keyframe", action="append", default=[], metavar="IMAGE[@K]",
+                      help="edited keyframe showing frame K, whose look is spread over the video; repeatable; "
+                      "`auto` edits frame K from the prompt and saves it beside the output (default K: centre frame)")
+    edit.add_argument("--keyframe-index", type=int, metavar="K", help="frame a single --keyframe IMAGE shows")
+    edit.add_argument("--window", type=int, metavar="N",
+                      help="frames per network call; longer clips go in overlapping windows (default: the model's)")
+    edit.add_argument("--overlap", type=int, metavar="N", help="frames shared by neighbouring windows (default: N/4)")
     edit.add_argument("--structure", metavar="NAME[,NAME]", help="structure annotators: depth, canny, lineart, "
                       "softedge, midas, zoe, depth_dpt (default: depth; canny for the tiny model)")
     edit.add_argument("--steps", type=int, metavar="N", help="denoising steps (default: 30; 4 for the tiny model)")
@@ -110,6 +116,10 @@ def _flag_overrides(args: argparse.Namespace) -> dict:
         o["structure"]["annotators"] = [n.strip() for n in args.structure.split(",") if n.strip()]
     if getattr(args, "side_by_side", False):
         o["output"]["side_by_side"] = True
+    o["windows"] = {}
+    for flag, key in (("window", "length"), ("overlap", "overlap")):
+        if getattr(args, flag, None) is not None:
+            o["windows"][key] = getattr(args, flag)
     return {k: v for k, v in o.items() if v}
 
 
@@ -123,12 +133,14 @@ def _load_config(args: argparse.Namespace):
 
 
 def cmd_edit(args: argparse.Namespace) -> int:
-    from .editing import run_edit
+    from .editing import KeyframeSpec, run_edit
 
     cfg = _load_config(args)
     output = Path(args.output) if args.output else Path.cwd() / f"{Path(args.input).stem}.ccedit.mp4"
-    sidecar = run_edit(args.input, args.prompt, output, cfg, keyframe_path=args.keyframe,
-                       keyframe_index=args.keyframe_index, overwrite=args.overwrite)
+    if args.keyframe_index is not None and len(args.keyframe) != 1:
+        raise UserError("--keyframe-index goes with exactly one --keyframe IMAGE; for several write IMAGE@INDEX")
+    keyframes = [KeyframeSpec.parse(k, args.keyframe_index) for k in args.keyframe]
+    sidecar = run_edit(args.input, args.prompt, output, cfg, keyframes=keyframes, overwrite=args.overwrite)
     t = sidecar["timings_seconds"]
     print(f"wrote {output} ({sidecar['video']['num_frames']} frames, {sidecar['video']['working_size'][1]}x"
           f"{sidecar['video']['working_size'][0]}, {sidecar['video']['fps']:g} fps) in {t['wall']:.1f} s")
@@ -142,7 +154,13 @@ def cmd_keyframe(args: argparse.Namespace) -> int:
     default = Path.cwd() / f"{Path(args.input).stem}.keyframe{'' if args.index is None else args.index}.png"
     output = Path(args.output) if args.output else default
     index = extract_keyframe(args.input, output, cfg, args.index, args.overwrite)
-    print(f"wrote {output} (frame {index}); edit it, then: ccedit edit {args.input} --keyframe {output} --keyframe-index {index} ...")
+    # The follow-up command repeats every option that selects the frames, so the keyframe lands on this frame.
+    selection = [f"--{flag} {getattr(args, flag)}" for flag in ("model", "frames", "fps", "start", "height", "width")
+                 if getattr(args, flag, None) is not None]
+    selection += [f"--config {c}" for c in args.config] + list(args.overrides)
+    command = " ".join(["ccedit edit", shlex.quote(str(args.input)), "--keyframe", shlex.quote(f"{output}@{index}"),
+                        *selection, '--prompt "..."'])
+    print(f"wrote {output} (frame {index}); edit it, then: {command}")
     return 0
 
 

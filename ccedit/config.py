@@ -27,6 +27,7 @@ class ModelConfig:
     device: str = "auto"  # auto: cuda when available, else cpu
     num_frames: int = 17  # the window length the model was trained on (CCEdit: 17 key frames)
     short_side: int = 512  # working size's short side when --height/--width are not given
+    size_multiple: int = 8  # frame sides are multiples of this: the VAE's factor (the UNet takes any latent size)
     cpu_offload: bool = False  # keep components on the CPU, move each to the GPU only while it runs
     vae_slicing: bool = True  # decode a few frames at a time
     tokenizer: str | None = None  # tokenizer path or hub id, when the model folder has none
@@ -55,18 +56,28 @@ class SamplingConfig:
     prior: str = "auto"  # auto: "keyframe" with a keyframe (CCEdit's anchor prior), else "none"; or none/keyframe/video
     prior_coefficient: float = 0.03  # weight of the anchor prior (CCEdit's README setting)
     strength: float = 1.0  # SDEdit: < 1 starts from the noised source video
+    pin_keyframes: bool = True  # keep each keyframe's latent at its frame (false: the model repaints it, as CCEdit did)
+    auto_keyframe_strength: float = 0.75  # --keyframe auto: SDEdit strength of the keyframe's own image-to-image edit
     seed: int = 0
 
 
 @dataclass
 class VideoConfig:
-    num_frames: int | None = None  # null: the model's native window (model.num_frames)
+    num_frames: int | None = None  # null: every frame from --start on (at --fps)
     fps: float | None = None  # null: the source's rate; else every round(source_fps / fps)-th frame
     start: float = 0.0  # seconds
     height: int | None = None
     width: int | None = None
     resize_mode: str = "crop"  # crop (fill the frame) or pad (letterbox)
     folder_fps: float = 8.0  # frame rate of a folder of images
+
+
+@dataclass
+class WindowsConfig:
+    length: int | None = None  # frames per network call; null: the model's native length (model.num_frames)
+    overlap: int | None = None  # frames neighbouring windows share; null: a quarter of the window
+    hierarchical: str = "auto"  # auto: with keyframes on a clip longer than a window; or true / false
+    noise: str = "independent"  # initial noise: independent per frame, or "repeat" each window's (FreeNoise)
 
 
 @dataclass
@@ -82,6 +93,7 @@ class EditConfig:
     structure: StructureConfig = field(default_factory=StructureConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     video: VideoConfig = field(default_factory=VideoConfig)
+    windows: WindowsConfig = field(default_factory=WindowsConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 
     def to_dict(self) -> dict:
@@ -168,12 +180,32 @@ def validate(config: EditConfig) -> None:
         raise UserError(f"--steps must be at least 1, got {s.num_inference_steps}")
     if config.structure.cache_max_gb is not None and not config.structure.cache_max_gb >= 0:
         raise UserError(f"structure.cache_max_gb must be 0 or more (null: unbounded), got {config.structure.cache_max_gb}")
+    w = config.windows
+    if w.hierarchical not in ("auto", "true", "false"):
+        raise UserError(f"windows.hierarchical must be auto, true or false, got {w.hierarchical!r}")
+    if w.noise not in ("independent", "repeat"):
+        raise UserError(f"windows.noise must be independent or repeat, got {w.noise!r}")
+    from .pipelines.windows import check_window
+
+    check_window(window_length(config), w.overlap)
+    if not 0 < s.auto_keyframe_strength <= 1:
+        raise UserError(f"sampling.auto_keyframe_strength must be in (0, 1], got {s.auto_keyframe_strength}")
     if not config.structure.annotators:
         raise UserError("structure.annotators is empty: name at least one, e.g. --structure depth")
     if len(config.structure.scales) not in (1, len(config.structure.annotators)):
         raise UserError(
             f"structure.scales has {len(config.structure.scales)} entries for {len(config.structure.annotators)} annotators"
         )
+
+
+def window_length(config: EditConfig) -> int:
+    """Frames per network call: `windows.length`, else the model's native length."""
+    return config.windows.length if config.windows.length is not None else config.model.num_frames
+
+
+def hierarchical_setting(config: EditConfig) -> bool | None:
+    """`windows.hierarchical` for the pipeline: None (auto), True or False."""
+    return {"auto": None, "true": True, "false": False}[config.windows.hierarchical]
 
 
 def to_yaml(config: EditConfig) -> str:

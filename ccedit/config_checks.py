@@ -41,6 +41,9 @@ BOUNDS: dict[str, tuple[float | None, float | None, str]] = {
     "sampling.num_inference_steps": (1, MAX_STEPS, "steps"),
     "sampling.seed": (0, 2**64 - 1, ""),  # what torch.Generator.manual_seed takes
     "structure.cache_max_gb": (0, None, "GB"),
+    "model.size_multiple": (1, 512, "pixels"),
+    "windows.length": (1, MAX_FRAMES, "frames"),
+    "windows.overlap": (0, MAX_FRAMES, "frames"),
 }
 
 # `${name:...}` calls a resolver (`oc.env` reads the environment); `${key}` only refers to another setting.

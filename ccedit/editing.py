@@ -16,16 +16,12 @@ import torch
 from . import __version__
 from .config import EditConfig
 from .errors import UserError
-from .io import atomic_path, fit_frames, fit_image, read_image, read_video, working_size, write_image
+from .io import atomic_path, fit_frames, fit_image, read_image, read_video, video_info, working_size, write_image
 from .io.resize import FitRecord
 from .io.video import VideoClip
 from .outputs import check_edit_destination, edit_output_paths, publish_edit_outputs, selected_extras
 
 logger = logging.getLogger(__name__)
-
-# Working sizes are multiples of 64: the VAE's 8x times the UNet's three 2x downsamplings.
-SIZE_MULTIPLE = 64
-
 
 @dataclass
 class PreparedClip:
@@ -38,19 +34,81 @@ class PreparedClip:
         return self.frames.shape[1], self.frames.shape[2]
 
 
-def prepare_clip(path: str | Path, cfg: EditConfig) -> PreparedClip:
-    """Select the frames the edit uses and bring them to the working size (aspect kept, then crop or pad)."""
+def clip_working_size(source_size: tuple[int, int], cfg: EditConfig) -> tuple[int, int]:
+    """The `(height, width)` an edit of a clip of `source_size` works at, under the settings."""
     v = cfg.video
-    # Without --frames the first window of the model's native length is edited (all frames of a shorter clip).
+    return working_size(source_size, height=v.height, width=v.width, short_side=cfg.model.short_side,
+                        multiple=cfg.model.size_multiple)
+
+
+def prepare_clip(path: str | Path, cfg: EditConfig) -> PreparedClip:
+    """Select the frames the edit uses and bring them to the working size (aspect kept, then crop or pad).
+
+    Frames are fitted chunk by chunk as they are decoded, so a long clip is never held at its source size.
+    Without `--frames` every frame from `--start` on is edited (at `--fps`).
+    """
+    v = cfg.video
+    size = clip_working_size(video_info(path, folder_fps=v.folder_fps)[2], cfg)
+    records: list[FitRecord] = []
+
+    def fit(chunk: np.ndarray) -> np.ndarray:
+        frames, record = fit_frames(chunk, size, v.resize_mode)
+        records.append(record)
+        return frames
+
     clip = read_video(path, num_frames=v.num_frames, fps=v.fps, start=v.start, folder_fps=v.folder_fps,
-                      max_frames=cfg.model.num_frames)
-    if v.num_frames is None and clip.num_frames < cfg.model.num_frames:
-        logger.info("%s has %d frames, fewer than the model's %d-frame window: editing all of them",
-                    path, clip.num_frames, cfg.model.num_frames)
-    size = working_size(clip.source_size, height=v.height, width=v.width, short_side=cfg.model.short_side,
-                        multiple=SIZE_MULTIPLE)
-    frames, fit = fit_frames(clip.frames, size, v.resize_mode)
-    return PreparedClip(clip, frames, fit)
+                      frame_transform=fit)
+    return PreparedClip(clip, clip.frames, records[0])
+
+
+@dataclass(frozen=True)
+class KeyframeSpec:
+    """One `--keyframe` argument: an image path or `auto`, and the frame it shows (None: the default frame)."""
+
+    source: str
+    index: int | None = None
+
+    @property
+    def is_auto(self) -> bool:
+        return self.source == AUTO_KEYFRAME
+
+    @classmethod
+    def parse(cls, text: str, index: int | None = None) -> "KeyframeSpec":
+        """`IMAGE`, `IMAGE@INDEX`, `auto` or `auto@INDEX`; `index` (from --keyframe-index) when none is written."""
+        path, sep, suffix = text.rpartition("@")
+        if sep and suffix.lstrip("-").isdigit():
+            if index is not None:
+                raise UserError(f"--keyframe {text} already names its frame: drop --keyframe-index")
+            return cls(path, int(suffix))
+        return cls(text, index)
+
+
+AUTO_KEYFRAME = "auto"
+
+
+def check_keyframe_specs(specs: list[KeyframeSpec]) -> None:
+    """Checks that need no frames: the images exist, and at most one keyframe leaves its frame to the default."""
+    for spec in specs:
+        if not spec.is_auto and not Path(spec.source).is_file():
+            raise UserError(f"keyframe image {spec.source} does not exist: check the path (or use --keyframe auto)")
+    if sum(spec.index is None for spec in specs) > 1:
+        raise UserError("several keyframes need their frames: write each as IMAGE@INDEX, e.g. --keyframe a.png@0")
+
+
+def resolve_keyframe_indices(specs: list[KeyframeSpec], num_frames: int) -> list[int]:
+    """Each keyframe's clip frame (the default for one without an index, said aloud), checked once."""
+    from .pipelines.conditions import check_keyframe_indices, default_keyframe_index
+
+    indices = []
+    for spec in specs:
+        if spec.index is None:
+            index = default_keyframe_index(num_frames)
+            logger.warning("keyframe %s shows frame %d of %d (the centre frame); write %s@INDEX for another frame",
+                           spec.source, index, num_frames, spec.source)
+        else:
+            index = spec.index
+        indices.append(index)
+    return list(check_keyframe_indices(indices, num_frames))
 
 
 def resolve_keyframe_index(index: int | None, num_frames: int) -> int:
@@ -58,6 +116,17 @@ def resolve_keyframe_index(index: int | None, num_frames: int) -> int:
     from .pipelines.conditions import check_keyframe_indices, default_keyframe_index
 
     return check_keyframe_indices([default_keyframe_index(num_frames) if index is None else index], num_frames)[0]
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """Peak signal-to-noise ratio of two uint8 images in dB (inf when equal)."""
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+def maps_to_uint8(maps: torch.Tensor) -> torch.Tensor:
+    """Structure maps in `[0, 1]` held as uint8: a quarter of float32's memory for a long clip."""
+    return (maps.clamp(0, 1) * 255).round().to(torch.uint8)
 
 
 def load_keyframe(path: str | Path, size: tuple[int, int], mode: str) -> np.ndarray:
@@ -136,30 +205,34 @@ def run_edit(
     output: Path,
     cfg: EditConfig,
     *,
-    keyframe_path: str | Path | None = None,
-    keyframe_index: int | None = None,
+    keyframes: list[KeyframeSpec] = (),
     overwrite: bool = False,
 ) -> dict:
-    """Edit `input_path` with `prompt` into `output` (mp4) and its sidecar `output.json`; return the sidecar."""
+    """Edit `input_path` with `prompt` into `output` (mp4) and its sidecar `output.json`; return the sidecar.
+
+    `keyframes` are edited images (or `auto`: edited here from the prompt) with the frame each shows.
+    """
+    from .config import hierarchical_setting, window_length
     from .io import side_by_side, write_frames, write_gif, write_video
     from .pipelines.loading import load_pipeline, resolve_device
 
     started = time.perf_counter()
+    keyframes = list(keyframes)
     sidecar_path = edit_output_paths(output)["sidecar"]
     extras = selected_extras(output, cfg)
-    check_edit_destination(input_path, output, cfg, overwrite=overwrite)
     if output.suffix.lower() not in (".mp4", ".mov"):
         raise UserError(f"output {output} must end in .mp4 (add output.gif=true for a GIF as well)")
+    check_keyframe_specs(keyframes)
+    check_edit_destination(input_path, output, cfg, overwrite=overwrite)
 
-    # 1. Frames at the working size, and the keyframe.
+    # 1. Frames at the working size, and the keyframes.
     prepared = prepare_clip(input_path, cfg)
     num_frames = prepared.frames.shape[0]
-    keyframe = None
-    if keyframe_path is not None:
-        keyframe = load_keyframe(keyframe_path, prepared.size, cfg.video.resize_mode)
-        keyframe_index = resolve_keyframe_index(keyframe_index, num_frames)
-    elif keyframe_index is not None:
-        raise UserError("--keyframe-index needs --keyframe IMAGE")
+    indices = resolve_keyframe_indices(keyframes, num_frames)
+    images: list[np.ndarray | None] = [
+        None if spec.is_auto else load_keyframe(spec.source, prepared.size, cfg.video.resize_mode) for spec in keyframes
+    ]
+    auto_paths = {i: auto_keyframe_path(output, index) for i, index in enumerate(indices) if keyframes[i].is_auto}
 
     # 2. Model and structure maps.
     if cfg.model.path == "tiny":
@@ -181,44 +254,64 @@ def run_edit(
     if cfg.model.vae_slicing:
         pipe.enable_vae_slicing()
     t0 = time.perf_counter()
-    maps = compute_structure(prepared.frames, build_annotators(cfg, device), cfg.structure.cache_dir,
-                             cfg.structure.cache_max_gb)
+    maps = [maps_to_uint8(m) for m in compute_structure(prepared.frames, build_annotators(cfg, device),
+                                                        cfg.structure.cache_dir, cfg.structure.cache_max_gb)]
     structure_seconds = time.perf_counter() - t0
 
-    # 3. Sample.
+    # 3. Keyframes left to ccedit are edited from the prompt, then everything is sampled.
     full_prompt = f"{s.add_prompt}, {prompt}" if s.add_prompt else prompt
-    prior = s.prior if s.prior != "auto" else ("keyframe" if keyframe is not None and s.strength == 1 else "none")
     scales = [s.structure_scale] * len(names) if s.structure_scale is not None else (
         cfg.structure.scales * len(names) if len(cfg.structure.scales) == 1 else cfg.structure.scales
     )
     generator = torch.Generator(device="cpu").manual_seed(s.seed)
+    t0 = time.perf_counter()
+    for i in auto_paths:
+        from .pipelines.keyframe_edit import edit_keyframe
+
+        images[i] = edit_keyframe(
+            pipe, full_prompt, prepared.frames[indices[i]], [m[indices[i]] for m in maps],
+            negative_prompt=s.negative_prompt, strength=s.auto_keyframe_strength,
+            num_inference_steps=s.num_inference_steps, guidance_scale=s.guidance_scale, structure_scale=scales,
+            generator=torch.Generator(device="cpu").manual_seed(s.seed + 1 + i),
+        )
+    auto_seconds = time.perf_counter() - t0
+    prior = s.prior if s.prior != "auto" else ("keyframe" if keyframes and s.strength == 1 else "none")
     result = pipe(
         full_prompt, prepared.frames, maps,
-        negative_prompt=s.negative_prompt, keyframe=keyframe, keyframe_index=keyframe_index,
+        negative_prompt=s.negative_prompt, keyframe=images or None, keyframe_index=indices or None,
         num_inference_steps=s.num_inference_steps, guidance_scale=s.guidance_scale, structure_scale=scales,
         appearance_scale=s.appearance_scale, prior=prior, prior_coefficient=s.prior_coefficient if prior != "none" else 0.0,
-        strength=s.strength, generator=generator,
+        strength=s.strength, generator=generator, window_length=window_length(cfg), window_overlap=cfg.windows.overlap,
+        hierarchical=hierarchical_setting(cfg), pin_keyframes=s.pin_keyframes, window_noise=cfg.windows.noise,
     )
     edited = result.frames[0]
 
     # 4. Write the outputs into a staging folder, each verified, then publish them as one set, the sidecar last,
     # so its presence means the run finished (outputs.py).
     fps = prepared.clip.fps
-    timings = {"structure": structure_seconds, **result.timings, "wall": time.perf_counter() - started}
+    timings = {"structure": structure_seconds, "auto_keyframes": auto_seconds, **result.timings,
+               "wall": time.perf_counter() - started}
     sidecar = {
         "output": str(output),
         "input": str(input_path),
         "prompt": prompt,
         "full_prompt": full_prompt,
         "seed": s.seed,
-        "keyframe": None if keyframe is None else {"path": str(keyframe_path), "index": keyframe_index},
+        "keyframes": [
+            {"path": str(auto_paths.get(i, spec.source)), "auto": spec.is_auto, "index": index,
+             # how closely the output shows the keyframe at its frame
+             "psnr_db": psnr(edited[index], images[i])}
+            for i, (spec, index) in enumerate(zip(keyframes, indices))
+        ],
         "prior": prior,
         "video": {
             "num_frames": num_frames, "fps": fps, "source_fps": prepared.clip.source_fps,
             "source_size": list(prepared.clip.source_size), "working_size": list(prepared.size),
             "frame_indices": list(map(int, prepared.clip.indices)), "fit": asdict(prepared.fit),
         },
-        "outputs": {k: str(v) for k, v in extras.items() if v},
+        "windows": {"length": window_length(cfg), "overlap": cfg.windows.overlap, "per_pass": result.windows},
+        "outputs": {**{k: str(v) for k, v in extras.items() if v},
+                    **{f"keyframe{indices[i]}": str(p) for i, p in auto_paths.items()}},
         "config": cfg.to_dict(),
         "device": str(device),
         "dtype": str(pipe.unet.dtype).replace("torch.", ""),
@@ -226,18 +319,25 @@ def run_edit(
         "timings_seconds": timings,
         "peak_memory_bytes": result.peak_memory_bytes,
     }
-    with publish_edit_outputs(output, cfg, overwrite=overwrite) as stage:
+    with publish_edit_outputs(output, cfg, overwrite=overwrite, extra_paths=list(auto_paths.values())) as stage:
         write_video(stage.path(output), edited, fps)
+        for i, path in auto_paths.items():
+            write_image(stage.path(path), images[i])
         if extras["gif"]:
             write_gif(stage.path(extras["gif"]), edited, fps)
         if extras["frames"]:
             write_frames(stage.path(extras["frames"]), edited)
         if extras["side_by_side"]:
-            structure_view = (maps[0].permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+            structure_view = maps[0].permute(0, 2, 3, 1).numpy()
             write_video(stage.path(extras["side_by_side"]), side_by_side(prepared.frames, structure_view, edited), fps)
         timings["wall"] = time.perf_counter() - started  # the same dict as the sidecar's: counts the writing too
         write_json(stage.path(sidecar_path), sidecar)
     return sidecar
+
+
+def auto_keyframe_path(output: Path, index: int) -> Path:
+    """Where `--keyframe auto` saves the keyframe it made for frame `index`, beside the output."""
+    return output.with_name(f"{output.stem}.keyframe{index}.png")
 
 
 def extract_keyframe(input_path: str | Path, output: Path, cfg: EditConfig, index: int | None, overwrite: bool) -> int:

@@ -51,29 +51,33 @@ def check_edit_destination(input_path: str | Path, output: Path, cfg: EditConfig
 def estimate_edit_bytes(input_path: str | Path, cfg: EditConfig) -> int:
     """A rough size of an edit's outputs from the clip's header and the settings; 0 when the clip cannot be read
     (the read itself reports that, in its own words, a moment later)."""
-    from .editing import SIZE_MULTIPLE
-    from .io import video_info, working_size
+    from .editing import clip_working_size
+    from .io import video_info
 
     try:
-        _, _, source_size = video_info(input_path, folder_fps=cfg.video.folder_fps)
-        height, width = working_size(source_size, height=cfg.video.height, width=cfg.video.width,
-                                     short_side=cfg.model.short_side, multiple=SIZE_MULTIPLE)
+        total, source_fps, source_size = video_info(input_path, folder_fps=cfg.video.folder_fps)
+        height, width = clip_working_size(source_size, cfg)
     except (UserError, ValueError):
         return 0
-    raw = (cfg.video.num_frames or cfg.model.num_frames) * height * width * 3
+    # Without --frames the whole clip from --start is edited, at --fps.
+    available = max(0.0, total - cfg.video.start * source_fps) * min(1.0, (cfg.video.fps or source_fps) / source_fps)
+    raw = (cfg.video.num_frames or max(1, int(available))) * height * width * 3
     kinds = ["video", *[kind for kind in EXTRAS if getattr(cfg.output, kind)]]
     return int(sum(_BYTES_PER_RAW_BYTE[kind] * raw for kind in kinds)) + _SIDECAR_BYTES
 
 
 @contextlib.contextmanager
-def publish_edit_outputs(output: Path, cfg: EditConfig, *, overwrite: bool) -> Iterator[Stage]:
+def publish_edit_outputs(
+    output: Path, cfg: EditConfig, *, overwrite: bool, extra_paths: list[Path] = ()
+) -> Iterator[Stage]:
     """Stage an edit's outputs (write each to `stage.path(final_path)`), then publish them as one set.
 
     With `overwrite`, every existing member of the earlier set is replaced, including optional outputs this run
-    does not write (an old GIF never stays next to a new video).
+    does not write (an old GIF never stays next to a new video). `extra_paths` are further outputs of this run
+    beside `output` (the keyframes `--keyframe auto` made).
     """
     paths = edit_output_paths(output)
     extras = [p for p in selected_extras(output, cfg).values() if p]
-    with publish_set([output, *extras, paths["sidecar"]], overwrite=overwrite,
+    with publish_set([output, *extra_paths, *extras, paths["sidecar"]], overwrite=overwrite,
                      replaces=[paths[kind] for kind in EXTRAS]) as stage:
         yield stage

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,7 +38,7 @@ class VideoClip:
         source_fps (`float`):
             Frame rate of the source.
         source_size (`tuple[int, int]`):
-            Source `(height, width)`; equal to `frames.shape[1:3]`.
+            Source `(height, width)`; equal to `frames.shape[1:3]` unless a `frame_transform` resized them.
         indices (`list[int]`):
             Source frame index of each selected frame.
         path (`Path`):
@@ -65,6 +66,8 @@ def read_video(
     start: float = 0.0,
     folder_fps: float = 8.0,
     max_frames: int | None = None,
+    frame_transform: Callable[[np.ndarray], np.ndarray] | None = None,
+    chunk_size: int = 32,
 ) -> VideoClip:
     """Read frames from a video file, a GIF or a folder of frames.
 
@@ -88,6 +91,11 @@ def read_video(
         max_frames (`int`, *optional*):
             Take at most this many frames, and fewer without complaint when the clip is shorter (ignored when
             `num_frames` is given).
+        frame_transform (`Callable`, *optional*):
+            Applied to each chunk of decoded frames (e.g. fitting them to the working size), so that a long clip
+            is never held at its source resolution: memory stays bounded by `chunk_size` source frames.
+        chunk_size (`int`, defaults to 32):
+            Frames decoded at a time when `frame_transform` is given.
 
     Returns:
         `VideoClip`: the frames and their provenance.
@@ -134,14 +142,21 @@ def read_video(
     elif max_frames is not None:
         indices = indices[:max_frames]
 
-    # 2. Decode only those frames (for a variable-rate clip, the frames shown at those grid positions' times).
+    # 2. Decode only those frames (for a variable-rate clip, the frames shown at those grid positions' times),
+    # chunk by chunk when they are transformed on the way.
     indices = source.frames_at(indices)
-    frames = source.read(indices)
+    if frame_transform is None:
+        frames = source.read(indices)
+        source_size = (int(frames.shape[1]), int(frames.shape[2]))
+    else:
+        chunks = [frame_transform(source.read(indices[i : i + chunk_size])) for i in range(0, len(indices), chunk_size)]
+        frames = np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
+        source_size = tuple(int(v) for v in source.size)
     return VideoClip(
         frames=frames,
         fps=out_fps,
         source_fps=source_fps,
-        source_size=(int(frames.shape[1]), int(frames.shape[2])),
+        source_size=source_size,
         indices=indices,
         path=path,
     )

@@ -23,7 +23,15 @@ from ..schedulers import set_sampling_timesteps
 from .clip_denoiser import ClipDenoiser
 from .conditions import Keyframes, TridentConditions, check_keyframe_indices, default_keyframe_index
 from .denoise import KnownLatents, denoise, prepare_initial_latents, sdedit_start, sdedit_timesteps
-from .windows import Window, check_window, fusion_weights, plan_windows, sparse_anchors
+from .windows import (
+    WINDOW_NOISE,
+    Window,
+    check_window,
+    fusion_weights,
+    plan_windows,
+    repeat_window_noise,
+    sparse_anchors,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +61,7 @@ class CCEditPipelineOutput(BaseOutput):
     frames: np.ndarray | torch.Tensor | list
     timings: dict[str, float] = field(default_factory=dict)
     peak_memory_bytes: int | None = None
+    windows: list[int] = field(default_factory=list)
 
 
 def _check_video(video) -> np.ndarray | torch.Tensor:
@@ -149,8 +158,9 @@ class CCEditPipeline(DiffusionPipeline):
 
     @property
     def size_multiple(self) -> int:
-        """Frame sizes must be multiples of this: the VAE's factor times the UNet's three 2x downsamplings."""
-        return self.vae_scale_factor * 2 ** (len(self.unet.config.block_out_channels) - 1)
+        """Frame sizes must be multiples of this: the VAE's factor. The main branch and the side branches take any
+        latent size (each upsampling returns to its skip's size), so the UNet's downsamplings add no constraint."""
+        return self.vae_scale_factor
 
     def trident(self) -> TridentModel:
         return TridentModel(VideoUNet(self.unet, self.temporal), self.controlnets, self.appearance)
@@ -230,6 +240,7 @@ class CCEditPipeline(DiffusionPipeline):
     def check_inputs(
         self, prompt, video, structure_maps, keyframes, keyframe_indices, structure_scale, strength, prior,
         prior_coefficient, guidance_scale, num_inference_steps, window_length=None, window_overlap=None,
+        window_noise="independent",
     ) -> tuple[int, ...]:
         """Check every argument of `__call__` once; return the keyframes' clip frames (negative indices resolved)."""
         if not isinstance(prompt, str) and not (isinstance(prompt, list) and all(isinstance(p, str) for p in prompt)):
@@ -278,6 +289,8 @@ class CCEditPipeline(DiffusionPipeline):
         if num_inference_steps < 1:
             raise InvalidInputError(f"`num_inference_steps` must be >= 1, got {num_inference_steps}")
         check_window(window_length, window_overlap)
+        if window_noise not in WINDOW_NOISE:
+            raise InvalidInputError(f"`window_noise` must be one of {', '.join(WINDOW_NOISE)}, got {window_noise!r}")
         return resolved
 
     @torch.no_grad()
@@ -305,6 +318,7 @@ class CCEditPipeline(DiffusionPipeline):
         window_overlap: int | None = None,
         hierarchical: bool | None = None,
         pin_keyframes: bool = True,
+        window_noise: str = "independent",
         callback_on_step_end: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
         progress: bool = True,
     ) -> CCEditPipelineOutput:
@@ -338,6 +352,8 @@ class CCEditPipeline(DiffusionPipeline):
             hierarchical (`bool`, *optional*): with keyframes on a clip longer than a window, first edit frames
                 spread over the whole clip, anchored on the keyframes, then dense windows centred on those frames.
                 Default: on exactly in that case.
+            window_noise (`str`): `"independent"` noise for every frame, or `"repeat"` the first window's noise,
+                shuffled, in each later block of frames (FreeNoise), so that windows start from correlated noise.
             pin_keyframes (`bool`): keep each keyframe's latent at its frame, so the output shows the keyframe there
                 (up to the VAE's round trip); `False` lets the model repaint it, as CCEdit did.
             callback_on_step_end: called as `callback(step_index, timestep, latents)` after every scheduler step
@@ -363,7 +379,7 @@ class CCEditPipeline(DiffusionPipeline):
         indices = [keyframe_index] if isinstance(keyframe_index, int) else keyframe_index
         keyframe_frames = self.check_inputs(
             prompt, video, structure_maps, keyframes, indices, structure_scale, strength, prior,
-            prior_coefficient, guidance_scale, num_inference_steps, window_length, window_overlap,
+            prior_coefficient, guidance_scale, num_inference_steps, window_length, window_overlap, window_noise,
         )
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         batch, (num_frames, height, width) = len(prompts), _video_size(video)
@@ -400,6 +416,8 @@ class CCEditPipeline(DiffusionPipeline):
         dtype = self.unet.dtype
         shape = (batch, self.unet.config.in_channels, num_frames, h, w)
         noise = latents.to(device, torch.float32) if latents is not None else randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
+        if window_noise == "repeat" and window_length is not None and window_length < num_frames:
+            noise = repeat_window_noise(noise, window_length)
         timesteps = None
         if strength < 1:
             latents, timesteps = sdedit_start(source_latents.float(), noise, self.scheduler, strength=strength)
@@ -480,7 +498,8 @@ class CCEditPipeline(DiffusionPipeline):
         timings["total"] = time.perf_counter() - start
         peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else _peak_resident_bytes()
         self.maybe_free_model_hooks()
-        return CCEditPipelineOutput(frames=frames, timings=timings, peak_memory_bytes=peak)
+        return CCEditPipelineOutput(frames=frames, timings=timings, peak_memory_bytes=peak,
+                                    windows=[len(windows) for _, windows in passes])
 
 
 def _peak_resident_bytes() -> int | None:

@@ -167,3 +167,21 @@ def fusion_weights(windows: Sequence[Window], num_frames: int) -> list[torch.Ten
         missing = (total == 0).nonzero().flatten().tolist()
         raise ValueError(f"the windows leave frames {missing[:5]} uncovered")
     return [(weight / total[list(window.frames)]).float() for window, weight in zip(windows, raw)]
+
+
+WINDOW_NOISE = ("independent", "repeat")
+
+
+def repeat_window_noise(noise: torch.Tensor, length: int) -> torch.Tensor:
+    """FreeNoise's noise rescheduling: after the first `length` frames, each block of `length` frames reuses the
+    first block's noise in a shuffled order, so that every window starts from correlated noise.
+
+    The shuffles are fixed (seeded by the block's position): the draw's randomness is all in `noise`.
+    """
+    num_frames = noise.shape[2]
+    out = noise.clone()
+    for start in range(length, num_frames, length):
+        stop = min(start + length, num_frames)
+        order = torch.randperm(length, generator=torch.Generator().manual_seed(start))[: stop - start]
+        out[:, :, start:stop] = noise[:, :, order.to(noise.device)]
+    return out
