@@ -16,4 +16,5 @@ def test_readme_python_example_runs(monkeypatch):
     exec(compile(blocks[0], "README.md", "exec"), namespace)
     out = namespace["out"]
     assert out.frames.shape == (1, 16, 128, 128, 3) and out.frames.dtype == np.uint8
+    assert out.windows == [3]  # 16 frames in 8-frame windows sharing at least 2: 0-7, 6-13, 8-15
     assert out.timings["denoise"] > 0

@@ -218,8 +218,9 @@ class CCEditPipeline(DiffusionPipeline):
         ]
         return torch.cat(latents).transpose(0, 1)
 
-    def decode_latents(self, latents: torch.Tensor, chunk_size: int = 8) -> torch.Tensor:
-        """`(B, 4, T, h, w)` latents -> `(B, T, 3, H, W)` frames in [0, 1].
+    def decode_latents(self, latents: torch.Tensor, chunk_size: int = 8, as_uint8: bool = False) -> torch.Tensor:
+        """`(B, 4, T, h, w)` latents -> `(B, T, 3, H, W)` frames in [0, 1], or uint8 `(B, T, H, W, 3)` on the CPU
+        with `as_uint8`, converted chunk by chunk so that a long clip never exists as float pixels.
 
         fp16 decodes can overflow to NaN; such a chunk is decoded again in float32.
         """
@@ -234,8 +235,10 @@ class CCEditPipeline(DiffusionPipeline):
                 self.vae.to(torch.float32)
                 image = self.vae.decode(chunk.float()).sample
                 self.vae.to(original)
-            frames.append(((image.float() + 1) / 2).clamp(0, 1))
-        return torch.cat(frames).view(b, f, 3, *frames[0].shape[-2:])
+            image = ((image.float() + 1) / 2).clamp(0, 1)
+            frames.append((image.permute(0, 2, 3, 1) * 255).round().to(torch.uint8).cpu() if as_uint8 else image)
+        shape = (b, f, *frames[0].shape[1:]) if as_uint8 else (b, f, 3, *frames[0].shape[-2:])
+        return torch.cat(frames).view(shape)
 
     def check_inputs(
         self, prompt, video, structure_maps, keyframes, keyframe_indices, structure_scale, strength, prior,
@@ -370,6 +373,8 @@ class CCEditPipeline(DiffusionPipeline):
             torch.cuda.reset_peak_memory_stats(device)
 
         # 1. Check inputs.
+        if output_type not in ("np", "pt", "pil", "latent"):
+            raise InvalidInputError(f"`output_type` must be np, pt, pil or latent, got {output_type!r}")
         video = _check_video(video)
         if isinstance(structure_maps, torch.Tensor):
             structure_maps = [structure_maps]
@@ -485,14 +490,11 @@ class CCEditPipeline(DiffusionPipeline):
             frames = latents
         else:
             self._onload(self.vae)
-            frames = self.decode_latents(latents, decode_chunk_size)
+            frames = self.decode_latents(latents, decode_chunk_size, as_uint8=output_type != "pt")
             if output_type == "np":
-                frames = (frames.permute(0, 1, 3, 4, 2) * 255).round().to(torch.uint8).cpu().numpy()
+                frames = frames.numpy()
             elif output_type == "pil":
-                arrays = (frames.permute(0, 1, 3, 4, 2) * 255).round().to(torch.uint8).cpu().numpy()
-                frames = [[PIL.Image.fromarray(a) for a in video_frames] for video_frames in arrays]
-            elif output_type != "pt":
-                raise InvalidInputError(f"`output_type` must be np, pt, pil or latent, got {output_type!r}")
+                frames = [[PIL.Image.fromarray(a) for a in video_frames] for video_frames in frames.numpy()]
         self._onload()
         timings["decode"] = time.perf_counter() - t0
         timings["total"] = time.perf_counter() - start
