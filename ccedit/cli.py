@@ -1,4 +1,4 @@
-"""`ccedit` command line: edit | keyframe | convert | env. Each subcommand is a thin call into the library."""
+"""`ccedit` command line: edit | keyframe | convert | train | env. Each subcommand is a thin call into the library."""
 
 from __future__ import annotations
 
@@ -91,6 +91,13 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     conv.set_defaults(func=cmd_convert)
 
+    tr = sub.add_parser("train", help="train the temporal layers or the keyframe model's parts on your videos",
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    tr.add_argument("config", help="training settings (YAML), e.g. configs/train/tiny.yaml")
+    tr.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in the run folder")
+    tr.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="any setting, e.g. output=runs/a train.max_steps=50")
+    tr.set_defaults(func=cmd_train)
+
     env = sub.add_parser("env", help="print versions and devices, for bug reports")
     env.set_defaults(func=cmd_env)
     for subcommand in sub.choices.values():
@@ -172,6 +179,18 @@ def cmd_convert(args: argparse.Namespace) -> int:
         dtype=args.dtype, overwrite=args.overwrite,
     )
     print(summary)
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .training import load_train_config, train
+
+    bad = [o for o in args.overrides if "=" not in o]
+    if bad:
+        raise UserError(f"unexpected argument {bad[0]!r}: settings are KEY=VALUE, e.g. output=runs/a")
+    result = train(load_train_config(args.config, args.overrides), resume=args.resume)
+    skipped = f", {result.skipped_videos} unusable videos skipped" if result.skipped_videos else ""
+    print(f"trained {result.step} steps into {result.output}{skipped}")
     return 0
 
 

@@ -1,13 +1,15 @@
-"""Edit settings: typed schema, YAML merge (files left to right, then flags, then `key=value`), validation.
+"""Settings: the edit schema, one YAML merge for any schema (files left to right, then flags, then `key=value`).
 
 Only this module and `cli.py` touch OmegaConf; everything else sees the dataclasses.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from omegaconf import OmegaConf
@@ -17,6 +19,7 @@ from .config_checks import check_annotator_names, check_numbers, reject_resolver
 from .errors import UserError
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+T = TypeVar("T")
 BUILTIN_MODELS = ("tiny",)
 
 
@@ -106,41 +109,67 @@ def model_defaults_file(model: str) -> Path:
     return CONFIG_DIR / "model" / f"{name}.yaml"
 
 
-def load_edit_config(
-    files: list[str | Path] = (), overrides: dict[str, Any] | None = None, dotlist: list[str] = (), model: str | None = None
-) -> EditConfig:
-    """Merge, left to right: the schema, `configs/edit/default.yaml`, the model's defaults, `files`, `overrides`
-    (the CLI flags, as a nested dict) and `dotlist` (`key=value` strings). Unknown keys and wrong types fail here.
+def load_config(
+    schema: type[T],
+    defaults_files: Sequence[str | Path] = (),
+    user_files: Sequence[str | Path] = (),
+    overrides: dict[str, Any] | None = None,
+    dotlist: Sequence[str] = (),
+    *,
+    hint: str = "",
+) -> T:
+    """Merge, left to right: the dataclass `schema` (the single source of defaults), the shipped `defaults_files`,
+    the user's `user_files`, `overrides` (the CLI flags, as a nested dict) and `dotlist` (`key=value` strings).
+
+    Unknown keys and wrong types fail here with one line (`UserError`), naming the key; `hint` says where the
+    valid settings are listed.
     """
-    try:
-        merged = OmegaConf.structured(EditConfig)
-        layers = [OmegaConf.load(CONFIG_DIR / "edit" / "default.yaml")]
-        user_files = []
-        for f in files:
-            if not Path(f).is_file():
-                raise UserError(f"config file not found: {f}")
-            user_files.append(OmegaConf.load(f))
+    where_listed = f" (see {hint})" if hint else ""
+    for f in user_files:
+        if not Path(f).is_file():
+            raise UserError(f"config file not found: {f}")
+    with _one_line_errors(user_files, dotlist, where_listed):
+        defaults = [OmegaConf.load(f) for f in defaults_files]
+        user = [OmegaConf.load(f) for f in user_files]
         flags = OmegaConf.create(overrides or {})
         cli = OmegaConf.from_dotlist(list(dotlist))
-        for layer, source in (*zip(user_files, map(str, files)), (flags, "a flag"), (cli, "a KEY=VALUE setting")):
+        for layer, source in (*zip(user, map(str, user_files)), (flags, "a flag"), (cli, "a KEY=VALUE setting")):
             reject_resolvers(OmegaConf.to_container(layer, resolve=False), source)
-        # The model's defaults come before the user's files, but which model it is may be set anywhere.
-        chosen = model
-        for layer in (*user_files, flags, cli):
-            chosen = OmegaConf.select(layer, "model.path", default=chosen)
-        model_file = model_defaults_file(chosen or "tiny")
-        if model_file.is_file():
-            layers.append(OmegaConf.load(model_file))
-        merged = OmegaConf.merge(merged, *layers, *user_files, flags, cli)
-        config: EditConfig = OmegaConf.to_object(merged)
+        merged = OmegaConf.merge(OmegaConf.structured(schema), *defaults, *user, flags, cli)
+        return OmegaConf.to_object(merged)
+
+
+@contextlib.contextmanager
+def _one_line_errors(user_files: Sequence[str | Path], dotlist: Sequence[str], where_listed: str):
+    """Turn OmegaConf's and YAML's errors about the user's settings into one-line `UserError`s."""
+    try:
+        yield
     except OmegaConfBaseException as e:
         key = getattr(e, "full_key", None)
         where = f" `{key}`" if key else ""
-        raise UserError(f"invalid setting{where}: {str(e).splitlines()[0]} (see configs/edit/default.yaml)") from None
+        raise UserError(f"invalid setting{where}: {str(e).splitlines()[0]}{where_listed}") from None
     except yaml.YAMLError as e:
-        raise UserError(yaml_error_line(e, dotlist)) from None
+        raise UserError(yaml_error_line(e, list(dotlist))) from None
     except UnicodeDecodeError:
-        raise UserError(f"a config file is not UTF-8 text: check the --config files {', '.join(map(str, files))}") from None
+        raise UserError(f"a config file is not UTF-8 text: check the --config files {', '.join(map(str, user_files))}") from None
+
+
+def load_edit_config(
+    files: list[str | Path] = (), overrides: dict[str, Any] | None = None, dotlist: list[str] = (), model: str | None = None
+) -> EditConfig:
+    """`load_config` for edits: the defaults are `configs/edit/default.yaml`, then the chosen model's defaults."""
+    # The model's defaults come before the user's files, but which model it is may be set anywhere.
+    chosen = model
+    hint = "configs/edit/default.yaml"
+    with _one_line_errors(files, dotlist, f" (see {hint})"):
+        for layer in (*(OmegaConf.load(f) for f in files if Path(f).is_file()), OmegaConf.create(overrides or {}),
+                      OmegaConf.from_dotlist(list(dotlist))):
+            chosen = OmegaConf.select(layer, "model.path", default=chosen)
+    defaults = [CONFIG_DIR / "edit" / "default.yaml"]
+    model_file = model_defaults_file(chosen or "tiny")
+    if model_file.is_file():
+        defaults.append(model_file)
+    config = load_config(EditConfig, defaults, files, overrides, dotlist, hint=hint)
     validate(config)
     return config
 

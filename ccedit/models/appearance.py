@@ -213,3 +213,58 @@ class AppearanceEncoder(ModelMixin, ConfigMixin):
 
         down = [conv(feature) * scale for conv, feature in zip(self.controlnet_down_blocks, features, strict=True)]
         return down, self.controlnet_mid_block(x) * scale
+
+
+def _appearance_key(unet_key: str) -> str | None:
+    """The `AppearanceEncoder` name of an image-UNet encoder tensor, or None for tensors it has no place for.
+
+    The appearance transformers are single-layer blocks without text: SD's cross-attention (`attn2`) and the norm
+    before it (`norm2`) have no counterpart, and SD's pre-feed-forward `norm3` is the block's `norm2` (ref §5 item 3).
+    """
+    if not unet_key.startswith(("conv_in.", "time_embedding.", "down_blocks.", "mid_block.")):
+        return None
+    if ".attn2." in unet_key or ".transformer_blocks.0.norm2." in unet_key:
+        return None
+    return unet_key.replace(".transformer_blocks.0.norm3.", ".transformer_blocks.0.norm2.")
+
+
+def appearance_config_for(unet) -> dict:
+    """The `AppearanceEncoder` config for an SD-1.5-shaped diffusers `UNet2DConditionModel`."""
+    cfg = unet.config
+    levels = len(cfg.block_out_channels)
+    heads = cfg.num_attention_heads or cfg.attention_head_dim  # diffusers' SD configs store heads in the latter
+    return dict(
+        in_channels=cfg.in_channels,
+        block_out_channels=tuple(cfg.block_out_channels),
+        layers_per_block=cfg.layers_per_block,
+        attention_levels=tuple(t.startswith("CrossAttn") for t in cfg.down_block_types),
+        num_attention_heads=tuple([heads] * levels if isinstance(heads, int) else heads),
+        norm_num_groups=cfg.norm_num_groups,
+        flip_sin_to_cos=cfg.flip_sin_to_cos,
+        freq_shift=cfg.freq_shift,
+    )
+
+
+def appearance_encoder_from_unet(unet) -> AppearanceEncoder:
+    """A new `AppearanceEncoder` holding a copy of `unet`'s encoder, with zero output convolutions.
+
+    This is how a ControlNet starts from its base model, and how the appearance branch can start from public
+    weights (the released CCEdit never shipped its initial one). Every encoder tensor is copied with its shape
+    checked; only the zero convolutions (`controlnet_*`) may be left without a source.
+    """
+    encoder = AppearanceEncoder(**appearance_config_for(unet))
+    target = encoder.state_dict()
+    copied: dict[str, torch.Tensor] = {}
+    for key, value in unet.state_dict().items():
+        name = _appearance_key(key)
+        if name is None:
+            continue
+        if name not in target or target[name].shape != value.shape:
+            got = tuple(target[name].shape) if name in target else "nothing"
+            raise ValueError(f"UNet tensor {key} {tuple(value.shape)} has no appearance counterpart (found {got})")
+        copied[name] = value
+    missing = [k for k in target if k not in copied and not k.startswith("controlnet_")]
+    if missing:
+        raise ValueError(f"{len(missing)} appearance tensors have no UNet source, e.g. {missing[:3]}")
+    encoder.load_state_dict({**target, **copied})
+    return encoder.to(unet.device) if unet.dtype == torch.float32 else encoder.to(unet.device, unet.dtype)

@@ -106,14 +106,24 @@ class CrossFrameAttention(nn.Module):
 
 
 class TemporalAttention(nn.Module):
-    """The layers that follow one spatial transformer: temporal self-attention, then optionally cross-frame."""
+    """The layers that follow one spatial transformer: temporal self-attention, then optionally cross-frame.
+
+    With `gradient_checkpointing` (set by `CCEditTemporalAdapter.enable_gradient_checkpointing()`) each attention
+    layer recomputes its activations in the backward pass: these are the temporal layers' largest.
+    """
 
     def __init__(self, channels: int, num_heads: int, norm_num_groups: int, cross_frame: bool, dropout: float):
         super().__init__()
         self.temporal = TemporalTransformer(channels, num_heads, norm_num_groups, dropout)
         self.cross_frame = CrossFrameAttention(channels, num_heads, norm_num_groups, dropout) if cross_frame else None
+        self.gradient_checkpointing = False
 
     def forward(self, x: torch.Tensor, num_frames: int, reference_index: int | torch.Tensor) -> torch.Tensor:
+        if self.gradient_checkpointing and torch.is_grad_enabled():
+            x = self._gradient_checkpointing_func(self.temporal, x, num_frames)
+            if self.cross_frame is not None:
+                x = self._gradient_checkpointing_func(self.cross_frame, x, num_frames, reference_index)
+            return x
         x = self.temporal(x, num_frames)
         if self.cross_frame is not None:
             x = self.cross_frame(x, num_frames, reference_index)
@@ -219,7 +229,6 @@ class CCEditTemporalAdapter(ModelMixin, ConfigMixin):
                 TemporalBlock(resnets, attention_levels[level], heads[level], None if last else cout, **common)
             )
         self.conv_out = TemporalConv(out_channels, out_channels, 3)
-        self.gradient_checkpointing = False
 
     def zero_init(self) -> "CCEditTemporalAdapter":
         """CCEdit's initialisation: every path that ends in a zero tensor is an identity before training (ref §2.1)."""

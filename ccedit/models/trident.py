@@ -63,6 +63,46 @@ class TridentModel(nn.Module):
         if self.appearance is not None:
             self.appearance.save_pretrained(folder / "appearance")
 
+    def named_parameters_by_role(self) -> dict[str, dict[str, nn.Parameter]]:
+        """The learnable parameters by role: `temporal`, `cross_frame` (of the main branch) and `appearance`.
+
+        Names are those of `self.named_parameters()`. The image UNet and the ControlNets belong to no role: they
+        are the frozen public parts.
+        """
+        roles = {role: {f"main.{k}": p for k, p in params.items()} for role, params in self.main.named_parameters_by_role().items()}
+        roles["appearance"] = dict(self.appearance.named_parameters(prefix="appearance")) if self.appearance else {}
+        return roles
+
+    def set_trainable(self, roles: Sequence[str]) -> list[nn.Parameter]:
+        """Freeze everything but the parameters of `roles`; returns those, in a fixed order, for the optimiser."""
+        available = self.named_parameters_by_role()
+        unknown = [r for r in roles if r not in available]
+        if unknown:
+            raise ValueError(f"unknown parameter roles {unknown}; choose from {sorted(available)}")
+        empty = [r for r in roles if not available[r]]
+        if empty:
+            raise ValueError(f"this model has no {empty[0]} parameters to train")
+        self.requires_grad_(False)
+        trainable = [p for r in roles for p in available[r].values()]
+        for p in trainable:
+            p.requires_grad_(True)
+        return trainable
+
+    def save_trained(self, folder: str | os.PathLike, roles: Sequence[str]) -> list[str]:
+        """Write only the parts that `roles` train, as the sub-folders a ccedit model folder holds.
+
+        `temporal/` (for `temporal` or `cross_frame`: the adapter holds both) and `appearance/`; returns their names.
+        """
+        folder = Path(folder)
+        written = []
+        if {"temporal", "cross_frame"} & set(roles):
+            self.main.save_temporal(folder / "temporal")
+            written.append("temporal")
+        if "appearance" in roles and self.appearance is not None:
+            self.appearance.save_pretrained(folder / "appearance")
+            written.append("appearance")
+        return written
+
     def structure_residuals(
         self,
         sample: torch.Tensor,

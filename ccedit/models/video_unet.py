@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import torch
-import torch.utils.checkpoint
 from diffusers import UNet2DConditionModel
+from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 from .appearance import AppearanceResiduals
@@ -51,13 +53,20 @@ def check_compatible(unet: UNet2DConditionModel, temporal: CCEditTemporalAdapter
             raise ValueError(f"temporal adapter does not fit the base UNet: `{key}` is {got}, the UNet needs {value}")
 
 
-class VideoUNet(nn.Module):
+class VideoUNet(ModelMixin):
     r"""CCEdit's pseudo-3D main branch (ref §2.1): per-frame SD-1.5 layers, each followed by its temporal layer.
+
+    A diffusers `ModelMixin` for its training API (`enable_gradient_checkpointing`, `num_parameters`, ...), but
+    not saved as a whole: the base UNet is named by its own folder or hub id, and `save_temporal` writes only the
+    learnable layers, in the `temporal/` sub-folder a ccedit model folder holds (as diffusers' motion UNet does with
+    `save_motion_modules`).
 
     Args:
         unet (`UNet2DConditionModel`): the frozen image UNet (any SD-1.5 checkpoint or personalised model).
         temporal (`CCEditTemporalAdapter`): the learnable temporal layers made for that UNet's shape.
     """
+
+    _supports_gradient_checkpointing = True
 
     def __init__(self, unet: UNet2DConditionModel, temporal: CCEditTemporalAdapter):
         super().__init__()
@@ -66,20 +75,67 @@ class VideoUNet(nn.Module):
         self.temporal = temporal
         self.gradient_checkpointing = False
 
+    @classmethod
+    def from_unet2d(
+        cls,
+        unet: UNet2DConditionModel,
+        temporal: CCEditTemporalAdapter | None = None,
+        cross_frame_attention: bool = False,
+    ) -> "VideoUNet":
+        """The main branch on `unet`: with `temporal`, or new temporal layers in CCEdit's identity initialisation.
+
+        Args:
+            unet (`UNet2DConditionModel`): an SD-1.5-shaped image UNet.
+            temporal (`CCEditTemporalAdapter`, *optional*): trained temporal layers; new zero-initialised ones
+                (ref §2.1: the video UNet starts as the image UNet run per frame) when not given.
+            cross_frame_attention (`bool`): give new temporal layers the keyframe model's cross-frame attention.
+        """
+        if temporal is None:
+            config = adapter_config_for(unet, cross_frame_attention)
+            temporal = CCEditTemporalAdapter(**config).zero_init().to(unet.device)
+            if unet.dtype != torch.float32:
+                temporal = temporal.to(unet.dtype)
+        return cls(unet, temporal)
+
     @property
     def dtype(self) -> torch.dtype:
         return self.unet.dtype
 
-    def enable_gradient_checkpointing(self) -> None:
-        """Recompute each block's activations in the backward pass instead of storing them."""
-        self.gradient_checkpointing = True
+    def freeze_unet2d_params(self) -> None:
+        """Freeze the image UNet; the temporal layers stay trainable."""
+        self.unet.requires_grad_(False)
+        self.temporal.requires_grad_(True)
 
-    def disable_gradient_checkpointing(self) -> None:
-        self.gradient_checkpointing = False
+    def named_parameters_by_role(self) -> dict[str, dict[str, nn.Parameter]]:
+        """The learnable parameters by role: `temporal` (temporal layers) and `cross_frame` (cross-frame attention).
+
+        Names are those of `self.named_parameters()`; the image UNet's parameters belong to no role.
+        """
+        roles: dict[str, dict[str, nn.Parameter]] = {"temporal": {}, "cross_frame": {}}
+        for name, param in self.temporal.named_parameters(prefix="temporal"):
+            roles["cross_frame" if ".cross_frame." in name else "temporal"][name] = param
+        return roles
+
+    def save_temporal(self, folder: str | os.PathLike, **kwargs) -> None:
+        """Write the temporal layers to `folder` (config + safetensors), loadable as `CCEditTemporalAdapter`."""
+        self.temporal.save_pretrained(Path(folder), **kwargs)
+
+    def save_pretrained(self, *args, **kwargs):
+        raise NotImplementedError(
+            "VideoUNet is not saved whole: save the base UNet and `save_temporal` (the learnable layers) apart"
+        )
+
+    def _set_gradient_checkpointing(self, enable: bool = True, gradient_checkpointing_func: Callable | None = None) -> None:
+        # Checkpoint whole (spatial layer + temporal layer) units here; the switches of the modules inside are left
+        # as they are, so that no layer is recomputed twice in one backward pass.
+        self.gradient_checkpointing = enable
+        if gradient_checkpointing_func is not None:
+            self._gradient_checkpointing_func = gradient_checkpointing_func
 
     def _run(self, fn: Callable, *args) -> torch.Tensor:
         if self.gradient_checkpointing and torch.is_grad_enabled():
-            return torch.utils.checkpoint.checkpoint(fn, *args, use_reentrant=False)
+            # diffusers' checkpointing functions call `fn.__call__(*args)`, which a bound method also has.
+            return self._gradient_checkpointing_func(fn, *args)
         return fn(*args)
 
     def _resnet(self, resnet: nn.Module, temporal: TemporalResnet, x, temb, num_frames: int) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Schedulers: the original sigma table and timesteps, DPM++(2S) ancestral, and a name -> scheduler registry.
+"""Schedulers: the original sigma table and timesteps, CCEdit's denoiser, DPM++(2S) ancestral, a name registry.
 
 Every scheduler is built with Stable Diffusion 1.5's training settings. Two helpers hide how CCEdit's sampling
 conventions map onto diffusers schedulers:
@@ -28,6 +28,7 @@ from diffusers import (
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from ..errors import UserError
+from .denoiser import DiscreteEpsDenoiser
 from .dpmpp_2s_ancestral import DPMPP2SAncestralScheduler, DPMPP2SAncestralSchedulerOutput
 from .sigmas import original_alphas_cumprod, original_sigmas, original_timesteps, quantize_sigma
 
@@ -37,6 +38,7 @@ __all__ = [
     "SCHEDULERS",
     "DPMPP2SAncestralScheduler",
     "DPMPP2SAncestralSchedulerOutput",
+    "DiscreteEpsDenoiser",
     "build_scheduler",
     "completes_step",
     "evaluation_steps",

@@ -17,7 +17,8 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
-from .sigmas import original_sigmas, original_timesteps, quantize_sigma
+from .denoiser import DiscreteEpsDenoiser
+from .sigmas import original_timesteps
 
 logger = logging.getLogger(__name__)
 
@@ -117,7 +118,8 @@ class DPMPP2SAncestralScheduler(SchedulerMixin, ConfigMixin):
         if eta < 0:
             raise ValueError(f"`eta` must be >= 0, got {eta}.")
 
-        self.sigma_table = original_sigmas(num_train_timesteps, beta_start, beta_end)  # (T,) float32, by timestep
+        self.denoiser = DiscreteEpsDenoiser(num_train_timesteps, beta_start, beta_end)
+        self.sigma_table = self.denoiser.sigmas  # (T,) float32, by timestep
         self.num_inference_steps: int | None = None
         self.timesteps = torch.empty(0, dtype=torch.int64)
         # Until `set_timesteps`: just sigma_max and 0, so that sigma_max is already right (every schedule starts there).
@@ -212,7 +214,7 @@ class DPMPP2SAncestralScheduler(SchedulerMixin, ConfigMixin):
             solver_steps.append(i)
             is_first_stage.append(True)
             if plan.has_midpoint:
-                mid_index, mid_sigma_quantized = quantize_sigma(plan.mid_sigma, self.sigma_table)
+                mid_index, mid_sigma_quantized = self.denoiser.quantize(plan.mid_sigma)
                 timesteps.append(mid_index)
                 eval_sigmas.append(plan.mid_sigma)
                 eval_sigmas_quantized.append(mid_sigma_quantized)
@@ -227,7 +229,7 @@ class DPMPP2SAncestralScheduler(SchedulerMixin, ConfigMixin):
         self._plans = plans
         self._sigmas_quantized = sigmas_quantized
         # The reciprocal first, then a multiply in scale_model_input, as the original's EpsScaling does.
-        self._c_in = 1.0 / (sigmas_quantized**2.0 + 1.0) ** 0.5
+        self._c_in = self.denoiser.c_in(sigmas_quantized)
         self._is_first_stage = is_first_stage
         self._step_index = None
         self._begin_index = None
@@ -338,8 +340,7 @@ class DPMPP2SAncestralScheduler(SchedulerMixin, ConfigMixin):
         # float32 arithmetic regardless of the network's dtype, as the original sampler keeps x in float32.
         x = sample.to(torch.float32)
         sigma_quantized = self._sigmas_quantized[index].to(x.device)
-        # D = c_skip * x + c_out * eps with c_skip = 1 and c_out = -sigma_q, in the original's operation order.
-        denoised = model_output.to(torch.float32) * -sigma_quantized + x
+        denoised = self.denoiser.denoised(model_output, x, sigma_quantized)
 
         if self._is_first_stage[index] and plan.has_midpoint:
             # First evaluation of a 2S step: move to the log-midpoint, where the next call evaluates D2.

@@ -209,11 +209,81 @@ def test_gradient_checkpointing_gives_the_same_gradients():
         model(x, t[:1], ctx, structure_maps=[maps], keyframe_latent=key).square().mean().backward()
         return [p.grad.clone() for p in modules["temporal"].parameters()]
 
-    plain = grads()
+    def count_temporal_forwards(run):
+        calls = []
+        layer = modules["temporal"].down_blocks[0].attentions[0].temporal
+        handle = layer.register_forward_pre_hook(lambda *_: calls.append(1))  # a recomputation may stop early
+        try:
+            return run(), len(calls)
+        finally:
+            handle.remove()
+
+    plain, plain_calls = count_temporal_forwards(grads)
+    # The standard diffusers switch on the main branch: whole blocks recompute in the backward pass.
     model.main.enable_gradient_checkpointing()
-    checkpointed = grads()
-    for a, b in zip(plain, checkpointed):
+    checkpointed, block_calls = count_temporal_forwards(grads)
+    model.main.disable_gradient_checkpointing()
+    # The adapter's own switch: only its attention layers recompute.
+    modules["temporal"].enable_gradient_checkpointing()
+    adapter_checkpointed, adapter_calls = count_temporal_forwards(grads)
+    modules["temporal"].disable_gradient_checkpointing()
+    assert (plain_calls, block_calls, adapter_calls) == (1, 2, 2)  # each switch really recomputes
+    for a, b, c in zip(plain, checkpointed, adapter_checkpointed):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(a, c, atol=1e-6, rtol=1e-5)
+    assert count_temporal_forwards(grads)[1] == 1  # and both switch off again
+
+
+def test_from_unet2d_starts_as_the_image_unet_and_freezes_only_the_base():
+    modules = tiny_modules(keyframe=True)
+    main = VideoUNet.from_unet2d(modules["unet"], cross_frame_attention=True)
+    x, t, ctx, _, _ = inputs()
+    b, c, f, h, w = x.shape
+    with torch.no_grad():
+        per_frame = modules["unet"](x.transpose(1, 2).reshape(b * f, c, h, w), t.repeat_interleave(f),
+                                    ctx.repeat_interleave(f, dim=0)).sample
+        torch.testing.assert_close(main(x, t, ctx), per_frame.view(b, f, c, h, w).transpose(1, 2), atol=1e-5, rtol=1e-4)
+    main.freeze_unet2d_params()
+    roles = main.named_parameters_by_role()
+    trainable = {n for n, p in main.named_parameters() if p.requires_grad}
+    assert trainable == set(roles["temporal"]) | set(roles["cross_frame"])
+    assert roles["cross_frame"] and all(".cross_frame." in n for n in roles["cross_frame"])
+    assert not any(".cross_frame." in n for n in roles["temporal"])
+    with pytest.raises(NotImplementedError, match="save_temporal"):
+        main.save_pretrained("unused")
+
+
+def test_trident_trains_only_the_chosen_roles_and_saves_only_them(tmp_path):
+    modules = tiny_modules(keyframe=True)
+    model = make_model(modules)
+    params = model.set_trainable(["temporal", "appearance"])
+    roles = model.named_parameters_by_role()
+    expected = {**roles["temporal"], **roles["appearance"]}
+    assert {id(p) for p in params} == {id(p) for p in expected.values()}
+    assert {n for n, p in model.named_parameters() if p.requires_grad} == set(expected)
+    with pytest.raises(ValueError, match="unknown parameter roles"):
+        model.set_trainable(["unet"])
+    assert model.save_trained(tmp_path, ["temporal", "appearance"]) == ["temporal", "appearance"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["appearance", "temporal"]  # no UNet, no ControlNet
+    loaded = CCEditTemporalAdapter.from_pretrained(tmp_path / "temporal")
+    for (k, a), (_, b) in zip(modules["temporal"].state_dict().items(), loaded.state_dict().items()):
+        assert torch.equal(a, b), k
+
+
+def test_appearance_encoder_copied_from_the_unet_encoder():
+    from ccedit.models.appearance import appearance_encoder_from_unet
+
+    modules = tiny_modules(keyframe=True)
+    unet = modules["unet"]
+    encoder = appearance_encoder_from_unet(unet)
+    ours, theirs = encoder.state_dict(), unet.state_dict()
+    assert torch.equal(ours["down_blocks.0.resnets.0.conv1.weight"], theirs["down_blocks.0.resnets.0.conv1.weight"])
+    block = "down_blocks.1.attentions.0.transformer_blocks.0."
+    assert torch.equal(ours[block + "norm2.weight"], theirs[block + "norm3.weight"])  # SD's pre-feed-forward norm
+    assert torch.equal(ours[block + "attn1.to_q.weight"], theirs[block + "attn1.to_q.weight"])
+    # the zero convolutions keep the main branch unchanged until training moves them
+    down, mid = encoder(torch.randn(2, 4, 4, 6), torch.tensor([10, 500]))
+    assert all(not r.any() for r in down) and not mid.any()
 
 
 def test_adapter_and_appearance_encoder_save_and_load_exactly(tmp_path):

@@ -1,0 +1,351 @@
+"""The training loop: eps-MSE on CCEdit's denoiser, through accelerate (one CPU to many GPUs), resumable exactly.
+
+Run layout under `output`: `config.yaml` (the resolved settings), `losses.jsonl` (one line per step),
+`checkpoints/step-NNNNNN/` (accelerate state: optimiser, LR schedule, EMA, RNG states; the trained parts in
+`temporal/` and `appearance/`; `trainer_state.json`), and `model/` (the final trained parts, loadable as the
+sub-folders of a ccedit model folder), `data/` for the synthetic set.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import UserError
+from ..io import atomic_path
+from ..schedulers import DiscreteEpsDenoiser
+from .config import TrainConfig
+from .data import StreamPositions, VideoWindows, collate, scan_videos, step_rng, worker_count
+from .model import TrainingModels, build_models, check_roles
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINTS = "checkpoints"
+STATE_FILE = "trainer_state.json"
+LOSSES = "losses.jsonl"
+
+
+@dataclass
+class TrainResult:
+    output: Path
+    step: int
+    losses: list[float]  # this call's steps
+    skipped_videos: int
+    trident: object  # the trained network (unwrapped), for inspection
+
+
+def find_checkpoint(output: Path) -> Path | None:
+    """The newest complete checkpoint of a run (temporaries are hidden and never match)."""
+    folders = sorted((output / CHECKPOINTS).glob("step-*"), key=lambda p: p.name)
+    complete = [p for p in folders if (p / STATE_FILE).is_file()]
+    return complete[-1] if complete else None
+
+
+def check_config(config: TrainConfig, resume: bool) -> Path:
+    """Everything that can be checked without loading a model or a video; returns the run folder."""
+    if config.output is None:
+        raise UserError("no run folder: add output=DIR")
+    output = Path(config.output).expanduser()
+    check_roles(config.model)
+    t, d = config.train, config.data
+    if t.max_steps < 1 or t.batch_size < 1 or t.gradient_accumulation_steps < 1:
+        raise UserError("train.max_steps, train.batch_size and train.gradient_accumulation_steps must be at least 1")
+    if t.mixed_precision not in ("no", "fp16", "bf16"):
+        raise UserError(f"train.mixed_precision must be no, fp16 or bf16, got {t.mixed_precision!r}")
+    if d.keyframe_index not in ("centre", "random"):
+        raise UserError(f"data.keyframe_index must be centre or random, got {d.keyframe_index!r}")
+    if d.height % 8 or d.width % 8 or d.num_frames < 1:
+        raise UserError(f"data.height and data.width must be multiples of 8, got {d.height}x{d.width}")
+    if d.videos is None and d.synthetic < 1:
+        raise UserError("no training data: set data.videos to a folder of videos (or data.synthetic to a count)")
+    if d.videos is not None and Path(d.videos).expanduser().is_dir() and not any(Path(d.videos).expanduser().iterdir()):
+        raise UserError(f"data.videos folder {d.videos} is empty: put videos and a captions.csv (`path,caption`) in it")
+    if resume and find_checkpoint(output) is None:
+        raise UserError(f"--resume: no checkpoint in {output / CHECKPOINTS}; run without --resume to start")
+    return output
+
+
+def train(config: TrainConfig, resume: bool = False) -> TrainResult:
+    """Train the learnable parts chosen by `config.model.trainable`; see the module docstring for what is written."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    # 1. Checks that need nothing loaded, then the accelerator (one per process under `accelerate launch`).
+    output = check_config(config, resume)
+    t, d = config.train, config.data
+    roles = check_roles(config.model)
+    log_with = "tensorboard" if _has_tensorboard() else None
+    accelerator = Accelerator(
+        # Without CUDA, say so: only then does accelerate join processes launched by torchrun over gloo.
+        cpu=not torch.cuda.is_available(),
+        mixed_precision=t.mixed_precision, gradient_accumulation_steps=t.gradient_accumulation_steps,
+        log_with=log_with, project_dir=str(output),
+    )
+    set_seed(t.seed)
+
+    # 2. Data: the synthetic set (written once, by the main process), then every listed video checked.
+    if d.synthetic > 0 and d.videos is None:
+        d.videos = str(output / "data")
+        if accelerator.is_main_process:
+            from .synthetic import build_synthetic_set
+
+            build_synthetic_set(d.videos, d.synthetic, num_frames=max(3 * d.num_frames, 24),
+                                size=max(d.height, d.width, 64), fps=d.fps or 8.0, seed=t.seed)
+        accelerator.wait_for_everyone()
+    report = scan_videos(d)
+
+    # 3. Networks: frozen public parts, learnable parts by role.
+    models = build_models(config.model)
+    trident = models.trident
+    params = trident.set_trainable(roles)
+    if t.gradient_checkpointing:
+        trident.main.enable_gradient_checkpointing()
+    frozen_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(t.mixed_precision, torch.float32)
+    if accelerator.device.type != "cuda":
+        frozen_dtype = torch.float32  # half precision saves nothing worth its error on a CPU
+    _cast_frozen(models, frozen_dtype, accelerator.device)
+    trident.to(accelerator.device)
+
+    optimizer = torch.optim.AdamW(params, lr=t.learning_rate, betas=(t.adam_beta1, t.adam_beta2),
+                                  weight_decay=t.adam_weight_decay, eps=t.adam_epsilon)
+    from diffusers.optimization import get_scheduler
+
+    # Stepped here once per optimisation step, not through accelerate (which steps it once per process).
+    lr_scheduler = get_scheduler(t.lr_scheduler, optimizer, num_warmup_steps=t.lr_warmup_steps,
+                                 num_training_steps=t.max_steps)
+    ema = None
+    if t.use_ema:
+        from diffusers.training_utils import EMAModel
+
+        ema = EMAModel(params, decay=t.ema_decay)
+        ema.to(accelerator.device)
+    trident, optimizer = accelerator.prepare(trident, optimizer)
+    accelerator.register_for_checkpointing(lr_scheduler)
+    if ema is not None:
+        accelerator.register_for_checkpointing(ema)
+    _register_trained_parts_hooks(accelerator, roles)
+
+    # 4. Resume: weights, optimiser, LR schedule, EMA and RNG states; the data position follows from the step.
+    step = 0
+    if resume:
+        checkpoint = find_checkpoint(output)
+        accelerator.load_state(str(checkpoint))
+        step = json.loads((checkpoint / STATE_FILE).read_text())["step"]
+        logger.info("resumed from %s at step %d", checkpoint, step)
+    if accelerator.is_main_process:
+        _prepare_run_folder(output, config, step)
+    if log_with:
+        accelerator.init_trackers("ccedit-train")
+
+    samples_per_step = t.batch_size * accelerator.num_processes * t.gradient_accumulation_steps
+    sampler = StreamPositions(t.batch_size, accelerator.process_index, accelerator.num_processes,
+                              start=step * samples_per_step)
+    annotator, cache = _structure_source(d)
+    dataset = VideoWindows(report.entries, d, t.seed, annotator, cache)
+    workers = worker_count(d.num_workers)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=t.batch_size, sampler=sampler, collate_fn=collate,
+                                         num_workers=workers, persistent_workers=workers > 0)
+
+    # 5. The loop: one optimisation step per `gradient_accumulation_steps` batches.
+    denoiser = DiscreteEpsDenoiser()
+    losses: list[float] = []
+    skipped = 0
+    from tqdm.auto import tqdm
+
+    progress = tqdm(total=t.max_steps, initial=step, desc="training", disable=not accelerator.is_main_process)
+    batches = iter(loader)
+    trident.train()
+    while step < t.max_steps:
+        step_loss = torch.zeros((), device=accelerator.device)
+        for _ in range(t.gradient_accumulation_steps):
+            batch = next(batches)
+            skipped += batch["skipped"]
+            with accelerator.accumulate(trident):
+                loss = training_loss(trident, models, batch, denoiser, config, step, accelerator.device)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and t.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(params, t.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            step_loss += loss.detach() / t.gradient_accumulation_steps
+        lr_scheduler.step()
+        if ema is not None:
+            ema.step(params)
+        step += 1
+        mean_loss = accelerator.reduce(step_loss, reduction="mean").item()
+        losses.append(mean_loss)
+        if accelerator.is_main_process:
+            with (output / LOSSES).open("a") as f:
+                f.write(json.dumps({"step": step, "loss": mean_loss, "lr": lr_scheduler.get_last_lr()[0]}) + "\n")
+        if log_with:
+            accelerator.log({"loss": mean_loss, "lr": lr_scheduler.get_last_lr()[0]}, step=step)
+        progress.update(1)
+        progress.set_postfix(loss=f"{mean_loss:.4f}")
+        if step % t.checkpoint_every == 0 or step == t.max_steps:
+            save_checkpoint(accelerator, output, step, t.keep_checkpoints)
+    progress.close()
+
+    # 6. The trained parts, EMA weights when kept, in the layout the editing pipeline loads.
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        final = accelerator.unwrap_model(trident)
+        if ema is not None:
+            ema.store(params)
+            ema.copy_to(params)
+        with atomic_path(output / "model", is_dir=True) as folder:
+            final.save_trained(folder, roles)
+        if ema is not None:
+            ema.restore(params)
+    accelerator.end_training()
+    return TrainResult(output, step, losses, report.skipped + skipped, accelerator.unwrap_model(trident))
+
+
+def training_loss(trident, models: TrainingModels, batch: dict, denoiser: DiscreteEpsDenoiser,
+                  config: TrainConfig, step: int, device: torch.device) -> torch.Tensor:
+    r"""eps-MSE of one batch, equal to CCEdit's sigma^-2-weighted denoising loss (see `schedulers/denoiser.py`).
+
+    Each sample's random draws come from its own seed (see `data.py`), in a fixed order: the VAE's posterior
+    sample, the timestep, the noise, the offset noise (one value per channel and frame, added to every pixel),
+    text dropout (the empty prompt) and structure dropout (a blank map).
+    """
+    t, d = config.train, config.data
+    pixels = batch["pixels"].to(device)  # (b, 3, f, H, W) in [-1, 1]
+    b, _, f, height, width = pixels.shape
+    latent_shape = (f, models.vae.config.latent_channels, height // 8, width // 8)
+
+    draws = []
+    for seed in batch["seeds"]:
+        g = torch.Generator().manual_seed(seed)
+        posterior = torch.randn(latent_shape, generator=g)
+        timestep = torch.randint(0, denoiser.num_train_timesteps, (1,), generator=g)
+        noise = torch.randn(latent_shape[1], f, *latent_shape[2:], generator=g)
+        offset = torch.randn(latent_shape[1], f, 1, 1, generator=g)
+        keep_text, keep_structure = (torch.rand(2, generator=g) >= torch.tensor([t.text_dropout, t.structure_dropout])).tolist()
+        draws.append((posterior, timestep, noise + t.offset_noise * offset, keep_text, keep_structure))
+
+    with torch.no_grad():
+        # 1. Clean latents: (b f) 3 H W -> (b f) 4 h w -> b 4 f h w.
+        vae = models.vae
+        frames = pixels.transpose(1, 2).reshape(b * f, 3, height, width).to(vae.dtype)
+        dist = vae.encode(frames).latent_dist
+        posterior = torch.cat([p[0] for p in draws]).to(device, dist.mean.dtype)
+        latents = (dist.mean + dist.std * posterior) * vae.config.scaling_factor
+        latents = latents.view(b, f, *latents.shape[1:]).transpose(1, 2).float()
+        # 2. Text, with dropout to the empty prompt.
+        captions = [c if p[3] else "" for c, p in zip(batch["captions"], draws)]
+        ids = models.tokenizer(captions, padding="max_length", max_length=models.tokenizer.model_max_length,
+                               truncation=True, return_tensors="pt").input_ids.to(device)
+        text = models.text_encoder(ids)[0]
+
+    timesteps = torch.cat([p[1] for p in draws]).to(device)
+    noise = torch.stack([p[2] for p in draws]).to(device)
+    keep_structure = torch.tensor([float(p[4]) for p in draws], device=device).view(b, 1, 1, 1, 1)
+    structure = batch["structure"].to(device) * keep_structure
+    model_input = denoiser.noisy_input(latents, noise, timesteps)
+
+    kwargs = {}
+    if config.model.keyframe:
+        # The appearance keyframe is a clean frame of the same window: the centre one, or one chosen per step.
+        k = f // 2 if d.keyframe_index == "centre" else int(step_rng(t.seed, step).integers(f))
+        kwargs = dict(keyframe_latent=latents[:, :, k], keyframe_index=k)
+    prediction = trident(model_input, timesteps, text, structure_maps=[structure], structure_scale=1.0, **kwargs)
+    return F.mse_loss(prediction.float(), noise.float())
+
+
+def save_checkpoint(accelerator, output: Path, step: int, keep: int | None) -> None:
+    """Write `checkpoints/step-NNNNNN/` atomically: every process writes into one temporary folder, then it is renamed."""
+    from accelerate.utils import broadcast_object_list
+
+    final = output / CHECKPOINTS / f"step-{step:06d}"
+    if accelerator.is_main_process:
+        with atomic_path(final, is_dir=True) as tmp:
+            broadcast_object_list([str(tmp)])
+            _save_state(accelerator, tmp, step)
+        if keep:
+            for old in sorted((output / CHECKPOINTS).glob("step-*"))[:-keep]:
+                shutil.rmtree(old, ignore_errors=True)
+    else:
+        shared = broadcast_object_list([None])
+        _save_state(accelerator, Path(shared[0]), step)
+    accelerator.wait_for_everyone()
+
+
+def _save_state(accelerator, folder: Path, step: int) -> None:
+    accelerator.save_state(str(folder))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        (folder / STATE_FILE).write_text(json.dumps({"step": step}) + "\n")
+
+
+def _register_trained_parts_hooks(accelerator, roles: list[str]) -> None:
+    """accelerate saves and loads only the trained parts, as `temporal/` and `appearance/` (diffusers' hook pattern)."""
+
+    def save(models, weights, folder):
+        if accelerator.is_main_process:
+            for model in models:
+                accelerator.unwrap_model(model).save_trained(folder, roles)
+        weights.clear()  # the frozen base is never written
+
+    def load(models, folder):
+        from ..models import AppearanceEncoder, CCEditTemporalAdapter
+
+        for _ in range(len(models)):
+            model = accelerator.unwrap_model(models.pop())
+            folder = Path(folder)
+            if (folder / "temporal").is_dir():
+                trained = CCEditTemporalAdapter.from_pretrained(folder / "temporal")
+                model.main.temporal.load_state_dict(trained.state_dict())
+            if (folder / "appearance").is_dir():
+                model.appearance.load_state_dict(AppearanceEncoder.from_pretrained(folder / "appearance").state_dict())
+
+    accelerator.register_save_state_pre_hook(save)
+    accelerator.register_load_state_pre_hook(load)
+
+
+def _prepare_run_folder(output: Path, config: TrainConfig, step: int) -> None:
+    """Record the settings; keep only the loss lines up to `step` (a resumed run rewrites what came after)."""
+    from ..config import to_yaml
+
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "config.yaml").write_text(to_yaml(config))
+    losses = output / LOSSES
+    kept = []
+    if step and losses.is_file():
+        kept = [line for line in losses.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+    losses.write_text("".join(line + "\n" for line in kept))
+
+
+def _structure_source(d):
+    from ..annotators import build_annotator
+    from ..annotators.cache import StructureCache
+
+    annotator = build_annotator(d.annotator, **d.annotator_options)
+    cache = StructureCache(Path(d.cache_dir).expanduser()) if d.cache_dir else None
+    return annotator, cache
+
+
+def _cast_frozen(models: TrainingModels, dtype: torch.dtype, device: torch.device) -> None:
+    """Frozen parts in `dtype` on `device`; the trained ones stay float32 (mixed precision keeps float32 masters)."""
+    for module in (models.vae, models.text_encoder, models.trident.main.unet, *models.trident.structure):
+        module.to(device) if dtype == torch.float32 else module.to(device=device, dtype=dtype)
+
+
+def _has_tensorboard() -> bool:
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def loss_summary(losses: list[float]) -> tuple[float, float]:
+    """Mean loss of the first and of the last tenth of the steps."""
+    tenth = max(1, len(losses) // 10)
+    return float(np.mean(losses[:tenth])), float(np.mean(losses[-tenth:]))
