@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,6 +14,18 @@ from torch import nn
 from .appearance import AppearanceEncoder, AppearanceResiduals
 from .temporal_adapter import CCEditTemporalAdapter
 from .video_unet import VideoUNet
+
+
+@contextlib.contextmanager
+def _hint_encoding_given(net: ControlNetModel):
+    """Let `net` take an encoded hint: diffusers' `ControlNetModel.forward` always runs its hint encoder on
+    `controlnet_cond`, so for the call the encoder is an identity and the encoding (`encode_structure`) goes in."""
+    encoder = net.controlnet_cond_embedding
+    net.controlnet_cond_embedding = nn.Identity()
+    try:
+        yield
+    finally:
+        net.controlnet_cond_embedding = encoder
 
 
 class TridentModel(nn.Module):
@@ -103,6 +116,28 @@ class TridentModel(nn.Module):
             written.append("appearance")
         return written
 
+    @property
+    def hints_can_be_encoded(self) -> bool:
+        """Whether `encode_structure` serves every ControlNet (forward flips a BGR one's input after the point where
+        an encoding would go in)."""
+        return all(net.config.controlnet_conditioning_channel_order == "rgb" for net in self.structure)
+
+    def encode_structure(self, structure_maps: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Each ControlNet's hint encoding of its maps: `(b, 3, t, H, W)` -> `(b, C, t, h, w)` at latent size.
+
+        The encoding depends on the maps alone (not on the timestep, the noisy latent or the text), so a caller runs
+        it once per clip and passes the result as `structure_hints` to every network call.
+        """
+        if not self.hints_can_be_encoded:
+            raise ValueError("a ControlNet with BGR channel order flips its input inside forward: pass its maps")
+        hints = []
+        for net, maps in zip(self.structure, structure_maps, strict=True):
+            b, c, t = maps.shape[:3]
+            flat = maps.transpose(1, 2).reshape(b * t, c, *maps.shape[-2:]).to(self.dtype)
+            encoded = net.controlnet_cond_embedding(flat)
+            hints.append(encoded.view(b, t, *encoded.shape[1:]).transpose(1, 2))
+        return hints
+
     def structure_residuals(
         self,
         sample: torch.Tensor,
@@ -110,8 +145,12 @@ class TridentModel(nn.Module):
         encoder_hidden_states: torch.Tensor,
         structure_maps: Sequence[torch.Tensor],
         structure_scales: Sequence[float],
+        encoded: bool = False,
     ) -> tuple[list[torch.Tensor] | None, torch.Tensor | None]:
-        """Sum of the ControlNets' residuals for every frame, `(batch * frames, C, h, w)`; `(None, None)` if unused."""
+        """Sum of the ControlNets' residuals for every frame, `(batch * frames, C, h, w)`; `(None, None)` if unused.
+
+        With `encoded`, `structure_maps` are hint encodings from `encode_structure`, not maps.
+        """
         b, c, f, h, w = sample.shape
         frames = sample.transpose(1, 2).reshape(b * f, c, h, w)
         timestep = torch.as_tensor(timestep, device=sample.device)
@@ -122,10 +161,11 @@ class TridentModel(nn.Module):
             if scale == 0:
                 continue  # a zero scale contributes nothing: skip the whole ControlNet pass
             hint = maps.transpose(1, 2).reshape(b * f, maps.shape[1], *maps.shape[-2:])  # b c t H W -> (b t) c H W
-            down, mid = net(
-                frames, frame_timesteps, context, controlnet_cond=hint.to(frames.dtype),
-                conditioning_scale=scale, return_dict=False,
-            )
+            with _hint_encoding_given(net) if encoded else contextlib.nullcontext():
+                down, mid = net(
+                    frames, frame_timesteps, context, controlnet_cond=hint.to(frames.dtype),
+                    conditioning_scale=scale, return_dict=False,
+                )
             if down_total is None:
                 down_total, mid_total = list(down), mid
             else:
@@ -154,6 +194,7 @@ class TridentModel(nn.Module):
         *,
         structure_maps: Sequence[torch.Tensor] | torch.Tensor | None = None,
         structure_scale: Sequence[float] | float = 1.0,
+        structure_hints: Sequence[torch.Tensor] | None = None,
         keyframe_latent: torch.Tensor | None = None,
         keyframe_index: int | None = None,
         appearance_scale: float = 1.0,
@@ -169,6 +210,8 @@ class TridentModel(nn.Module):
             structure_maps (`torch.Tensor` or list): per ControlNet, maps `(batch, 3, frames, 8*height, 8*width)` in
                 `[0, 1]` as a diffusers ControlNet expects them.
             structure_scale (`float` or list): one scale per ControlNet; 0 skips that ControlNet.
+            structure_hints (list, *optional*): instead of `structure_maps`, their encodings from
+                `encode_structure` (`(batch, C, frames, height, width)` per ControlNet), computed once per clip.
             keyframe_latent (`torch.Tensor`, *optional*): one edited keyframe's scaled latent per sample,
                 `(batch, 4, h, w)`, encoded here. Without it (or `appearance`), or with `appearance_scale=0`, the
                 appearance branch does not run.
@@ -184,9 +227,12 @@ class TridentModel(nn.Module):
             `torch.Tensor`: predicted noise, same shape as `sample`.
         """
         f = sample.shape[2]
+        if structure_maps is not None and structure_hints is not None:
+            raise ValueError("pass either `structure_maps` or their `structure_hints`, not both")
+        encoded = structure_hints is not None
         if isinstance(structure_maps, torch.Tensor):
             structure_maps = [structure_maps]
-        structure_maps = list(structure_maps or [])
+        structure_maps = list(structure_hints if encoded else structure_maps or [])
         scales = [structure_scale] * len(structure_maps) if isinstance(structure_scale, (int, float)) else list(structure_scale)
         if len(structure_maps) != len(self.structure) and structure_maps:
             raise ValueError(f"got {len(structure_maps)} structure maps for {len(self.structure)} ControlNets")
@@ -196,7 +242,7 @@ class TridentModel(nn.Module):
         structure_down, structure_mid = None, None
         if structure_maps:
             structure_down, structure_mid = self.structure_residuals(
-                sample, timestep, encoder_hidden_states, structure_maps, scales
+                sample, timestep, encoder_hidden_states, structure_maps, scales, encoded
             )
 
         if keyframe_latent is not None and appearance is not None:

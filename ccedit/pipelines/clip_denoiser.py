@@ -14,6 +14,12 @@ from ..models import AppearanceResiduals, TridentModel
 from .conditions import TridentConditions
 from .windows import Window, whole_clip
 
+# The ControlNets' hint encodings of a whole clip are kept when they fit in this many bytes (about 200 frames of
+# SD-1.5 at 512x768 in float16); a longer clip encodes each window's frames at each call, still once for both
+# guidance halves.
+HINT_CACHE_BYTES = 1 << 30
+ENCODE_CHUNK_FRAMES = 16
+
 
 class ClipDenoiser:
     """`model_fn(latent_model_input, timestep) -> eps` over a whole clip, window by window.
@@ -47,7 +53,15 @@ class ClipDenoiser:
         self.device, self.dtype = device, dtype
         self.text = conditions.text.to(device, dtype)
         self._appearance: tuple[float, AppearanceResiduals] | None = None
+        self._clip_hints: list[torch.Tensor] | None = None
         self.on_window = None  # optional callback after each window's call (progress bars)
+        maps = conditions.structure_maps
+        self.encode_hints = bool(maps) and trident.hints_can_be_encoded
+        hint_bytes = sum(
+            net.config.block_out_channels[0] * m.shape[0] * m.shape[-2] * m.shape[-1] // 64
+            for net, m in zip(trident.structure, maps)
+        ) * torch.finfo(dtype).bits // 8
+        self.keep_clip_hints = self.encode_hints and hint_bytes <= HINT_CACHE_BYTES
 
     def appearance_at(self, timestep: torch.Tensor) -> AppearanceResiduals | None:
         """The residuals of every keyframe at `timestep`, computed on the first call for that timestep."""
@@ -71,6 +85,20 @@ class ClipDenoiser:
             self._appearance = (key, residuals)
         return self._appearance[1]
 
+    def structure_hints(self, frames: torch.Tensor) -> list[torch.Tensor]:
+        """The ControlNets' hint encodings of clip frames `frames`, `(1, C, len(frames), h, w)` each: sliced from
+        the whole clip's (encoded on first use) when they fit in memory, else encoded now."""
+        maps = self.conditions.structure_maps
+        if not self.keep_clip_hints:
+            return self.trident.encode_structure([self.conditions.maps_at(m, frames, self.device, self.dtype) for m in maps])
+        if self._clip_hints is None:
+            chunks = [
+                self.trident.encode_structure([self.conditions.maps_at(m, index, self.device, self.dtype) for m in maps])
+                for index in torch.arange(self.num_frames).split(ENCODE_CHUNK_FRAMES)
+            ]
+            self._clip_hints = [torch.cat(per_net, dim=2) for per_net in zip(*chunks)]
+        return [h[:, :, frames.to(h.device)] for h in self._clip_hints]
+
     def __call__(self, latent_model_input: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
         n, f = latent_model_input.shape[0], latent_model_input.shape[2]
         if f != self.num_frames:
@@ -81,8 +109,13 @@ class ClipDenoiser:
         for window, weight in zip(self.windows, self.weights, strict=True):
             index = torch.as_tensor(window.frames, device=latent_model_input.device)
             part = self.conditions.for_window(
-                window.frames, window.centre, window.keyframe_frames(), device=self.device, dtype=self.dtype
+                window.frames, window.centre, window.keyframe_frames(), device=self.device, dtype=self.dtype,
+                with_maps=not self.encode_hints,
             )
+            if self.encode_hints:
+                structure = {"structure_hints": [h.expand(n, -1, -1, -1, -1) for h in self.structure_hints(index.cpu())]}
+            else:
+                structure = {"structure_maps": [m.expand(n, -1, -1, -1, -1) for m in part.structure_maps]}
             appearance = None
             if residuals is not None and part.keyframes:
                 appearance = residuals.select(part.keyframes, part.keyframe_frames).repeat_to(n)
@@ -90,7 +123,7 @@ class ClipDenoiser:
                 latent_model_input[:, :, index].to(self.device, self.dtype),
                 timesteps,
                 self.text,
-                structure_maps=[m.expand(n, -1, -1, -1, -1) for m in part.structure_maps],
+                **structure,
                 structure_scale=list(self.conditions.structure_scales),
                 appearance=appearance,
                 anchor_index=part.anchor,

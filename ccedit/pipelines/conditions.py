@@ -104,6 +104,11 @@ class TridentConditions:
         """Whether the appearance branch runs: keyframes given at a non-zero scale."""
         return self.keyframes is not None and len(self.keyframes) > 0 and self.appearance_scale != 0
 
+    @staticmethod
+    def maps_at(maps: torch.Tensor, index: torch.Tensor, device=None, dtype=None) -> torch.Tensor:
+        """Frames `index` of one ControlNet's maps as the network takes them: `(1, 3, frames, H, W)` in `[0, 1]`."""
+        return _as_unit_float(maps[index], device, dtype).transpose(0, 1)[None]
+
     def for_frames(self, frames: Sequence[int]) -> "TridentConditions":
         """The conditions of the sub-clip made of clip frames `frames` (distinct); keyframes among them re-indexed."""
         frames = [int(f) for f in frames]
@@ -117,7 +122,7 @@ class TridentConditions:
 
     def for_window(
         self, frames: Sequence[int], anchor: int, keyframe_frames: dict[int, int] | None = None,
-        device: torch.device | None = None, dtype: torch.dtype | None = None,
+        device: torch.device | None = None, dtype: torch.dtype | None = None, with_maps: bool = True,
     ) -> WindowConditions:
         """The slice for a window showing clip frames `frames`.
 
@@ -127,9 +132,10 @@ class TridentConditions:
             keyframe_frames: clip keyframe index -> the window frame its appearance residuals go to; by default
                 every keyframe inside the window goes to its first position. Ignored without appearance.
             device, dtype: where and how the window's structure maps are needed.
+            with_maps: slice the structure maps (not needed when their encodings are kept for the whole clip).
         """
         index = torch.as_tensor(list(frames), dtype=torch.long)
-        maps = [_as_unit_float(m[index], device, dtype).transpose(0, 1)[None] for m in self.structure_maps]
+        maps = [self.maps_at(m, index, device, dtype) for m in self.structure_maps] if with_maps else []
         chosen: list[int] = []
         targets: list[int] = []
         if self.uses_appearance:

@@ -156,3 +156,34 @@ def test_the_appearance_branch_runs_once_per_evaluation_whatever_the_windows(com
     distinct = 1 + sum(a != b for a, b in itertools.pairwise(timesteps))
     assert len(timesteps) == 5 and distinct == 3
     assert calls == [2] * distinct  # both keyframes at once, shared by all windows and both guidance halves
+
+
+def test_structure_hints_encoded_once_give_the_same_residuals(components):
+    pipe = CCEditPipeline(**{**components, "scheduler": build_scheduler("euler")})
+    trident = pipe.trident()
+    g = torch.Generator().manual_seed(5)
+    x, text = torch.randn(2, 4, 5, 8, 12, generator=g), torch.randn(2, 77, 32, generator=g)
+    maps = torch.rand(1, 3, 5, 64, 96, generator=g).expand(2, -1, -1, -1, -1)
+    with torch.no_grad():
+        direct = trident(x, torch.tensor(300), text, structure_maps=[maps])
+        hints = trident.encode_structure([maps[:1]])
+        encoded = trident(x, torch.tensor(300), text, structure_hints=[h.expand(2, -1, -1, -1, -1) for h in hints])
+    torch.testing.assert_close(encoded, direct, atol=1e-5, rtol=1e-5)
+    assert pipe.controlnet.controlnet_cond_embedding is not None  # the encoder is back in place after the call
+
+
+@pytest.mark.parametrize("budget,expected", [(None, "once per clip"), (0, "once per window call")])
+def test_the_hint_encoder_runs_once_per_clip_or_once_per_window_call(components, clip, budget, expected, monkeypatch):
+    import ccedit.pipelines.clip_denoiser as clip_denoiser
+
+    if budget is not None:
+        monkeypatch.setattr(clip_denoiser, "HINT_CACHE_BYTES", budget)
+    pipe = CCEditPipeline(**{**components, "scheduler": build_scheduler("euler")})
+    frames = []
+    handle = pipe.controlnet.controlnet_cond_embedding.register_forward_pre_hook(lambda m, a: frames.append(a[0].shape[0]))
+    run(pipe, clip, window_length=4, window_overlap=1, num_inference_steps=3)  # 10 frames: 3 windows x 3 steps
+    handle.remove()
+    if expected == "once per clip":
+        assert sum(frames) == 10  # every frame encoded once, whatever the steps, windows and guidance halves
+    else:
+        assert frames == [4] * 9  # each window's frames, once for both guidance halves
