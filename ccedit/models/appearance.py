@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
@@ -13,63 +10,6 @@ from diffusers.models.resnet import Downsample2D, ResnetBlock2D
 from torch import nn
 
 from .layers import SingleLayerTransformerBlock, zero_module
-
-
-@dataclass(frozen=True)
-class AppearanceResiduals:
-    r"""The appearance branch's residuals and the frames they go to.
-
-    Residual `k` (one per keyframe) is added to frame `frames[k]` of the main branch's window: to each encoder
-    block's output before it is stored as a skip, and to the middle output (ref §2.4). Residuals depend only on the
-    keyframe and the timestep, so one computation serves every window and both guidance halves.
-
-    Args:
-        down (`list[torch.Tensor]`): per encoder block, `(batch or 1, keyframes, C_i, h_i, w_i)`; a leading 1
-            shares the residuals with every sample of the batch.
-        mid (`torch.Tensor`): the middle block's, `(batch or 1, keyframes, C, h, w)`.
-        frames (`tuple[int, ...]`): the window frame each keyframe's residuals go to.
-    """
-
-    down: list[torch.Tensor]
-    mid: torch.Tensor
-    frames: tuple[int, ...]
-
-    def __post_init__(self):
-        if self.mid.shape[1] != len(self.frames) or any(d.shape[1] != len(self.frames) for d in self.down):
-            raise ValueError(f"appearance residuals for {self.mid.shape[1]} keyframes but {len(self.frames)} target frames")
-
-    @classmethod
-    def shared(cls, down: Sequence[torch.Tensor], mid: torch.Tensor, frames: Sequence[int]) -> "AppearanceResiduals":
-        """From an encoder run on a batch of keyframes (one row each), shared by every sample."""
-        return cls([d[None] for d in down], mid[None], tuple(int(f) for f in frames))
-
-    @classmethod
-    def per_sample(cls, down: Sequence[torch.Tensor], mid: torch.Tensor, frame: int) -> "AppearanceResiduals":
-        """From an encoder run on one keyframe per sample (one row each), all aimed at `frame`."""
-        return cls([d[:, None] for d in down], mid[:, None], (int(frame),))
-
-    def select(self, keyframes: Sequence[int], frames: Sequence[int]) -> "AppearanceResiduals":
-        """The residuals of keyframes `keyframes` (positions in this set), aimed at window frames `frames`."""
-        keep = list(keyframes)
-        return AppearanceResiduals([d[:, keep] for d in self.down], self.mid[:, keep], tuple(int(f) for f in frames))
-
-    def repeat_to(self, batch: int) -> "AppearanceResiduals":
-        """Per-sample residuals of `b` samples repeated for a batch of `batch` (`[uncond; cond]` under guidance)."""
-        rows = self.mid.shape[0]
-        if rows in (1, batch):
-            return self
-        if batch % rows:
-            raise ValueError(f"appearance residuals for {rows} samples cannot serve a batch of {batch}")
-        repeat = batch // rows
-        return AppearanceResiduals([d.repeat(repeat, *[1] * (d.ndim - 1)) for d in self.down],
-                                   self.mid.repeat(repeat, *[1] * (self.mid.ndim - 1)), self.frames)
-
-    def add_to(self, hidden: torch.Tensor, residual: torch.Tensor, num_frames: int) -> torch.Tensor:
-        """Add `residual` (one of `down` or `mid`) to its target frames of `(b t) c h w` features, in place."""
-        framed = hidden.view(-1, num_frames, *hidden.shape[1:])
-        for k, frame in enumerate(self.frames):
-            framed[:, frame] += residual[:, k]
-        return hidden
 
 
 class SelfAttentionTransformer2D(nn.Module):

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 from diffusers import ControlNetModel, UNet2DConditionModel
 from torch import nn
 
-from .appearance import AppearanceEncoder, AppearanceResiduals
+from .appearance import AppearanceEncoder
+from .residuals import BranchResiduals
 from .temporal_adapter import CCEditTemporalAdapter
 from .video_unet import VideoUNet
 
@@ -175,7 +176,7 @@ class TridentModel(nn.Module):
 
     def appearance_residuals(
         self, keyframe_latents: torch.Tensor, timestep: torch.Tensor, frames: Sequence[int], scale: float = 1.0
-    ) -> AppearanceResiduals:
+    ) -> BranchResiduals:
         """Run the appearance branch once on `(keyframes, 4, h, w)` latents at one timestep, for every sample.
 
         Residuals depend only on the keyframe and the timestep, so a caller computes them once per timestep and
@@ -184,7 +185,7 @@ class TridentModel(nn.Module):
         if self.appearance is None:
             raise ValueError("a keyframe was given but this model has no appearance branch")
         down, mid = self.appearance(keyframe_latents, torch.as_tensor(timestep).reshape(()), scale)
-        return AppearanceResiduals.shared(down, mid, frames)
+        return BranchResiduals.shared(down, mid, frames, into="stream")
 
     def forward(
         self,
@@ -198,7 +199,7 @@ class TridentModel(nn.Module):
         keyframe_latent: torch.Tensor | None = None,
         keyframe_index: int | None = None,
         appearance_scale: float = 1.0,
-        appearance: AppearanceResiduals | None = None,
+        appearance: BranchResiduals | None = None,
         anchor_index: int | torch.Tensor | None = None,
     ) -> torch.Tensor:
         r"""Predict the noise of a video latent.
@@ -217,7 +218,7 @@ class TridentModel(nn.Module):
                 appearance branch does not run.
             keyframe_index (`int`, *optional*): the frame `keyframe_latent` shows; defaults to the centre frame.
             appearance_scale (`float`): scale of the appearance residuals computed from `keyframe_latent`.
-            appearance (`AppearanceResiduals`, *optional*): residuals computed beforehand
+            appearance (`BranchResiduals`, *optional*): appearance residuals computed beforehand
                 (`appearance_residuals`), for any number of keyframes at any frames; excludes `keyframe_latent`.
             anchor_index (`int` or `torch.Tensor`, *optional*): the cross-frame attention anchor, one frame or one
                 per sample. Defaults to the appearance target nearest the centre while the appearance branch runs,
@@ -239,11 +240,11 @@ class TridentModel(nn.Module):
         if len(scales) != len(structure_maps):
             raise ValueError(f"got {len(scales)} structure scales for {len(structure_maps)} structure maps")
 
-        structure_down, structure_mid = None, None
+        residuals: list[BranchResiduals] = []
         if structure_maps:
-            structure_down, structure_mid = self.structure_residuals(
-                sample, timestep, encoder_hidden_states, structure_maps, scales, encoded
-            )
+            down, mid = self.structure_residuals(sample, timestep, encoder_hidden_states, structure_maps, scales, encoded)
+            if down is not None:
+                residuals.append(BranchResiduals(down, mid, frames=None, into="skips"))
 
         if keyframe_latent is not None and appearance is not None:
             raise ValueError("pass either `keyframe_latent` or precomputed `appearance` residuals, not both")
@@ -253,18 +254,36 @@ class TridentModel(nn.Module):
             keyframe_index = f // 2 if keyframe_index is None else keyframe_index
             if not 0 <= keyframe_index < f:
                 raise ValueError(f"`keyframe_index` must be in [0, {f - 1}], got {keyframe_index}")
-            appearance = AppearanceResiduals.per_sample(*self.appearance(keyframe_latent, timestep, appearance_scale), keyframe_index)
-        if appearance is not None and any(not 0 <= frame < f for frame in appearance.frames):
-            raise ValueError(f"appearance residuals aimed at frames {appearance.frames} of a {f}-frame window")
-        if anchor_index is None and appearance is not None and appearance.frames:
-            anchor_index = min(appearance.frames, key=lambda frame: abs(frame - f // 2))
+            appearance = BranchResiduals.per_sample(
+                *self.appearance(keyframe_latent, timestep, appearance_scale), keyframe_index, into="stream"
+            )
+        if appearance is not None:
+            if appearance.frames is not None and any(not 0 <= frame < f for frame in appearance.frames):
+                raise ValueError(f"appearance residuals aimed at frames {appearance.frames} of a {f}-frame window")
+            if anchor_index is None and appearance.frames:
+                anchor_index = min(appearance.frames, key=lambda frame: abs(frame - f // 2))
+            # the original adds appearance before structure into the middle output: stream residuals go first
+            residuals.insert(0, appearance)
+        return self.main(sample, timestep, encoder_hidden_states, residuals=residuals, anchor_index=anchor_index)
 
-        return self.main(
-            sample,
-            timestep,
-            encoder_hidden_states,
-            structure_down=structure_down,
-            structure_mid=structure_mid,
-            appearance=appearance,
-            anchor_index=anchor_index,
-        )
+
+# Main branches by the type of their temporal layers: another kind of temporal layers (AnimateDiff's motion
+# modules) plugs in by registering how to build its main branch; pipelines never name a main branch class.
+MAIN_BRANCHES: dict[type, "Callable[[UNet2DConditionModel, nn.Module], nn.Module]"] = {CCEditTemporalAdapter: VideoUNet}
+
+
+def register_main_branch(temporal_class: type, build: "Callable[[UNet2DConditionModel, nn.Module], nn.Module]") -> None:
+    """Make `build_trident` build `build(unet, temporal)` as the main branch for temporal layers of that class."""
+    MAIN_BRANCHES[temporal_class] = build
+
+
+def build_trident(
+    unet: UNet2DConditionModel, temporal: nn.Module, structure: Sequence[ControlNetModel] = (),
+    appearance: nn.Module | None = None,
+) -> TridentModel:
+    """A `TridentModel` from a frozen base UNet, its temporal layers (which choose the main branch) and side branches."""
+    for temporal_class, build in MAIN_BRANCHES.items():
+        if isinstance(temporal, temporal_class):
+            return TridentModel(build(unet, temporal), structure, appearance)
+    known = ", ".join(c.__name__ for c in MAIN_BRANCHES)
+    raise ValueError(f"no main branch is registered for temporal layers of type {type(temporal).__name__} (known: {known})")

@@ -11,7 +11,7 @@ from diffusers import UNet2DConditionModel
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
-from .appearance import AppearanceResiduals
+from .residuals import BranchResiduals
 from .temporal_adapter import CCEditTemporalAdapter, TemporalAttention, TemporalResnet
 
 SUPPORTED_DOWN_BLOCKS = ("CrossAttnDownBlock2D", "DownBlock2D")
@@ -169,9 +169,7 @@ class VideoUNet(ModelMixin):
         timestep: torch.Tensor,
         encoder_hidden_states: torch.Tensor,
         *,
-        structure_down: Sequence[torch.Tensor] | None = None,
-        structure_mid: torch.Tensor | None = None,
-        appearance: AppearanceResiduals | None = None,
+        residuals: Sequence[BranchResiduals] = (),
         anchor_index: int | torch.Tensor | None = None,
     ) -> torch.Tensor:
         r"""Predict the noise of a video latent.
@@ -180,11 +178,10 @@ class VideoUNet(ModelMixin):
             sample (`torch.Tensor`): noisy latents `(batch, channels, frames, height, width)`.
             timestep (`torch.Tensor`): `(batch,)` or a scalar.
             encoder_hidden_states (`torch.Tensor`): text embeddings `(batch, tokens, dim)`, shared by all frames.
-            structure_down, structure_mid: structure residuals per frame, `(batch * frames, C, h, w)`, added to the
-                encoder skips and the middle output of every frame (ref §2.3).
-            appearance (`AppearanceResiduals`, *optional*): keyframe residuals and the frames they go to, added to
-                those frames of each encoder block's output before it is stored as a skip, and of the middle
-                output (ref §2.4).
+            residuals (`list[BranchResiduals]`): the side branches' residuals (`ccedit.models.residuals`): those
+                `into="stream"` are added to the encoder's outputs before they are stored (CCEdit's appearance,
+                ref §2.4), those `into="skips"` to the stored skips (ControlNets, ref §2.3); both to the middle
+                output, stream first, as the original adds appearance before structure.
             anchor_index (`int` or `torch.Tensor`, *optional*): the frame every frame attends to in cross-frame
                 attention, one for all samples or a `(batch,)` tensor; defaults to the centre frame `frames // 2`
                 (the original's anchor, where its keyframe sits).
@@ -207,9 +204,12 @@ class VideoUNet(ModelMixin):
         # 2. Fold frames into the batch: b c t h w -> (b t) c h w.
         x = sample.transpose(1, 2).reshape(b * f, c, h, w)
 
+        stream = [r for r in residuals if r.into == "stream"]
+        into_skips = [r for r in residuals if r.into == "skips"]
+
         def store(hidden: torch.Tensor) -> torch.Tensor:
-            if appearance is not None:
-                hidden = appearance.add_to(hidden, appearance.down[len(skips)], f)
+            for r in stream:
+                hidden = r.add(hidden, r.down[len(skips)], f)
             skips.append(hidden)
             return hidden
 
@@ -228,17 +228,16 @@ class VideoUNet(ModelMixin):
                 x = block.downsamplers[0](x)
                 x = store(x + tblock.resampler(x, f))
 
-        # 4. Middle block, then its residuals: appearance before structure, as in the original.
+        # 4. Middle block, then its residuals: the stream's (appearance) before the skips' (structure), as in the
+        # original.
         mid, tmid = unet.mid_block, temporal.mid_block
         x = self._run(self._resnet, mid.resnets[0], tmid.resnets[0], x, temb, f)
         x = self._run(self._attention, mid.attentions[0], tmid.attentions[0], x, context, f, anchor_index)
         x = self._run(self._resnet, mid.resnets[1], tmid.resnets[1], x, temb, f)
-        if appearance is not None:
-            x = appearance.add_to(x, appearance.mid, f)
-        if structure_mid is not None:
-            x = x + structure_mid
-        if structure_down is not None:
-            skips = [s + r for s, r in zip(skips, structure_down, strict=True)]
+        for r in (*stream, *into_skips):
+            x = r.add(x, r.mid, f)
+        for r in into_skips:
+            skips = [r.add(skip, residual, f) for skip, residual in zip(skips, r.down, strict=True)]
 
         # 5. Decoder: skips pop from the end.
         for block, tblock in zip(unet.up_blocks, temporal.up_blocks):

@@ -8,9 +8,11 @@ guidance halves.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
-from ..models import AppearanceResiduals, TridentModel
+from ..models import BranchResiduals, TridentModel
 from .conditions import TridentConditions
 from .windows import Window, whole_clip
 
@@ -52,7 +54,7 @@ class ClipDenoiser:
         self.weights = weights if weights is not None else [torch.ones(len(w)) for w in self.windows]
         self.device, self.dtype = device, dtype
         self.text = conditions.text.to(device, dtype)
-        self._appearance: tuple[float, AppearanceResiduals] | None = None
+        self._appearance: tuple[float, BranchResiduals] | None = None
         self._clip_hints: list[torch.Tensor] | None = None
         self.on_window = None  # optional callback after each window's call (progress bars)
         maps = conditions.structure_maps
@@ -63,7 +65,7 @@ class ClipDenoiser:
         ) * torch.finfo(dtype).bits // 8
         self.keep_clip_hints = self.encode_hints and hint_bytes <= HINT_CACHE_BYTES
 
-    def appearance_at(self, timestep: torch.Tensor) -> AppearanceResiduals | None:
+    def appearance_at(self, timestep: torch.Tensor) -> BranchResiduals | None:
         """The residuals of every keyframe at `timestep`, computed on the first call for that timestep."""
         if not self.conditions.uses_appearance:
             return None
@@ -78,9 +80,9 @@ class ClipDenoiser:
             )
             if keyframes.per_sample:  # one row per (sample, keyframe) -> (batch, keyframes, ...)
                 batch = latents.shape[0]
-                residuals = AppearanceResiduals(
-                    [d[0].unflatten(0, (batch, count)) for d in residuals.down],
-                    residuals.mid[0].unflatten(0, (batch, count)), tuple(range(count)),
+                residuals = replace(
+                    residuals, down=[d[0].unflatten(0, (batch, count)) for d in residuals.down],
+                    mid=residuals.mid[0].unflatten(0, (batch, count)), frames=tuple(range(count)),
                 )
             self._appearance = (key, residuals)
         return self._appearance[1]

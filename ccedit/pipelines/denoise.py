@@ -159,6 +159,7 @@ def prepare_initial_latents(
     prior: torch.Tensor | None = None,
     prior_coefficient: float = 0.0,
     noise_coefficient: float = 1.0,
+    convention: str = "ccedit",
 ) -> torch.Tensor:
     """
     The initial latent (prior_coefficient * prior + noise_coefficient * noise) * scale (ref §3 "Initial noise").
@@ -190,7 +191,7 @@ def prepare_initial_latents(
                 f"got {tuple(prior.shape)}."
             )
         latents = prior_coefficient * prior.to(noise.dtype).expand_as(noise) + latents
-    return latents * initial_noise_scale(scheduler)
+    return latents * initial_noise_scale(scheduler, convention)
 
 
 def sdedit_start(

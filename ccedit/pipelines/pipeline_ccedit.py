@@ -18,8 +18,8 @@ from tqdm import tqdm
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from ..errors import InvalidInputError
-from ..models import AppearanceEncoder, CCEditTemporalAdapter, TridentModel, VideoUNet
-from ..schedulers import set_sampling_timesteps
+from ..models import AppearanceEncoder, CCEditTemporalAdapter, TridentModel, build_trident
+from ..schedulers import SAMPLING_CONVENTIONS, set_sampling_timesteps
 from .clip_denoiser import ClipDenoiser
 from .conditions import Keyframes, TridentConditions, check_keyframe_indices, default_keyframe_index
 from .denoise import KnownLatents, denoise, prepare_initial_latents, sdedit_start, sdedit_timesteps
@@ -117,6 +117,8 @@ class CCEditPipeline(DiffusionPipeline):
         controlnet (`ControlNetModel` or list, *optional*): structure ControlNets; each is fed its own maps.
         scheduler: any diffusers scheduler, or ccedit's `DPMPP2SAncestralScheduler`.
         appearance (`AppearanceEncoder`, *optional*): the keyframe encoder; without it only text guides the edit.
+        sampling_convention (`str`): `"ccedit"` (the original's timesteps and initial noise scale) or `"diffusers"`
+            (the scheduler's own); saved with the pipeline.
     """
 
     model_cpu_offload_seq = "text_encoder->appearance->controlnet->unet->vae"
@@ -132,8 +134,11 @@ class CCEditPipeline(DiffusionPipeline):
         controlnet: ControlNetModel | Sequence[ControlNetModel] | None,
         scheduler,
         appearance: AppearanceEncoder | None = None,
+        sampling_convention: str = "ccedit",
     ):
         super().__init__()
+        if sampling_convention not in SAMPLING_CONVENTIONS:
+            raise ValueError(f"`sampling_convention` must be one of {SAMPLING_CONVENTIONS}, got {sampling_convention!r}")
         if isinstance(controlnet, (list, tuple)):
             from diffusers.models.controlnets.multicontrolnet import MultiControlNetModel
 
@@ -145,6 +150,8 @@ class CCEditPipeline(DiffusionPipeline):
             vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, temporal=temporal,
             controlnet=controlnet, scheduler=scheduler, appearance=appearance,
         )
+        # How this model samples belongs to the model, saved in model_index.json with it (see `ccedit.schedulers`).
+        self.register_to_config(sampling_convention=sampling_convention)
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
         self._offload_device: torch.device | None = None
 
@@ -163,7 +170,8 @@ class CCEditPipeline(DiffusionPipeline):
         return self.vae_scale_factor
 
     def trident(self) -> TridentModel:
-        return TridentModel(VideoUNet(self.unet, self.temporal), self.controlnets, self.appearance)
+        """The network over this pipeline's components; the main branch is chosen by the temporal layers' type."""
+        return build_trident(self.unet, self.temporal, self.controlnets, self.appearance)
 
     def enable_model_cpu_offload(self, gpu_id: int | None = None, device: str | torch.device = "cuda") -> None:
         """Keep components on the CPU and move each stage's components to `device` only while they run."""
@@ -416,7 +424,8 @@ class CCEditPipeline(DiffusionPipeline):
         timings["encode_keyframe"] = time.perf_counter() - t0
 
         # 4. Timesteps and initial latents.
-        set_sampling_timesteps(self.scheduler, num_inference_steps, device)
+        convention = self.config.sampling_convention
+        set_sampling_timesteps(self.scheduler, num_inference_steps, device, convention)
         h, w = height // self.vae_scale_factor, width // self.vae_scale_factor
         dtype = self.unet.dtype
         shape = (batch, self.unet.config.in_channels, num_frames, h, w)
@@ -432,7 +441,8 @@ class CCEditPipeline(DiffusionPipeline):
                 anchor = keyframe_prior(encoded, num_frames).to(device)[None].expand(batch, -1, -1, -1, -1)
             elif prior == "video":
                 anchor = source_latents.float()
-            latents = prepare_initial_latents(noise, self.scheduler, prior=anchor, prior_coefficient=prior_coefficient)
+            latents = prepare_initial_latents(noise, self.scheduler, prior=anchor, prior_coefficient=prior_coefficient,
+                                              convention=convention)
 
         # 5. Denoise, window by window; keyframes that act sit at the centre of a window of their own, and their
         # latents are kept (pinned). A clip longer than a window with keyframes is edited hierarchically: first a
@@ -468,7 +478,7 @@ class CCEditPipeline(DiffusionPipeline):
                                     device=device, dtype=dtype)
             model_fn.on_window = bar.update
             if pass_index > 0:  # the scheduler counts its steps: restart it for the next pass
-                set_sampling_timesteps(self.scheduler, num_inference_steps, device)
+                set_sampling_timesteps(self.scheduler, num_inference_steps, device, convention)
                 timesteps = sdedit_timesteps(self.scheduler, strength) if strength < 1 else None
             edited = denoise(
                 model_fn, self.scheduler, latents[:, :, frames], guidance_scale=guidance_scale, generator=generator,

@@ -35,6 +35,7 @@ from .sigmas import original_alphas_cumprod, original_sigmas, original_timesteps
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "SAMPLING_CONVENTIONS",
     "SCHEDULERS",
     "DPMPP2SAncestralScheduler",
     "DPMPP2SAncestralSchedulerOutput",
@@ -147,8 +148,15 @@ def uses_original_timesteps(scheduler: SchedulerMixin) -> bool:
     return config.get("timestep_type", "discrete") == "discrete"
 
 
+# How a model samples, saved with it (`CCEditPipeline`'s `sampling_convention`): "ccedit" is the original's
+# timesteps and sqrt(1 + sigma_max^2) initial scale; "diffusers" is each scheduler's own spacing and
+# `init_noise_sigma`, what models trained and released for diffusers (AnimateDiff) expect.
+SAMPLING_CONVENTIONS = ("ccedit", "diffusers")
+
+
 def set_sampling_timesteps(
-    scheduler: SchedulerMixin, num_inference_steps: int, device: str | torch.device | None = None
+    scheduler: SchedulerMixin, num_inference_steps: int, device: str | torch.device | None = None,
+    convention: str = "ccedit",
 ) -> None:
     """
     Set `scheduler` up for `num_inference_steps` steps on the original's timesteps where it can take them.
@@ -162,7 +170,7 @@ def set_sampling_timesteps(
         num_inference_steps (`int`): number of sampler steps.
         device (`str` or `torch.device`, *optional*): where the scheduler keeps its timesteps.
     """
-    if uses_original_timesteps(scheduler):
+    if convention == "ccedit" and uses_original_timesteps(scheduler):
         timesteps = original_timesteps(num_inference_steps, scheduler.config.num_train_timesteps)
         scheduler.set_timesteps(timesteps=timesteps.tolist(), device=device)
     else:
@@ -181,7 +189,7 @@ def is_sigma_space(scheduler: SchedulerMixin) -> bool:
     return getattr(scheduler, "sigmas", None) is not None and float(scheduler.init_noise_sigma) > 1.0
 
 
-def initial_noise_scale(scheduler: SchedulerMixin) -> float:
+def initial_noise_scale(scheduler: SchedulerMixin, convention: str = "ccedit") -> float:
     """
     The factor by which a N(0, I) draw becomes the initial latent.
 
@@ -195,7 +203,7 @@ def initial_noise_scale(scheduler: SchedulerMixin) -> float:
     Returns:
         `float`: the initial scale.
     """
-    if not is_sigma_space(scheduler):
+    if convention != "ccedit" or not is_sigma_space(scheduler):
         return float(scheduler.init_noise_sigma)
     sigma_max = torch.as_tensor(scheduler.sigmas, dtype=torch.float32).max()
     return float(torch.sqrt(1.0 + sigma_max**2.0))

@@ -108,3 +108,20 @@ def test_several_prompts_keep_their_own_edited_anchors(pipe, clip):
                 progress=False, output_type="latent").frames
     assert both.shape[0] == 2 and (both[0] - both[1]).abs().max() > 1e-3
     torch.testing.assert_close(both[:, :, 5], keyframe_latents(pipe, keyframes[:1]).expand(2, -1, -1, -1))
+
+
+def test_per_sample_keyframes_equal_shared_ones_when_the_samples_agree(pipe):
+    # the dense pass's keyframes are per sample; with equal rows they must act exactly like shared ones
+    from ccedit.pipelines.clip_denoiser import ClipDenoiser
+    from ccedit.pipelines.conditions import Keyframes, TridentConditions
+
+    g = torch.Generator().manual_seed(2)
+    x, text = torch.randn(2, 4, 5, 8, 12, generator=g), torch.randn(2, 77, 32, generator=g)
+    latents = torch.randn(2, 4, 8, 12, generator=g)
+    trident = pipe.trident()
+    outputs = []
+    for keyframes in (Keyframes((1, 3), latents), Keyframes((1, 3), latents[None].expand(2, -1, -1, -1, -1))):
+        conditions = TridentConditions(text, [], (), keyframes, 1.0)
+        with torch.no_grad():
+            outputs.append(ClipDenoiser(trident, conditions, 5, device=torch.device("cpu"), dtype=torch.float32)(x, torch.tensor(400)))
+    torch.testing.assert_close(outputs[1], outputs[0], atol=1e-5, rtol=1e-5)

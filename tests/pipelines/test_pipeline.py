@@ -185,3 +185,21 @@ def test_save_pretrained_and_from_pretrained_round_trip(components, data, tmp_pa
     loaded = CCEditPipeline.from_pretrained(tmp_path)
     assert type(loaded.scheduler).__name__ == "DPMPP2SAncestralScheduler"
     assert np.array_equal(run(pipe, data).frames, run(loaded, data).frames)
+
+
+def test_the_sampling_convention_belongs_to_the_model_and_is_saved_with_it(components, data, tmp_path):
+    pipe = make_pipe(components, sampling_convention="diffusers")
+    starts = []
+    run(pipe, data, callback_on_step_end=None, latents=None)
+    pipe.save_pretrained(tmp_path)
+    assert CCEditPipeline.from_pretrained(tmp_path).config.sampling_convention == "diffusers"
+    for convention in ("ccedit", "diffusers"):
+        p = make_pipe(components, sampling_convention=convention)
+        p.scheduler.set_timesteps(2)
+        original = p.scheduler.scale_model_input
+        p.scheduler.scale_model_input = lambda x, t, _o=original: (starts.append(float(x.std())), _o(x, t))[1]
+        run(p, data)
+    # CCEdit starts from sqrt(1 + sigma_max^2) (14.65); diffusers' Euler from its init_noise_sigma
+    assert abs(starts[0] - starts[1]) > 0.01 * starts[0]
+    with pytest.raises(ValueError, match="sampling_convention"):
+        make_pipe(components, sampling_convention="other")
