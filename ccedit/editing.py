@@ -247,7 +247,8 @@ def run_edit(
             "with structure.controlnets=[null,<path or hub id>]"
         )
     pipe = load_pipeline(cfg.model.path, controlnets=nets[: len(names)], tokenizer=cfg.model.tokenizer,
-                         scheduler=s.scheduler, dtype=cfg.model.dtype, device=cfg.model.device)
+                         scheduler=s.scheduler, dtype=cfg.model.dtype, device=cfg.model.device,
+                         base=cfg.model.base, loras=cfg.model.lora, fuse_lora=cfg.model.fuse_lora)
     device = resolve_device(cfg.model.device)
     if cfg.model.cpu_offload and device.type == "cuda":
         pipe.enable_model_cpu_offload(device=device)

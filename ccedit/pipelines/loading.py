@@ -112,6 +112,9 @@ def load_pipeline(
     scheduler: str = "dpmpp_2s_ancestral",
     dtype: str = "auto",
     device: str = "auto",
+    base: str | None = None,
+    loras: Sequence = (),
+    fuse_lora: bool = False,
 ) -> CCEditPipeline:
     """Build the pipeline for `model` with one ControlNet per entry of `controlnets`.
 
@@ -121,7 +124,20 @@ def load_pipeline(
         tokenizer (`str`, *optional*): tokenizer path or hub id when the model has no `tokenizer/` folder.
         scheduler (`str`): a name from `ccedit.schedulers.SCHEDULERS`.
         dtype, device: `"auto"` picks float16 on CUDA and float32 on CPU.
+        base (`str`, *optional*): a personalised SD-1.5 base replacing the model's frozen UNet (`personalise.py`).
+        loras: LoRAs (`LoraSpec`s or config entries `{path, scale}`) on the UNet and text encoder.
     """
+    pipe = _load_model(model, controlnets, tokenizer, scheduler, dtype, device)
+    if base is not None or loras:
+        from .personalise import LoraSpec, load_base, load_loras
+
+        if base is not None:
+            load_base(pipe, base)
+        load_loras(pipe, [l if isinstance(l, LoraSpec) else LoraSpec.from_config(l) for l in loras], fuse=fuse_lora)
+    return pipe
+
+
+def _load_model(model, controlnets, tokenizer, scheduler, dtype, device) -> CCEditPipeline:
     device_ = resolve_device(device)
     dtype_ = resolve_dtype(dtype, device_)
     if model == "tiny":

@@ -12,6 +12,7 @@ import numpy as np
 import PIL.Image
 import torch
 from diffusers import AutoencoderKL, ControlNetModel, DiffusionPipeline, UNet2DConditionModel
+from diffusers.loaders import StableDiffusionLoraLoaderMixin
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 from tqdm import tqdm
@@ -103,7 +104,7 @@ def _image_to_tensor(image) -> torch.Tensor:
     return image[None].float() * 2 - 1
 
 
-class CCEditPipeline(DiffusionPipeline):
+class CCEditPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
     r"""Edit a video with a text prompt, keeping its structure, optionally spreading the look of an edited keyframe.
 
     CCEdit (Feng et al., CVPR 2024): a frozen SD-1.5 UNet with learnable temporal layers (main branch), ControlNets
