@@ -20,7 +20,7 @@ from .errors import UserError
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 T = TypeVar("T")
-BUILTIN_MODELS = ("tiny",)
+BUILTIN_MODELS = ("tiny", "animatediff-tiny")
 
 
 @dataclass

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from . import __version__
-from .config import EditConfig
+from .config import BUILTIN_MODELS, EditConfig
 from .errors import UserError
 from .io import atomic_path, fit_frames, fit_image, read_image, read_video, video_info, working_size, write_image
 from .io.resize import FitRecord
@@ -235,8 +235,8 @@ def run_edit(
     auto_paths = {i: auto_keyframe_path(output, index) for i, index in enumerate(indices) if keyframes[i].is_auto}
 
     # 2. Model and structure maps.
-    if cfg.model.path == "tiny":
-        logger.warning("using the built-in tiny model: its weights are random, so the edit is noise-like; "
+    if cfg.model.path in BUILTIN_MODELS:
+        logger.warning("using a built-in tiny model: its weights are random, so the edit is noise-like; "
                        "pass --model DIR (a converted CCEdit model) for real edits")
     s = cfg.sampling
     names = cfg.structure.annotators

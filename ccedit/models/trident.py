@@ -287,3 +287,14 @@ def build_trident(
             return TridentModel(build(unet, temporal), structure, appearance)
     known = ", ".join(c.__name__ for c in MAIN_BRANCHES)
     raise ValueError(f"no main branch is registered for temporal layers of type {type(temporal).__name__} (known: {known})")
+
+
+def _register_motion_main_branch() -> None:
+    from diffusers import MotionAdapter
+
+    from .motion import build_motion_main_branch
+
+    register_main_branch(MotionAdapter, build_motion_main_branch)
+
+
+_register_motion_main_branch()

@@ -119,7 +119,8 @@ def load_pipeline(
     """Build the pipeline for `model` with one ControlNet per entry of `controlnets`.
 
     Args:
-        model (`str`): `"tiny"`, a folder written by `ccedit convert`, or a hub id with the same layout.
+        model (`str`): `"tiny"` (a random CCEdit trident), `"animatediff-tiny"` (a random open trident: AnimateDiff
+            motion modules + ControlNet), a folder written by `ccedit convert`, or a hub id with the same layout.
         controlnets: per structure annotator, `None` for the model's own ControlNet, or a ControlNet path / hub id.
         tokenizer (`str`, *optional*): tokenizer path or hub id when the model has no `tokenizer/` folder.
         scheduler (`str`): a name from `ccedit.schedulers.SCHEDULERS`.
@@ -140,10 +141,10 @@ def load_pipeline(
 def _load_model(model, controlnets, tokenizer, scheduler, dtype, device) -> CCEditPipeline:
     device_ = resolve_device(device)
     dtype_ = resolve_dtype(dtype, device_)
-    if model == "tiny":
-        from .tiny import tiny_components, tiny_controlnet
+    if model in ("tiny", "animatediff-tiny"):
+        from .tiny import tiny_animatediff_components, tiny_components, tiny_controlnet
 
-        components = tiny_components(keyframe=True)
+        components = tiny_components(keyframe=True) if model == "tiny" else tiny_animatediff_components()
         nets = [components["controlnet"] if c is None else tiny_controlnet(seed=i) for i, c in enumerate(controlnets)]
         components["controlnet"] = nets
         components["scheduler"] = build_scheduler(scheduler)

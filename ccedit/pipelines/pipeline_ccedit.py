@@ -171,8 +171,15 @@ class CCEditPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         return self.vae_scale_factor
 
     def trident(self) -> TridentModel:
-        """The network over this pipeline's components; the main branch is chosen by the temporal layers' type."""
-        return build_trident(self.unet, self.temporal, self.controlnets, self.appearance)
+        """The network over this pipeline's components; the main branch is chosen by the temporal layers' type.
+
+        Built once per set of components: some main branches (AnimateDiff's) assemble a model around the base.
+        """
+        key = (id(self.unet), id(self.temporal), tuple(map(id, self.controlnets)), id(self.appearance))
+        cached = getattr(self, "_trident", None)
+        if cached is None or cached[0] != key:
+            self._trident = (key, build_trident(self.unet, self.temporal, self.controlnets, self.appearance))
+        return self._trident[1]
 
     def enable_model_cpu_offload(self, gpu_id: int | None = None, device: str | torch.device = "cuda") -> None:
         """Keep components on the CPU and move each stage's components to `device` only while they run."""

@@ -121,3 +121,34 @@ def tiny_controlnet(seed: int) -> ControlNetModel:
     generator = torch.Generator().manual_seed(TINY_SEED + 10 + seed)
     randomize_zero_parameters(net, generator)
     return variance_preserving_hint_encoder(net, generator).eval()
+
+
+def tiny_animatediff_components(appearance: bool = False) -> dict:
+    """Components of a tiny open trident: the tiny base, VAE, text encoder and ControlNet with a random AnimateDiff
+    motion adapter as the main branch's temporal layers (and a random SparseCtrl-RGB appearance branch), sampling
+    the diffusers way."""
+    from diffusers import MotionAdapter
+
+    components = tiny_components(keyframe=False)
+    torch.manual_seed(TINY_SEED + 20)
+    unet = components["unet"]
+    adapter = MotionAdapter(
+        block_out_channels=tuple(unet.config.block_out_channels), motion_layers_per_block=unet.config.layers_per_block,
+        motion_norm_num_groups=unet.config.norm_num_groups, motion_num_attention_heads=2, motion_max_seq_length=32,
+    )
+    randomize_zero_parameters(adapter, torch.Generator().manual_seed(TINY_SEED + 20))  # its output layers start at 0
+    components["temporal"] = adapter.eval()
+    components["appearance"] = tiny_sparse_control(unet).eval() if appearance else None
+    components["scheduler"] = build_scheduler("ddim")
+    components["sampling_convention"] = "diffusers"
+    return components
+
+
+def tiny_sparse_control(unet):
+    """A tiny random SparseCtrl-RGB network (keyframe latents in, residuals for every frame out) for `unet`."""
+    from diffusers import SparseControlNetModel
+
+    torch.manual_seed(TINY_SEED + 30)
+    net = SparseControlNetModel.from_unet(unet, controlnet_conditioning_channels=4, use_simplified_condition_embedding=True,
+                                          motion_max_seq_length=32)
+    return randomize_zero_parameters(net, torch.Generator().manual_seed(TINY_SEED + 30))

@@ -153,7 +153,7 @@ def _wait_for(process: subprocess.Popen, marker: str) -> None:
 @pytest.mark.parametrize(
     "sig,phase,exit_code",
     [
-        (signal.SIGINT, "using the built-in tiny model", 130),  # while the model loads and samples
+        (signal.SIGINT, "using a built-in tiny model", 130),  # while the model loads and samples
         (signal.SIGTERM, "STAGED", 143),  # while outputs are being staged: cleaned up at once
         (signal.SIGKILL, "STAGED", -signal.SIGKILL),  # no cleanup at all: the next run recovers
     ],
