@@ -187,6 +187,30 @@ class TridentModel(nn.Module):
         down, mid = self.appearance(keyframe_latents, torch.as_tensor(timestep).reshape(()), scale)
         return BranchResiduals.shared(down, mid, frames, into="stream")
 
+    @property
+    def appearance_per_timestep(self) -> bool:
+        """Whether the appearance branch depends on the keyframes and the timestep alone (CCEdit's encoder), so its
+        residuals serve every window and guidance half of a timestep; SparseCtrl also reads the noisy latent."""
+        return isinstance(self.appearance, AppearanceEncoder)
+
+    def sparse_appearance_residuals(
+        self, sample: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor,
+        latents: torch.Tensor, frames: Sequence[int], scale: float = 1.0,
+    ) -> BranchResiduals:
+        """SparseCtrl's residuals for every frame, conditioned on keyframe latents `(batch or 1, K, 4, h, w)` at window
+        frames `frames` (zeros and a zero mask elsewhere), as diffusers' SparseCtrl pipeline conditions it."""
+        b, _, f, h, w = sample.shape
+        frames = list(frames)
+        condition = sample.new_zeros(b, latents.shape[-3], f, h, w)
+        mask = sample.new_zeros(b, 1, f, h, w)
+        condition[:, :, frames] = latents.to(sample.dtype).expand(b, -1, -1, -1, -1).transpose(1, 2)
+        mask[:, :, frames] = 1
+        down, mid = self.appearance(
+            sample, timestep, encoder_hidden_states.repeat_interleave(f, dim=0), controlnet_cond=condition,
+            conditioning_mask=mask, conditioning_scale=scale, return_dict=False,
+        )
+        return BranchResiduals(list(down), mid, frames=None, into="skips")
+
     def forward(
         self,
         sample: torch.Tensor,
@@ -200,6 +224,7 @@ class TridentModel(nn.Module):
         keyframe_index: int | None = None,
         appearance_scale: float = 1.0,
         appearance: BranchResiduals | None = None,
+        appearance_condition: tuple[torch.Tensor, Sequence[int]] | None = None,
         anchor_index: int | torch.Tensor | None = None,
     ) -> torch.Tensor:
         r"""Predict the noise of a video latent.
@@ -220,6 +245,8 @@ class TridentModel(nn.Module):
             appearance_scale (`float`): scale of the appearance residuals computed from `keyframe_latent`.
             appearance (`BranchResiduals`, *optional*): appearance residuals computed beforehand
                 (`appearance_residuals`), for any number of keyframes at any frames; excludes `keyframe_latent`.
+            appearance_condition (`tuple`, *optional*): for an appearance branch that reads the noisy latent
+                (SparseCtrl): keyframe latents `(batch or 1, keyframes, 4, h, w)` and the window frames they show.
             anchor_index (`int` or `torch.Tensor`, *optional*): the cross-frame attention anchor, one frame or one
                 per sample. Defaults to the appearance target nearest the centre while the appearance branch runs,
                 else the centre frame: a keyframe that does not act moves nothing.
@@ -257,6 +284,10 @@ class TridentModel(nn.Module):
             appearance = BranchResiduals.per_sample(
                 *self.appearance(keyframe_latent, timestep, appearance_scale), keyframe_index, into="stream"
             )
+        if appearance_condition is not None and appearance_scale != 0:
+            residuals.append(self.sparse_appearance_residuals(
+                sample, timestep, encoder_hidden_states, *appearance_condition, appearance_scale
+            ))
         if appearance is not None:
             if appearance.frames is not None and any(not 0 <= frame < f for frame in appearance.frames):
                 raise ValueError(f"appearance residuals aimed at frames {appearance.frames} of a {f}-frame window")

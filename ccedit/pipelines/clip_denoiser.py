@@ -66,8 +66,9 @@ class ClipDenoiser:
         self.keep_clip_hints = self.encode_hints and hint_bytes <= HINT_CACHE_BYTES
 
     def appearance_at(self, timestep: torch.Tensor) -> BranchResiduals | None:
-        """The residuals of every keyframe at `timestep`, computed on the first call for that timestep."""
-        if not self.conditions.uses_appearance:
+        """The residuals of every keyframe at `timestep`, computed on the first call for that timestep (for an
+        appearance branch that depends on nothing else; see `TridentModel.appearance_per_timestep`)."""
+        if not self.conditions.uses_appearance or not self.trident.appearance_per_timestep:
             return None
         key = float(timestep)
         if self._appearance is None or self._appearance[0] != key:
@@ -118,9 +119,14 @@ class ClipDenoiser:
                 structure = {"structure_hints": [h.expand(n, -1, -1, -1, -1) for h in self.structure_hints(index.cpu())]}
             else:
                 structure = {"structure_maps": [m.expand(n, -1, -1, -1, -1) for m in part.structure_maps]}
-            appearance = None
+            appearance = condition = None
             if residuals is not None and part.keyframes:
                 appearance = residuals.select(part.keyframes, part.keyframe_frames).repeat_to(n)
+            elif self.conditions.uses_appearance and part.keyframes:  # a branch that reads the noisy latent
+                latents = self.conditions.keyframes.latents.to(self.device, self.dtype)
+                chosen = latents[..., list(part.keyframes), :, :, :]
+                chosen = chosen[None] if chosen.ndim == 4 else chosen.repeat(n // chosen.shape[0], 1, 1, 1, 1)
+                condition = (chosen, part.keyframe_frames)
             eps = self.trident(
                 latent_model_input[:, :, index].to(self.device, self.dtype),
                 timesteps,
@@ -128,6 +134,8 @@ class ClipDenoiser:
                 **structure,
                 structure_scale=list(self.conditions.structure_scales),
                 appearance=appearance,
+                appearance_condition=condition,
+                appearance_scale=self.conditions.appearance_scale,
                 anchor_index=part.anchor,
             ).float()
             weight = weight.to(eps.device)[None, None, :, None, None]

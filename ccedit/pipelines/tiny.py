@@ -123,7 +123,7 @@ def tiny_controlnet(seed: int) -> ControlNetModel:
     return variance_preserving_hint_encoder(net, generator).eval()
 
 
-def tiny_animatediff_components(appearance: bool = False) -> dict:
+def tiny_animatediff_components(appearance: bool = True) -> dict:
     """Components of a tiny open trident: the tiny base, VAE, text encoder and ControlNet with a random AnimateDiff
     motion adapter as the main branch's temporal layers (and a random SparseCtrl-RGB appearance branch), sampling
     the diffusers way."""
@@ -149,6 +149,13 @@ def tiny_sparse_control(unet):
     from diffusers import SparseControlNetModel
 
     torch.manual_seed(TINY_SEED + 30)
-    net = SparseControlNetModel.from_unet(unet, controlnet_conditioning_channels=4, use_simplified_condition_embedding=True,
-                                          motion_max_seq_length=32)
+    cfg = unet.config
+    net = SparseControlNetModel(
+        block_out_channels=tuple(cfg.block_out_channels), layers_per_block=cfg.layers_per_block,
+        down_block_types=tuple("CrossAttnDownBlockMotion" if t.startswith("CrossAttn") else "DownBlockMotion"
+                               for t in cfg.down_block_types),
+        cross_attention_dim=cfg.cross_attention_dim, attention_head_dim=cfg.attention_head_dim,
+        norm_num_groups=cfg.norm_num_groups, motion_num_attention_heads=2, motion_max_seq_length=32,
+        conditioning_channels=4, use_simplified_condition_embedding=True, concat_conditioning_mask=True,
+    )
     return randomize_zero_parameters(net, torch.Generator().manual_seed(TINY_SEED + 30))

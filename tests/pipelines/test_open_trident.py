@@ -72,3 +72,50 @@ def test_the_open_trident_edits_from_the_command_line(tmp_path):
     assert video_info(out)[0] == 6
     side = json.loads((tmp_path / "o.mp4.json").read_text())
     assert side["config"]["sampling"]["scheduler"] == "ddim" and side["windows"]["per_pass"] == [2]
+
+
+@pytest.mark.parametrize("indices", [[0], [0, 8]])
+def test_sparsectrl_keyframes_give_the_denoiser_output_of_diffusers_sparsectrl_pipeline(indices):
+    from diffusers import AnimateDiffSparseControlNetPipeline
+
+    components = tiny_animatediff_components(appearance=True)
+    ours = CCEditPipeline(**{**components, "controlnet": None})  # the structure branch off
+    peer = AnimateDiffSparseControlNetPipeline(
+        vae=components["vae"], text_encoder=components["text_encoder"], tokenizer=components["tokenizer"],
+        unet=components["unet"], motion_adapter=components["temporal"], controlnet=components["appearance"],
+        scheduler=ours.scheduler,
+    )
+    frames = 9
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(1, 4, frames, 8, 8, generator=g)
+    keyframe_latents = torch.randn(len(indices), 4, 8, 8, generator=g)
+    t = torch.tensor(600)
+    with torch.no_grad():
+        positive, negative = peer.encode_prompt("a watercolor painting", torch.device("cpu"), 1, True, "")
+        text = torch.cat([negative, positive])
+        condition, mask = peer.prepare_sparse_control_conditioning(
+            keyframe_latents.transpose(0, 1)[None], frames, indices, torch.device("cpu"), torch.float32
+        )
+        doubled = torch.cat([x, x])
+        per_frame = text.repeat_interleave(frames, dim=0)
+        down, mid = peer.controlnet(doubled, t, encoder_hidden_states=per_frame, controlnet_cond=condition,
+                                    conditioning_mask=mask, conditioning_scale=1.0, return_dict=False)
+        theirs = peer.unet(doubled, t, encoder_hidden_states=per_frame, down_block_additional_residuals=down,
+                           mid_block_additional_residual=mid).sample
+        mine = ours.trident()(doubled, t, text, appearance_condition=(keyframe_latents[None], indices))
+    torch.testing.assert_close(mine, theirs, atol=1e-5, rtol=1e-5)
+    assert (mine - ours.trident()(doubled, t, text)).abs().max() > 1e-3  # the keyframes act
+
+
+def test_the_open_trident_is_keyframe_guided_from_the_command_line(tmp_path):
+    import json
+
+    from ccedit.cli import main
+    from tests.conftest import VIDEOS, require
+
+    clip = str(require(VIDEOS / "kitten.mp4"))
+    args = ["edit", clip, "--prompt", "x", "--model", "animatediff-tiny", "--frames", "6", "--steps", "1",
+            f"structure.cache_dir={tmp_path / 'cache'}"]
+    assert main([*args, "--keyframe", "auto@2", "-o", str(tmp_path / "o.mp4")]) == 0
+    side = json.loads((tmp_path / "o.mp4.json").read_text())
+    assert side["keyframes"][0]["auto"] and (tmp_path / "o.keyframe2.png").is_file()
