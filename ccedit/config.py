@@ -21,6 +21,8 @@ from .errors import UserError
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 T = TypeVar("T")
 BUILTIN_MODELS = ("tiny", "animatediff-tiny")
+# Models with shipped defaults of their own (configs/model/<name>.yaml); any other path is a converted CCEdit folder.
+NAMED_MODELS = (*BUILTIN_MODELS, "animatediff")
 
 
 @dataclass
@@ -37,6 +39,7 @@ class ModelConfig:
     base: str | None = None  # a personalised SD-1.5 base under the temporal layers: folder, hub id or .safetensors file
     lora: list[Any] = field(default_factory=list)  # LoRAs: [{path: ..., scale: 1.0}, ...] on the UNet and text encoder
     fuse_lora: bool = False  # fold the LoRAs into the weights (faster sampling; cannot be undone in the session)
+    parts: dict[str, Any] = field(default_factory=dict)  # path=animatediff: base, motion_adapter, controlnet, sparsectrl
 
 
 @dataclass
@@ -108,7 +111,7 @@ class EditConfig:
 
 def model_defaults_file(model: str) -> Path:
     """The shipped defaults for a model: `configs/model/<name>.yaml` for built-ins, else the CCEdit ones."""
-    name = model if model in BUILTIN_MODELS else "ccedit"
+    name = model if model in NAMED_MODELS else "ccedit"
     return CONFIG_DIR / "model" / f"{name}.yaml"
 
 

@@ -248,7 +248,8 @@ def run_edit(
         )
     pipe = load_pipeline(cfg.model.path, controlnets=nets[: len(names)], tokenizer=cfg.model.tokenizer,
                          scheduler=s.scheduler, dtype=cfg.model.dtype, device=cfg.model.device,
-                         base=cfg.model.base, loras=cfg.model.lora, fuse_lora=cfg.model.fuse_lora)
+                         base=cfg.model.base, loras=cfg.model.lora, fuse_lora=cfg.model.fuse_lora,
+                         parts=cfg.model.parts)
     device = resolve_device(cfg.model.device)
     if cfg.model.cpu_offload and device.type == "cuda":
         pipe.enable_model_cpu_offload(device=device)

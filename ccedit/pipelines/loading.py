@@ -104,6 +104,48 @@ def _load(cls, path: str, subfolder: str | None, what: str, **kwargs):
         raise unreadable_weights(what, Path(path) / (subfolder or ""), e) from None
 
 
+# The parts of the open trident (`model.path=animatediff`), each a local folder or a hub id.
+OPEN_TRIDENT_PARTS = {
+    "base": "an SD-1.5 model in diffusers format (unet/, vae/, text_encoder/, tokenizer/)",
+    "motion_adapter": "AnimateDiff motion modules (diffusers MotionAdapter)",
+    "controlnet": "the structure ControlNet (SD-1.5)",
+    "sparsectrl": "SparseCtrl-RGB, the appearance branch (optional: null for text-guided edits only)",
+}
+
+
+def load_open_trident(parts: dict, controlnets: Sequence[str | None], scheduler: str, dtype: torch.dtype) -> CCEditPipeline:
+    """The open trident from its parts: an SD-1.5 base, AnimateDiff motion modules, ControlNets, SparseCtrl-RGB."""
+    from diffusers import MotionAdapter, SparseControlNetModel
+
+    unknown = set(parts) - set(OPEN_TRIDENT_PARTS)
+    missing = [p for p in ("base", "motion_adapter", "controlnet") if not parts.get(p)]
+    if unknown or missing:
+        raise ModelNotFoundError(
+            f"model.parts {'lacks ' + ', '.join(missing) if missing else 'has unknown ' + ', '.join(sorted(unknown))}: "
+            + "; ".join(f"{k}: {v}" for k, v in OPEN_TRIDENT_PARTS.items())
+        )
+    base = str(resolve_model_folder(parts["base"], "base model"))
+    kwargs = dict(torch_dtype=dtype)
+    adapter_path = str(resolve_model_folder(parts["motion_adapter"], "motion adapter"))
+    own_net = str(resolve_model_folder(parts["controlnet"], "ControlNet"))
+    nets = [
+        _load(ControlNetModel, own_net if c is None else str(resolve_model_folder(c, "ControlNet")), None, "ControlNet", **kwargs)
+        for c in controlnets
+    ]
+    sparse = None
+    if parts.get("sparsectrl"):
+        sparse_path = str(resolve_model_folder(parts["sparsectrl"], "SparseCtrl"))
+        sparse = _load(SparseControlNetModel, sparse_path, None, "SparseCtrl appearance branch", **kwargs)
+    return CCEditPipeline(
+        vae=_load(AutoencoderKL, base, "vae", "VAE", **kwargs),
+        text_encoder=_load(CLIPTextModel, base, "text_encoder", "text encoder", dtype=dtype, trust_remote_code=False),
+        tokenizer=load_tokenizer(base),
+        unet=_load(UNet2DConditionModel, base, "unet", "base UNet", **kwargs),
+        temporal=_load(MotionAdapter, adapter_path, None, "motion adapter", **kwargs),
+        controlnet=nets, scheduler=build_scheduler(scheduler), appearance=sparse, sampling_convention="diffusers",
+    )
+
+
 def load_pipeline(
     model: str,
     *,
@@ -115,6 +157,7 @@ def load_pipeline(
     base: str | None = None,
     loras: Sequence = (),
     fuse_lora: bool = False,
+    parts: dict | None = None,
 ) -> CCEditPipeline:
     """Build the pipeline for `model` with one ControlNet per entry of `controlnets`.
 
@@ -127,8 +170,13 @@ def load_pipeline(
         dtype, device: `"auto"` picks float16 on CUDA and float32 on CPU.
         base (`str`, *optional*): a personalised SD-1.5 base replacing the model's frozen UNet (`personalise.py`).
         loras: LoRAs (`LoraSpec`s or config entries `{path, scale}`) on the UNet and text encoder.
+        parts (`dict`, *optional*): for `model="animatediff"`, the open trident's parts (`OPEN_TRIDENT_PARTS`).
     """
-    pipe = _load_model(model, controlnets, tokenizer, scheduler, dtype, device)
+    if model == "animatediff":
+        device_ = resolve_device(device)
+        pipe = load_open_trident(parts or {}, controlnets, scheduler, resolve_dtype(dtype, device_)).to(device_)
+    else:
+        pipe = _load_model(model, controlnets, tokenizer, scheduler, dtype, device)
     if base is not None or loras:
         from .personalise import LoraSpec, load_base, load_loras
 

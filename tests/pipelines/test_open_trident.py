@@ -119,3 +119,32 @@ def test_the_open_trident_is_keyframe_guided_from_the_command_line(tmp_path):
     assert main([*args, "--keyframe", "auto@2", "-o", str(tmp_path / "o.mp4")]) == 0
     side = json.loads((tmp_path / "o.mp4.json").read_text())
     assert side["keyframes"][0]["auto"] and (tmp_path / "o.keyframe2.png").is_file()
+
+
+def test_the_open_trident_loads_from_its_parts_folders_and_equals_the_tiny_one(tmp_path):
+    from ccedit.errors import ModelNotFoundError
+    from ccedit.pipelines.loading import load_pipeline
+
+    parts = tiny_animatediff_components()
+    for name in ("vae", "text_encoder", "tokenizer", "unet"):
+        parts[name].save_pretrained(tmp_path / "base" / name)
+    parts["temporal"].save_pretrained(tmp_path / "motion")
+    parts["controlnet"].save_pretrained(tmp_path / "controlnet")
+    parts["appearance"].save_pretrained(tmp_path / "sparsectrl")
+    folders = {"base": str(tmp_path / "base"), "motion_adapter": str(tmp_path / "motion"),
+               "controlnet": str(tmp_path / "controlnet"), "sparsectrl": str(tmp_path / "sparsectrl")}
+    loaded = load_pipeline("animatediff", parts=folders, scheduler="ddim")
+    tiny = load_pipeline("animatediff-tiny", scheduler="ddim")
+    assert loaded.config.sampling_convention == "diffusers"
+    rng = np.random.RandomState(0)
+    video = (rng.rand(FRAMES, H, W, 3) * 255).astype(np.uint8)
+    maps = torch.rand(FRAMES, 3, H, W, generator=torch.Generator().manual_seed(0))
+    keyframe = (rng.rand(H, W, 3) * 255).astype(np.uint8)
+
+    def edit(pipe):
+        return pipe("x", video, [maps], keyframe=keyframe, keyframe_index=1, num_inference_steps=2, progress=False,
+                    generator=torch.Generator().manual_seed(0), output_type="latent").frames
+
+    torch.testing.assert_close(edit(loaded), edit(tiny))
+    with pytest.raises(ModelNotFoundError, match="lacks motion_adapter"):
+        load_pipeline("animatediff", parts={"base": folders["base"], "controlnet": folders["controlnet"]})
