@@ -236,7 +236,8 @@ class EditSession:
                 logger.warning("using the built-in tiny model: its weights are random, so the edit is noise-like; "
                                "pass --model DIR (a converted CCEdit model) for real edits")
             t0 = time.perf_counter()
-            pipe = load_pipeline(cfg.model.path, controlnets=self.structure_controlnets(), tokenizer=cfg.model.tokenizer,
+            pipe = load_pipeline(cfg.model.path, controlnets=self.structure_controlnets(),
+                                 tokenizer=cfg.model.tokenizer,
                                  scheduler=cfg.sampling.scheduler, dtype=cfg.model.dtype, device=cfg.model.device)
             if cfg.model.cpu_offload and self.device.type == "cuda":
                 pipe.enable_model_cpu_offload(device=self.device)

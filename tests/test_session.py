@@ -78,7 +78,8 @@ def test_unknown_method_types_and_options_list_the_valid_ones():
 
 def test_convert_does_not_import_the_pipelines():
     # Hub and folder resolution lives in ccedit.hub, so convert and the pipelines no longer import each other.
-    code = "import sys, ccedit.convert.convert; print(sorted(m for m in sys.modules if m.startswith('ccedit.pipelines')))"
+    code = ("import sys, ccedit.convert.convert; "
+            "print(sorted(m for m in sys.modules if m.startswith('ccedit.pipelines')))")
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
                           env={"PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "PATH": ""})
     assert done.returncode == 0, done.stderr[-2000:]

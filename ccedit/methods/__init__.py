@@ -26,7 +26,8 @@ def build_method(type: str, **options: Any) -> Method:
     accepted = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
     unknown = sorted(set(options) - set(accepted))
     if unknown:
-        raise UserError(f"method type {type!r} has no option {', '.join(unknown)}: its options are {', '.join(accepted)}")
+        raise UserError(f"method type {type!r} has no option {', '.join(unknown)}: "
+                        f"its options are {', '.join(accepted)}")
     return cls(**options)
 
 
