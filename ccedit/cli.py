@@ -1,4 +1,4 @@
-"""`ccedit` command line: edit | keyframe | convert | train | env. Each subcommand is a thin call into the library."""
+"""`ccedit` command line: edit | keyframe | convert | train | eval | env. Each subcommand is a thin call into the library."""
 
 from __future__ import annotations
 
@@ -98,6 +98,15 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="any setting, e.g. output=runs/a train.max_steps=50")
     tr.set_defaults(func=cmd_train)
 
+    ev = sub.add_parser("eval", help="run methods over a benchmark: scores, tables and an HTML report",
+                        formatter_class=_HelpFormatter)
+    ev.add_argument("config", help="evaluation settings (YAML), e.g. configs/eval/tiny.yaml")
+    ev.add_argument("--overwrite", action="store_true",
+                    help="discard results of different settings in the output folder (same settings: resumed)")
+    ev.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ev.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="any setting, e.g. output=runs/eval")
+    ev.set_defaults(func=cmd_eval)
+
     env = sub.add_parser("env", help="print versions and devices, for bug reports")
     env.set_defaults(func=cmd_env)
     for subcommand in sub.choices.values():
@@ -191,6 +200,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     result = train(load_train_config(args.config, args.overrides), resume=args.resume)
     skipped = f", {result.skipped_videos} unusable videos skipped" if result.skipped_videos else ""
     print(f"trained {result.step} steps into {result.output}{skipped}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .eval import load_eval_config, run_evaluation
+
+    run = run_evaluation(load_eval_config(args.config, args.overrides), overwrite=args.overwrite,
+                         progress=not args.no_progress)
+    if run.is_main:
+        failed = f", {run.failed} failed (see results.jsonl)" if run.failed else ""
+        print(f"evaluated {run.done_now} edits, {run.skipped} already done{failed}, in {run.seconds:.1f} s: "
+              f"{run.output / 'summary.md'}, {run.output / 'report.html'}")
     return 0
 
 

@@ -109,6 +109,42 @@ class EditConfig:
         return asdict(self)
 
 
+AUTO_KEYFRAME = "auto"
+
+
+@dataclass(frozen=True)
+class KeyframeSpec:
+    """One keyframe of an edit job: an image path or `auto`, and the frame it shows (None: the default frame)."""
+
+    source: str
+    index: int | None = None
+
+    @property
+    def is_auto(self) -> bool:
+        return self.source == AUTO_KEYFRAME
+
+    @classmethod
+    def parse(cls, text: str, index: int | None = None) -> "KeyframeSpec":
+        """`IMAGE`, `IMAGE@INDEX`, `auto` or `auto@INDEX`; `index` (from --keyframe-index) when none is written."""
+        path, sep, suffix = text.rpartition("@")
+        if sep and suffix.lstrip("-").isdigit():
+            if index is not None:
+                raise UserError(f"--keyframe {text} already names its frame: drop --keyframe-index")
+            return cls(path, int(suffix))
+        return cls(text, index)
+
+
+@dataclass
+class EditJob:
+    """What one edit does, apart from how (`EditConfig`): the input clip, the target prompt, its keyframes, and
+    where the result goes (None: kept in memory, as an evaluation does)."""
+
+    input: str
+    prompt: str
+    keyframes: list[KeyframeSpec] = field(default_factory=list)
+    output: str | None = None
+
+
 def model_defaults_file(model: str) -> Path:
     """The shipped defaults for a model: `configs/model/<name>.yaml` for built-ins, else the CCEdit ones."""
     name = model if model in NAMED_MODELS else "ccedit"

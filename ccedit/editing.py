@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from . import __version__
-from .config import BUILTIN_MODELS, EditConfig
+from .config import AUTO_KEYFRAME, BUILTIN_MODELS, EditConfig, EditJob, KeyframeSpec  # noqa: F401 - KeyframeSpec re-exported
 from .errors import UserError
 from .io import atomic_path, fit_frames, fit_image, read_image, read_video, video_info, working_size, write_image
 from .io.resize import FitRecord
@@ -59,31 +59,6 @@ def prepare_clip(path: str | Path, cfg: EditConfig) -> PreparedClip:
     clip = read_video(path, num_frames=v.num_frames, fps=v.fps, start=v.start, folder_fps=v.folder_fps,
                       frame_transform=fit)
     return PreparedClip(clip, clip.frames, records[0])
-
-
-@dataclass(frozen=True)
-class KeyframeSpec:
-    """One `--keyframe` argument: an image path or `auto`, and the frame it shows (None: the default frame)."""
-
-    source: str
-    index: int | None = None
-
-    @property
-    def is_auto(self) -> bool:
-        return self.source == AUTO_KEYFRAME
-
-    @classmethod
-    def parse(cls, text: str, index: int | None = None) -> "KeyframeSpec":
-        """`IMAGE`, `IMAGE@INDEX`, `auto` or `auto@INDEX`; `index` (from --keyframe-index) when none is written."""
-        path, sep, suffix = text.rpartition("@")
-        if sep and suffix.lstrip("-").isdigit():
-            if index is not None:
-                raise UserError(f"--keyframe {text} already names its frame: drop --keyframe-index")
-            return cls(path, int(suffix))
-        return cls(text, index)
-
-
-AUTO_KEYFRAME = "auto"
 
 
 def check_keyframe_specs(specs: list[KeyframeSpec]) -> None:
@@ -199,6 +174,217 @@ def compute_structure(
     return [cache.get_or_compute(frames, a) for a in annotators]
 
 
+@dataclass
+class EditResult:
+    """One finished edit, in memory: what `EditSession.edit` returns and `write_edit_outputs` publishes.
+
+    `record` is the sidecar without the output names (which only the writing step knows); `timings` is the same
+    dict as `record["timings_seconds"]`.
+    """
+
+    job: EditJob
+    source: PreparedClip
+    frames: np.ndarray  # uint8 (T, H, W, 3): the edited clip at the working size
+    maps: list[torch.Tensor]  # per annotator, uint8 (T, 3, H, W)
+    keyframes: list[np.ndarray]  # the keyframe images used (edited here for `auto`), one per job keyframe
+    keyframe_indices: list[int]
+    record: dict
+    started: float  # perf_counter at the start of the edit, for the wall time including the writing
+
+    @property
+    def timings(self) -> dict:
+        return self.record["timings_seconds"]
+
+
+class EditSession:
+    """An editor built once from a config: pipeline, annotators and structure cache, reused by every `edit(job)`.
+
+    The pipeline and annotators load on the first edit, after that job's clip is read, so a clip that cannot be
+    read fails before any model loads.
+    """
+
+    def __init__(self, cfg: EditConfig):
+        self.cfg = cfg
+        self._pipe = None
+        self._annotators = None
+        self.load_seconds = 0.0
+
+    @property
+    def device(self) -> torch.device:
+        from .pipelines.loading import resolve_device
+
+        return resolve_device(self.cfg.model.device)
+
+    def structure_controlnets(self) -> list[str | None]:
+        """One ControlNet per annotator (None: the model's own), refused at once when the model has too few."""
+        names = self.cfg.structure.annotators
+        nets = list(self.cfg.structure.controlnets) + [None] * (len(names) - len(self.cfg.structure.controlnets))
+        if nets.count(None) > 1:
+            raise UserError(
+                f"{len(names)} structure annotators need {len(names)} ControlNets but the model has one: add the "
+                "others with structure.controlnets=[null,<path or hub id>]"
+            )
+        return nets[: len(names)]
+
+    @property
+    def pipe(self):
+        if self._pipe is None:
+            from .pipelines.loading import load_pipeline
+
+            cfg = self.cfg
+            if cfg.model.path in BUILTIN_MODELS:
+                logger.warning("using a built-in tiny model: its weights are random, so the edit is noise-like; "
+                               "pass --model DIR (a converted CCEdit model) for real edits")
+            t0 = time.perf_counter()
+            pipe = load_pipeline(cfg.model.path, controlnets=self.structure_controlnets(),
+                                 tokenizer=cfg.model.tokenizer,
+                                 scheduler=cfg.sampling.scheduler, dtype=cfg.model.dtype, device=cfg.model.device,
+                                 base=cfg.model.base, loras=cfg.model.lora, fuse_lora=cfg.model.fuse_lora,
+                                 parts=cfg.model.parts)
+            if cfg.model.cpu_offload and self.device.type == "cuda":
+                pipe.enable_model_cpu_offload(device=self.device)
+            if cfg.model.vae_slicing:
+                pipe.enable_vae_slicing()
+            self._pipe = pipe
+            self.load_seconds += time.perf_counter() - t0
+        return self._pipe
+
+    @property
+    def annotators(self):
+        if self._annotators is None:
+            self._annotators = build_annotators(self.cfg, self.device)
+        return self._annotators
+
+    def structure(self, frames: np.ndarray) -> list[torch.Tensor]:
+        """The configured structure maps of `frames`, as uint8 `(T, 3, H, W)` (cached by content and settings)."""
+        maps = compute_structure(frames, self.annotators, self.cfg.structure.cache_dir, self.cfg.structure.cache_max_gb)
+        return [maps_to_uint8(m) for m in maps]
+
+    def edit(self, job: EditJob) -> EditResult:
+        """Edit `job.input` with `job.prompt` (and its keyframes); nothing is written."""
+        from .config import hierarchical_setting, window_length
+
+        cfg, s = self.cfg, self.cfg.sampling
+        started = time.perf_counter()
+        keyframes = list(job.keyframes)
+        check_keyframe_specs(keyframes)
+
+        # 1. Frames at the working size, and the keyframes.
+        prepared = prepare_clip(job.input, cfg)
+        num_frames = prepared.frames.shape[0]
+        indices = resolve_keyframe_indices(keyframes, num_frames)
+        images: list[np.ndarray | None] = [
+            None if spec.is_auto else load_keyframe(spec.source, prepared.size, cfg.video.resize_mode)
+            for spec in keyframes
+        ]
+
+        # 2. Model and structure maps.
+        self.structure_controlnets()  # a missing ControlNet is refused before any model loads
+        pipe = self.pipe
+        t0 = time.perf_counter()
+        maps = self.structure(prepared.frames)
+        structure_seconds = time.perf_counter() - t0
+
+        # 3. Keyframes left to ccedit are edited from the prompt, then everything is sampled.
+        names = cfg.structure.annotators
+        full_prompt = f"{s.add_prompt}, {job.prompt}" if s.add_prompt else job.prompt
+        scales = [s.structure_scale] * len(names) if s.structure_scale is not None else (
+            cfg.structure.scales * len(names) if len(cfg.structure.scales) == 1 else cfg.structure.scales
+        )
+        generator = torch.Generator(device="cpu").manual_seed(s.seed)
+        t0 = time.perf_counter()
+        for i, spec in enumerate(keyframes):
+            if not spec.is_auto:
+                continue
+            from .pipelines.keyframe_edit import edit_keyframe
+
+            images[i] = edit_keyframe(
+                pipe, full_prompt, prepared.frames[indices[i]], [m[indices[i]] for m in maps],
+                negative_prompt=s.negative_prompt, strength=s.auto_keyframe_strength,
+                num_inference_steps=s.num_inference_steps, guidance_scale=s.guidance_scale, structure_scale=scales,
+                generator=torch.Generator(device="cpu").manual_seed(s.seed + 1 + i),
+            )
+        auto_seconds = time.perf_counter() - t0
+        prior = s.prior if s.prior != "auto" else ("keyframe" if keyframes and s.strength == 1 else "none")
+        result = pipe(
+            full_prompt, prepared.frames, maps,
+            negative_prompt=s.negative_prompt, keyframe=images or None, keyframe_index=indices or None,
+            num_inference_steps=s.num_inference_steps, guidance_scale=s.guidance_scale, structure_scale=scales,
+            appearance_scale=s.appearance_scale, prior=prior,
+            prior_coefficient=s.prior_coefficient if prior != "none" else 0.0,
+            strength=s.strength, generator=generator, window_length=window_length(cfg),
+            window_overlap=cfg.windows.overlap, hierarchical=hierarchical_setting(cfg), pin_keyframes=s.pin_keyframes,
+            window_noise=cfg.windows.noise,
+        )
+        edited = result.frames[0]
+        timings = {"structure": structure_seconds, "auto_keyframes": auto_seconds, **result.timings,
+                   "wall": time.perf_counter() - started}
+        record = {
+            "input": str(job.input),
+            "prompt": job.prompt,
+            "full_prompt": full_prompt,
+            "seed": s.seed,
+            "keyframes": [
+                {"path": spec.source, "auto": spec.is_auto, "index": index,
+                 # how closely the output shows the keyframe at its frame
+                 "psnr_db": psnr(edited[index], images[i])}
+                for i, (spec, index) in enumerate(zip(keyframes, indices))
+            ],
+            "prior": prior,
+            "video": {
+                "num_frames": num_frames, "fps": prepared.clip.fps, "source_fps": prepared.clip.source_fps,
+                "source_size": list(prepared.clip.source_size), "working_size": list(prepared.size),
+                "frame_indices": list(map(int, prepared.clip.indices)), "fit": asdict(prepared.fit),
+            },
+            "windows": {"length": window_length(cfg), "overlap": cfg.windows.overlap, "per_pass": result.windows},
+            "config": cfg.to_dict(),
+            "device": str(self.device),
+            "dtype": str(pipe.unet.dtype).replace("torch.", ""),
+            "versions": package_versions(),
+            "timings_seconds": timings,
+            "peak_memory_bytes": result.peak_memory_bytes,
+        }
+        return EditResult(job, prepared, edited, maps, images, indices, record, started)
+
+
+def write_edit_outputs(result: EditResult, output: Path, cfg: EditConfig, *, overwrite: bool = False) -> dict:
+    """Publish an edit as one set: the mp4, automatic keyframes, optional GIF / frames / side-by-side, and the
+    sidecar last, so its presence means the set is complete (outputs.py). Returns the sidecar."""
+    from .io import side_by_side, write_frames, write_gif, write_video
+
+    sidecar_path = edit_output_paths(output)["sidecar"]
+    extras = selected_extras(output, cfg)
+    auto_paths = {i: auto_keyframe_path(output, index) for i, (spec, index)
+                  in enumerate(zip(result.job.keyframes, result.keyframe_indices)) if spec.is_auto}
+    record = dict(result.record)
+    keyframes = [dict(k, path=str(auto_paths[i])) if i in auto_paths else k for i, k in enumerate(record["keyframes"])]
+    sidecar = {"output": str(output), **record, "keyframes": keyframes,
+               "outputs": {**{k: str(v) for k, v in extras.items() if v},
+                           **{f"keyframe{result.keyframe_indices[i]}": str(p) for i, p in auto_paths.items()}}}
+    # Key order as before the split: the outputs follow the windows.
+    order = ["output", "input", "prompt", "full_prompt", "seed", "keyframes", "prior", "video", "windows", "outputs"]
+    sidecar = {**{k: sidecar[k] for k in order}, **{k: v for k, v in sidecar.items() if k not in order}}
+    fps = result.source.clip.fps
+    edited = result.frames
+    with publish_edit_outputs(output, cfg, overwrite=overwrite, extra_paths=list(auto_paths.values())) as stage:
+        write_video(stage.path(output), edited, fps)
+        for i, path in auto_paths.items():
+            write_image(stage.path(path), result.keyframes[i])
+        if extras["gif"]:
+            write_gif(stage.path(extras["gif"]), edited, fps)
+        if extras["frames"]:
+            write_frames(stage.path(extras["frames"]), edited)
+        if extras["side_by_side"]:
+            structure_view = result.maps[0].permute(0, 2, 3, 1).numpy()
+            write_video(stage.path(extras["side_by_side"]),
+                        side_by_side(result.source.frames, structure_view, edited), fps)
+        # The sidecar's timings are the result's: the wall time counts the writing too.
+        result.timings["wall"] = time.perf_counter() - result.started
+        sidecar["timings_seconds"] = result.timings
+        write_json(stage.path(sidecar_path), sidecar)
+    return sidecar
+
+
 def run_edit(
     input_path: str | Path,
     prompt: str,
@@ -210,131 +396,18 @@ def run_edit(
 ) -> dict:
     """Edit `input_path` with `prompt` into `output` (mp4) and its sidecar `output.json`; return the sidecar.
 
-    `keyframes` are edited images (or `auto`: edited here from the prompt) with the frame each shows.
+    `keyframes` are edited images (or `auto`: edited here from the prompt) with the frame each shows. One
+    `EditSession.edit` of the job, then `write_edit_outputs`; the checks that need no frames come first.
     """
-    from .config import hierarchical_setting, window_length
-    from .io import side_by_side, write_frames, write_gif, write_video
-    from .pipelines.loading import load_pipeline, resolve_device
-
-    started = time.perf_counter()
-    keyframes = list(keyframes)
-    sidecar_path = edit_output_paths(output)["sidecar"]
-    extras = selected_extras(output, cfg)
+    job = EditJob(input=str(input_path), prompt=prompt, keyframes=list(keyframes), output=str(output))
     if output.suffix.lower() not in (".mp4", ".mov"):
         raise UserError(f"output {output} must end in .mp4 (add output.gif=true for a GIF as well)")
-    check_keyframe_specs(keyframes)
+    check_keyframe_specs(job.keyframes)
     check_edit_destination(input_path, output, cfg, overwrite=overwrite)
-
-    # 1. Frames at the working size, and the keyframes.
-    prepared = prepare_clip(input_path, cfg)
-    num_frames = prepared.frames.shape[0]
-    indices = resolve_keyframe_indices(keyframes, num_frames)
-    images: list[np.ndarray | None] = [
-        None if spec.is_auto else load_keyframe(spec.source, prepared.size, cfg.video.resize_mode) for spec in keyframes
-    ]
-    auto_paths = {i: auto_keyframe_path(output, index) for i, index in enumerate(indices) if keyframes[i].is_auto}
-
-    # 2. Model and structure maps.
-    if cfg.model.path in BUILTIN_MODELS:
-        logger.warning("using a built-in tiny model: its weights are random, so the edit is noise-like; "
-                       "pass --model DIR (a converted CCEdit model) for real edits")
-    s = cfg.sampling
-    names = cfg.structure.annotators
-    nets = list(cfg.structure.controlnets) + [None] * (len(names) - len(cfg.structure.controlnets))
-    if nets.count(None) > 1:
-        raise UserError(
-            f"{len(names)} structure annotators need {len(names)} ControlNets but the model has one: add the others "
-            "with structure.controlnets=[null,<path or hub id>]"
-        )
-    pipe = load_pipeline(cfg.model.path, controlnets=nets[: len(names)], tokenizer=cfg.model.tokenizer,
-                         scheduler=s.scheduler, dtype=cfg.model.dtype, device=cfg.model.device,
-                         base=cfg.model.base, loras=cfg.model.lora, fuse_lora=cfg.model.fuse_lora,
-                         parts=cfg.model.parts)
-    device = resolve_device(cfg.model.device)
-    if cfg.model.cpu_offload and device.type == "cuda":
-        pipe.enable_model_cpu_offload(device=device)
-    if cfg.model.vae_slicing:
-        pipe.enable_vae_slicing()
-    t0 = time.perf_counter()
-    maps = [maps_to_uint8(m) for m in compute_structure(prepared.frames, build_annotators(cfg, device),
-                                                        cfg.structure.cache_dir, cfg.structure.cache_max_gb)]
-    structure_seconds = time.perf_counter() - t0
-
-    # 3. Keyframes left to ccedit are edited from the prompt, then everything is sampled.
-    full_prompt = f"{s.add_prompt}, {prompt}" if s.add_prompt else prompt
-    scales = [s.structure_scale] * len(names) if s.structure_scale is not None else (
-        cfg.structure.scales * len(names) if len(cfg.structure.scales) == 1 else cfg.structure.scales
-    )
-    generator = torch.Generator(device="cpu").manual_seed(s.seed)
-    t0 = time.perf_counter()
-    for i in auto_paths:
-        from .pipelines.keyframe_edit import edit_keyframe
-
-        images[i] = edit_keyframe(
-            pipe, full_prompt, prepared.frames[indices[i]], [m[indices[i]] for m in maps],
-            negative_prompt=s.negative_prompt, strength=s.auto_keyframe_strength,
-            num_inference_steps=s.num_inference_steps, guidance_scale=s.guidance_scale, structure_scale=scales,
-            generator=torch.Generator(device="cpu").manual_seed(s.seed + 1 + i),
-        )
-    auto_seconds = time.perf_counter() - t0
-    prior = s.prior if s.prior != "auto" else ("keyframe" if keyframes and s.strength == 1 else "none")
-    result = pipe(
-        full_prompt, prepared.frames, maps,
-        negative_prompt=s.negative_prompt, keyframe=images or None, keyframe_index=indices or None,
-        num_inference_steps=s.num_inference_steps, guidance_scale=s.guidance_scale, structure_scale=scales,
-        appearance_scale=s.appearance_scale, prior=prior, prior_coefficient=s.prior_coefficient if prior != "none" else 0.0,
-        strength=s.strength, generator=generator, window_length=window_length(cfg), window_overlap=cfg.windows.overlap,
-        hierarchical=hierarchical_setting(cfg), pin_keyframes=s.pin_keyframes, window_noise=cfg.windows.noise,
-    )
-    edited = result.frames[0]
-
-    # 4. Write the outputs into a staging folder, each verified, then publish them as one set, the sidecar last,
-    # so its presence means the run finished (outputs.py).
-    fps = prepared.clip.fps
-    timings = {"structure": structure_seconds, "auto_keyframes": auto_seconds, **result.timings,
-               "wall": time.perf_counter() - started}
-    sidecar = {
-        "output": str(output),
-        "input": str(input_path),
-        "prompt": prompt,
-        "full_prompt": full_prompt,
-        "seed": s.seed,
-        "keyframes": [
-            {"path": str(auto_paths.get(i, spec.source)), "auto": spec.is_auto, "index": index,
-             # how closely the output shows the keyframe at its frame
-             "psnr_db": psnr(edited[index], images[i])}
-            for i, (spec, index) in enumerate(zip(keyframes, indices))
-        ],
-        "prior": prior,
-        "video": {
-            "num_frames": num_frames, "fps": fps, "source_fps": prepared.clip.source_fps,
-            "source_size": list(prepared.clip.source_size), "working_size": list(prepared.size),
-            "frame_indices": list(map(int, prepared.clip.indices)), "fit": asdict(prepared.fit),
-        },
-        "windows": {"length": window_length(cfg), "overlap": cfg.windows.overlap, "per_pass": result.windows},
-        "outputs": {**{k: str(v) for k, v in extras.items() if v},
-                    **{f"keyframe{indices[i]}": str(p) for i, p in auto_paths.items()}},
-        "config": cfg.to_dict(),
-        "device": str(device),
-        "dtype": str(pipe.unet.dtype).replace("torch.", ""),
-        "versions": package_versions(),
-        "timings_seconds": timings,
-        "peak_memory_bytes": result.peak_memory_bytes,
-    }
-    with publish_edit_outputs(output, cfg, overwrite=overwrite, extra_paths=list(auto_paths.values())) as stage:
-        write_video(stage.path(output), edited, fps)
-        for i, path in auto_paths.items():
-            write_image(stage.path(path), images[i])
-        if extras["gif"]:
-            write_gif(stage.path(extras["gif"]), edited, fps)
-        if extras["frames"]:
-            write_frames(stage.path(extras["frames"]), edited)
-        if extras["side_by_side"]:
-            structure_view = maps[0].permute(0, 2, 3, 1).numpy()
-            write_video(stage.path(extras["side_by_side"]), side_by_side(prepared.frames, structure_view, edited), fps)
-        timings["wall"] = time.perf_counter() - started  # the same dict as the sidecar's: counts the writing too
-        write_json(stage.path(sidecar_path), sidecar)
-    return sidecar
+    session = EditSession(cfg)
+    result = session.edit(job)
+    result.timings["model_load"] = session.load_seconds
+    return write_edit_outputs(result, output, cfg, overwrite=overwrite)
 
 
 def auto_keyframe_path(output: Path, index: int) -> Path:

@@ -12,95 +12,21 @@ from typing import Any
 
 import torch
 
-from ccedit.errors import ModelNotFoundError, is_unreadable_weights, unreadable_weights
+from ccedit.errors import is_unreadable_weights, unreadable_weights
+# Hub and folder resolution is shared with the pipelines, metrics and convert; annotators use it through here.
+from ccedit.hub import (  # noqa: F401 - re-exported
+    hub_revision,
+    is_local_reference,
+    is_offline,
+    missing_hub_model,
+    missing_local_model,
+    resolve_files,
+)
 
 logger = logging.getLogger(__name__)
 
-_TRUE = {"1", "on", "yes", "true"}
-
 # The hub repository that holds the controlnet-aux detector weights.
 DEFAULT_ANNOTATOR_REPO = "lllyasviel/Annotators"
-
-
-def is_offline() -> bool:
-    """Whether the user asked for no hub traffic (`HF_HUB_OFFLINE`); read at call time, never set by ccedit."""
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _TRUE
-
-
-def is_local_reference(model: str | os.PathLike) -> bool:
-    """Whether `model` names a local folder rather than a hub id.
-
-    An existing folder is local. So is anything that cannot be a hub id (`namespace/name` at most): absolute or
-    relative paths (`/x`, `./x`, `~/x`) and strings with more than one slash, so that a mistyped folder gets a
-    "folder does not exist" error instead of a confusing hub error.
-    """
-    text = os.fspath(model)
-    if os.path.isdir(text):
-        return True
-    return (
-        os.path.isabs(text) or text.startswith((".", "~")) or text.count("/") > 1 or (os.sep != "/" and os.sep in text)
-    )
-
-
-def missing_hub_model(what: str, model: str, files: str = "", reason: Exception | None = None) -> ModelNotFoundError:
-    """The one-line error for a hub id that is neither in the local cache nor fetchable."""
-    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
-
-    if is_offline():
-        where = "not found locally and HF_HUB_OFFLINE is set"
-    elif isinstance(reason, (RepositoryNotFoundError, EntryNotFoundError)) and not isinstance(
-        reason, LocalEntryNotFoundError
-    ):
-        where = f"was not found on the hub ({type(reason).__name__})"
-    else:
-        where = "not found locally and the hub is unreachable"
-    command = f"hf download {model}{' ' + files if files else ''}"
-    return ModelNotFoundError(f"{what} '{model}' {where}: download it with `{command}` or pass a local folder")
-
-
-def missing_local_model(what: str, folder: str, needed: str, hint: str) -> ModelNotFoundError:
-    """The one-line error for a local folder that does not exist or lacks the weight files."""
-    if not os.path.isdir(folder):
-        return ModelNotFoundError(f"{what} folder '{folder}' does not exist: {hint}")
-    return ModelNotFoundError(f"{what} folder '{folder}' has no {needed}: {hint}")
-
-
-def resolve_files(model: str | os.PathLike, filenames: list[str], *, what: str, default_repo: str) -> list[Path]:
-    """Local paths of `filenames` from a folder or a hub repository (downloaded into the HF cache if allowed).
-
-    Args:
-        model (`str` or `os.PathLike`): A local folder or a hub id.
-        filenames (`list[str]`): Files to find, relative to the folder or repository root.
-        what (`str`): What the files are, for error messages ("MiDaS depth weights").
-        default_repo (`str`): The hub id to suggest when a local folder lacks the files.
-
-    Raises:
-        `ModelNotFoundError`: when a file is missing locally and cannot be fetched.
-    """
-    text = os.fspath(model)
-    if is_local_reference(text):
-        paths = [Path(text).expanduser() / name for name in filenames]
-        missing = [str(p.relative_to(Path(text).expanduser())) for p in paths if not p.is_file()]
-        if missing:
-            needed = ", ".join(missing)
-            hint = (
-                f"download them with `hf download {default_repo} {' '.join(missing)} --local-dir {text}` "
-                f"or pass the hub id '{default_repo}'"
-            )
-            raise missing_local_model(what, text, needed, hint)
-        return paths
-
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError
-
-    paths = []
-    for name in filenames:
-        try:
-            paths.append(Path(hf_hub_download(text, name, local_files_only=is_offline())))
-        except (OSError, ValueError, EntryNotFoundError) as error:
-            # OSError covers a missing cache entry, a missing repository and no connection; ValueError a malformed id.
-            raise missing_hub_model(f"{what} ({', '.join(filenames)}) of", text, " ".join(filenames), error) from error
-    return paths
 
 
 def files_fingerprint(paths: list[Path]) -> list[list[Any]]:
@@ -115,20 +41,6 @@ def files_fingerprint(paths: list[Path]) -> list[list[Any]]:
 def folder_fingerprint(folder: str | os.PathLike) -> list[list[Any]]:
     """`files_fingerprint` of the regular files at the top of a model folder (config, weights, processor)."""
     return files_fingerprint([p for p in Path(folder).expanduser().iterdir() if p.is_file()])
-
-
-def hub_revision(model: str) -> str | None:
-    """The commit of the cached snapshot `model` was loaded from, if it can be found without network access."""
-    try:
-        from huggingface_hub import try_to_load_from_cache
-
-        config_path = try_to_load_from_cache(model, "config.json")
-    except (OSError, ValueError):
-        return None
-    if isinstance(config_path, str):
-        # The cache stores files under snapshots/<commit>/...
-        return Path(config_path).parent.name
-    return None
 
 
 def module_identity(module: torch.nn.Module) -> str:

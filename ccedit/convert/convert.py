@@ -25,7 +25,7 @@ from ..errors import UserError
 from ..io.publish import check_destination, publish_set
 from ..models import AppearanceEncoder, CCEditTemporalAdapter
 from ..schedulers.dpmpp_2s_ancestral import DPMPP2SAncestralScheduler
-from ..pipelines.loading import load_tokenizer
+from ..hub import load_tokenizer
 from .checkpoint import open_state_dict
 from .clip import CLIP_PREFIX, clip_text_config, convert_clip
 from .fixtures import STATE_PREFIX, read_geometry

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 import transformers
 
-from ccedit.annotators.loading import hub_revision, is_local_reference, is_offline
+from ccedit.hub import hub_revision, is_local_reference, is_offline
 from ccedit.errors import ModelNotFoundError, UserError
 
 TINY = "tiny"

@@ -19,11 +19,15 @@ from ccedit.pipelines.tiny import tiny_tokenizer
 TINY_SEED = 0
 # The tiny vision tower sees 32x32 crops; the processor scales the shorter side to this size like CLIP's 224.
 TINY_IMAGE_SIZE = 32
+# Text positions of the tiny CLIP. Its tokenizer spells words out character by character, so a benchmark prompt
+# that real CLIP reads in 30 tokens takes 150 here: the limit grows so the prompts of BalanceCC-sized benchmarks fit.
+TINY_TEXT_LENGTH = 256
 
 
 def tiny_clip() -> tuple[CLIPModel, CLIPProcessor]:
     """A seeded random CLIP (two-layer towers, 16-d projections) and its processor (character tokenizer)."""
     tokenizer = tiny_tokenizer()
+    tokenizer.model_max_length = TINY_TEXT_LENGTH
     config = CLIPConfig(
         text_config=dict(
             vocab_size=len(tokenizer),
@@ -31,7 +35,7 @@ def tiny_clip() -> tuple[CLIPModel, CLIPProcessor]:
             intermediate_size=37,
             num_hidden_layers=2,
             num_attention_heads=4,
-            max_position_embeddings=77,
+            max_position_embeddings=TINY_TEXT_LENGTH,
             bos_token_id=tokenizer.bos_token_id,
             eos_token_id=tokenizer.eos_token_id,
             pad_token_id=tokenizer.eos_token_id,

@@ -8,11 +8,13 @@ from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
-from transformers import CLIPTextModel, CLIPTokenizer
+from transformers import CLIPTextModel
 
+from .. import hub
 from ..errors import ModelNotFoundError, is_unreadable_weights, unreadable_weights
 from ..models import AppearanceEncoder, CCEditTemporalAdapter
 from ..schedulers import build_scheduler
+from ..hub import load_tokenizer
 from .pipeline_ccedit import CCEditPipeline
 
 logger = logging.getLogger(__name__)
@@ -21,34 +23,6 @@ logger = logging.getLogger(__name__)
 REQUIRED_SUBFOLDERS = ("unet", "temporal", "controlnet", "vae", "text_encoder")
 DEPTH_SUBFOLDER = "depth_estimator"
 HOW_TO_GET = "convert a released CCEdit checkpoint with `ccedit convert CKPT --out DIR` and pass --model DIR"
-
-
-TOKENIZER_FILES = ("vocab.json", "tokenizer.json")
-
-
-def load_tokenizer(reference: str, what: str = "tokenizer") -> CLIPTokenizer:
-    """A CLIP tokenizer from a folder (itself or its `tokenizer/`) or a hub id's `tokenizer/`.
-
-    The files are resolved first, because `from_pretrained` of an unreachable hub id returns an empty
-    tokenizer instead of failing.
-    """
-    folder = Path(reference).expanduser()
-    if not folder.is_dir():
-        try:
-            from huggingface_hub import snapshot_download
-
-            folder = Path(snapshot_download(reference, allow_patterns=["tokenizer/*"])) / "tokenizer"
-        except Exception as e:  # offline, unknown repo, no access: all mean the same to the user
-            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise ModelNotFoundError(
-                f"cannot get the {what} {reference!r} ({reason}): pass a local SD-1.5 folder or tokenizer folder, "
-                "or a hub id while online"
-            ) from None
-    elif (folder / "tokenizer").is_dir():
-        folder = folder / "tokenizer"
-    if not any((folder / f).is_file() for f in TOKENIZER_FILES):
-        raise ModelNotFoundError(f"{folder} holds no tokenizer ({' or '.join(TOKENIZER_FILES)} missing)")
-    return CLIPTokenizer.from_pretrained(str(folder), trust_remote_code=False)
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
@@ -68,25 +42,8 @@ def resolve_device(device: str) -> torch.device:
 
 
 def resolve_model_folder(model: str, what: str = "model") -> Path:
-    """A local folder for `model`: the folder itself, or the snapshot of a hub id (downloaded once, then cached).
-
-    Resolving first gives one clear error at once, where `from_pretrained` on an unreachable hub would retry for
-    half a minute and then report a missing `config.json`.
-    """
-    folder = Path(model).expanduser()
-    if folder.is_dir():
-        return folder
-    if folder.exists() or model.startswith((".", "/", "~")) or model.count("/") != 1:
-        raise ModelNotFoundError(f"{what} folder not found: {model}; {HOW_TO_GET}")
-    try:
-        from huggingface_hub import snapshot_download
-
-        return Path(snapshot_download(model))
-    except Exception as e:  # offline, unknown repo, no access: the user needs the same advice
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ModelNotFoundError(
-            f"{what} {model!r} is not a local folder and could not be fetched from the hub ({reason}); {HOW_TO_GET}"
-        ) from None
+    """`hub.resolve_model_folder` with the advice for ccedit model folders."""
+    return hub.resolve_model_folder(model, what, hint=HOW_TO_GET)
 
 
 def _load(cls, path: str, subfolder: str | None, what: str, **kwargs):

@@ -97,8 +97,8 @@ def test_edit_success_counts_frames_closer_to_the_target_prompt(kitten, boat):
 
 
 def test_an_over_long_prompt_is_refused_where_the_reference_does_not_truncate(kitten):
-    long_prompt = "x" * 100  # the tiny tokenizer spells characters, so this is over 77 tokens
-    with pytest.raises(InvalidInputError, match="over the model's 77: shorten it") as error:
+    long_prompt = "x" * 300  # the tiny tokenizer spells characters, so this is over its 256 positions
+    with pytest.raises(InvalidInputError, match="over the model's 256: shorten it") as error:
         build_metric("clip_text", model="tiny")(EditSample(frames=kitten, prompt=long_prompt))
     assert "\n" not in str(error.value)
     # PickScore truncates, as its reference does.

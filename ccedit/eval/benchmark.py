@@ -1,0 +1,144 @@
+"""Benchmark files -> edit items: BalanceCC-format JSON and LOVEU-TGVE-style CSV sheets.
+
+Every problem with the file is one line naming the item and the field, raised before any video is read. Items
+whose video is missing are still listed: the run records them as failed and goes on.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserError
+from ..io.video import VIDEO_EXTENSIONS
+from .config import BenchmarkConfig
+
+
+@dataclass(frozen=True)
+class BenchmarkItem:
+    """One (video, edit) pair of a benchmark."""
+
+    video: str  # the video's name in the benchmark
+    edit: int  # the edit's position among the video's edits
+    source_prompt: str
+    target_prompt: str
+    editing_type: str
+    video_type: str = ""
+    fantasy_level: int | None = None
+
+    @property
+    def id(self) -> str:
+        return f"{self.video}/{self.edit}"
+
+    def fields(self) -> dict[str, Any]:
+        """The names a results-folder pattern may use."""
+        return {"video": self.video, "edit": self.edit, "prompt": self.target_prompt,
+                "source_prompt": self.source_prompt, "editing_type": self.editing_type,
+                "video_type": self.video_type, "fantasy_level": self.fantasy_level}
+
+
+def read_benchmark(config: BenchmarkConfig) -> list[BenchmarkItem]:
+    """The items of the benchmark file, filtered (`include`, `editing_types`) and limited."""
+    path = Path(config.path).expanduser()
+    if not path.is_file():
+        raise UserError(f"benchmark file not found: {path}; check benchmark.path")
+    items = read_balancecc(path) if config.format == "balancecc" else read_loveu_csv(path, config)
+    if config.include:
+        unknown = sorted(set(config.include) - {i.video for i in items})
+        if unknown:
+            raise UserError(f"benchmark.include names {', '.join(unknown)}, which {path} does not list")
+        items = [i for i in items if i.video in config.include]
+    if config.editing_types:
+        items = [i for i in items if i.editing_type in config.editing_types]
+    return items[: config.limit] if config.limit is not None else items
+
+
+def video_path(videos: str | Path, name: str) -> Path:
+    """The clip of video `name`: `<videos>/<name>.<video extension>`, else the frame folder `<videos>/<name>/`.
+    A clip that is not there gives the path it was expected at (reading it then fails, for that item only)."""
+    root = Path(videos).expanduser()
+    for extension in VIDEO_EXTENSIONS:
+        candidate = root / f"{name}{extension}"
+        if candidate.is_file():
+            return candidate
+    folder = root / name
+    return folder if folder.is_dir() else root / f"{name}.mp4"
+
+
+def read_balancecc(path: Path) -> list[BenchmarkItem]:
+    """BalanceCC's JSON: a list of videos, each with "Video Name", "Video Type", "Original Prompt" and an
+    "Editing" list of {"Editing Type", "Target Prompt", "Fantasy Level"}."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        where = f" (line {e.lineno}, column {e.colno})" if isinstance(e, json.JSONDecodeError) else ""
+        raise UserError(f"{path} is not valid JSON{where}: {str(e).split(':')[0]}; fix the benchmark file") from None
+    if not isinstance(data, list):
+        raise UserError(f"{path}: expected a JSON list of videos, got {type(data).__name__}")
+    items = []
+    for v, video in enumerate(data):
+        where = f"{path}: video {v + 1}"
+        if not isinstance(video, dict):
+            raise UserError(f"{where} is not an object with \"Video Name\", \"Original Prompt\" and \"Editing\"")
+        name = _text(video, "Video Name", where)
+        where = f"{path}: video {name!r}"
+        source = _text(video, "Original Prompt", where)
+        video_type = str(video.get("Video Type", ""))
+        edits = video.get("Editing")
+        if not isinstance(edits, list):
+            raise UserError(f"{where} has no \"Editing\" list: add its edits")
+        for e, edit in enumerate(edits):
+            edit_where = f"{where}, edit {e + 1}"
+            if not isinstance(edit, dict):
+                raise UserError(f"{edit_where} is not an object with \"Editing Type\" and \"Target Prompt\"")
+            level = edit.get("Fantasy Level")
+            if level is not None and not isinstance(level, int):
+                raise UserError(f"{edit_where}: \"Fantasy Level\" must be a whole number, got {level!r}")
+            items.append(BenchmarkItem(
+                video=name, edit=e, source_prompt=source, target_prompt=_text(edit, "Target Prompt", edit_where),
+                editing_type=_text(edit, "Editing Type", edit_where), video_type=video_type, fantasy_level=level,
+            ))
+    return items
+
+
+def read_loveu_csv(path: Path, config: BenchmarkConfig) -> list[BenchmarkItem]:
+    """A LOVEU-TGVE-style sheet: one row per video, a source-prompt column and one column per edit type."""
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.DictReader(f))
+            columns = list(rows[0].keys()) if rows else []
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise UserError(f"{path} is not a readable CSV sheet ({e}); fix the benchmark file") from None
+    for needed in (config.video_column, config.source_column):
+        if needed not in columns:
+            raise UserError(f"{path} has no column {needed!r} (columns: {', '.join(columns) or 'none'}); "
+                            "set benchmark.video_column / benchmark.source_column")
+    edit_columns = [c for c in columns if c and c.endswith(config.edit_suffix) and c != config.source_column]
+    if not edit_columns:
+        raise UserError(f"{path} has no edit columns ending in {config.edit_suffix!r}; set benchmark.edit_suffix")
+    items = []
+    for r, row in enumerate(rows):
+        name = (row.get(config.video_column) or "").strip()
+        if not name:
+            continue  # LOVEU's sheets separate groups of videos with empty rows
+        where = f"{path}: row {r + 2} ({name})"
+        source = (row.get(config.source_column) or "").strip()
+        if not source:
+            raise UserError(f"{where}: the column {config.source_column!r} is empty")
+        for e, column in enumerate(edit_columns):
+            prompt = (row.get(column) or "").strip()
+            if prompt:
+                items.append(BenchmarkItem(video=name, edit=e, source_prompt=source, target_prompt=prompt,
+                                           editing_type=column[: -len(config.edit_suffix)]))
+    return items
+
+
+def _text(record: dict, field_name: str, where: str) -> str:
+    value = record.get(field_name)
+    if not isinstance(value, str) or not value.strip():
+        problem = "is missing" if value is None else "must be non-empty text"
+        raise UserError(f"{where}: field \"{field_name}\" {problem}; fix the benchmark file")
+    return value.strip()

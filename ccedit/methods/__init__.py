@@ -1,0 +1,34 @@
+"""Video-editing methods by name: how to build each from its options and run it on an edit job.
+
+`build_method(type, **options)` resolves the names of `METHODS`; an unknown type or option is one line listing
+the valid ones. ccedit itself (`ccedit`) loads its pipeline through `pipelines.loading.load_pipeline`; `folder`
+scores results other tools wrote.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from ..errors import UserError
+from .base import Method, MethodOutput
+from .ccedit_method import CCEditMethod
+from .folder import ResultsFolderMethod
+
+METHODS: dict[str, type[Method]] = {cls.type: cls for cls in (CCEditMethod, ResultsFolderMethod)}
+
+
+def build_method(type: str, **options: Any) -> Method:
+    """Build the method registered as `type` with its options; raises `UserError` naming the valid choices."""
+    cls = METHODS.get(type)
+    if cls is None:
+        raise UserError(f"unknown method type {type!r}: choose one of {', '.join(sorted(METHODS))}")
+    accepted = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise UserError(f"method type {type!r} has no option {', '.join(unknown)}: "
+                        f"its options are {', '.join(accepted)}")
+    return cls(**options)
+
+
+__all__ = ["METHODS", "Method", "MethodOutput", "build_method"]

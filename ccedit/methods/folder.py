@@ -1,0 +1,65 @@
+"""Results made by other tools (TokenFlow, RAVE, ...) as a method: a folder and a path pattern per edit."""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ..config import EditJob
+from ..errors import UserError
+from .base import Method, MethodOutput
+
+# The names a pattern may use; the benchmark item supplies them.
+PATTERN_FIELDS = ("video", "edit", "prompt", "source_prompt", "editing_type", "video_type", "fantasy_level")
+
+
+class ResultsFolderMethod(Method):
+    """Args:
+        root: the folder of results.
+        pattern: the path of one result under `root`, a Python format string over `video`, `edit` (the edit's
+            position among the video's edits), `prompt` (the target prompt), `source_prompt`, `editing_type`,
+            `video_type` and `fantasy_level`; e.g. `"{video}/{edit}.mp4"` or `"{video}/{prompt}/output.mp4"`.
+            A result is a video file or a folder of frames.
+        num_frames, fps, start, folder_fps: which frames of a result are read (set from the evaluation's video
+            settings, so a result is read like its source).
+    """
+
+    type = "folder"
+
+    def __init__(self, root: str, pattern: str, num_frames: int | None = None, fps: float | None = None,
+                 start: float = 0.0, folder_fps: float = 8.0):
+        names = [name for _, name, _, _ in string.Formatter().parse(pattern) if name is not None]
+        unknown = sorted({n for n in names if n not in PATTERN_FIELDS})
+        if unknown or not names:
+            raise UserError(f"results pattern {pattern!r}: use fields {', '.join(PATTERN_FIELDS)} "
+                            f"(got {', '.join(unknown) or 'none'})")
+        self.root = Path(root).expanduser()
+        if not self.root.is_dir():
+            raise UserError(f"results folder not found: {self.root}; check the method's `root`")
+        self.pattern = pattern
+        self.selection = {"num_frames": num_frames, "fps": fps, "start": start, "folder_fps": folder_fps}
+
+    def path(self, fields: Mapping[str, Any]) -> Path:
+        return self.root / self.pattern.format(**{k: fields.get(k) for k in PATTERN_FIELDS})
+
+    def describe(self) -> dict[str, Any]:
+        return {"type": self.type, "root": str(self.root.resolve()), "pattern": self.pattern, **self.selection}
+
+    def item_inputs(self, job: EditJob, fields: Mapping[str, Any]) -> dict[str, Any]:
+        # A result replaced in place is scored again.
+        from ..io.fingerprint import file_fingerprint
+
+        return {"result": file_fingerprint(self.path(fields))}
+
+    def run(self, job: EditJob, fields: Mapping[str, Any]) -> MethodOutput:
+        from ..io import read_video
+
+        path = self.path(fields)
+        if not path.exists():
+            raise UserError(f"no result at {path} (pattern {self.pattern!r})")
+        clip = read_video(path, **self.selection)
+        # Made elsewhere: its editing time and memory are unknown here.
+        return MethodOutput(frames=clip.frames, fps=clip.fps)
+

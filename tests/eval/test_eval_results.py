@@ -1,0 +1,24 @@
+"""Results rows: a line torn by a killed run is dropped, finished rows win over failed ones, merging is one file."""
+
+import json
+
+from ccedit.eval import results as store
+
+
+def test_a_torn_last_line_is_cut_and_the_finished_rows_stay(tmp_path):
+    path = tmp_path / store.RESULTS
+    path.write_text(json.dumps({"key": "a", "status": "ok"}) + "\n" + '{"key": "b", "sta')  # killed mid-write
+    assert [r["key"] for r in store.read_rows(tmp_path)] == ["a"]
+    store.RowWriter(path).append({"key": "b", "status": "ok"})
+    assert [r["key"] for r in store.read_rows(tmp_path)] == ["a", "b"]
+
+
+def test_merging_keeps_one_row_per_key_and_never_a_failure_over_a_result(tmp_path):
+    store.RowWriter(tmp_path / store.RESULTS).append({"key": "a", "status": "ok", "n": 1})
+    part = store.RowWriter(tmp_path / store.part_name(1))
+    part.append({"key": "a", "status": "failed", "n": 2})
+    part.append({"key": "b", "status": "failed", "n": 3})
+    part.append({"key": "b", "status": "ok", "n": 4})
+    merged = store.merge(tmp_path)
+    assert sorted((r["key"], r["n"]) for r in merged) == [("a", 1), ("b", 4)]
+    assert not list(tmp_path.glob("results.part*")) and len(store.read_rows(tmp_path)) == 2
