@@ -42,6 +42,8 @@ def _add_sampling_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--height", type=int, metavar="H", help="working height, a multiple of 8 (default: from the aspect ratio)")
     p.add_argument("--width", type=int, metavar="W", help="working width, a multiple of 8 (default: from the aspect ratio)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("--force", action="store_true",
+                   help="run even when the memory estimate exceeds what is available (model.check_memory=false)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="any setting, e.g. sampling.guidance_scale=9")
 
 
@@ -112,6 +114,8 @@ def _flag_overrides(args: argparse.Namespace) -> dict:
     o: dict = {"model": {}, "video": {}, "sampling": {}, "structure": {}, "output": {}}
     if args.model is not None:
         o["model"]["path"] = args.model
+    if getattr(args, "force", False):
+        o["model"]["check_memory"] = False
     for flag, key in (("frames", "num_frames"), ("fps", "fps"), ("start", "start"), ("height", "height"), ("width", "width")):
         if getattr(args, flag, None) is not None:
             o["video"][key] = getattr(args, flag)

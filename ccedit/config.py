@@ -34,6 +34,7 @@ class ModelConfig:
     cpu_offload: bool = False  # keep components on the CPU, move each to the GPU only while it runs
     vae_slicing: bool = True  # decode a few frames at a time
     tokenizer: str | None = None  # tokenizer path or hub id, when the model folder has none
+    check_memory: bool = True  # refuse an edit estimated to need more memory than is available (--force: false)
 
 
 @dataclass

@@ -35,10 +35,69 @@ class PreparedClip:
 
 
 def clip_working_size(source_size: tuple[int, int], cfg: EditConfig) -> tuple[int, int]:
-    """The `(height, width)` an edit of a clip of `source_size` works at, under the settings."""
+    """The `(height, width)` an edit of a clip of `source_size` works at, under the settings.
+
+    A side derived from an extreme aspect ratio (a 4x4000 clip) is held to the same bound as --height/--width.
+    """
+    from .config_checks import MAX_SIDE
+
     v = cfg.video
-    return working_size(source_size, height=v.height, width=v.width, short_side=cfg.model.short_side,
+    size = working_size(source_size, height=v.height, width=v.width, short_side=cfg.model.short_side,
                         multiple=cfg.model.size_multiple)
+    if max(size) > MAX_SIDE:
+        raise UserError(
+            f"a {source_size[1]}x{source_size[0]} clip would be edited at {size[1]}x{size[0]}, over the "
+            f"{MAX_SIDE}-pixel limit of a side: set both --height and --width (crop or pad it to another aspect)"
+        )
+    return size
+
+
+def selected_frame_count(total: int, source_fps: float, cfg: EditConfig) -> int:
+    """How many frames `read_video` will select from a clip of `total` frames at `source_fps` (0: none)."""
+    v = cfg.video
+    gap = 1 if v.fps is None else max(1, int(np.round(source_fps / v.fps)))
+    first = int(np.round(v.start * source_fps))
+    available = max(0, -(-(total - first) // gap))
+    return available if v.num_frames is None else min(available, v.num_frames)
+
+
+def check_memory_before_decoding(input_path: str | Path, cfg: EditConfig, *, with_model: bool = True) -> None:
+    """Refuse with one line, before any frame is decoded, an edit whose memory estimate exceeds what the machine
+    has (`resources.py`); `model.check_memory=false` (--force) skips it. A clip that cannot be read is left to the
+    reader, which says why in its own words."""
+    from .config import window_length
+    from .resources import available_device_memory, available_host_memory, check_memory, estimate_edit_memory
+    from .resources import weights_size
+
+    if not cfg.model.check_memory:
+        return
+    try:
+        total, source_fps, source_size = video_info(input_path, folder_fps=cfg.video.folder_fps)
+    except UserError:
+        return
+    size = clip_working_size(source_size, cfg)
+    num_frames = selected_frame_count(total, source_fps, cfg)
+    if num_frames == 0:
+        return
+    if with_model:
+        from .pipelines.loading import resolve_device
+
+        device = resolve_device(cfg.model.device)
+    else:
+        device = torch.device("cpu")
+    on_accelerator = device.type != "cpu" and not cfg.model.cpu_offload
+    dtype = cfg.model.dtype if cfg.model.dtype != "auto" else ("float16" if device.type == "cuda" else "float32")
+    estimate = estimate_edit_memory(
+        num_frames=num_frames, size=size, source_size=source_size,
+        num_maps=len(cfg.structure.annotators) if with_model else 0,
+        window_length=window_length(cfg), guidance=cfg.sampling.guidance_scale > 1,
+        weights_bytes=weights_size(cfg.model.path), dtype_bytes=4 if dtype in ("float32", "fp32") else 2,
+        on_accelerator=on_accelerator,
+    )
+    if not with_model:  # `ccedit keyframe` only decodes and fits the frames
+        estimate.host = {k: v for k, v in estimate.host.items() if k in ("frames", "decoding")}
+        estimate.device = {}
+    check_memory(estimate, available_host_memory(), available_device_memory(device) if on_accelerator else None)
 
 
 def prepare_clip(path: str | Path, cfg: EditConfig) -> PreparedClip:
@@ -224,6 +283,7 @@ def run_edit(
         raise UserError(f"output {output} must end in .mp4 (add output.gif=true for a GIF as well)")
     check_keyframe_specs(keyframes)
     check_edit_destination(input_path, output, cfg, overwrite=overwrite)
+    check_memory_before_decoding(input_path, cfg)
 
     # 1. Frames at the working size, and the keyframes.
     prepared = prepare_clip(input_path, cfg)
@@ -343,6 +403,7 @@ def auto_keyframe_path(output: Path, index: int) -> Path:
 def extract_keyframe(input_path: str | Path, output: Path, cfg: EditConfig, index: int | None, overwrite: bool) -> int:
     """Write exactly the frame an edit with the same settings would use as keyframe `index`; return the index."""
     check_output_free([output], overwrite)
+    check_memory_before_decoding(input_path, cfg, with_model=False)
     prepared = prepare_clip(input_path, cfg)
     resolved = resolve_keyframe_index(index, prepared.frames.shape[0])
     write_image(output, prepared.frames[resolved])
