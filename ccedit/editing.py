@@ -230,19 +230,27 @@ def write_json(path: Path, data: dict) -> None:
 def build_annotators(cfg: EditConfig, device: torch.device):
     """One annotator per configured name; `depth` is the model's own depth estimator with CCEdit's normalisation."""
     from .annotators import build_annotator
+    from .annotators.loading import LOCAL_FOLDER_ADVICE
+    from .errors import ModelNotFoundError
     from .pipelines.loading import depth_estimator_path
 
     annotators = []
     for name in cfg.structure.annotators:
         options = dict(cfg.structure.options.get(name, {}) or {})
-        if name == "depth":
-            own = depth_estimator_path(cfg.model.path)
-            if own is not None:
-                options.setdefault("model", own)
-            options.setdefault("preprocess", "ccedit")
-            annotator = build_annotator("depth_dpt", **options)
-        else:
-            annotator = build_annotator(name, **options)
+        try:
+            if name == "depth":
+                own = depth_estimator_path(cfg.model.path)
+                if own is not None:
+                    options.setdefault("model", own)
+                options.setdefault("preprocess", "ccedit")
+                annotator = build_annotator("depth_dpt", **options)
+            else:
+                annotator = build_annotator(name, **options)
+        except ModelNotFoundError as error:
+            if not str(error).endswith(LOCAL_FOLDER_ADVICE):
+                raise
+            # The annotator knows its weights, the edit knows the setting that points it at a folder.
+            raise ModelNotFoundError(f"{error} with structure.options.{name}.model=PATH") from None
         annotators.append(annotator.to(device) if hasattr(annotator, "to") else annotator)
     return annotators
 
@@ -284,6 +292,10 @@ def run_edit(
     check_keyframe_specs(keyframes)
     check_edit_destination(input_path, output, cfg, overwrite=overwrite)
     check_memory_before_decoding(input_path, cfg)
+    if cfg.model.path != "tiny":
+        from .pipelines.loading import resolve_model_folder
+
+        resolve_model_folder(cfg.model.path)  # a hub id that cannot be fetched fails before any frame is decoded
 
     # 1. Frames at the working size, and the keyframes.
     prepared = prepare_clip(input_path, cfg)

@@ -25,8 +25,8 @@ from ccedit.annotators.loading import (
     DEFAULT_ANNOTATOR_REPO,
     folder_fingerprint,
     hub_revision,
+    is_hub_reachable,
     is_local_reference,
-    is_offline,
     missing_hub_model,
     missing_local_model,
     module_identity,
@@ -332,7 +332,7 @@ def _load_transformers_depth(model_id: str, with_processor: bool) -> tuple[torch
     if is_local and not os.path.isfile(os.path.join(source, "config.json")):
         # Checked here because transformers reports a folder without config.json as an unrecognised model type.
         raise missing_local_model("depth model", model_id, "config.json", hint)
-    local_files_only = is_local or is_offline()
+    local_files_only = is_local or not is_hub_reachable()
     logger.info("loading depth model %s", model_id)
     # Never run code shipped in a model folder or hub repository.
     options = {"local_files_only": local_files_only, "trust_remote_code": False}

@@ -27,6 +27,34 @@ def is_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _TRUE
 
 
+# Seconds the hub gets to answer at all before it counts as unreachable: an offline machine must fail at once, not
+# after huggingface_hub's retries (about half a minute per file, every attempt logged).
+HUB_PROBE_TIMEOUT = 3.0
+_hub_answers: dict[str, bool] = {}  # endpoint -> whether it answered, asked once per process
+# The advice every "not found" message ends with; callers that know the option for a folder name it after this.
+LOCAL_FOLDER_ADVICE = "pass a local folder"
+
+
+def is_hub_reachable() -> bool:
+    """Whether hub downloads can be tried: not when `HF_HUB_OFFLINE` is set, nor when the hub's endpoint gives no
+    HTTP answer (any status counts) within `HUB_PROBE_TIMEOUT` seconds. Asked once per endpoint and process; when
+    False, loads use only the local cache."""
+    if is_offline():
+        return False
+    from huggingface_hub import constants
+    from huggingface_hub.utils import get_session
+
+    endpoint = constants.ENDPOINT
+    if endpoint not in _hub_answers:
+        try:
+            get_session().head(endpoint, timeout=HUB_PROBE_TIMEOUT)
+            _hub_answers[endpoint] = True
+        except Exception as error:  # no route, no name resolution, refused, timed out: all mean "offline"
+            logger.info("the hub at %s does not answer (%s): using only local files", endpoint, error)
+            _hub_answers[endpoint] = False
+    return _hub_answers[endpoint]
+
+
 def is_local_reference(model: str | os.PathLike) -> bool:
     """Whether `model` names a local folder rather than a hub id.
 
@@ -48,6 +76,8 @@ def missing_hub_model(what: str, model: str, files: str = "", reason: Exception 
 
     if is_offline():
         where = "not found locally and HF_HUB_OFFLINE is set"
+    elif not is_hub_reachable():
+        where = "not found locally and the hub does not answer"
     elif isinstance(reason, (RepositoryNotFoundError, EntryNotFoundError)) and not isinstance(
         reason, LocalEntryNotFoundError
     ):
@@ -55,7 +85,7 @@ def missing_hub_model(what: str, model: str, files: str = "", reason: Exception 
     else:
         where = "not found locally and the hub is unreachable"
     command = f"hf download {model}{' ' + files if files else ''}"
-    return ModelNotFoundError(f"{what} '{model}' {where}: download it with `{command}` or pass a local folder")
+    return ModelNotFoundError(f"{what} '{model}' {where}: download it with `{command}` or {LOCAL_FOLDER_ADVICE}")
 
 
 def missing_local_model(what: str, folder: str, needed: str, hint: str) -> ModelNotFoundError:
@@ -96,7 +126,7 @@ def resolve_files(model: str | os.PathLike, filenames: list[str], *, what: str, 
     paths = []
     for name in filenames:
         try:
-            paths.append(Path(hf_hub_download(text, name, local_files_only=is_offline())))
+            paths.append(Path(hf_hub_download(text, name, local_files_only=not is_hub_reachable())))
         except (OSError, ValueError, EntryNotFoundError) as error:
             # OSError covers a missing cache entry, a missing repository and no connection; ValueError a malformed id.
             raise missing_hub_model(f"{what} ({', '.join(filenames)}) of", text, " ".join(filenames), error) from error

@@ -10,6 +10,7 @@ import torch
 from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTokenizer
 
+from ..annotators.loading import is_hub_reachable, is_offline
 from ..errors import ModelNotFoundError, is_unreadable_weights, unreadable_weights
 from ..models import AppearanceEncoder, CCEditTemporalAdapter
 from ..schedulers import build_scheduler
@@ -37,12 +38,13 @@ def load_tokenizer(reference: str, what: str = "tokenizer") -> CLIPTokenizer:
         try:
             from huggingface_hub import snapshot_download
 
-            folder = Path(snapshot_download(reference, allow_patterns=["tokenizer/*"])) / "tokenizer"
+            folder = Path(snapshot_download(reference, allow_patterns=["tokenizer/*"],
+                                            local_files_only=not is_hub_reachable())) / "tokenizer"
         except Exception as e:  # offline, unknown repo, no access: all mean the same to the user
             reason = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise ModelNotFoundError(
-                f"cannot get the {what} {reference!r} ({reason}): pass a local SD-1.5 folder or tokenizer folder, "
-                "or a hub id while online"
+                f"cannot get the {what} {reference!r} ({reason}): pass a local SD-1.5 folder or tokenizer folder "
+                "with model.tokenizer=DIR, or a hub id while online"
             ) from None
     elif (folder / "tokenizer").is_dir():
         folder = folder / "tokenizer"
@@ -67,8 +69,9 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def resolve_model_folder(model: str, what: str = "model") -> Path:
-    """A local folder for `model`: the folder itself, or the snapshot of a hub id (downloaded once, then cached).
+def resolve_model_folder(model: str, what: str = "model", option: str = "--model DIR") -> Path:
+    """A local folder for `model`: the folder itself, or the snapshot of a hub id (downloaded once, then cached;
+    only the cache when the hub does not answer). `option` is the setting that takes a local folder instead.
 
     Resolving first gives one clear error at once, where `from_pretrained` on an unreachable hub would retry for
     half a minute and then report a missing `config.json`.
@@ -81,11 +84,15 @@ def resolve_model_folder(model: str, what: str = "model") -> Path:
     try:
         from huggingface_hub import snapshot_download
 
-        return Path(snapshot_download(model))
+        return Path(snapshot_download(model, local_files_only=not is_hub_reachable()))
     except Exception as e:  # offline, unknown repo, no access: the user needs the same advice
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if not is_hub_reachable():
+            reason = "not in the local cache; HF_HUB_OFFLINE is set" if is_offline() else (
+                "not in the local cache; the hub does not answer")
+        advice = HOW_TO_GET if option == "--model DIR" else f"pass a local folder with {option}"
         raise ModelNotFoundError(
-            f"{what} {model!r} is not a local folder and could not be fetched from the hub ({reason}); {HOW_TO_GET}"
+            f"{what} {model!r} is not a local folder and could not be fetched from the hub ({reason}); {advice}"
         ) from None
 
 
@@ -151,7 +158,8 @@ def load_pipeline(
     appearance = _load(AppearanceEncoder, path, "appearance", "appearance encoder", **kwargs) if has_appearance else None
     nets = [
         _load(ControlNetModel, path, "controlnet", "ControlNet", **kwargs) if c is None
-        else _load(ControlNetModel, str(resolve_model_folder(c, "ControlNet")), None, "ControlNet", **kwargs)
+        else _load(ControlNetModel, str(resolve_model_folder(c, "ControlNet", "structure.controlnets=[..., DIR]")), None,
+                   "ControlNet", **kwargs)
         for c in controlnets
     ]
     if tokenizer is None and not (folder / "tokenizer").is_dir():
