@@ -333,6 +333,15 @@ def _load_transformers_depth(model_id: str, with_processor: bool) -> tuple[torch
         # Checked here because transformers reports a folder without config.json as an unrecognised model type.
         raise missing_local_model("depth model", model_id, "config.json", hint)
     local_files_only = is_local or not is_hub_reachable()
+    if not is_local and local_files_only:
+        # From the cache's snapshot folder: transformers still asks the hub for some optional files (an adapter
+        # config) under local_files_only, and waits out huggingface_hub's retries when it does not answer.
+        from huggingface_hub import snapshot_download
+
+        try:
+            source = snapshot_download(model_id, local_files_only=True)
+        except Exception as error:  # not in the cache (or a malformed id): nothing to load offline
+            raise missing_hub_model("depth model", model_id, reason=error) from error
     logger.info("loading depth model %s", model_id)
     # Never run code shipped in a model folder or hub repository.
     options = {"local_files_only": local_files_only, "trust_remote_code": False}
