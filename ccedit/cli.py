@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
                       "softedge, midas, zoe, depth_dpt (default: depth; canny for the tiny model)")
     edit.add_argument("--steps", type=int, metavar="N", help="denoising steps (default: 30; 4 for the tiny model)")
     edit.add_argument("--seed", type=int, metavar="S", help="random seed (same seed, same output) (default: 0)")
-    edit.add_argument("--side-by-side", action="store_true", help="also write source | structure | result")
+    edit.add_argument("--side-by-side", action="store_true", help="also write source | each structure map | each keyframe | result, labelled")
     _add_sampling_options(edit)
     edit.set_defaults(func=cmd_edit)
 

@@ -72,7 +72,7 @@ class VideoConfig:
     start: float = 0.0  # seconds
     height: int | None = None
     width: int | None = None
-    resize_mode: str = "crop"  # crop (fill the frame) or pad (letterbox)
+    resize_mode: str = "crop"  # crop (fill the frame) or pad (letterbox; maps see only the picture, outputs drop the bars)
     folder_fps: float = 8.0  # frame rate of a folder of images
 
 
@@ -86,7 +86,7 @@ class WindowsConfig:
 
 @dataclass
 class OutputConfig:
-    side_by_side: bool = False  # also write <out>.side_by_side.mp4: source | structure map | result
+    side_by_side: bool = False  # also write <out>.side_by_side.mp4: source | each map | each keyframe | result
     gif: bool = False  # also write <out>.gif
     frames: bool = False  # also write <out>_frames/ with one PNG per frame
 

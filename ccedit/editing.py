@@ -256,14 +256,55 @@ def build_annotators(cfg: EditConfig, device: torch.device):
 
 
 def compute_structure(
-    frames: np.ndarray, annotators, cache_dir: str | None, cache_max_gb: float | None = None
+    frames: np.ndarray, annotators, cache_dir: str | None, cache_max_gb: float | None = None,
+    content: tuple[int, int, int, int] | None = None,
 ) -> list[torch.Tensor]:
+    """uint8 structure maps `(T, 3, H, W)` of `frames`, one tensor per annotator, through the cache if it has a folder.
+
+    `content` (`(top, left, height, width)`, the `pad_box` of pad mode) limits the annotators to the picture: the
+    letterbox would otherwise become hard edges (or a depth step) in the maps, which the ControlNet would keep. The
+    maps are padded back to the frame size with 0, the neutral value of every annotator (no edge; far away).
+    """
     from .annotators import StructureCache
 
+    height, width = frames.shape[1:3]
+    if content is not None:
+        top, left, h, w = content
+        frames = np.ascontiguousarray(frames[:, top : top + h, left : left + w])
     if cache_dir is None:
-        return [a(frames) for a in annotators]
-    cache = StructureCache(cache_dir, max_bytes=None if cache_max_gb is None else int(cache_max_gb * 1e9))
-    return [cache.get_or_compute(frames, a) for a in annotators]
+        maps = (a(frames) for a in annotators)
+    else:
+        cache = StructureCache(cache_dir, max_bytes=None if cache_max_gb is None else int(cache_max_gb * 1e9))
+        maps = (cache.get_or_compute(frames, a) for a in annotators)
+    maps = [maps_to_uint8(m) for m in maps]
+    if content is not None:
+        pad = (left, width - left - w, top, height - top - h)  # (left, right, top, bottom) for the last two dims
+        maps = [torch.nn.functional.pad(m, pad, value=0) for m in maps]
+    return maps
+
+
+def padded_content(fit: FitRecord) -> tuple[int, int, int, int] | None:
+    """The picture's box `(top, left, height, width)` when pad mode added a letterbox, else None."""
+    if fit.pad_box is None or tuple(fit.pad_box[2:]) == tuple(fit.target_size):
+        return None
+    return tuple(fit.pad_box)
+
+
+def output_crop(fit: FitRecord) -> tuple[int, int, int, int] | None:
+    """The box of the edited frames that is written: pad mode's letterbox is cropped away, so the output keeps the
+    source's framing. The sides are made even (yuv420p needs them), inside the picture."""
+    box = padded_content(fit)
+    if box is None:
+        return None
+    top, left, h, w = box
+    return top, left, max(2, h - h % 2), max(2, w - w % 2)
+
+
+def crop_frames(frames: np.ndarray, box: tuple[int, int, int, int] | None) -> np.ndarray:
+    if box is None:
+        return frames
+    top, left, h, w = box
+    return np.ascontiguousarray(frames[:, top : top + h, left : left + w])
 
 
 def run_edit(
@@ -326,8 +367,8 @@ def run_edit(
     if cfg.model.vae_slicing:
         pipe.enable_vae_slicing()
     t0 = time.perf_counter()
-    maps = [maps_to_uint8(m) for m in compute_structure(prepared.frames, build_annotators(cfg, device),
-                                                        cfg.structure.cache_dir, cfg.structure.cache_max_gb)]
+    maps = compute_structure(prepared.frames, build_annotators(cfg, device), cfg.structure.cache_dir,
+                             cfg.structure.cache_max_gb, content=padded_content(prepared.fit))
     structure_seconds = time.perf_counter() - t0
 
     # 3. Keyframes left to ccedit are edited from the prompt, then everything is sampled.
@@ -357,6 +398,8 @@ def run_edit(
         hierarchical=hierarchical_setting(cfg), pin_keyframes=s.pin_keyframes, window_noise=cfg.windows.noise,
     )
     edited = result.frames[0]
+    crop = output_crop(prepared.fit)
+    written = crop_frames(edited, crop)  # what the outputs show: the source's framing
 
     # 4. Write the outputs into a staging folder, each verified, then publish them as one set, the sidecar last,
     # so its presence means the run finished (outputs.py).
@@ -380,6 +423,7 @@ def run_edit(
             "num_frames": num_frames, "fps": fps, "source_fps": prepared.clip.source_fps,
             "source_size": list(prepared.clip.source_size), "working_size": list(prepared.size),
             "frame_indices": list(map(int, prepared.clip.indices)), "fit": asdict(prepared.fit),
+            "output_size": list(written.shape[1:3]),  # the working size, less pad mode's letterbox
         },
         "windows": {"length": window_length(cfg), "overlap": cfg.windows.overlap, "per_pass": result.windows},
         "outputs": {**{k: str(v) for k, v in extras.items() if v},
@@ -392,19 +436,41 @@ def run_edit(
         "peak_memory_bytes": result.peak_memory_bytes,
     }
     with publish_edit_outputs(output, cfg, overwrite=overwrite, extra_paths=list(auto_paths.values())) as stage:
-        write_video(stage.path(output), edited, fps)
+        write_video(stage.path(output), written, fps)
         for i, path in auto_paths.items():
             write_image(stage.path(path), images[i])
         if extras["gif"]:
-            write_gif(stage.path(extras["gif"]), edited, fps)
+            write_gif(stage.path(extras["gif"]), written, fps)
         if extras["frames"]:
-            write_frames(stage.path(extras["frames"]), edited)
+            write_frames(stage.path(extras["frames"]), written)
         if extras["side_by_side"]:
-            structure_view = maps[0].permute(0, 2, 3, 1).numpy()
-            write_video(stage.path(extras["side_by_side"]), side_by_side(prepared.frames, structure_view, edited), fps)
+            panels, labels = comparison_panels(prepared.frames, list(zip(names, maps)), list(zip(indices, images)),
+                                               edited)
+            panels = [crop_frames(panel, crop) for panel in panels]
+            write_video(stage.path(extras["side_by_side"]), side_by_side(*panels, labels=labels), fps)
         timings["wall"] = time.perf_counter() - started  # the same dict as the sidecar's: counts the writing too
         write_json(stage.path(sidecar_path), sidecar)
     return sidecar
+
+
+def comparison_panels(
+    source: np.ndarray,
+    maps: list[tuple[str, torch.Tensor]],
+    keyframes: list[tuple[int, np.ndarray]],
+    edited: np.ndarray,
+) -> tuple[list[np.ndarray], list[str]]:
+    """The side-by-side's panels and labels: the source, every structure map (by annotator), every keyframe (held
+    still for the whole clip, labelled with its frame) and the result, all uint8 `(T, H, W, 3)`."""
+    panels, labels = [source], ["source"]
+    for name, m in maps:
+        panels.append(m.permute(0, 2, 3, 1).numpy())
+        labels.append(name)
+    for index, image in sorted(keyframes, key=lambda pair: pair[0]):
+        panels.append(np.broadcast_to(image[None], source.shape))
+        labels.append(f"keyframe {index}")
+    panels.append(edited)
+    labels.append("result")
+    return panels, labels
 
 
 def auto_keyframe_path(output: Path, index: int) -> Path:
