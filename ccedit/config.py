@@ -15,7 +15,7 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from .config_checks import check_annotator_names, check_numbers, reject_resolvers
+from .config_checks import check_annotator_names, check_component_names, check_numbers, reject_resolvers
 from .errors import UserError
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -199,6 +199,7 @@ def _is_yaml(text: str) -> bool:
 def validate(config: EditConfig) -> None:
     check_numbers(config)
     check_annotator_names(config)
+    check_component_names(config)
     s, v = config.sampling, config.video
     if s.prior not in ("auto", "none", "keyframe", "video"):
         raise UserError(f"sampling.prior must be auto, none, keyframe or video, got {s.prior!r}")

@@ -53,14 +53,16 @@ def load_tokenizer(reference: str, what: str = "tokenizer") -> CLIPTokenizer:
     return CLIPTokenizer.from_pretrained(str(folder), trust_remote_code=False)
 
 
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
+          "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}  # besides "auto"
+
+
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     if dtype == "auto":
         return torch.float16 if device.type == "cuda" else torch.float32
-    table = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
-             "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
-    if dtype not in table:
+    if dtype not in DTYPES:
         raise ModelNotFoundError(f"unknown dtype {dtype!r}: use auto, float32, float16 or bfloat16")
-    return table[dtype]
+    return DTYPES[dtype]
 
 
 def resolve_device(device: str) -> torch.device:
