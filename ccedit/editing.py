@@ -6,12 +6,14 @@ import json
 import logging
 import platform
 import subprocess
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from . import __version__
 from .config import EditConfig
@@ -107,16 +109,21 @@ def prepare_clip(path: str | Path, cfg: EditConfig) -> PreparedClip:
     Without `--frames` every frame from `--start` on is edited (at `--fps`).
     """
     v = cfg.video
-    size = clip_working_size(video_info(path, folder_fps=v.folder_fps)[2], cfg)
+    total, source_fps, source_size = video_info(path, folder_fps=v.folder_fps)
+    size = clip_working_size(source_size, cfg)
     records: list[FitRecord] = []
+    bar = tqdm(total=selected_frame_count(total, source_fps, cfg), desc="decoding frames", unit="frame",
+               file=sys.stderr)
 
     def fit(chunk: np.ndarray) -> np.ndarray:
         frames, record = fit_frames(chunk, size, v.resize_mode)
         records.append(record)
+        bar.update(len(chunk))
         return frames
 
-    clip = read_video(path, num_frames=v.num_frames, fps=v.fps, start=v.start, folder_fps=v.folder_fps,
-                      frame_transform=fit)
+    with bar:
+        clip = read_video(path, num_frames=v.num_frames, fps=v.fps, start=v.start, folder_fps=v.folder_fps,
+                          frame_transform=fit)
     return PreparedClip(clip, clip.frames, records[0])
 
 
@@ -251,6 +258,8 @@ def build_annotators(cfg: EditConfig, device: torch.device):
                 raise
             # The annotator knows its weights, the edit knows the setting that points it at a folder.
             raise ModelNotFoundError(f"{error} with structure.options.{name}.model=PATH") from None
+        if "show_progress" not in options:
+            annotator.show_progress = True  # a bar for this stage even when the clip fits one batch
         annotators.append(annotator.to(device) if hasattr(annotator, "to") else annotator)
     return annotators
 

@@ -79,3 +79,15 @@ def test_side_by_side_grows_with_the_maps_and_keyframes(tmp_path, kitten):
     assert main([*base, "-o", str(tmp_path / "two.mp4"), *two_maps]) == 0
     assert video_info(tmp_path / "one.side_by_side.mp4")[2] == (128, 3 * 128)  # source | canny | result
     assert video_info(tmp_path / "two.side_by_side.mp4")[2] == (128, 5 * 128)  # source | canny | canny | keyframe | result
+
+
+def test_each_long_stage_shows_a_bar_and_denoising_counts_steps_and_evaluations(tmp_path, kitten, capsys):
+    args = ["edit", kitten, "--prompt", "x", "-o", str(tmp_path / "o.mp4"), *FAST, "--steps", "2",
+            "sampling.scheduler=dpmpp_2s_ancestral", "--window", "4"]  # fmt: skip
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "decoding frames" in err and "canny maps" in err
+    # DPM++(2S) evaluates the network twice per step; one window covers the 4 frames.
+    assert "denoising: 2 steps x 2 evaluations x 1 windows" in err, err
+    assert main([*args[:-2], "--overwrite", "--window", "2", "--overlap", "0", "sampling.scheduler=euler"]) == 0
+    assert "denoising: 2 steps x 1 evaluations x 2 windows" in capsys.readouterr().err
