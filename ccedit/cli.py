@@ -42,6 +42,8 @@ def _add_sampling_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--height", type=int, metavar="H", help="working height, a multiple of 8 (default: from the aspect ratio)")
     p.add_argument("--width", type=int, metavar="W", help="working width, a multiple of 8 (default: from the aspect ratio)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("--force", action="store_true",
+                   help="run even when the memory estimate exceeds what is available (model.check_memory=false)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="any setting, e.g. sampling.guidance_scale=9")
 
 
@@ -67,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
                       "softedge, midas, zoe, depth_dpt (default: depth; canny for the tiny model)")
     edit.add_argument("--steps", type=int, metavar="N", help="denoising steps (default: 30; 4 for the tiny model)")
     edit.add_argument("--seed", type=int, metavar="S", help="random seed (same seed, same output) (default: 0)")
-    edit.add_argument("--side-by-side", action="store_true", help="also write source | structure | result")
+    edit.add_argument("--side-by-side", action="store_true", help="also write source | each structure map | each keyframe | result, labelled")
     _add_sampling_options(edit)
     edit.set_defaults(func=cmd_edit)
 
@@ -121,6 +123,8 @@ def _flag_overrides(args: argparse.Namespace) -> dict:
     o: dict = {"model": {}, "video": {}, "sampling": {}, "structure": {}, "output": {}}
     if args.model is not None:
         o["model"]["path"] = args.model
+    if getattr(args, "force", False):
+        o["model"]["check_memory"] = False
     for flag, key in (("frames", "num_frames"), ("fps", "fps"), ("start", "start"), ("height", "height"), ("width", "width")):
         if getattr(args, flag, None) is not None:
             o["video"][key] = getattr(args, flag)

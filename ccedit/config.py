@@ -15,7 +15,7 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from .config_checks import check_annotator_names, check_numbers, reject_resolvers
+from .config_checks import check_annotator_names, check_component_names, check_numbers, reject_resolvers
 from .errors import UserError
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -40,6 +40,7 @@ class ModelConfig:
     lora: list[Any] = field(default_factory=list)  # LoRAs: [{path: ..., scale: 1.0}, ...] on the UNet and text encoder
     fuse_lora: bool = False  # fold the LoRAs into the weights (faster sampling; cannot be undone in the session)
     parts: dict[str, Any] = field(default_factory=dict)  # path=animatediff: base, motion_adapter, controlnet, sparsectrl
+    check_memory: bool = True  # refuse an edit estimated to need more memory than is available (--force: false)
 
 
 @dataclass
@@ -77,7 +78,7 @@ class VideoConfig:
     start: float = 0.0  # seconds
     height: int | None = None
     width: int | None = None
-    resize_mode: str = "crop"  # crop (fill the frame) or pad (letterbox)
+    resize_mode: str = "crop"  # crop (fill the frame) or pad (letterbox; maps see only the picture, outputs drop the bars)
     folder_fps: float = 8.0  # frame rate of a folder of images
 
 
@@ -91,7 +92,7 @@ class WindowsConfig:
 
 @dataclass
 class OutputConfig:
-    side_by_side: bool = False  # also write <out>.side_by_side.mp4: source | structure map | result
+    side_by_side: bool = False  # also write <out>.side_by_side.mp4: source | each map | each keyframe | result
     gif: bool = False  # also write <out>.gif
     frames: bool = False  # also write <out>_frames/ with one PNG per frame
 
@@ -240,6 +241,7 @@ def _is_yaml(text: str) -> bool:
 def validate(config: EditConfig) -> None:
     check_numbers(config)
     check_annotator_names(config)
+    check_component_names(config)
     s, v = config.sampling, config.video
     if s.prior not in ("auto", "none", "keyframe", "video"):
         raise UserError(f"sampling.prior must be auto, none, keyframe or video, got {s.prior!r}")

@@ -79,6 +79,20 @@ def check_annotator_names(config: Any) -> None:
             )
 
 
+def check_component_names(config: Any) -> None:
+    """Raise a one-line `UserError` for an unknown scheduler or dtype, before any model loads (they are otherwise
+    first looked up when the pipeline is built)."""
+    from .pipelines.loading import DTYPES
+    from .schedulers import SCHEDULERS
+
+    if config.sampling.scheduler not in SCHEDULERS:
+        raise UserError(
+            f"unknown scheduler {config.sampling.scheduler!r} in sampling.scheduler: choose one of {', '.join(SCHEDULERS)}"
+        )
+    if config.model.dtype != "auto" and config.model.dtype not in DTYPES:
+        raise UserError(f"model.dtype must be auto, float32, float16 or bfloat16, got {config.model.dtype!r}")
+
+
 def reject_resolvers(layer: Any, source: str) -> None:
     """Raise a one-line `UserError` when a user layer calls an OmegaConf resolver such as `${oc.env:VAR}`.
 

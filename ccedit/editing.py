@@ -6,15 +6,17 @@ import json
 import logging
 import platform
 import subprocess
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from . import __version__
-from .config import AUTO_KEYFRAME, BUILTIN_MODELS, EditConfig, EditJob, KeyframeSpec  # noqa: F401 - KeyframeSpec re-exported
+from .config import AUTO_KEYFRAME, BUILTIN_MODELS, NAMED_MODELS, EditConfig, EditJob, KeyframeSpec  # noqa: F401 - KeyframeSpec re-exported
 from .errors import UserError
 from .io import atomic_path, fit_frames, fit_image, read_image, read_video, video_info, working_size, write_image
 from .io.resize import FitRecord
@@ -35,10 +37,69 @@ class PreparedClip:
 
 
 def clip_working_size(source_size: tuple[int, int], cfg: EditConfig) -> tuple[int, int]:
-    """The `(height, width)` an edit of a clip of `source_size` works at, under the settings."""
+    """The `(height, width)` an edit of a clip of `source_size` works at, under the settings.
+
+    A side derived from an extreme aspect ratio (a 4x4000 clip) is held to the same bound as --height/--width.
+    """
+    from .config_checks import MAX_SIDE
+
     v = cfg.video
-    return working_size(source_size, height=v.height, width=v.width, short_side=cfg.model.short_side,
+    size = working_size(source_size, height=v.height, width=v.width, short_side=cfg.model.short_side,
                         multiple=cfg.model.size_multiple)
+    if max(size) > MAX_SIDE:
+        raise UserError(
+            f"a {source_size[1]}x{source_size[0]} clip would be edited at {size[1]}x{size[0]}, over the "
+            f"{MAX_SIDE}-pixel limit of a side: set both --height and --width (crop or pad it to another aspect)"
+        )
+    return size
+
+
+def selected_frame_count(total: int, source_fps: float, cfg: EditConfig) -> int:
+    """How many frames `read_video` will select from a clip of `total` frames at `source_fps` (0: none)."""
+    v = cfg.video
+    gap = 1 if v.fps is None else max(1, int(np.round(source_fps / v.fps)))
+    first = int(np.round(v.start * source_fps))
+    available = max(0, -(-(total - first) // gap))
+    return available if v.num_frames is None else min(available, v.num_frames)
+
+
+def check_memory_before_decoding(input_path: str | Path, cfg: EditConfig, *, with_model: bool = True) -> None:
+    """Refuse with one line, before any frame is decoded, an edit whose memory estimate exceeds what the machine
+    has (`resources.py`); `model.check_memory=false` (--force) skips it. A clip that cannot be read is left to the
+    reader, which says why in its own words."""
+    from .config import window_length
+    from .resources import available_device_memory, available_host_memory, check_memory, estimate_edit_memory
+    from .resources import weights_size
+
+    if not cfg.model.check_memory:
+        return
+    try:
+        total, source_fps, source_size = video_info(input_path, folder_fps=cfg.video.folder_fps)
+    except UserError:
+        return
+    size = clip_working_size(source_size, cfg)
+    num_frames = selected_frame_count(total, source_fps, cfg)
+    if num_frames == 0:
+        return
+    if with_model:
+        from .pipelines.loading import resolve_device
+
+        device = resolve_device(cfg.model.device)
+    else:
+        device = torch.device("cpu")
+    on_accelerator = device.type != "cpu" and not cfg.model.cpu_offload
+    dtype = cfg.model.dtype if cfg.model.dtype != "auto" else ("float16" if device.type == "cuda" else "float32")
+    estimate = estimate_edit_memory(
+        num_frames=num_frames, size=size, source_size=source_size,
+        num_maps=len(cfg.structure.annotators) if with_model else 0,
+        window_length=window_length(cfg), guidance=cfg.sampling.guidance_scale > 1,
+        weights_bytes=weights_size(cfg.model.path), dtype_bytes=4 if dtype in ("float32", "fp32") else 2,
+        on_accelerator=on_accelerator,
+    )
+    if not with_model:  # `ccedit keyframe` only decodes and fits the frames
+        estimate.host = {k: v for k, v in estimate.host.items() if k in ("frames", "decoding")}
+        estimate.device = {}
+    check_memory(estimate, available_host_memory(), available_device_memory(device) if on_accelerator else None)
 
 
 def prepare_clip(path: str | Path, cfg: EditConfig) -> PreparedClip:
@@ -48,16 +109,21 @@ def prepare_clip(path: str | Path, cfg: EditConfig) -> PreparedClip:
     Without `--frames` every frame from `--start` on is edited (at `--fps`).
     """
     v = cfg.video
-    size = clip_working_size(video_info(path, folder_fps=v.folder_fps)[2], cfg)
+    total, source_fps, source_size = video_info(path, folder_fps=v.folder_fps)
+    size = clip_working_size(source_size, cfg)
     records: list[FitRecord] = []
+    bar = tqdm(total=selected_frame_count(total, source_fps, cfg), desc="decoding frames", unit="frame",
+               file=sys.stderr)
 
     def fit(chunk: np.ndarray) -> np.ndarray:
         frames, record = fit_frames(chunk, size, v.resize_mode)
         records.append(record)
+        bar.update(len(chunk))
         return frames
 
-    clip = read_video(path, num_frames=v.num_frames, fps=v.fps, start=v.start, folder_fps=v.folder_fps,
-                      frame_transform=fit)
+    with bar:
+        clip = read_video(path, num_frames=v.num_frames, fps=v.fps, start=v.start, folder_fps=v.folder_fps,
+                          frame_transform=fit)
     return PreparedClip(clip, clip.frames, records[0])
 
 
@@ -146,32 +212,83 @@ def write_json(path: Path, data: dict) -> None:
 def build_annotators(cfg: EditConfig, device: torch.device):
     """One annotator per configured name; `depth` is the model's own depth estimator with CCEdit's normalisation."""
     from .annotators import build_annotator
+    from .annotators.loading import LOCAL_FOLDER_ADVICE
+    from .errors import ModelNotFoundError
     from .pipelines.loading import depth_estimator_path
 
     annotators = []
     for name in cfg.structure.annotators:
         options = dict(cfg.structure.options.get(name, {}) or {})
-        if name == "depth":
-            own = depth_estimator_path(cfg.model.path)
-            if own is not None:
-                options.setdefault("model", own)
-            options.setdefault("preprocess", "ccedit")
-            annotator = build_annotator("depth_dpt", **options)
-        else:
-            annotator = build_annotator(name, **options)
+        try:
+            if name == "depth":
+                own = depth_estimator_path(cfg.model.path)
+                if own is not None:
+                    options.setdefault("model", own)
+                options.setdefault("preprocess", "ccedit")
+                annotator = build_annotator("depth_dpt", **options)
+            else:
+                annotator = build_annotator(name, **options)
+        except ModelNotFoundError as error:
+            if not str(error).endswith(LOCAL_FOLDER_ADVICE):
+                raise
+            # The annotator knows its weights, the edit knows the setting that points it at a folder.
+            raise ModelNotFoundError(f"{error} with structure.options.{name}.model=PATH") from None
+        if "show_progress" not in options:
+            annotator.show_progress = True  # a bar for this stage even when the clip fits one batch
         annotators.append(annotator.to(device) if hasattr(annotator, "to") else annotator)
     return annotators
 
 
 def compute_structure(
-    frames: np.ndarray, annotators, cache_dir: str | None, cache_max_gb: float | None = None
+    frames: np.ndarray, annotators, cache_dir: str | None, cache_max_gb: float | None = None,
+    content: tuple[int, int, int, int] | None = None,
 ) -> list[torch.Tensor]:
+    """uint8 structure maps `(T, 3, H, W)` of `frames`, one tensor per annotator, through the cache if it has a folder.
+
+    `content` (`(top, left, height, width)`, the `pad_box` of pad mode) limits the annotators to the picture: the
+    letterbox would otherwise become hard edges (or a depth step) in the maps, which the ControlNet would keep. The
+    maps are padded back to the frame size with 0, the neutral value of every annotator (no edge; far away).
+    """
     from .annotators import StructureCache
 
+    height, width = frames.shape[1:3]
+    if content is not None:
+        top, left, h, w = content
+        frames = np.ascontiguousarray(frames[:, top : top + h, left : left + w])
     if cache_dir is None:
-        return [a(frames) for a in annotators]
-    cache = StructureCache(cache_dir, max_bytes=None if cache_max_gb is None else int(cache_max_gb * 1e9))
-    return [cache.get_or_compute(frames, a) for a in annotators]
+        maps = (a(frames) for a in annotators)
+    else:
+        cache = StructureCache(cache_dir, max_bytes=None if cache_max_gb is None else int(cache_max_gb * 1e9))
+        maps = (cache.get_or_compute(frames, a) for a in annotators)
+    maps = [maps_to_uint8(m) for m in maps]
+    if content is not None:
+        pad = (left, width - left - w, top, height - top - h)  # (left, right, top, bottom) for the last two dims
+        maps = [torch.nn.functional.pad(m, pad, value=0) for m in maps]
+    return maps
+
+
+def padded_content(fit: FitRecord) -> tuple[int, int, int, int] | None:
+    """The picture's box `(top, left, height, width)` when pad mode added a letterbox, else None."""
+    if fit.pad_box is None or tuple(fit.pad_box[2:]) == tuple(fit.target_size):
+        return None
+    return tuple(fit.pad_box)
+
+
+def output_crop(fit: FitRecord) -> tuple[int, int, int, int] | None:
+    """The box of the edited frames that is written: pad mode's letterbox is cropped away, so the output keeps the
+    source's framing. The sides are made even (yuv420p needs them), inside the picture."""
+    box = padded_content(fit)
+    if box is None:
+        return None
+    top, left, h, w = box
+    return top, left, max(2, h - h % 2), max(2, w - w % 2)
+
+
+def crop_frames(frames: np.ndarray, box: tuple[int, int, int, int] | None) -> np.ndarray:
+    if box is None:
+        return frames
+    top, left, h, w = box
+    return np.ascontiguousarray(frames[:, top : top + h, left : left + w])
 
 
 @dataclass
@@ -255,9 +372,12 @@ class EditSession:
             self._annotators = build_annotators(self.cfg, self.device)
         return self._annotators
 
-    def structure(self, frames: np.ndarray) -> list[torch.Tensor]:
-        """The configured structure maps of `frames`, as uint8 `(T, 3, H, W)` (cached by content and settings)."""
-        maps = compute_structure(frames, self.annotators, self.cfg.structure.cache_dir, self.cfg.structure.cache_max_gb)
+    def structure(self, frames: np.ndarray, fit: FitRecord | None = None) -> list[torch.Tensor]:
+        """The configured structure maps of `frames`, as uint8 `(T, 3, H, W)` (cached by content and settings);
+        in pad mode they are computed on the picture only (`padded_content`), so the letterbox makes no edges."""
+        content = padded_content(fit) if fit is not None else None
+        maps = compute_structure(frames, self.annotators, self.cfg.structure.cache_dir, self.cfg.structure.cache_max_gb,
+                                 content=content)
         return [maps_to_uint8(m) for m in maps]
 
     def edit(self, job: EditJob) -> EditResult:
@@ -282,7 +402,7 @@ class EditSession:
         self.structure_controlnets()  # a missing ControlNet is refused before any model loads
         pipe = self.pipe
         t0 = time.perf_counter()
-        maps = self.structure(prepared.frames)
+        maps = self.structure(prepared.frames, prepared.fit)
         structure_seconds = time.perf_counter() - t0
 
         # 3. Keyframes left to ccedit are edited from the prompt, then everything is sampled.
@@ -335,6 +455,8 @@ class EditSession:
                 "num_frames": num_frames, "fps": prepared.clip.fps, "source_fps": prepared.clip.source_fps,
                 "source_size": list(prepared.clip.source_size), "working_size": list(prepared.size),
                 "frame_indices": list(map(int, prepared.clip.indices)), "fit": asdict(prepared.fit),
+                # the working size, less pad mode's letterbox: what the outputs show
+                "output_size": list(crop_frames(edited[:1], output_crop(prepared.fit)).shape[1:3]),
             },
             "windows": {"length": window_length(cfg), "overlap": cfg.windows.overlap, "per_pass": result.windows},
             "config": cfg.to_dict(),
@@ -365,19 +487,22 @@ def write_edit_outputs(result: EditResult, output: Path, cfg: EditConfig, *, ove
     order = ["output", "input", "prompt", "full_prompt", "seed", "keyframes", "prior", "video", "windows", "outputs"]
     sidecar = {**{k: sidecar[k] for k in order}, **{k: v for k, v in sidecar.items() if k not in order}}
     fps = result.source.clip.fps
-    edited = result.frames
+    crop = output_crop(result.source.fit)
+    written = crop_frames(result.frames, crop)  # what the outputs show: the source's framing
     with publish_edit_outputs(output, cfg, overwrite=overwrite, extra_paths=list(auto_paths.values())) as stage:
-        write_video(stage.path(output), edited, fps)
+        write_video(stage.path(output), written, fps)
         for i, path in auto_paths.items():
             write_image(stage.path(path), result.keyframes[i])
         if extras["gif"]:
-            write_gif(stage.path(extras["gif"]), edited, fps)
+            write_gif(stage.path(extras["gif"]), written, fps)
         if extras["frames"]:
-            write_frames(stage.path(extras["frames"]), edited)
+            write_frames(stage.path(extras["frames"]), written)
         if extras["side_by_side"]:
-            structure_view = result.maps[0].permute(0, 2, 3, 1).numpy()
-            write_video(stage.path(extras["side_by_side"]),
-                        side_by_side(result.source.frames, structure_view, edited), fps)
+            names = cfg.structure.annotators
+            panels, labels = comparison_panels(result.source.frames, list(zip(names, result.maps)),
+                                               list(zip(result.keyframe_indices, result.keyframes)), result.frames)
+            panels = [crop_frames(panel, crop) for panel in panels]
+            write_video(stage.path(extras["side_by_side"]), side_by_side(*panels, labels=labels), fps)
         # The sidecar's timings are the result's: the wall time counts the writing too.
         result.timings["wall"] = time.perf_counter() - result.started
         sidecar["timings_seconds"] = result.timings
@@ -404,10 +529,35 @@ def run_edit(
         raise UserError(f"output {output} must end in .mp4 (add output.gif=true for a GIF as well)")
     check_keyframe_specs(job.keyframes)
     check_edit_destination(input_path, output, cfg, overwrite=overwrite)
+    check_memory_before_decoding(input_path, cfg)
+    if cfg.model.path not in NAMED_MODELS:
+        from .pipelines.loading import resolve_model_folder
+
+        resolve_model_folder(cfg.model.path)  # a hub id that cannot be fetched fails before any frame is decoded
     session = EditSession(cfg)
     result = session.edit(job)
     result.timings["model_load"] = session.load_seconds
     return write_edit_outputs(result, output, cfg, overwrite=overwrite)
+
+
+def comparison_panels(
+    source: np.ndarray,
+    maps: list[tuple[str, torch.Tensor]],
+    keyframes: list[tuple[int, np.ndarray]],
+    edited: np.ndarray,
+) -> tuple[list[np.ndarray], list[str]]:
+    """The side-by-side's panels and labels: the source, every structure map (by annotator), every keyframe (held
+    still for the whole clip, labelled with its frame) and the result, all uint8 `(T, H, W, 3)`."""
+    panels, labels = [source], ["source"]
+    for name, m in maps:
+        panels.append(m.permute(0, 2, 3, 1).numpy())
+        labels.append(name)
+    for index, image in sorted(keyframes, key=lambda pair: pair[0]):
+        panels.append(np.broadcast_to(image[None], source.shape))
+        labels.append(f"keyframe {index}")
+    panels.append(edited)
+    labels.append("result")
+    return panels, labels
 
 
 def auto_keyframe_path(output: Path, index: int) -> Path:
@@ -418,6 +568,7 @@ def auto_keyframe_path(output: Path, index: int) -> Path:
 def extract_keyframe(input_path: str | Path, output: Path, cfg: EditConfig, index: int | None, overwrite: bool) -> int:
     """Write exactly the frame an edit with the same settings would use as keyframe `index`; return the index."""
     check_output_free([output], overwrite)
+    check_memory_before_decoding(input_path, cfg, with_model=False)
     prepared = prepare_clip(input_path, cfg)
     resolved = resolve_keyframe_index(index, prepared.frames.shape[0])
     write_image(output, prepared.frames[resolved])

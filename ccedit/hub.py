@@ -6,6 +6,7 @@ It imports nothing from ccedit but `errors`.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,12 +16,42 @@ from .errors import ModelNotFoundError
 if TYPE_CHECKING:
     from transformers import CLIPTokenizer
 
+logger = logging.getLogger(__name__)
+
 _TRUE = {"1", "on", "yes", "true"}
 
 
 def is_offline() -> bool:
     """Whether the user asked for no hub traffic (`HF_HUB_OFFLINE`); read at call time, never set by ccedit."""
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _TRUE
+
+
+# Seconds the hub gets to answer at all before it counts as unreachable: an offline machine must fail at once, not
+# after huggingface_hub's retries (about half a minute per file, every attempt logged).
+HUB_PROBE_TIMEOUT = 3.0
+_hub_answers: dict[str, bool] = {}  # endpoint -> whether it answered, asked once per process
+# The advice every "not found" message ends with; callers that know the option for a folder name it after this.
+LOCAL_FOLDER_ADVICE = "pass a local folder"
+
+
+def is_hub_reachable() -> bool:
+    """Whether hub downloads can be tried: not when `HF_HUB_OFFLINE` is set, nor when the hub's endpoint gives no
+    HTTP answer (any status counts) within `HUB_PROBE_TIMEOUT` seconds. Asked once per endpoint and process; when
+    False, loads use only the local cache."""
+    if is_offline():
+        return False
+    from huggingface_hub import constants
+    from huggingface_hub.utils import get_session
+
+    endpoint = constants.ENDPOINT
+    if endpoint not in _hub_answers:
+        try:
+            get_session().head(endpoint, timeout=HUB_PROBE_TIMEOUT)
+            _hub_answers[endpoint] = True
+        except Exception as error:  # no route, no name resolution, refused, timed out: all mean "offline"
+            logger.info("the hub at %s does not answer (%s): using only local files", endpoint, error)
+            _hub_answers[endpoint] = False
+    return _hub_answers[endpoint]
 
 
 def is_local_reference(model: str | os.PathLike) -> bool:
@@ -44,6 +75,8 @@ def missing_hub_model(what: str, model: str, files: str = "", reason: Exception 
 
     if is_offline():
         where = "not found locally and HF_HUB_OFFLINE is set"
+    elif not is_hub_reachable():
+        where = "not found locally and the hub does not answer"
     elif isinstance(reason, (RepositoryNotFoundError, EntryNotFoundError)) and not isinstance(
         reason, LocalEntryNotFoundError
     ):
@@ -51,7 +84,7 @@ def missing_hub_model(what: str, model: str, files: str = "", reason: Exception 
     else:
         where = "not found locally and the hub is unreachable"
     command = f"hf download {model}{' ' + files if files else ''}"
-    return ModelNotFoundError(f"{what} '{model}' {where}: download it with `{command}` or pass a local folder")
+    return ModelNotFoundError(f"{what} '{model}' {where}: download it with `{command}` or {LOCAL_FOLDER_ADVICE}")
 
 
 def missing_local_model(what: str, folder: str, needed: str, hint: str) -> ModelNotFoundError:
@@ -92,7 +125,7 @@ def resolve_files(model: str | os.PathLike, filenames: list[str], *, what: str, 
     paths = []
     for name in filenames:
         try:
-            paths.append(Path(hf_hub_download(text, name, local_files_only=is_offline())))
+            paths.append(Path(hf_hub_download(text, name, local_files_only=not is_hub_reachable())))
         except (OSError, ValueError, EntryNotFoundError) as error:
             # OSError covers a missing cache entry, a missing repository and no connection; ValueError a malformed id.
             raise missing_hub_model(f"{what} ({', '.join(filenames)}) of", text, " ".join(filenames), error) from error
@@ -127,9 +160,12 @@ def resolve_model_folder(model: str, what: str = "model", *, hint: str = "pass a
     try:
         from huggingface_hub import snapshot_download
 
-        return Path(snapshot_download(model))
+        return Path(snapshot_download(model, local_files_only=not is_hub_reachable()))
     except Exception as e:  # offline, unknown repo, no access: the user needs the same advice
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if not is_hub_reachable():
+            reason = "not in the local cache; HF_HUB_OFFLINE is set" if is_offline() else (
+                "not in the local cache; the hub does not answer")
         raise ModelNotFoundError(
             f"{what} {model!r} is not a local folder and could not be fetched from the hub ({reason}); {hint}"
         ) from None
@@ -151,12 +187,13 @@ def load_tokenizer(reference: str, what: str = "tokenizer") -> CLIPTokenizer:
         try:
             from huggingface_hub import snapshot_download
 
-            folder = Path(snapshot_download(reference, allow_patterns=["tokenizer/*"])) / "tokenizer"
+            folder = Path(snapshot_download(reference, allow_patterns=["tokenizer/*"],
+                                            local_files_only=not is_hub_reachable())) / "tokenizer"
         except Exception as e:  # offline, unknown repo, no access: all mean the same to the user
             reason = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise ModelNotFoundError(
-                f"cannot get the {what} {reference!r} ({reason}): pass a local SD-1.5 folder or tokenizer folder, "
-                "or a hub id while online"
+                f"cannot get the {what} {reference!r} ({reason}): pass a local SD-1.5 folder or tokenizer folder "
+                "with model.tokenizer=DIR, or a hub id while online"
             ) from None
     elif (folder / "tokenizer").is_dir():
         folder = folder / "tokenizer"

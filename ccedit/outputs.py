@@ -51,7 +51,7 @@ def check_edit_destination(input_path: str | Path, output: Path, cfg: EditConfig
 def estimate_edit_bytes(input_path: str | Path, cfg: EditConfig) -> int:
     """A rough size of an edit's outputs from the clip's header and the settings; 0 when the clip cannot be read
     (the read itself reports that, in its own words, a moment later)."""
-    from .editing import clip_working_size
+    from .editing import clip_working_size, selected_frame_count
     from .io import video_info
 
     try:
@@ -60,8 +60,7 @@ def estimate_edit_bytes(input_path: str | Path, cfg: EditConfig) -> int:
     except (UserError, ValueError):
         return 0
     # Without --frames the whole clip from --start is edited, at --fps.
-    available = max(0.0, total - cfg.video.start * source_fps) * min(1.0, (cfg.video.fps or source_fps) / source_fps)
-    raw = (cfg.video.num_frames or max(1, int(available))) * height * width * 3
+    raw = max(1, selected_frame_count(total, source_fps, cfg)) * height * width * 3
     kinds = ["video", *[kind for kind in EXTRAS if getattr(cfg.output, kind)]]
     return int(sum(_BYTES_PER_RAW_BYTE[kind] * raw for kind in kinds)) + _SIDECAR_BYTES
 

@@ -25,8 +25,8 @@ from ccedit.annotators.loading import (
     DEFAULT_ANNOTATOR_REPO,
     folder_fingerprint,
     hub_revision,
+    is_hub_reachable,
     is_local_reference,
-    is_offline,
     missing_hub_model,
     missing_local_model,
     module_identity,
@@ -332,7 +332,16 @@ def _load_transformers_depth(model_id: str, with_processor: bool) -> tuple[torch
     if is_local and not os.path.isfile(os.path.join(source, "config.json")):
         # Checked here because transformers reports a folder without config.json as an unrecognised model type.
         raise missing_local_model("depth model", model_id, "config.json", hint)
-    local_files_only = is_local or is_offline()
+    local_files_only = is_local or not is_hub_reachable()
+    if not is_local and local_files_only:
+        # From the cache's snapshot folder: transformers still asks the hub for some optional files (an adapter
+        # config) under local_files_only, and waits out huggingface_hub's retries when it does not answer.
+        from huggingface_hub import snapshot_download
+
+        try:
+            source = snapshot_download(model_id, local_files_only=True)
+        except Exception as error:  # not in the cache (or a malformed id): nothing to load offline
+            raise missing_hub_model("depth model", model_id, reason=error) from error
     logger.info("loading depth model %s", model_id)
     # Never run code shipped in a model folder or hub repository.
     options = {"local_files_only": local_files_only, "trust_remote_code": False}

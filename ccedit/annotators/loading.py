@@ -15,7 +15,10 @@ import torch
 from ccedit.errors import is_unreadable_weights, unreadable_weights
 # Hub and folder resolution is shared with the pipelines, metrics and convert; annotators use it through here.
 from ccedit.hub import (  # noqa: F401 - re-exported
+    HUB_PROBE_TIMEOUT,
+    LOCAL_FOLDER_ADVICE,
     hub_revision,
+    is_hub_reachable,
     is_local_reference,
     is_offline,
     missing_hub_model,

@@ -25,14 +25,16 @@ DEPTH_SUBFOLDER = "depth_estimator"
 HOW_TO_GET = "convert a released CCEdit checkpoint with `ccedit convert CKPT --out DIR` and pass --model DIR"
 
 
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
+          "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}  # besides "auto"
+
+
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     if dtype == "auto":
         return torch.float16 if device.type == "cuda" else torch.float32
-    table = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
-             "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
-    if dtype not in table:
+    if dtype not in DTYPES:
         raise ModelNotFoundError(f"unknown dtype {dtype!r}: use auto, float32, float16 or bfloat16")
-    return table[dtype]
+    return DTYPES[dtype]
 
 
 def resolve_device(device: str) -> torch.device:
@@ -41,9 +43,11 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def resolve_model_folder(model: str, what: str = "model") -> Path:
-    """`hub.resolve_model_folder` with the advice for ccedit model folders."""
-    return hub.resolve_model_folder(model, what, hint=HOW_TO_GET)
+def resolve_model_folder(model: str, what: str = "model", option: str = "--model DIR") -> Path:
+    """`hub.resolve_model_folder` with the advice for ccedit model folders; `option` is the setting that takes a
+    local folder instead (only the local cache is used when the hub does not answer)."""
+    hint = HOW_TO_GET if option == "--model DIR" else f"pass a local folder with {option}"
+    return hub.resolve_model_folder(model, what, hint=hint)
 
 
 def _load(cls, path: str, subfolder: str | None, what: str, **kwargs):
@@ -173,7 +177,8 @@ def _load_model(model, controlnets, tokenizer, scheduler, dtype, device) -> CCEd
     appearance = _load(AppearanceEncoder, path, "appearance", "appearance encoder", **kwargs) if has_appearance else None
     nets = [
         _load(ControlNetModel, path, "controlnet", "ControlNet", **kwargs) if c is None
-        else _load(ControlNetModel, str(resolve_model_folder(c, "ControlNet")), None, "ControlNet", **kwargs)
+        else _load(ControlNetModel, str(resolve_model_folder(c, "ControlNet", "structure.controlnets=[..., DIR]")), None,
+                   "ControlNet", **kwargs)
         for c in controlnets
     ]
     if tokenizer is None and not (folder / "tokenizer").is_dir():
