@@ -109,6 +109,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="any setting, e.g. output=runs/eval")
     ev.set_defaults(func=cmd_eval)
 
+    models = sub.add_parser("models", help="show the configured model and where each of its parts comes from",
+                            formatter_class=_HelpFormatter)
+    models.add_argument("--model", help="tiny, animatediff-tiny, animatediff, a converted CCEdit folder, or a hub id")
+    models.add_argument("--config", action="append", default=[], metavar="YAML", help="settings file (repeatable)")
+    models.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="any setting, e.g. model.lora=[...]")
+    models.set_defaults(func=cmd_models)
+
     env = sub.add_parser("env", help="print versions and devices, for bug reports")
     env.set_defaults(func=cmd_env)
     for subcommand in sub.choices.values():
@@ -216,6 +223,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
         failed = f", {run.failed} failed (see results.jsonl)" if run.failed else ""
         print(f"evaluated {run.done_now} edits, {run.skipped} already done{failed}, in {run.seconds:.1f} s: "
               f"{run.output / 'summary.md'}, {run.output / 'report.html'}")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from .catalog import format_parts
+
+    print(format_parts(_load_config(args)))
     return 0
 
 

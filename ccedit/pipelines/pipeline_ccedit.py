@@ -234,7 +234,9 @@ class CCEditPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         ]
         return torch.cat(latents).transpose(0, 1)
 
-    def decode_latents(self, latents: torch.Tensor, chunk_size: int = 8, as_uint8: bool = False) -> torch.Tensor:
+    def decode_latents(
+        self, latents: torch.Tensor, chunk_size: int = 8, as_uint8: bool = False, progress: bool = False
+    ) -> torch.Tensor:
         """`(B, 4, T, h, w)` latents -> `(B, T, 3, H, W)` frames in [0, 1], or uint8 `(B, T, H, W, 3)` on the CPU
         with `as_uint8`, converted chunk by chunk so that a long clip never exists as float pixels.
 
@@ -243,7 +245,10 @@ class CCEditPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         b, c, f, h, w = latents.shape
         flat = latents.transpose(1, 2).reshape(b * f, c, h, w) / self.vae.config.scaling_factor
         frames = []
+        bar = tqdm(total=flat.shape[0], disable=not progress or flat.shape[0] <= chunk_size, file=sys.stderr,
+                   unit="frame", desc="VAE decoding")
         for chunk in flat.split(chunk_size):
+            bar.update(chunk.shape[0])
             image = self.vae.decode(chunk.to(self.vae.dtype)).sample
             if not torch.isfinite(image).all() and self.vae.dtype != torch.float32:
                 logger.warning("the %s VAE decode produced NaN or inf; decoding again in float32", self.vae.dtype)
@@ -253,6 +258,7 @@ class CCEditPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
                 self.vae.to(original)
             image = ((image.float() + 1) / 2).clamp(0, 1)
             frames.append((image.permute(0, 2, 3, 1) * 255).round().to(torch.uint8).cpu() if as_uint8 else image)
+        bar.close()
         shape = (b, f, *frames[0].shape[1:]) if as_uint8 else (b, f, 3, *frames[0].shape[-2:])
         return torch.cat(frames).view(shape)
 
@@ -510,7 +516,7 @@ class CCEditPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
             frames = latents
         else:
             self._onload(self.vae)
-            frames = self.decode_latents(latents, decode_chunk_size, as_uint8=output_type != "pt")
+            frames = self.decode_latents(latents, decode_chunk_size, as_uint8=output_type != "pt", progress=progress)
             if output_type == "np":
                 frames = frames.numpy()
             elif output_type == "pil":
