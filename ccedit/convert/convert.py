@@ -209,6 +209,13 @@ def convert_checkpoint(
                            configs=_component_configs(geometry_path if geometry_path and not is_fixture else None),
                            networks_only=is_fixture)
     networks, meta_modules, others, consumed, configs = plan.networks, plan.meta_modules, plan.others, plan.consumed, plan.configs
+    # A released checkpoint carries its VAE and CLIP text encoder; without them the folder could not edit anything.
+    absent = [name for name, keys in (("VAE", "vae"), ("CLIP text encoder", "text_encoder")) if keys not in others]
+    if absent and not is_fixture:
+        raise UserError(
+            f"{checkpoint} holds no {' and no '.join(absent)} (first_stage_model.* / conditioner.embedders.0.* keys): the "
+            "converted folder could not edit; convert the full CCEdit checkpoint"
+        )
     tok = load_tokenizer(tokenizer) if "text_encoder" in others and tokenizer else None
     if "text_encoder" in others and tok is None:
         raise UserError("the checkpoint holds a text encoder but no tokenizer: pass --tokenizer PATH_OR_HUB_ID")

@@ -112,6 +112,15 @@ def test_foreign_keys_are_refused(tmp_path, tiny_checkpoint, capsys):
                     "model.ema.decay")
 
 
+@pytest.mark.parametrize("dropped,named", [("first_stage_model.", "VAE"), ("conditioner.embedders.0.", "CLIP text encoder")])
+def test_a_checkpoint_without_vae_or_clip_is_refused_before_writing(tmp_path, tiny_checkpoint, capsys, dropped, named):
+    root, _, state = tiny_checkpoint
+    ckpt = tmp_path / "partial.ckpt"
+    torch.save({"state_dict": {k: v for k, v in state.items() if dropped not in k}}, ckpt)
+    _assert_refused(capsys, tmp_path, [str(ckpt), "--geometry", str(root / "geometry.json"), "--tokenizer", str(root / "tokenizer")],
+                    f"holds no {named}")
+
+
 def test_truncated_file_is_refused(tmp_path, tiny_checkpoint, capsys):
     root, ckpt, _ = tiny_checkpoint
     cut = tmp_path / "cut.ckpt"

@@ -313,3 +313,17 @@ def test_out_of_memory_while_decoding_is_reported_as_such(monkeypatch, error):
         read_video(path, num_frames=4)
     _assert_one_line_naming(info, "kitten.mp4")
     assert "corrupt" not in str(info.value) and "--frames" in str(info.value)
+
+
+@pytest.mark.parametrize("side", [1, 2])
+def test_tiny_frame_videos_are_read_not_called_corrupt(tmp_path, side):
+    import subprocess
+
+    import imageio_ffmpeg
+
+    path = tmp_path / f"tiny{side}.mp4"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "lavfi", "-i",
+                    f"color=c=red:s={side}x{side}:d=0.5:r=8", "-c:v", "libx264rgb", str(path)], check=True)
+    clip = read_video(path)
+    assert clip.frames.shape == (4, side, side, 3)
+    assert (clip.frames[..., 0] > 200).all() and (clip.frames[..., 1:] < 60).all()  # red
