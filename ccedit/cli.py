@@ -34,8 +34,7 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 def _add_sampling_options(p: argparse.ArgumentParser) -> None:
     """Options that decide which frames are used and at what size: shared by `edit` and `keyframe`."""
-    p.add_argument("--model", help="tiny (built-in random model), a converted CCEdit folder, or a hub id (default: tiny)")
-    p.add_argument("--config", action="append", default=[], metavar="YAML", help="settings file (repeatable; later wins)")
+    _add_model_options(p)
     p.add_argument("--frames", type=int, metavar="N", help="number of frames to edit (default: the whole clip)")
     p.add_argument("--fps", type=float, metavar="F", help="take every round(source_fps / F)-th frame (default: all)")
     p.add_argument("--start", type=float, metavar="SECONDS", help="start time (default: 0)")
@@ -45,6 +44,13 @@ def _add_sampling_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true",
                    help="run even when the memory estimate exceeds what is available (model.check_memory=false)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="any setting, e.g. sampling.guidance_scale=9")
+
+
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    """The options that choose the model and the settings files: shared by `edit`, `keyframe` and `models`."""
+    p.add_argument("--model", help="tiny or animatediff-tiny (built-in random models), animatediff (the open trident), "
+                   "a converted CCEdit folder, or a hub id (default: tiny)")
+    p.add_argument("--config", action="append", default=[], metavar="YAML", help="settings file (repeatable; later wins)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -111,8 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     models = sub.add_parser("models", help="show the configured model and where each of its parts comes from",
                             formatter_class=_HelpFormatter)
-    models.add_argument("--model", help="tiny, animatediff-tiny, animatediff, a converted CCEdit folder, or a hub id")
-    models.add_argument("--config", action="append", default=[], metavar="YAML", help="settings file (repeatable)")
+    _add_model_options(models)
     models.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="any setting, e.g. model.lora=[...]")
     models.set_defaults(func=cmd_models)
 

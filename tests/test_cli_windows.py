@@ -10,19 +10,9 @@ from PIL import Image
 from ccedit.cli import main
 from ccedit.io import read_image, read_video, video_info, working_size, write_video
 from tests.conftest import VIDEOS, require
+from tests.test_cli import cache, one_error_line
 
 TINY = ["--model", "tiny", "--steps", "1"]
-
-
-def cache(tmp_path):
-    return f"structure.cache_dir={tmp_path / 'cache'}"
-
-
-def one_error_line(capsys) -> str:
-    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    errors = [line for line in err if line.startswith("error:")]
-    assert len(errors) == 1, err
-    return errors[0]
 
 
 def moving_square_clip(path, frames=40, size=(96, 160), fps=24.0):
