@@ -58,6 +58,9 @@ class TrainRecipeConfig:
     ema_decay: float = 0.9999
     checkpoint_every: int = 500  # steps; a checkpoint is also written at the end
     keep_checkpoints: int | None = None  # keep only the newest N; null: all
+    sample_every: int = 0  # steps; > 0: write <output>/samples/step-N.mp4, the model editing the first clip
+    sample_prompt: str = "a watercolor painting"
+    sample_steps: int = 4
 
 
 @dataclass

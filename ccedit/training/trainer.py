@@ -190,6 +190,12 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
         progress.set_postfix(loss=f"{mean_loss:.4f}")
         if step % t.checkpoint_every == 0 or step == t.max_steps:
             save_checkpoint(accelerator, output, step, t.keep_checkpoints)
+        if t.sample_every > 0 and step % t.sample_every == 0 and accelerator.is_main_process:
+            from .samples import write_sample
+
+            with torch.no_grad():
+                write_sample(models, accelerator.unwrap_model(trident), report.entries[0], config, output, step,
+                             accelerator.device)
     progress.close()
 
     # 6. The trained parts, EMA weights when kept, in the layout the editing pipeline loads.

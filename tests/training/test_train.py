@@ -174,3 +174,15 @@ def test_the_loss_falls_over_the_acceptance_run(tmp_path):
     print(f"mean loss, first tenth {first:.4f}, last tenth {last:.4f}, ratio {last / first:.3f}")
     assert last <= 0.7 * first
     assert (tmp_path / "checkpoints" / "step-000300").is_dir() and (tmp_path / "model" / "temporal").is_dir()
+
+
+def test_sample_videos_are_written_every_m_steps_and_change_as_the_model_trains(tmp_path):
+    from ccedit.io import read_video
+
+    run = tmp_path / "run"
+    train(config(run, "train.max_steps=4", "train.sample_every=2", "train.sample_steps=1", "train.learning_rate=1e-2"))
+    samples = sorted((run / "samples").iterdir())
+    assert [p.name for p in samples] == ["step-2.mp4", "step-4.mp4"]
+    first, second = (read_video(p).frames for p in samples)
+    assert first.shape[0] == 3 and first.shape[1:3] == (32, 32)  # data.height x data.width of tiny.yaml
+    assert not np.array_equal(first, second)  # the trained temporal layers moved between the two
