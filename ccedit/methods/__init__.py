@@ -2,7 +2,7 @@
 
 `build_method(type, **options)` resolves the names of `METHODS`; an unknown type or option is one line listing
 the valid ones. ccedit itself (`ccedit`) loads its pipeline through `pipelines.loading.load_pipeline`; `folder`
-scores results other tools wrote.
+scores results other tools wrote; `animatediff` runs diffusers' own pipeline as a baseline (`diffusers_baselines`).
 """
 
 from __future__ import annotations
@@ -13,9 +13,12 @@ from typing import Any
 from ..errors import UserError
 from .base import Method, MethodOutput
 from .ccedit_method import CCEditMethod
+from .diffusers_baselines import AnimateDiffMethod
 from .folder import ResultsFolderMethod
 
-METHODS: dict[str, type[Method]] = {cls.type: cls for cls in (CCEditMethod, ResultsFolderMethod)}
+METHODS: dict[str, type[Method]] = {
+    cls.type: cls for cls in (CCEditMethod, ResultsFolderMethod, AnimateDiffMethod)
+}
 
 
 def build_method(type: str, **options: Any) -> Method:
