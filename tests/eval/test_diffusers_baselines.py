@@ -117,5 +117,5 @@ def test_the_baselines_example_config_loads_and_builds_its_methods_without_loadi
     config = load_eval_config(REPO / "configs" / "eval" / "baselines.yaml")
     methods = build_methods(config)
     types = {name: method.describe()["type"] for name, method in methods.items()}
-    assert set(types.values()) >= {"ccedit", "animatediff"}
+    assert set(types.values()) >= {"ccedit", "animatediff", "wan_vace"}
     assert all(m._pipe is None for m in methods.values() if hasattr(m, "_pipe"))
