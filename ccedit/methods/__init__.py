@@ -2,7 +2,8 @@
 
 `build_method(type, **options)` resolves the names of `METHODS`; an unknown type or option is one line listing
 the valid ones. ccedit itself (`ccedit`) loads its pipeline through `pipelines.loading.load_pipeline`; `folder`
-scores results other tools wrote.
+scores results other tools wrote; `animatediff` and `wan_vace` run diffusers' own pipelines as baselines
+(`diffusers_baselines`, `wan_vace`).
 """
 
 from __future__ import annotations
@@ -13,9 +14,13 @@ from typing import Any
 from ..errors import UserError
 from .base import Method, MethodOutput
 from .ccedit_method import CCEditMethod
+from .diffusers_baselines import AnimateDiffMethod
 from .folder import ResultsFolderMethod
+from .wan_vace import WanVACEMethod
 
-METHODS: dict[str, type[Method]] = {cls.type: cls for cls in (CCEditMethod, ResultsFolderMethod)}
+METHODS: dict[str, type[Method]] = {
+    cls.type: cls for cls in (CCEditMethod, ResultsFolderMethod, AnimateDiffMethod, WanVACEMethod)
+}
 
 
 def build_method(type: str, **options: Any) -> Method:

@@ -1,0 +1,158 @@
+"""Wan2.1-VACE (diffusers' `WanVACEPipeline`) as a baseline: text plus a control video, optional reference images.
+
+VACE generates the clip anew from the control video (the structure maps; no mask, so every pixel is generated),
+the prompt, and reference images when the job has keyframe images. Wan's VAE compresses time by 4, so the pipeline
+takes 4k+1 frames: the control video is extended by repeating its last map and the result cut back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import UserError
+from .diffusers_baselines import DiffusersVideoMethod, check_positive, pil_frames
+
+# Wan's VAE: 8x spatial and 4x temporal compression; the transformer's patches are 2x2 latent pixels.
+SIZE_MULTIPLE = 16
+TIME_FACTOR = 4
+TINY_SEED = 0
+
+
+def wan_frame_count(frames: int) -> int:
+    """The smallest count of the form 4k+1 that holds `frames`."""
+    return frames + (-(frames - 1)) % TIME_FACTOR
+
+
+class WanVACEMethod(DiffusersVideoMethod):
+    """diffusers' `WanVACEPipeline`.
+
+    Args:
+        model: a Wan2.1-VACE model in diffusers format (folder or hub id), e.g. `Wan-AI/Wan2.1-VACE-1.3B-diffusers`;
+            its own scheduler is used. The VAE loads in float32, as diffusers' examples load it.
+        annotator: the ccedit annotator whose maps are the control video (`depth_dpt`, `canny`, ...), with
+            `annotator_options` as its constructor options.
+        tiny: build tiny random parts in memory instead (offline; for tests and install checks).
+        num_inference_steps, guidance_scale, conditioning_scale, negative_prompt: as the pipeline's arguments.
+        seed: the seed of the `torch.Generator` given to the pipeline.
+        dtype: of the transformer and text encoder; `auto` picks bfloat16 on CUDA (Wan's training precision) and
+            float32 on CPU. device: `auto` picks CUDA when present.
+        video: the frames to edit and their size (set from the evaluation's `video` section); sides must be
+            multiples of 16.
+    Reference images: the job's keyframe images (not `auto`), in their order.
+    """
+
+    type = "wan_vace"
+
+    def __init__(self, model: str = "Wan-AI/Wan2.1-VACE-1.3B-diffusers", annotator: str = "depth_dpt",
+                 annotator_options: Mapping[str, Any] | None = None, tiny: bool = False,
+                 num_inference_steps: int = 30, guidance_scale: float = 5.0, conditioning_scale: float = 1.0,
+                 negative_prompt: str = "", seed: int = 0, dtype: str = "auto", device: str = "auto",
+                 video: Mapping[str, Any] | None = None):
+        super().__init__(annotator=annotator, annotator_options=annotator_options,
+                         num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, seed=seed,
+                         dtype=dtype, device=device, video=video)
+        check_positive("conditioning_scale", conditioning_scale, allow_zero=True)
+        for side in ("height", "width"):
+            value = self.video.get(side)
+            if value is not None and value % SIZE_MULTIPLE:
+                raise UserError(f"{self.type} edits sides that are multiples of {SIZE_MULTIPLE}: set video.{side} "
+                                f"to one (got {value})")
+        self.tiny = bool(tiny)
+        self.model = None if self.tiny else model
+        self.conditioning_scale = float(conditioning_scale)
+        self.negative_prompt = negative_prompt
+
+    def settings(self) -> dict[str, Any]:
+        return {"tiny": self.tiny, **({} if self.tiny else {"model": self.model}),
+                "conditioning_scale": self.conditioning_scale, "negative_prompt": self.negative_prompt}
+
+    def pipeline(self):
+        if self._pipe is None:
+            from ..pipelines.loading import resolve_device, resolve_dtype
+
+            device = resolve_device(self.device)
+            dtype = torch.bfloat16 if self.dtype == "auto" and device.type == "cuda" else resolve_dtype(
+                self.dtype, device)
+            self._pipe = self.load(device, dtype)
+            self._pipe.set_progress_bar_config(disable=True)
+        return self._pipe
+
+    def load(self, device: torch.device, dtype: torch.dtype):
+        from diffusers import AutoencoderKLWan, WanVACEPipeline
+
+        from ..pipelines.loading import _load, resolve_model_folder
+
+        if self.tiny:
+            pipe = WanVACEPipeline(**tiny_wan_vace_parts())
+            return pipe.to(device) if dtype == torch.float32 else pipe.to(device=device, dtype=dtype)
+        folder = str(resolve_model_folder(self.model, "Wan VACE model", "method option model=DIR"))
+        vae = _load(AutoencoderKLWan, folder, "vae", "Wan VAE", torch_dtype=torch.float32)
+        return _load(WanVACEPipeline, folder, None, "Wan VACE pipeline", vae=vae, torch_dtype=dtype).to(device)
+
+    def reference_images(self, job, size: tuple[int, int]) -> list | None:
+        from ..editing import load_keyframe
+
+        images = [load_keyframe(k.source, size, "crop") for k in job.keyframes if not k.is_auto]
+        return pil_frames(np.stack(images)) if images else None
+
+    def call(self, pipe, frames, control, job, generator):
+        count, (height, width) = len(frames), frames.shape[1:3]
+        if height % SIZE_MULTIPLE or width % SIZE_MULTIPLE:
+            raise UserError(f"{self.type} edits sides that are multiples of {SIZE_MULTIPLE}: set video.height and "
+                            f"video.width (the clip is {width}x{height})")
+        padded = wan_frame_count(count)
+        control = np.concatenate([control, np.repeat(control[-1:], padded - count, axis=0)])
+        out = pipe(
+            prompt=job.prompt, negative_prompt=self.negative_prompt or None, video=pil_frames(control),
+            reference_images=self.reference_images(job, (height, width)),
+            conditioning_scale=self.conditioning_scale, height=height, width=width, num_frames=padded,
+            num_inference_steps=self.num_inference_steps, guidance_scale=self.guidance_scale, generator=generator,
+            output_type="np",
+        )
+        return out.frames[0][:count]
+
+
+def tiny_t5_tokenizer():
+    """A T5-style tokenizer over single characters, built in code: T5's SentencePiece files are not installed and
+    the hub may not answer, so `tokenizers` builds a Unigram model whose vocabulary is the printable characters
+    (with T5's `<pad>`, `</s>`, `<unk>` and its word-start marker), ending every text with `</s>` as T5 does."""
+    import string
+
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = ["<pad>", "</s>", "<unk>", "\u2581", *(c for c in string.printable if not c.isspace())]
+    tok = Tokenizer(models.Unigram([(piece, 0.0) for piece in vocab], unk_id=2))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
+                                   model_max_length=512)
+
+
+def tiny_wan_vace_parts() -> dict:
+    """Tiny random Wan VACE parts, shaped as diffusers' own pipeline tests shape them (seeded); the text encoder is a
+    tiny random UMT5 (the released model's encoder type) over the character tokenizer."""
+    from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanVACETransformer3DModel
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    tokenizer = tiny_t5_tokenizer()
+    torch.manual_seed(TINY_SEED)
+    vae = AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                           temperal_downsample=[False, True, True])
+    torch.manual_seed(TINY_SEED + 1)
+    text_encoder = UMT5EncoderModel(UMT5Config(
+        vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4,
+        relative_attention_num_buckets=8, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
+    ))
+    torch.manual_seed(TINY_SEED + 2)
+    transformer = WanVACETransformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=16, out_channels=16,
+        text_dim=32, freq_dim=256, ffn_dim=32, num_layers=3, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
+        rope_max_seq_len=32, vace_layers=[0, 2], vace_in_channels=96,
+    )
+    return {"vae": vae.eval(), "text_encoder": text_encoder.eval(), "tokenizer": tokenizer,
+            "transformer": transformer.eval(), "scheduler": FlowMatchEulerDiscreteScheduler(shift=7.0)}
