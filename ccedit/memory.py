@@ -269,7 +269,8 @@ def estimate_edit_memory(
         "clip hint encodings": hint_bytes if keep_hints else 0,
     }
     networks = ("unet", "temporal", "controlnet", "appearance")
-    denoise_weights = sum(weights[k] for k in networks) + (0 if cpu_offload else weights["vae"] + weights["text_encoder"])
+    others = 0 if cpu_offload else weights["vae"] + weights["text_encoder"]
+    denoise_weights = sum(weights[k] for k in networks) + others
     decode_weights = weights["vae"] if cpu_offload else sum(weights.values())
     stages = {
         "prompt encoding": (weights["text_encoder"] if cpu_offload else sum(weights.values())),
