@@ -76,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     edit.add_argument("--steps", type=int, metavar="N", help="denoising steps (default: 30; 4 for the tiny model)")
     edit.add_argument("--seed", type=int, metavar="S", help="random seed (same seed, same output) (default: 0)")
     edit.add_argument("--side-by-side", action="store_true", help="also write source | each structure map | each keyframe | result, labelled")
+    edit.add_argument("--dry-run", action="store_true",
+                      help="print the plan (passes, windows, network calls) and estimated peak memory; load no model")
     _add_sampling_options(edit)
     edit.set_defaults(func=cmd_edit)
 
@@ -172,6 +174,11 @@ def cmd_edit(args: argparse.Namespace) -> int:
     if args.keyframe_index is not None and len(args.keyframe) != 1:
         raise UserError("--keyframe-index goes with exactly one --keyframe IMAGE; for several write IMAGE@INDEX")
     keyframes = [KeyframeSpec.parse(k, args.keyframe_index) for k in args.keyframe]
+    if args.dry_run:
+        from .plan import dry_run
+
+        print("\n".join(dry_run(args.input, cfg, keyframes)))
+        return 0
     sidecar = run_edit(args.input, args.prompt, output, cfg, keyframes=keyframes, overwrite=args.overwrite)
     t = sidecar["timings_seconds"]
     print(f"wrote {output} ({sidecar['video']['num_frames']} frames, {sidecar['video']['working_size'][1]}x"

@@ -26,12 +26,10 @@ from .conditions import Keyframes, TridentConditions, check_keyframe_indices, de
 from .denoise import KnownLatents, denoise, prepare_initial_latents, sdedit_start, sdedit_timesteps
 from .windows import (
     WINDOW_NOISE,
-    Window,
     check_window,
     fusion_weights,
-    plan_windows,
+    plan_passes,
     repeat_window_noise,
-    sparse_anchors,
 )
 
 logger = logging.getLogger(__name__)
@@ -463,21 +461,11 @@ class CCEditPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         # sparse pass over frames spread across the clip, then dense windows centred on those edited frames.
         t0 = time.perf_counter()
         self._onload(self.unet, self.temporal, self.controlnet, self.appearance)
-        length = num_frames if window_length is None else min(window_length, num_frames)
         centred = keyframe_frames if conditions.uses_appearance else ()
         known = None
         if pin_keyframes and centred:
             known = KnownLatents(keyframe_frames, encoded.latents.transpose(0, 1)[None].to(device))
-        if hierarchical is None:
-            hierarchical = bool(centred) and num_frames > length
-        passes: list[tuple[list[int], list[Window]]] = []
-        if hierarchical and centred:
-            anchors = sparse_anchors(num_frames, length, window_overlap, centred)
-            positions = [anchors.index(k) for k in centred]
-            passes.append((anchors, plan_windows(len(anchors), length, window_overlap, positions)))
-            passes.append((list(range(num_frames)), plan_windows(num_frames, length, window_overlap, anchors)))
-        else:
-            passes.append((list(range(num_frames)), plan_windows(num_frames, length, window_overlap, centred)))
+        passes = plan_passes(num_frames, window_length, window_overlap, centred, hierarchical)
         evaluations = len(self.scheduler.timesteps if timesteps is None else timesteps)
         total_windows = sum(len(windows) for _, windows in passes)
         per_step = -(-len(self.scheduler.timesteps) // num_inference_steps)  # evaluations per step (DPM++(2S): 2)

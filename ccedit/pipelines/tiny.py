@@ -67,41 +67,57 @@ def variance_preserving_hint_encoder(controlnet: ControlNetModel, generator: tor
     return controlnet
 
 
-def tiny_components(keyframe: bool = True) -> dict:
-    """Components of a tiny CCEdit pipeline, the same for every call (seeded)."""
+# Random stand-ins at larger sizes, for benchmarks and memory checks: `medium` is SD-1.5's shape at 128 channels
+# (heads, levels, context width and VAE depth kept; VAE and text encoder narrowed), `sd15` is the released size.
+GEOMETRIES = {
+    "tiny": TINY_GEOMETRY,
+    "medium": Geometry(model_channels=128, channel_mult=[1, 2, 4, 4], num_res_blocks=2,
+                       attention_resolutions=[4, 2, 1], num_heads=8, context_dim=768),
+    "sd15": Geometry(model_channels=320, channel_mult=[1, 2, 4, 4], num_res_blocks=2,
+                     attention_resolutions=[4, 2, 1], num_heads=8, context_dim=768),
+}
+VAE_CONFIGS = {  # four levels: 8x downsampling like SD's VAE
+    "tiny": dict(block_out_channels=[8, 16, 16, 16], layers_per_block=1, norm_num_groups=8),
+    "medium": dict(block_out_channels=[32, 64, 128, 128], layers_per_block=2, norm_num_groups=32),
+    "sd15": dict(block_out_channels=[128, 256, 512, 512], layers_per_block=2, norm_num_groups=32),
+}
+TEXT_CONFIGS = {  # CLIP text models over the tiny tokenizer; sd15 is CLIP ViT-L/14's text tower
+    "tiny": dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4),
+    "medium": dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=4, num_attention_heads=12),
+    "sd15": dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12),
+}
+
+
+def build_vae(name: str) -> AutoencoderKL:
+    """A randomly initialised (or, under `torch.device("meta")`, empty) VAE of the named geometry."""
+    cfg = VAE_CONFIGS[name]
+    levels = len(cfg["block_out_channels"])
+    return AutoencoderKL(
+        in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"] * levels,
+        up_block_types=["UpDecoderBlock2D"] * levels, latent_channels=4, sample_size=128, **cfg,
+    )
+
+
+def build_text_encoder(name: str, vocab_size: int) -> CLIPTextModel:
+    return CLIPTextModel(
+        CLIPTextConfig(vocab_size=vocab_size, max_position_embeddings=77, bos_token_id=512, eos_token_id=513,
+                       pad_token_id=513, **TEXT_CONFIGS[name])
+    )
+
+
+def tiny_components(keyframe: bool = True, geometry: str = "tiny") -> dict:
+    """Components of a random CCEdit pipeline of a named geometry (`GEOMETRIES`), the same for every call (seeded)."""
     torch.manual_seed(TINY_SEED)
-    networks = build_network_modules(TINY_GEOMETRY, keyframe)
+    networks = build_network_modules(GEOMETRIES[geometry], keyframe)
     generator = torch.Generator().manual_seed(TINY_SEED)
     for module in networks.values():
         randomize_zero_parameters(module, generator)
     variance_preserving_hint_encoder(networks["controlnet"], generator)
     torch.manual_seed(TINY_SEED + 1)
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=["DownEncoderBlock2D"] * 4,
-        up_block_types=["UpDecoderBlock2D"] * 4,
-        block_out_channels=[8, 16, 16, 16],  # four levels: 8x downsampling like SD's VAE
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=8,
-        sample_size=128,
-    )
+    vae = build_vae(geometry)
     tokenizer = tiny_tokenizer()
     torch.manual_seed(TINY_SEED + 2)
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=TINY_GEOMETRY.context_dim,
-            intermediate_size=37,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            max_position_embeddings=77,
-            bos_token_id=512,
-            eos_token_id=513,
-            pad_token_id=513,
-        )
-    )
+    text_encoder = build_text_encoder(geometry, len(tokenizer))
     return dict(
         vae=vae.eval(),
         text_encoder=text_encoder.eval(),

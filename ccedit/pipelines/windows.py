@@ -185,3 +185,29 @@ def repeat_window_noise(noise: torch.Tensor, length: int) -> torch.Tensor:
         order = torch.randperm(length, generator=torch.Generator().manual_seed(start))[: stop - start]
         out[:, :, start:stop] = noise[:, :, order.to(noise.device)]
     return out
+
+
+def plan_passes(
+    num_frames: int,
+    length: int | None = None,
+    overlap: int | None = None,
+    keyframes: Sequence[int] = (),
+    hierarchical: bool | None = None,
+) -> list[tuple[list[int], list[Window]]]:
+    """The denoising passes of an edit: per pass, the clip frames it denoises and its windows over them.
+
+    One pass of windows over the clip; or, with keyframes on a clip longer than a window (`hierarchical` None),
+    or when asked, a sparse pass over `sparse_anchors` whose results anchor a dense pass of windows centred on
+    each anchor. `keyframes` are the keyframes that act (the appearance branch runs for them).
+    """
+    length = num_frames if length is None else min(length, num_frames)
+    if hierarchical is None:
+        hierarchical = bool(keyframes) and num_frames > length
+    if hierarchical and keyframes:
+        anchors = sparse_anchors(num_frames, length, overlap, keyframes)
+        positions = [anchors.index(k) for k in keyframes]
+        return [
+            (anchors, plan_windows(len(anchors), length, overlap, positions)),
+            (list(range(num_frames)), plan_windows(num_frames, length, overlap, anchors)),
+        ]
+    return [(list(range(num_frames)), plan_windows(num_frames, length, overlap, keyframes))]

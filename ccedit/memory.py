@@ -1,0 +1,292 @@
+"""Peak accelerator memory of an edit, estimated without weights: `estimate_edit_memory`.
+
+The estimate is the largest of the edit's stages (prompt encoding, hint encoding, denoising, decoding), each being
+the weights resident in that stage, the tensors the pipeline holds across it (clip latents and scheduler state,
+the clip's ControlNet hint encodings, appearance residuals) and the working memory of one call of the stage's
+network at its real shapes: one window call of the trident (both guidance halves), one hint-encoding chunk, one VAE
+decode chunk.
+
+The working memory is not a formula: the networks are built on PyTorch's meta device from their configs (no weight
+is allocated or read) and run on meta tensors, while a dispatch mode follows every tensor the call allocates until
+it is freed (`LiveTensorBytes`). That is the same accounting as CUDA's `max_memory_allocated`, for the code as it
+is, so a change of the networks changes the estimate with it. Attention is accounted as a fused kernel (flash or
+memory-efficient attention: the output only), which is what `scaled_dot_product_attention` runs on CUDA in half
+precision and on the CPU; the meta device alone would materialise the full attention matrix.
+
+Not counted: the CUDA context and kernel workspaces (cuBLAS, cuDNN: a few hundred MiB, reported separately as
+`runtime_bytes`), fragmentation of the caching allocator, and the host side (frames, structure maps, outputs),
+which `host_bytes` gives apart.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+
+from .convert.networks import build_network_modules
+
+CONTEXT_TOKENS = 77
+# CUDA context, cuBLAS/cuDNN workspaces: not tensors of the edit, but on the card. Typical for a recent driver.
+CUDA_RUNTIME_BYTES = 600 * 2**20
+# Clip-sized float32 latent tensors alive during denoising: latents, the noise, the model input of both halves,
+# the fused prediction, the guided prediction, the scheduler's denoised estimate and its step temporaries.
+CLIP_LATENT_COPIES = 8
+GIB = 2**30
+
+
+class LiveTensorBytes(TorchDispatchMode):
+    """Track the bytes of tensors allocated by ops run under this mode until Python frees them; keep the peak.
+
+    Allocations are keyed by storage, so views keep their base's bytes alive and are never counted twice. Tensors
+    made before the mode (weights, inputs) are not counted: callers add them.
+    """
+
+    def __init__(self, conv_transient: bool = False):
+        super().__init__()
+        self.conv_transient = conv_transient
+        self.live = 0
+        self.peak = 0
+        self._refs: dict[int, list[int]] = {}  # storage key -> [bytes, live tensors]
+
+    def _release(self, key: int) -> None:
+        entry = self._refs.get(key)
+        if entry is None:
+            return
+        entry[1] -= 1
+        if entry[1] == 0:
+            self.live -= entry[0]
+            del self._refs[key]
+
+    def _track(self, tensor: torch.Tensor, new: bool) -> None:
+        key = tensor.untyped_storage()._cdata
+        entry = self._refs.get(key)
+        if entry is None:
+            if not new:
+                return  # a view of something made outside the mode (a weight, an input)
+            entry = self._refs[key] = [tensor.untyped_storage().nbytes(), 0]
+            self.live += entry[0]
+            self.peak = max(self.peak, self.live)
+        entry[1] += 1
+        weakref.finalize(tensor, self._release, key)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if self.conv_transient and func is torch.ops.aten.convolution.default:
+            # oneDNN (CPU) computes a convolution into its own buffer and copies it out: one output more, briefly.
+            self.peak = max(self.peak, self.live + 2 * out.untyped_storage().nbytes())
+        inputs = {id(t) for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
+        for tensor in tree_leaves(out):
+            if isinstance(tensor, torch.Tensor) and id(tensor) not in inputs:
+                self._track(tensor, new=not func.is_view)
+        return out
+
+
+@contextlib.contextmanager
+def _fused_attention():
+    """`F.scaled_dot_product_attention` as a fused kernel allocates it: the output (and a row statistic)."""
+    original = F.scaled_dot_product_attention
+
+    def fused(query, key, value, *args, **kwargs):
+        statistic = query.new_empty(query.shape[:-1], dtype=torch.float32)  # logsumexp of flash attention
+        del statistic
+        return query.new_empty(*query.shape[:-1], value.shape[-1])
+
+    F.scaled_dot_product_attention = fused  # diffusers and ccedit look it up on the module at call time
+    try:
+        yield
+    finally:
+        F.scaled_dot_product_attention = original
+
+
+def traced_peak_bytes(fn: Callable[[], object], device_type: str = "cuda") -> int:
+    """Peak bytes of the tensors `fn` allocates on the meta device (its inputs and weights excluded), as it would
+    allocate them on `device_type`."""
+    tracker = LiveTensorBytes(conv_transient=device_type == "cpu")
+    with torch.no_grad(), _fused_attention(), tracker:
+        result = fn()
+        del result
+    return tracker.peak
+
+
+def measured_peak_bytes(fn: Callable[[], object]) -> int:
+    """High-water mark of the bytes torch's CPU allocator hands out while `fn` runs, on top of what existed before
+    (the CPU counterpart of CUDA's `max_memory_allocated`), from the profiler's allocation events."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    # One "[memory]" event per allocation (+bytes) or free (-bytes); frees of older blocks are not reported.
+    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events() if e.name() == "[memory]")
+    peak = current = 0
+    for _, nbytes in events:
+        current += nbytes
+        peak = max(peak, current)
+    return peak
+
+
+def _bytes(module: torch.nn.Module | None) -> int:
+    if module is None:
+        return 0
+    return sum(p.numel() * p.element_size() for p in module.parameters()) + sum(
+        b.numel() * b.element_size() for b in module.buffers()
+    )
+
+
+@dataclass
+class MemoryEstimate:
+    """Bytes of an edit's peak accelerator memory and where they go (`stages`: the peak of each stage)."""
+
+    peak_bytes: int
+    stage: str
+    weights: dict[str, int]
+    stages: dict[str, int]
+    held: dict[str, int]
+    working: dict[str, int]
+    host_bytes: int
+    runtime_bytes: int
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def peak_gb(self) -> float:
+        return self.peak_bytes / GIB
+
+    def lines(self) -> list[str]:
+        mib = lambda b: f"{b / 2**20:,.0f} MiB"  # noqa: E731
+        out = [f"estimated peak accelerator memory: {self.peak_gb:.2f} GiB (in {self.stage}; plus about "
+               f"{mib(self.runtime_bytes)} of CUDA runtime on a GPU)"]
+        out.append("  weights: " + ", ".join(f"{k} {mib(v)}" for k, v in self.weights.items() if v))
+        out.append("  stage peaks: " + ", ".join(f"{k} {mib(v)}" for k, v in self.stages.items()))
+        out.append("  held while denoising: " + ", ".join(f"{k} {mib(v)}" for k, v in self.held.items()))
+        out.append("  working memory of one call: " + ", ".join(f"{k} {mib(v)}" for k, v in self.working.items()))
+        out.append(f"  host memory (frames, structure maps, output): {mib(self.host_bytes)}")
+        out.extend(f"  note: {n}" for n in self.notes)
+        return out
+
+
+def estimate_edit_memory(
+    *,
+    height: int,
+    width: int,
+    num_frames: int,
+    window_length: int | None = None,
+    dtype: torch.dtype = torch.float16,
+    guidance: bool = True,
+    keyframe: bool = False,
+    num_controlnets: int = 1,
+    cpu_offload: bool = False,
+    batch: int = 1,
+    decode_chunk_size: int = 8,
+    geometry: str = "sd15",
+    hint_cache_bytes: int | None = None,
+    device_type: str = "cuda",
+) -> MemoryEstimate:
+    """Estimate an edit's peak accelerator memory (see the module docstring for what is and is not counted).
+
+    Args:
+        height, width: frame size in pixels (multiples of 8).
+        num_frames: frames of the clip; window_length: frames per network call (default: the whole clip).
+        dtype: the networks' precision. guidance: classifier-free guidance (two halves per call).
+        keyframe: the keyframe model, acting (appearance branch and cross-frame attention).
+        num_controlnets: structure ControlNets. cpu_offload: only the running stage's networks on the device.
+        batch: prompts edited together. decode_chunk_size: frames per VAE decode.
+        device_type: `cuda` or `cpu` (where convolutions need a transient buffer, and the host is the device).
+        geometry: a name of `ccedit.pipelines.tiny.GEOMETRIES`: `tiny`, `medium` or `sd15` (the released size);
+            the VAE and text encoder are those of the same name.
+    """
+    from diffusers import ControlNetModel
+
+    from .models import TridentModel, VideoUNet
+    from .pipelines.clip_denoiser import ENCODE_CHUNK_FRAMES, HINT_CACHE_BYTES
+    from .pipelines.tiny import GEOMETRIES, build_text_encoder, build_vae
+
+    if height % 8 or width % 8:
+        raise ValueError(f"frame size must be a multiple of 8, got {width}x{height}")
+    size = torch.finfo(dtype).bits // 8
+    if geometry not in GEOMETRIES:
+        raise ValueError(f"unknown geometry {geometry!r}: one of {', '.join(GEOMETRIES)}")
+    geo = GEOMETRIES[geometry]
+    window = num_frames if window_length is None else min(window_length, num_frames)
+    h, w = height // 8, width // 8
+    n = batch * (2 if guidance else 1)
+
+    nets = build_network_modules(geo, keyframe, device="meta")
+    for net in nets.values():
+        torch.nn.Module.to(net, dtype)  # diffusers' own `to` warns about float32 modules meta networks do not have
+    with torch.device("meta"):
+        extra = [ControlNetModel(**geo.controlnet_config()) for _ in range(num_controlnets - 1)]
+        vae = torch.nn.Module.to(build_vae(geometry), dtype)
+        text_encoder = build_text_encoder(geometry, vocab_size=49408 if geometry == "sd15" else 514).to(dtype)
+    structure = [nets["controlnet"], *(torch.nn.Module.to(c, dtype) for c in extra)]
+    trident = TridentModel(VideoUNet(nets["unet"], nets["temporal"]), structure, nets.get("appearance")).eval()
+    weights = {
+        "unet": _bytes(nets["unet"]), "temporal": _bytes(nets["temporal"]),
+        "controlnet": sum(_bytes(c) for c in structure), "appearance": _bytes(nets.get("appearance")),
+        "vae": _bytes(vae), "text_encoder": _bytes(text_encoder),
+    }
+
+    meta = dict(device="meta", dtype=dtype)
+    channels0 = geo.block_out_channels[0]
+    hint_bytes = num_controlnets * channels0 * num_frames * h * w * size
+    keep_hints = hint_bytes <= (HINT_CACHE_BYTES if hint_cache_bytes is None else hint_cache_bytes)
+
+    # Working memory of one window call: appearance residuals (once per timestep, held across the windows), the
+    # window's hints sliced from the clip's and the network call itself.
+    def window_call():
+        sample = torch.empty(n, geo.in_channels, window, h, w, **meta)
+        text = torch.empty(n, CONTEXT_TOKENS, geo.context_dim, **meta)
+        hints = [torch.empty(1, channels0, window, h, w, **meta)[:, :, :].clone() for _ in structure]
+        appearance = None
+        if keyframe:
+            keys = torch.empty(1, geo.in_channels, h, w, **meta)
+            appearance = trident.appearance_residuals(keys, torch.tensor(500), range(1)).repeat_to(n)
+        return trident(
+            sample, torch.full((n,), 500), text, structure_hints=[x.expand(n, -1, -1, -1, -1) for x in hints],
+            structure_scale=[1.0] * len(structure), appearance=appearance,
+        )
+
+    def hint_chunk():
+        maps = [torch.empty(1, 3, min(ENCODE_CHUNK_FRAMES, num_frames), height, width, **meta) for _ in structure]
+        return trident.encode_structure(maps)
+
+    def decode_chunk():
+        return vae.decode(torch.empty(min(decode_chunk_size, num_frames * batch), 4, h, w, **meta)).sample
+
+    working = {
+        "window call": traced_peak_bytes(window_call, device_type) + n * geo.in_channels * window * h * w * size,
+        "hint encoding": traced_peak_bytes(hint_chunk, device_type) if keep_hints else 0,
+        "VAE decode": traced_peak_bytes(decode_chunk, device_type),
+    }
+    clip_latents = batch * geo.in_channels * num_frames * h * w * 4
+    held = {
+        "clip latents and scheduler state": CLIP_LATENT_COPIES * clip_latents * (2 if guidance else 1) // 2,
+        "clip hint encodings": hint_bytes if keep_hints else 0,
+    }
+    networks = ("unet", "temporal", "controlnet", "appearance")
+    others = 0 if cpu_offload else weights["vae"] + weights["text_encoder"]
+    denoise_weights = sum(weights[k] for k in networks) + others
+    decode_weights = weights["vae"] if cpu_offload else sum(weights.values())
+    stages = {
+        "prompt encoding": (weights["text_encoder"] if cpu_offload else sum(weights.values())),
+        "hint encoding": denoise_weights + held["clip hint encodings"] + working["hint encoding"],
+        "denoising": denoise_weights + sum(held.values()) + working["window call"],
+        # Frames are decoded chunk by chunk into uint8 on the host; the clip's latents stay on the device.
+        "decoding": decode_weights + clip_latents + working["VAE decode"],
+    }
+    if device_type == "cpu":  # the decoded uint8 frames are then in the same memory
+        stages["decoding"] += batch * num_frames * height * width * 3
+    stage = max(stages, key=stages.get)
+    host = num_frames * height * width * 3 * (2 + num_controlnets) + batch * num_frames * height * width * 3
+    notes = []
+    if not keep_hints:
+        notes.append("the clip's hint encodings exceed the cache budget: each window call encodes its own")
+    return MemoryEstimate(
+        peak_bytes=stages[stage], stage=stage, weights=weights, stages=stages, held=held, working=working,
+        host_bytes=host, runtime_bytes=CUDA_RUNTIME_BYTES, notes=notes,
+    )

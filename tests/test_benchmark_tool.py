@@ -1,0 +1,44 @@
+"""tools/benchmark.py's accounting: FLOPs with the attention the counter misses, per branch, exactly."""
+
+import importlib.util
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+TOOL = Path(__file__).resolve().parents[1] / "tools" / "benchmark.py"
+
+
+def load_tool():
+    spec = importlib.util.spec_from_file_location("benchmark_tool", TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class Attend(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.proj = torch.nn.Linear(16, 16, bias=False)
+
+    def forward(self, x):  # (batch, heads, tokens, 16)
+        x = self.proj(x)
+        return F.scaled_dot_product_attention(x, x, x)
+
+
+def test_count_flops_adds_attention_and_splits_branches():
+    tool = load_tool()
+    inner, outer = Attend(), torch.nn.Linear(16, 8, bias=False)
+    x = torch.randn(2, 3, 10, 16)
+
+    def run():
+        with torch.no_grad():
+            return outer(inner(x))
+
+    flops = tool.count_flops(run, {"attend": [inner], "head": [outer], "both": [inner, outer]})
+    linear = 2 * (2 * 3 * 10) * 16 * 16
+    attention = 2 * (2 * 3) * 10 * 10 * (16 + 16)  # QK^T and PV
+    head = 2 * (2 * 3 * 10) * 16 * 8
+    assert flops["attention_added"] == attention
+    assert flops["attend"] == linear + attention and flops["head"] == head
+    assert flops["both"] == flops["total"] == linear + attention + head

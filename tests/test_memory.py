@@ -1,0 +1,115 @@
+"""The memory model: its tensor accounting, the estimate against measured peaks, the 16 GB budget, --dry-run."""
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ccedit.cli import main
+from ccedit.memory import LiveTensorBytes, estimate_edit_memory, traced_peak_bytes
+from ccedit.pipelines.loading import load_pipeline
+from ccedit.pipelines.windows import plan_passes
+from tests.test_cli_windows import moving_square_clip
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_live_tensor_bytes_follows_allocations_frees_and_views():
+    x = torch.empty(1000, device="meta")  # 4000 bytes, made outside: not counted
+
+    def fn():
+        a = x * 2  # +4000
+        b = a.view(10, 100)  # a view: nothing new, and keeps a's storage alive
+        del a
+        c = b + 1  # +4000 -> 8000
+        del b, c  # back to 0
+        d = torch.empty(500, device="meta")  # +2000
+        return d
+
+    tracker = LiveTensorBytes()
+    with tracker:
+        out = fn()
+        assert tracker.live == 2000
+    assert tracker.peak == 8000
+    del out
+    assert traced_peak_bytes(fn) == 8000
+
+
+MEASURE = textwrap.dedent("""
+    import json, sys, numpy as np, torch
+    from ccedit.memory import measured_peak_bytes
+    from ccedit.pipelines.loading import load_pipeline
+    torch.set_num_threads(1)
+    pipe = load_pipeline("tiny", device="cpu", dtype="float32")
+    weights = sum(p.numel() * p.element_size() for c in pipe.components.values()
+                  if isinstance(c, torch.nn.Module) for p in c.parameters())
+    out = []
+    for h, w, t in json.loads(sys.argv[1]):
+        video = np.random.default_rng(0).integers(0, 255, (t, h, w, 3), dtype=np.uint8)
+        maps = torch.rand(t, 3, h, w)
+        run = lambda: pipe("a", video, [maps], keyframe=video[t // 2], num_inference_steps=1, progress=False)
+        run()  # first call: lazily made kernels and caches are not the edit's
+        out.append(weights + measured_peak_bytes(run))
+    print(json.dumps(out))
+""")
+
+
+def test_estimate_is_within_15_percent_of_the_measured_peak():
+    """Measured in a fresh process: the allocator's high-water mark of a whole keyframe edit with guidance, plus
+    the weights, on this machine's CPU (where the device is the host)."""
+    sizes = [(64, 96, 6), (128, 192, 12)]
+    result = subprocess.run([sys.executable, "-c", MEASURE, json.dumps(sizes)], cwd=ROOT, capture_output=True,
+                            text=True, check=True, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    measured = json.loads(result.stdout.strip().splitlines()[-1])
+    for (h, w, t), peak in zip(sizes, measured):
+        estimate = estimate_edit_memory(height=h, width=w, num_frames=t, dtype=torch.float32, keyframe=True,
+                                        geometry="tiny", device_type="cpu")
+        assert abs(estimate.peak_bytes / peak - 1) < 0.15, (h, w, t, estimate.stages, peak)
+
+
+def test_the_default_keyframe_edit_fits_in_16_gb():
+    estimate = estimate_edit_memory(height=512, width=768, num_frames=17, dtype=torch.float16, guidance=True,
+                                    keyframe=True, geometry="sd15")
+    assert 4 < estimate.peak_gb <= 16, estimate.lines()
+    # the released networks' weights in float16: UNet 0.86 G parameters, ControlNet 0.36 G
+    assert 1.6e9 < estimate.weights["unet"] < 1.8e9 and 0.65e9 < estimate.weights["controlnet"] < 0.75e9
+    # more frames per window, more memory; offloading the other stages' networks, less
+    longer = estimate_edit_memory(height=512, width=768, num_frames=34, dtype=torch.float16, keyframe=True)
+    windowed = estimate_edit_memory(height=512, width=768, num_frames=34, window_length=17, dtype=torch.float16,
+                                    keyframe=True)
+    offload = estimate_edit_memory(height=512, width=768, num_frames=17, dtype=torch.float16, keyframe=True,
+                                   cpu_offload=True)
+    assert longer.stages["denoising"] > windowed.stages["denoising"] > estimate.stages["denoising"] * 0.99
+    assert offload.peak_bytes < estimate.peak_bytes
+
+
+@pytest.mark.parametrize("frames,length,keyframes", [(20, 8, [5]), (20, 8, []), (6, 8, [2])])
+def test_plan_passes_is_what_the_pipeline_runs(frames, length, keyframes):
+    pipe = load_pipeline("tiny", device="cpu", dtype="float32")
+    video = np.zeros((frames, 32, 32, 3), dtype=np.uint8)
+    maps = torch.zeros(frames, 3, 32, 32)
+    keyframe = [video[k] for k in keyframes] or None
+    result = pipe("a", video, [maps], keyframe=keyframe, keyframe_index=keyframes or None, num_inference_steps=1,
+                  guidance_scale=1, window_length=length, output_type="latent", progress=False)
+    assert result.windows == [len(w) for _, w in plan_passes(frames, length, None, keyframes)]
+
+
+def test_dry_run_prints_the_plan_and_memory_without_loading_a_model(tmp_path, capsys, monkeypatch):
+    import ccedit.pipelines.loading as loading
+
+    monkeypatch.setattr(loading, "load_pipeline", lambda *a, **k: pytest.fail("--dry-run loaded a model"))
+    clip = moving_square_clip(tmp_path / "in.mp4", frames=40)
+    out = tmp_path / "out.mp4"
+    assert main(["edit", str(clip), "--prompt", "x", "-o", str(out), "--model", "tiny", "--steps", "2",
+                 "--window", "16", "--keyframe", "auto@10", "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert "clip: 40 frames at " in printed
+    windows = [len(w) for _, w in plan_passes(40, 16, None, [10])]
+    assert f"passes: 2 (windows per pass: {windows[0]}, {windows[1]})" in printed
+    assert "estimated peak accelerator memory:" in printed and "denoising" in printed
+    assert not out.exists()
