@@ -1,21 +1,18 @@
 """diffusers' video pipelines as evaluation baselines, on tiny random parts offline: through `ccedit eval`, and equal
 to calling the diffusers pipeline directly."""
 
-import json
 
 import numpy as np
 import PIL.Image
 import pytest
 import torch
-import yaml
 
-from ccedit.cli import main
 from ccedit.config import EditJob
 from ccedit.errors import UserError
 from ccedit.methods import build_method
-from tests.conftest import SHARED, VIDEOS, require
+from tests.eval.baseline_eval import check_baseline_rows
+from tests.conftest import VIDEOS, require
 
-BALANCECC = SHARED / "data" / "balancecc_example.json"
 VIDEO = {"num_frames": 3, "height": 64, "width": 64}
 PROMPT = "a watercolor painting of a kitten"
 
@@ -86,27 +83,7 @@ def test_an_offline_hub_id_names_the_option_for_a_local_folder(monkeypatch, tmp_
 
 
 def test_animatediff_rows_come_through_ccedit_eval(tmp_path):
-    data = [v for v in json.loads(require(BALANCECC).read_text()) if v["Video Name"] == "kitten"]
-    data[0]["Editing"] = data[0]["Editing"][:2]
-    (tmp_path / "bench.json").write_text(json.dumps(data))
-    config = {
-        "output": str(tmp_path / "out"),
-        "benchmark": {"path": str(tmp_path / "bench.json"), "videos": str(VIDEOS)},
-        "video": VIDEO,
-        "methods": [{"name": "animatediff-tiny", "type": "animatediff",
-                     "options": {"tiny": True, "annotator": "canny", "num_inference_steps": 2}}],
-        "metrics": {"clip_text": {"model": "tiny"}, "structure_mse": {"annotator": "canny"}},
-        "report": {"structure": "canny"},
-    }
-    (tmp_path / "eval.yaml").write_text(yaml.safe_dump(config))
-    assert main(["eval", str(tmp_path / "eval.yaml"), "--no-progress"]) == 0
-    rows = [json.loads(line) for line in (tmp_path / "out" / "results.jsonl").read_text().splitlines()]
-    assert len(rows) == 2 and {r["method"] for r in rows} == {"animatediff-tiny"}
-    for r in rows:
-        assert r["status"] == "ok", r["error"]
-        assert all(isinstance(r["scores"][m], float) for m in ("clip_text", "structure_mse"))
-        assert r["num_frames"] == 3 and r["size"] == [64, 64] and r["cost"]["seconds_per_frame"] > 0
-    assert (tmp_path / "out" / "summary.csv").read_text().count("animatediff-tiny") >= 1
+    check_baseline_rows(tmp_path, "animatediff-tiny", "animatediff", {"tiny": True, "annotator": "canny", "num_inference_steps": 2}, VIDEO)
 
 
 def test_the_baselines_example_config_loads_and_builds_its_methods_without_loading_a_model():

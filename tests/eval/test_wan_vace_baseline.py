@@ -1,21 +1,18 @@
 """Wan2.1-VACE (diffusers' `WanVACEPipeline`) as an evaluation baseline, on tiny random parts offline."""
 
-import json
 
 import numpy as np
 import PIL.Image
 import pytest
 import torch
-import yaml
 
-from ccedit.cli import main
 from ccedit.config import EditJob, KeyframeSpec
 from ccedit.errors import UserError
 from ccedit.methods import build_method
 from ccedit.methods.wan_vace import tiny_t5_tokenizer, wan_frame_count
-from tests.conftest import KEYFRAMES, SHARED, VIDEOS, require
+from tests.eval.baseline_eval import check_baseline_rows
+from tests.conftest import KEYFRAMES, VIDEOS, require
 
-BALANCECC = SHARED / "data" / "balancecc_example.json"
 VIDEO = {"num_frames": 3, "height": 32, "width": 32}
 PROMPT = "a watercolor painting of a kitten"
 
@@ -90,23 +87,4 @@ def test_an_offline_hub_id_names_the_option_for_a_local_folder(monkeypatch, tmp_
 
 
 def test_wan_vace_rows_come_through_ccedit_eval(tmp_path):
-    data = [v for v in json.loads(require(BALANCECC).read_text()) if v["Video Name"] == "kitten"]
-    data[0]["Editing"] = data[0]["Editing"][:2]
-    (tmp_path / "bench.json").write_text(json.dumps(data))
-    config = {
-        "output": str(tmp_path / "out"),
-        "benchmark": {"path": str(tmp_path / "bench.json"), "videos": str(VIDEOS)},
-        "video": VIDEO,
-        "methods": [{"name": "wan-vace-tiny", "type": "wan_vace",
-                     "options": {"tiny": True, "annotator": "canny", "num_inference_steps": 1}}],
-        "metrics": {"clip_text": {"model": "tiny"}, "structure_mse": {"annotator": "canny"}},
-        "report": {"structure": "canny"},
-    }
-    (tmp_path / "eval.yaml").write_text(yaml.safe_dump(config))
-    assert main(["eval", str(tmp_path / "eval.yaml"), "--no-progress"]) == 0
-    rows = [json.loads(line) for line in (tmp_path / "out" / "results.jsonl").read_text().splitlines()]
-    assert len(rows) == 2 and {r["method"] for r in rows} == {"wan-vace-tiny"}
-    for r in rows:
-        assert r["status"] == "ok", r["error"]
-        assert all(isinstance(r["scores"][m], float) for m in ("clip_text", "structure_mse"))
-        assert r["num_frames"] == 3 and r["size"] == [32, 32] and r["cost"]["seconds_per_frame"] > 0
+    check_baseline_rows(tmp_path, "wan-vace-tiny", "wan_vace", {"tiny": True, "annotator": "canny", "num_inference_steps": 1}, VIDEO)
