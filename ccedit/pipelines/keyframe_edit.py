@@ -58,21 +58,31 @@ def edit_keyframe(
     controls = [_as_unit_float(m)[None] for m in structure_maps]
     scales = list(structure_scale) if isinstance(structure_scale, Sequence) else [float(structure_scale)] * len(nets)
     source = torch.from_numpy(frame).permute(2, 0, 1)[None].float() / 255
-    result = image_pipe(
-        prompt=prompt,
-        image=source,
-        control_image=controls if len(nets) > 1 else controls[0],
-        height=height,
-        width=width,
-        strength=strength,
-        # img2img runs int(steps * strength) steps: at least one, or nothing would be denoised
-        num_inference_steps=max(num_inference_steps, math.ceil(1 / strength)),
-        guidance_scale=guidance_scale,
-        negative_prompt=negative_prompt,
-        controlnet_conditioning_scale=scales if len(nets) > 1 else scales[0],
-        generator=generator,
-        output_type="np",
-    ).images[0]
+    offload = pipe.offload_device
+    if offload is not None:
+        # The networks are shared: diffusers' own offload hooks serve this pipeline (whose UNet's forward is called),
+        # then the video pipeline's hooks are put back.
+        image_pipe.enable_model_cpu_offload(device=offload)
+    try:
+        result = image_pipe(
+            prompt=prompt,
+            image=source,
+            control_image=controls if len(nets) > 1 else controls[0],
+            height=height,
+            width=width,
+            strength=strength,
+            # img2img runs int(steps * strength) steps: at least one, or nothing would be denoised
+            num_inference_steps=max(num_inference_steps, math.ceil(1 / strength)),
+            guidance_scale=guidance_scale,
+            negative_prompt=negative_prompt,
+            controlnet_conditioning_scale=scales if len(nets) > 1 else scales[0],
+            generator=generator,
+            output_type="np",
+        ).images[0]
+    finally:
+        if offload is not None:
+            image_pipe.remove_all_hooks()
+            pipe.enable_model_cpu_offload(device=offload)
     return (np.clip(result, 0, 1) * 255).round().astype(np.uint8)
 
 

@@ -120,7 +120,8 @@ class CCEditPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
             (the scheduler's own); saved with the pipeline.
     """
 
-    model_cpu_offload_seq = "text_encoder->appearance->controlnet->unet->vae"
+    # The order of diffusers' model offload; `enable_model_cpu_offload` hooks the main branch (unet + temporal) whole.
+    model_cpu_offload_seq = "text_encoder->unet->vae"
     _optional_components = ["appearance", "controlnet"]
 
     def __init__(
@@ -153,6 +154,7 @@ class CCEditPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         self.register_to_config(sampling_convention=sampling_convention)
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
         self._offload_device: torch.device | None = None
+        self._side_branch_hooks: list = []
 
     # ------------------------------------------------------------------ components and devices
 
@@ -179,11 +181,48 @@ class CCEditPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
             self._trident = (key, build_trident(self.unet, self.temporal, self.controlnets, self.appearance))
         return self._trident[1]
 
-    def enable_model_cpu_offload(self, gpu_id: int | None = None, device: str | torch.device = "cuda") -> None:
-        """Keep components on the CPU and move each stage's components to `device` only while they run."""
+    def enable_model_cpu_offload(self, gpu_id: int | None = None, device: str | torch.device | None = None) -> None:
+        """Keep the networks on the CPU; accelerate's offload hooks move each to `device` when it is called.
+
+        As diffusers' own model offload, with one difference: the main branch (base UNet + temporal layers) is
+        hooked as one module, because the trident calls the base UNet's layers and never its `forward`, where a hook
+        on the UNet would sit. The chain is text encoder -> main branch -> VAE (each moves the one before it back);
+        the ControlNets and the appearance encoder, called at every step beside the main branch, stay on `device`
+        from their first call until the decoding starts.
+        """
+        from accelerate import cpu_offload_with_hook
+
+        self.remove_all_hooks()
+        if device is None:
+            if not torch.cuda.is_available():
+                raise RuntimeError("`enable_model_cpu_offload` needs an accelerator; none was found")
+            device = "cuda"
         device = torch.device(device)
         self._offload_device = torch.device(device.type, gpu_id if gpu_id is not None else (device.index or 0))
         self.to("cpu")
+        hooks, previous = [], None
+        for module in (self.text_encoder, self.trident().main, self.vae):
+            _, previous = cpu_offload_with_hook(module, self._offload_device, prev_module_hook=previous)
+            hooks.append(previous)
+        self._side_branch_hooks = [
+            cpu_offload_with_hook(module, self._offload_device)[1] for module in (*self.controlnets, self.appearance)
+            if module is not None
+        ]
+        self._all_hooks = hooks + self._side_branch_hooks
+
+    def remove_all_hooks(self) -> None:
+        super().remove_all_hooks()  # the components' hooks
+        from accelerate.hooks import remove_hook_from_module
+
+        trident = getattr(self, "_trident", None)
+        if trident is not None:
+            remove_hook_from_module(trident[1].main, recurse=True)
+        self._all_hooks, self._side_branch_hooks, self._offload_device = [], [], None
+
+    @property
+    def offload_device(self) -> torch.device | None:
+        """The accelerator that model CPU offload moves networks to; None without offload."""
+        return self._offload_device
 
     def enable_vae_slicing(self) -> None:
         self.vae.enable_slicing()
@@ -195,16 +234,18 @@ class CCEditPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
     def _execution_device(self) -> torch.device:
         return self._offload_device or self.unet.device
 
-    def _onload(self, *modules: torch.nn.Module | None) -> None:
-        """Under CPU offload, move `modules` to the accelerator and every other component back to the CPU."""
-        if self._offload_device is None:
-            return
-        wanted = {id(m) for m in modules if m is not None}
-        for component in self.components.values():
-            if isinstance(component, torch.nn.Module):
-                component.to(self._offload_device if id(component) in wanted else "cpu")
-        if self._offload_device.type == "cuda":
-            torch.cuda.empty_cache()
+    def _onload_side_branches(self) -> None:
+        """Under CPU offload, move the ControlNets and appearance encoder to the accelerator now: the hint encoding
+        calls a ControlNet's encoder layer, not its `forward`, where its hook sits."""
+        for module in (*self.controlnets, self.appearance):
+            hook = getattr(module, "_hf_hook", None)
+            if hook is not None:
+                hook.pre_forward(module)
+
+    def _offload_side_branches(self) -> None:
+        """Under CPU offload, move the ControlNets and appearance encoder back to the CPU before decoding."""
+        for hook in getattr(self, "_side_branch_hooks", []):
+            hook.offload()
 
     # ------------------------------------------------------------------ stages
 
@@ -218,7 +259,8 @@ class CCEditPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         """Scaled VAE latents (the posterior mean) of `(N, 3, H, W)` images in [-1, 1], `chunk_size` at a time."""
         latents = []
         for chunk in images.split(chunk_size):
-            chunk = chunk.to(self.vae.device, self.vae.dtype)
+            # the execution device: under CPU offload the VAE is still on the CPU until its hook fires in `encode`
+            chunk = chunk.to(self._execution_device, self.vae.dtype)
             latents.append(self.vae.encode(chunk).latent_dist.mode())
         return torch.cat(latents) * self.vae.config.scaling_factor
 
@@ -413,7 +455,6 @@ class CCEditPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
 
         # 2. Encode the prompts (uncond first, as CCEdit batches them).
         t0 = time.perf_counter()
-        self._onload(self.text_encoder)
         text = self.encode_prompt(prompts, device)
         if do_cfg:
             negative = negative_prompt if negative_prompt is not None else ""
@@ -425,7 +466,6 @@ class CCEditPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
 
         # 3. Encode the keyframes and, when needed, the source frames.
         t0 = time.perf_counter()
-        self._onload(self.vae)
         encoded = None
         if keyframes:
             encoded = Keyframes(keyframe_frames, self.encode_images(torch.cat(keyframes)).float())
@@ -460,7 +500,7 @@ class CCEditPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         # latents are kept (pinned). A clip longer than a window with keyframes is edited hierarchically: first a
         # sparse pass over frames spread across the clip, then dense windows centred on those edited frames.
         t0 = time.perf_counter()
-        self._onload(self.unet, self.temporal, self.controlnet, self.appearance)
+        self._onload_side_branches()
         centred = keyframe_frames if conditions.uses_appearance else ()
         known = None
         if pin_keyframes and centred:
@@ -500,16 +540,15 @@ class CCEditPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
 
         # 6. Decode.
         t0 = time.perf_counter()
+        self._offload_side_branches()
         if output_type == "latent":
             frames = latents
         else:
-            self._onload(self.vae)
             frames = self.decode_latents(latents, decode_chunk_size, as_uint8=output_type != "pt", progress=progress)
             if output_type == "np":
                 frames = frames.numpy()
             elif output_type == "pil":
                 frames = [[PIL.Image.fromarray(a) for a in video_frames] for video_frames in frames.numpy()]
-        self._onload()
         timings["decode"] = time.perf_counter() - t0
         timings["total"] = time.perf_counter() - start
         peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else _peak_resident_bytes()
