@@ -362,6 +362,8 @@ class EditSession:
                 pipe.enable_model_cpu_offload(device=self.device)
             if cfg.model.vae_slicing:
                 pipe.enable_vae_slicing()
+            if cfg.model.compile:
+                pipe.compile_networks()
             self._pipe = pipe
             self.load_seconds += time.perf_counter() - t0
         return self._pipe

@@ -42,3 +42,22 @@ def test_count_flops_adds_attention_and_splits_branches():
     assert flops["attention_added"] == attention
     assert flops["attend"] == linear + attention and flops["head"] == head
     assert flops["both"] == flops["total"] == linear + attention + head
+
+
+def test_model_flops_count_the_hint_encoding_once_per_frame():
+    tool = load_tool()
+    hint, net = torch.nn.Linear(16, 16, bias=False), torch.nn.Linear(16, 16, bias=False)
+    frames = torch.randn(3, 16)
+
+    def run(calls):
+        with torch.no_grad():
+            for _ in range(calls):  # the maps of all 3 frames encoded again at every call
+                net(hint(frames))
+
+    once = tool.count_flops(lambda: run(1), {"hint encoder": [hint]})
+    again = tool.count_flops(lambda: run(4), {"hint encoder": [hint]})
+    hint_flops = 2 * 3 * 16 * 16
+    assert again["hint_frames"] == 12 and again["hint encoder"] == 4 * hint_flops
+    assert tool.model_flops(once, frames=3) == once["total"] == 2 * hint_flops
+    # the work of four calls: four network passes, but the frames' hints only once
+    assert tool.model_flops(again, frames=3) == 4 * hint_flops + hint_flops

@@ -22,8 +22,11 @@ prompt + VAE encoding of keyframe or video, denoise, decode, write: the mp4 thro
 step and per frame.
 Model FLOPs are counted over one edit with `torch.utils.flop_counter.FlopCounterMode`, plus the attention FLOPs it
 does not count for `scaled_dot_product_attention` on the CPU (`2·N·Lq·Lk·(E + Ev)` per call; checked at run time:
-when the counter does count the call, nothing is added). MFU = counted FLOPs / time / the dense float GEMM
-throughput of the same device measured in every repetition (median). Branch costs: FLOPs per module and time
+when the counter does count the call, nothing is added). MFU = model FLOPs / time / the dense float GEMM
+throughput of the same device measured in every repetition (median); HFU the same with every FLOP executed. Model
+FLOPs count the work once: the counted FLOPs with the ControlNet hint encoder's counted once per frame (the peer
+encodes every frame's maps again at every call and for both guidance halves; ccedit once per clip), as model FLOP
+utilisation leaves recomputation out. Branch costs: FLOPs per module and time
 inside each branch's modules (forward hooks).
 
 Memory (one fresh process per row, so that peaks are not inherited): on the CPU the rise of the resident set's
@@ -208,12 +211,19 @@ def edit(row: str, pipe, video: np.ndarray, steps: int, guidance: float, window:
 # ----------------------------------------------------------------------------------------------- FLOPs and branches
 
 
+def hint_encoders(row: str, pipe) -> list[torch.nn.Module]:
+    """The ControlNets' hint encoders (`controlnet_cond_embedding`): input-only work, needed once per frame."""
+    nets = pipe.controlnets if row.startswith("ccedit") else [pipe.controlnet]
+    return [net.controlnet_cond_embedding for net in nets]
+
+
 def branch_modules(row: str, pipe) -> dict[str, list[torch.nn.Module]]:
     """The root modules of each branch of a row (everything under a root belongs to its branch)."""
+    branches = {"hint encoder": hint_encoders(row, pipe)}
     if row.startswith("ccedit"):
         temporal = pipe.temporal
-        branches = {"main (UNet + temporal)": [pipe.unet, temporal], "temporal layers": [temporal],
-                    "structure (ControlNet)": pipe.controlnets}
+        branches.update({"main (UNet + temporal)": [pipe.unet, temporal], "temporal layers": [temporal],
+                         "structure (ControlNet)": pipe.controlnets})
         cross = [m for n, m in temporal.named_modules() if n.endswith("cross_frame")]
         if cross:
             branches["cross-frame attention"] = cross
@@ -221,7 +231,8 @@ def branch_modules(row: str, pipe) -> dict[str, list[torch.nn.Module]]:
             branches["appearance"] = [pipe.appearance]
         return branches
     motion = [m for n, m in pipe.unet.named_modules() if n.endswith("motion_modules")]
-    return {"main (UNet + motion)": [pipe.unet], "motion modules": motion, "structure (ControlNet)": [pipe.controlnet]}
+    return {**branches, "main (UNet + motion)": [pipe.unet], "motion modules": motion,
+            "structure (ControlNet)": [pipe.controlnet]}
 
 
 @contextlib.contextmanager
@@ -280,20 +291,39 @@ def attention_flops():
 
 
 def count_flops(run, modules: dict[str, list[torch.nn.Module]]) -> dict[str, int]:
-    """FLOPs of `run()`: `total`, `attention_added` (the hand-counted part) and per branch."""
+    """FLOPs of `run()`: `total`, `attention_added` (the hand-counted part), per branch, and `hint_frames`: the
+    frames that went through the branch `hint encoder` (when there is one)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     counter = FlopCounterMode(display=False)
     seconds: dict[str, float] = defaultdict(float)
     flops: dict[str, int] = defaultdict(int)
+    hint_frames = [0]
+    handles = [m.register_forward_pre_hook(lambda m, args: hint_frames.__setitem__(0, hint_frames[0] + len(args[0])))
+               for m in modules.get("hint encoder", [])]
     with attention_flops() as attention, counter:
         # A torch that counts the attention kernel itself lists it; then nothing is added (checked below).
         total = lambda: counter.get_total_flops() + attention["flops"]  # noqa: E731
         with branch_meter(modules, seconds, flops, total):
             run()
+    for h in handles:
+        h.remove()
     if any("attention" in str(op) for op in counter.get_flop_counts().get("Global", {})):
         raise RuntimeError("this torch counts scaled_dot_product_attention itself: drop the hand count")
-    return {"total": total(), "attention_added": attention["flops"], **flops}
+    return {"total": total(), "attention_added": attention["flops"], "hint_frames": hint_frames[0], **flops}
+
+
+def model_flops(flops: dict[str, int], frames: int) -> int:
+    """The FLOPs of the work itself: the counted total with the hint encoders' work counted once per frame.
+
+    Model FLOP utilisation counts the FLOPs the work needs, not what an implementation executes (recomputation is
+    hardware FLOPs): the hint encoding depends on the structure maps alone, so encoding every frame again at every
+    call and for both guidance halves adds executed FLOPs, not work.
+    """
+    hint = flops.get("hint encoder", 0)
+    if not hint:
+        return flops["total"]
+    return flops["total"] - hint + hint * frames // flops["hint_frames"]
 
 
 # ----------------------------------------------------------------------------------------------- device peak
@@ -425,12 +455,16 @@ def summarise(cfg: dict, timing: dict, memory: dict, sweep: dict, model: dict) -
         out[f"{key}.runs"] = timing[row]["runs"]
         out[f"{key}.seconds_per_frame"] = t["total"] / frames
         out[f"{key}.seconds_per_step"] = t["denoise"] / steps
+        work = model_flops(f, frames)
         out[f"{key}.gflop"] = f["total"] / 1e9
+        out[f"{key}.gflop_model"] = work / 1e9
         out[f"{key}.gflop_per_step"] = {
-            b: v / steps / 1e9 for b, v in f.items() if b not in ("total", "attention_added")}
+            b: v / steps / 1e9 for b, v in f.items() if b not in ("total", "attention_added", "hint_frames")}
         out[f"{key}.gflop_attention_added"] = f["attention_added"] / 1e9
+        out[f"{key}.hint_frames_encoded"] = f["hint_frames"]
         out[f"{key}.gflops_achieved"] = f["total"] / t["total"] / 1e9
-        out[f"{key}.mfu"] = f["total"] / t["total"] / peak
+        out[f"{key}.mfu"] = work / t["total"] / peak
+        out[f"{key}.hfu"] = f["total"] / t["total"] / peak
         out[f"{key}.branch_seconds_per_step"] = {b: v / steps for b, v in timing[row]["branch_seconds"].items()}
         m = memory[row]
         out[f"{key}.peak_mem_mb"] = m["peak_rise_bytes"] / 2**20
@@ -440,11 +474,11 @@ def summarise(cfg: dict, timing: dict, memory: dict, sweep: dict, model: dict) -
         out[f"{key}.time_ratio_to_peer"] = out[f"{key}.seconds"]["total"] / out["peer.seconds"]["total"]
         out[f"{key}.time_ratio_to_peer_per_run"] = timing["ccedit" if key == "ccedit" else "ccedit+key"][
             "time_ratio_to_peer_per_run"]
-        out[f"{key}.flop_ratio_to_peer"] = out[f"{key}.gflop"] / out["peer.gflop"]
+        out[f"{key}.flop_ratio_to_peer"] = out[f"{key}.gflop_model"] / out["peer.gflop_model"]
         out[f"{key}.time_per_flop_ratio_to_peer"] = out[f"{key}.time_ratio_to_peer"] / out[f"{key}.flop_ratio_to_peer"]
         out[f"{key}.mem_ratio_to_peer"] = out[f"{key}.peak_mem_mb"] / out["peer.peak_mem_mb"]
     out["keyframe.extra_time"] = out["ccedit_keyframe.seconds"]["total"] / out["ccedit.seconds"]["total"] - 1
-    out["keyframe.extra_flops"] = out["ccedit_keyframe.gflop"] / out["ccedit.gflop"] - 1
+    out["keyframe.extra_flops"] = out["ccedit_keyframe.gflop_model"] / out["ccedit.gflop_model"] - 1
     out["sweep"] = sweep
     out.update(model)
     return out
@@ -467,17 +501,18 @@ def markdown(s: dict) -> str:
         f"guidance {c['guidance']}, {c['dtype']}, {c['device']}; {s['machine']}; GEMM peak "
         f"{s['gemm_peak_gflops']:.0f} GFLOP/s; medians of {c['runs']} alternated runs",
         "",
-        "| row | s/edit | s/frame | s/step | annot. | encode | denoise | decode | write | GFLOP/step | MFU "
-        "| peak MiB | MiB/frame |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| row | s/edit | s/frame | s/step | annot. | encode | denoise | decode | write | GFLOP/step (work, run) "
+        "| MFU | HFU | peak MiB | MiB/frame |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for key, label in (("ccedit", "ccedit (text)"), ("ccedit_keyframe", "ccedit (keyframe)"), ("peer", "peer")):
         t = s[f"{key}.seconds"]
-        per_step = s[f"{key}.gflop"] / c["steps"]
+        work, run = s[f"{key}.gflop_model"] / c["steps"], s[f"{key}.gflop"] / c["steps"]
         lines.append(
             f"| {label} | {t['total']:.2f} | {s[f'{key}.seconds_per_frame']:.3f} | {s[f'{key}.seconds_per_step']:.2f} "
             f"| {t.get('annotators', 0):.2f} | {t.get('encode', 0):.2f} | {t['denoise']:.2f} | {t['decode']:.2f} "
-            f"| {t.get('write', 0):.2f} | {per_step:.1f} | {s[f'{key}.mfu']:.2f} | {s[f'{key}.peak_mem_mb']:.0f} "
+            f"| {t.get('write', 0):.2f} | {work:.1f}, {run:.1f} | {s[f'{key}.mfu']:.2f} | {s[f'{key}.hfu']:.2f} "
+            f"| {s[f'{key}.peak_mem_mb']:.0f} "
             f"| {s[f'{key}.peak_mem_per_frame_mb']:.1f} |"
         )
     lines += ["", "| branch | ccedit (text) GFLOP, s per step | ccedit (keyframe) GFLOP, s per step "

@@ -224,6 +224,18 @@ class CCEditPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         """The accelerator that model CPU offload moves networks to; None without offload."""
         return self._offload_device
 
+    def compile_networks(self, **kwargs) -> None:
+        """Compile the networks called at every step (main branch, ControlNets, appearance encoder) in place with
+        `torch.compile(**kwargs)` (e.g. `mode="max-autotune"`, `backend=...`).
+
+        The first call of each shape compiles (tens of seconds); later calls of the same shapes run the compiled
+        code. The main branch is compiled as one module, not the base UNet: its forward is the one that runs.
+        """
+        trident = self.trident()
+        for module in (trident.main, *trident.structure, trident.appearance):
+            if module is not None:
+                module.compile(**kwargs)
+
     def enable_vae_slicing(self) -> None:
         self.vae.enable_slicing()
 
