@@ -63,13 +63,19 @@ def selected_frame_count(total: int, source_fps: float, cfg: EditConfig) -> int:
     return available if v.num_frames is None else min(available, v.num_frames)
 
 
-def check_memory_before_decoding(input_path: str | Path, cfg: EditConfig, *, with_model: bool = True) -> None:
-    """Refuse with one line, before any frame is decoded, an edit whose memory estimate exceeds what the machine
-    has (`resources.py`); `model.check_memory=false` (--force) skips it. A clip that cannot be read is left to the
-    reader, which says why in its own words."""
-    from .config import window_length
-    from .resources import available_device_memory, available_host_memory, check_memory, estimate_edit_memory
-    from .resources import weights_size
+def check_memory_before_decoding(
+    input_path: str | Path, cfg: EditConfig, *, keyframes: list[KeyframeSpec] = (), with_model: bool = True
+) -> None:
+    """Refuse with one line, before any frame is decoded, an edit whose memory exceeds what the machine has: the
+    networks' from the memory model (`plan.estimate_network_memory`), the frames' and maps' from the clip's header
+    (`resources.py`); `model.check_memory=false` (--force) skips it. A clip that cannot be read is left to the
+    reader, which says why in its own words.
+
+    `keyframes` are the job's keyframe specs: only whether there are any matters here (with them the keyframe model
+    runs its appearance branch); the frames they show are resolved after decoding and are not needed.
+    `with_model=False` (`ccedit keyframe`) only decodes and fits the frames: no network is traced.
+    """
+    from .resources import available_device_memory, available_host_memory, check_memory, edit_memory_need
 
     if not cfg.model.check_memory:
         return
@@ -81,25 +87,17 @@ def check_memory_before_decoding(input_path: str | Path, cfg: EditConfig, *, wit
     num_frames = selected_frame_count(total, source_fps, cfg)
     if num_frames == 0:
         return
+    network, device = None, None
     if with_model:
         from .pipelines.loading import resolve_device
+        from .plan import estimate_network_memory
 
         device = resolve_device(cfg.model.device)
-    else:
-        device = torch.device("cpu")
-    on_accelerator = device.type != "cpu" and not cfg.model.cpu_offload
-    dtype = cfg.model.dtype if cfg.model.dtype != "auto" else ("float16" if device.type == "cuda" else "float32")
-    estimate = estimate_edit_memory(
-        num_frames=num_frames, size=size, source_size=source_size,
-        num_maps=len(cfg.structure.annotators) if with_model else 0,
-        window_length=window_length(cfg), guidance=cfg.sampling.guidance_scale > 1,
-        weights_bytes=weights_size(cfg.model.path), dtype_bytes=4 if dtype in ("float32", "fp32") else 2,
-        on_accelerator=on_accelerator,
-    )
-    if not with_model:  # `ccedit keyframe` only decodes and fits the frames
-        estimate.host = {k: v for k, v in estimate.host.items() if k in ("frames", "decoding")}
-        estimate.device = {}
-    check_memory(estimate, available_host_memory(), available_device_memory(device) if on_accelerator else None)
+        network = estimate_network_memory(cfg, num_frames=num_frames, height=size[0], width=size[1],
+                                          keyframes=keyframes, device=device)
+    need = edit_memory_need(network, num_frames=num_frames, size=size, source_size=source_size,
+                            num_maps=len(cfg.structure.annotators))
+    check_memory(need, available_host_memory(), available_device_memory(device) if need.device else None)
 
 
 def prepare_clip(path: str | Path, cfg: EditConfig) -> PreparedClip:
@@ -346,7 +344,7 @@ class EditSession:
     @property
     def pipe(self):
         if self._pipe is None:
-            from .pipelines.loading import load_pipeline
+            from .pipelines.loading import load_pipeline, offloads
 
             cfg = self.cfg
             if cfg.model.path in BUILTIN_MODELS:
@@ -358,7 +356,7 @@ class EditSession:
                                  scheduler=cfg.sampling.scheduler, dtype=cfg.model.dtype, device=cfg.model.device,
                                  base=cfg.model.base, loras=cfg.model.lora, fuse_lora=cfg.model.fuse_lora,
                                  parts=cfg.model.parts)
-            if cfg.model.cpu_offload and self.device.type == "cuda":
+            if offloads(cfg.model.cpu_offload, self.device):
                 pipe.enable_model_cpu_offload(device=self.device)
             if cfg.model.vae_slicing:
                 pipe.enable_vae_slicing()
@@ -531,7 +529,7 @@ def run_edit(
         raise UserError(f"output {output} must end in .mp4 (add output.gif=true for a GIF as well)")
     check_keyframe_specs(job.keyframes)
     check_edit_destination(input_path, output, cfg, overwrite=overwrite)
-    check_memory_before_decoding(input_path, cfg)
+    check_memory_before_decoding(input_path, cfg, keyframes=job.keyframes)
     if cfg.model.path not in NAMED_MODELS:
         from .pipelines.loading import resolve_model_folder
 

@@ -14,8 +14,8 @@ memory-efficient attention: the output only), which is what `scaled_dot_product_
 precision and on the CPU; the meta device alone would materialise the full attention matrix.
 
 Not counted: the CUDA context and kernel workspaces (cuBLAS, cuDNN: a few hundred MiB, reported separately as
-`runtime_bytes`), fragmentation of the caching allocator, and the host side (frames, structure maps, outputs),
-which `host_bytes` gives apart.
+`runtime_bytes`), fragmentation of the caching allocator, and the host side (decoded frames, structure maps,
+outputs), which the memory guard adds (`resources.host_memory_terms`).
 """
 
 from __future__ import annotations
@@ -141,21 +141,53 @@ def _bytes(module: torch.nn.Module | None) -> int:
 
 @dataclass
 class MemoryEstimate:
-    """Bytes of an edit's peak accelerator memory and where they go (`stages`: the peak of each stage)."""
+    """Bytes of an edit's peak accelerator memory and where they go.
 
-    peak_bytes: int
-    stage: str
+    Args:
+        stage_terms (`dict[str, dict[str, int]]`): for each stage, its bytes by term: `weights` (resident in the
+            stage), the tensors held across it (the keys of `held`, or `clip latents` while decoding) and one
+            call's working memory (the keys of `working`); on the CPU the decoding stage also holds the
+            `edited frames`. A stage's peak is the sum of its terms.
+        weights (`dict[str, int]`): every network's weights, resident or not.
+        held (`dict[str, int]`): tensors held while denoising. working (`dict[str, int]`): one call's working
+            memory, by network call.
+        runtime_bytes (`int`): the CUDA context and workspaces, on a GPU only.
+        dtype, device_type, cpu_offload, vae_slicing: the settings estimated for.
+    """
+
+    stage_terms: dict[str, dict[str, int]]
     weights: dict[str, int]
-    stages: dict[str, int]
     held: dict[str, int]
     working: dict[str, int]
-    host_bytes: int
     runtime_bytes: int
+    dtype: torch.dtype
+    device_type: str
+    cpu_offload: bool
+    vae_slicing: bool
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def stages(self) -> dict[str, int]:
+        """The peak bytes of each stage."""
+        return {name: sum(terms.values()) for name, terms in self.stage_terms.items()}
+
+    @property
+    def stage(self) -> str:
+        """The stage of the peak."""
+        stages = self.stages
+        return max(stages, key=stages.get)
+
+    @property
+    def peak_bytes(self) -> int:
+        return self.stages[self.stage]
 
     @property
     def peak_gb(self) -> float:
         return self.peak_bytes / GIB
+
+    def peak_terms(self) -> dict[str, int]:
+        """The peak stage's bytes by term (they sum to `peak_bytes`)."""
+        return dict(self.stage_terms[self.stage])
 
     def lines(self) -> list[str]:
         mib = lambda b: f"{b / 2**20:,.0f} MiB"  # noqa: E731
@@ -165,7 +197,6 @@ class MemoryEstimate:
         out.append("  stage peaks: " + ", ".join(f"{k} {mib(v)}" for k, v in self.stages.items()))
         out.append("  held while denoising: " + ", ".join(f"{k} {mib(v)}" for k, v in self.held.items()))
         out.append("  working memory of one call: " + ", ".join(f"{k} {mib(v)}" for k, v in self.working.items()))
-        out.append(f"  host memory (frames, structure maps, output): {mib(self.host_bytes)}")
         out.extend(f"  note: {n}" for n in self.notes)
         return out
 
@@ -183,6 +214,7 @@ def estimate_edit_memory(
     cpu_offload: bool = False,
     batch: int = 1,
     decode_chunk_size: int = 8,
+    vae_slicing: bool = False,
     geometry: str = "sd15",
     hint_cache_bytes: int | None = None,
     device_type: str = "cuda",
@@ -196,6 +228,7 @@ def estimate_edit_memory(
         keyframe: the keyframe model, acting (appearance branch and cross-frame attention).
         num_controlnets: structure ControlNets. cpu_offload: only the running stage's networks on the device.
         batch: prompts edited together. decode_chunk_size: frames per VAE decode.
+        vae_slicing: the VAE decodes the frames of a chunk one at a time (`enable_vae_slicing`).
         device_type: `cuda` or `cpu` (where convolutions need a transient buffer, and the host is the device).
         geometry: a name of `ccedit.pipelines.tiny.GEOMETRIES`: `tiny`, `medium` or `sd15` (the released size);
             the VAE and text encoder are those of the same name.
@@ -223,6 +256,8 @@ def estimate_edit_memory(
         extra = [ControlNetModel(**geo.controlnet_config()) for _ in range(num_controlnets - 1)]
         vae = torch.nn.Module.to(build_vae(geometry), dtype)
         text_encoder = build_text_encoder(geometry, vocab_size=49408 if geometry == "sd15" else 514).to(dtype)
+    if vae_slicing:
+        vae.enable_slicing()
     structure = [nets["controlnet"], *(torch.nn.Module.to(c, dtype) for c in extra)]
     trident = TridentModel(VideoUNet(nets["unet"], nets["temporal"]), structure, nets.get("appearance")).eval()
     weights = {
@@ -272,21 +307,20 @@ def estimate_edit_memory(
     others = 0 if cpu_offload else weights["vae"] + weights["text_encoder"]
     denoise_weights = sum(weights[k] for k in networks) + others
     decode_weights = weights["vae"] if cpu_offload else sum(weights.values())
-    stages = {
-        "prompt encoding": (weights["text_encoder"] if cpu_offload else sum(weights.values())),
-        "hint encoding": denoise_weights + held["clip hint encodings"] + working["hint encoding"],
-        "denoising": denoise_weights + sum(held.values()) + working["window call"],
+    stage_terms = {
+        "prompt encoding": {"weights": weights["text_encoder"] if cpu_offload else sum(weights.values())},
+        "hint encoding": {"weights": denoise_weights, "clip hint encodings": held["clip hint encodings"],
+                          "hint encoding": working["hint encoding"]},
+        "denoising": {"weights": denoise_weights, **held, "window call": working["window call"]},
         # Frames are decoded chunk by chunk into uint8 on the host; the clip's latents stay on the device.
-        "decoding": decode_weights + clip_latents + working["VAE decode"],
+        "decoding": {"weights": decode_weights, "clip latents": clip_latents, "VAE decode": working["VAE decode"]},
     }
     if device_type == "cpu":  # the decoded uint8 frames are then in the same memory
-        stages["decoding"] += batch * num_frames * height * width * 3
-    stage = max(stages, key=stages.get)
-    host = num_frames * height * width * 3 * (2 + num_controlnets) + batch * num_frames * height * width * 3
+        stage_terms["decoding"]["edited frames"] = batch * num_frames * height * width * 3
     notes = []
     if not keep_hints:
         notes.append("the clip's hint encodings exceed the cache budget: each window call encodes its own")
     return MemoryEstimate(
-        peak_bytes=stages[stage], stage=stage, weights=weights, stages=stages, held=held, working=working,
-        host_bytes=host, runtime_bytes=CUDA_RUNTIME_BYTES, notes=notes,
+        stage_terms=stage_terms, weights=weights, held=held, working=working, runtime_bytes=CUDA_RUNTIME_BYTES,
+        dtype=dtype, device_type=device_type, cpu_offload=cpu_offload, vae_slicing=vae_slicing, notes=notes,
     )

@@ -1,12 +1,15 @@
 """What an edit will do and need, before anything is loaded: `ccedit edit --dry-run`.
 
 The plan (passes, windows per pass, network calls) comes from the same pure planner the pipeline uses
-(`pipelines.windows.plan_passes`), the memory from `memory.estimate_edit_memory`; neither reads a weight.
+(`pipelines.windows.plan_passes`), the networks' memory from `memory.estimate_edit_memory` under the edit's
+settings (`estimate_network_memory`, which the memory guard uses too), and what the guard checks from
+`resources.edit_memory_need`; nothing reads a weight.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,10 +18,8 @@ import torch
 from .config import EditConfig, hierarchical_setting, window_length
 from .memory import MemoryEstimate, estimate_edit_memory
 from .pipelines.windows import plan_passes
+from .resources import MemoryNeed, edit_memory_need
 from .schedulers import build_scheduler, set_sampling_timesteps
-
-DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
-          "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
 
 
 @dataclass
@@ -29,6 +30,7 @@ class EditPlan:
     windows_per_pass: list[int]
     evaluations: int  # network evaluations per window and pass (scheduler steps x calls per step)
     memory: MemoryEstimate
+    memory_need: MemoryNeed  # what the memory guard checks, where it lives
 
     @property
     def model_calls(self) -> int:
@@ -42,6 +44,9 @@ class EditPlan:
             f"network calls: {self.model_calls} ({self.evaluations} evaluations x "
             f"{sum(self.windows_per_pass)} windows)",
             *self.memory.lines(),
+            f"memory guard: {self.memory_need.host_bytes / 2**30:.2f} GiB of the computer's memory"
+            + (f", {self.memory_need.device_bytes / 2**30:.2f} GiB of the accelerator's" if self.memory_need.device
+               else ""),
         ]
 
 
@@ -59,11 +64,36 @@ def model_geometry(model: str) -> str:
     return "sd15"  # a hub id or an unreadable folder: the released size
 
 
-def plan_edit(cfg: EditConfig, num_frames: int, height: int, width: int, keyframe_frames: list[int]) -> EditPlan:
-    """The plan and memory estimate of an edit of `num_frames` frames at `height` x `width` under `cfg`."""
+def acting_keyframes(cfg: EditConfig, keyframes: Sequence) -> list:
+    """The keyframes that act on the edit: none at `sampling.appearance_scale=0`, where they get no windows of
+    their own and no appearance branch."""
+    return [] if cfg.sampling.appearance_scale == 0 else list(keyframes)
+
+
+def estimate_network_memory(
+    cfg: EditConfig, *, num_frames: int, height: int, width: int, keyframes: Sequence, device: torch.device
+) -> MemoryEstimate:
+    """The memory model's estimate of an edit under `cfg` on `device`: the dtype, geometry, offload and VAE slicing
+    the edit will load with; `keyframes` (indices or `KeyframeSpec`s) only count when they act."""
+    from .pipelines.loading import offloads, resolve_dtype
+
+    return estimate_edit_memory(
+        height=height, width=width, num_frames=num_frames, window_length=window_length(cfg),
+        dtype=resolve_dtype(cfg.model.dtype, device), guidance=cfg.sampling.guidance_scale > 1,
+        keyframe=bool(acting_keyframes(cfg, keyframes)), num_controlnets=len(cfg.structure.annotators),
+        cpu_offload=offloads(cfg.model.cpu_offload, device), vae_slicing=cfg.model.vae_slicing,
+        geometry=model_geometry(cfg.model.path), device_type=device.type,
+    )
+
+
+def plan_edit(cfg: EditConfig, num_frames: int, height: int, width: int, keyframe_frames: list[int],
+              source_size: tuple[int, int]) -> EditPlan:
+    """The plan and memory estimate of an edit of `num_frames` frames at `height` x `width` (read from a clip of
+    `source_size`) under `cfg`."""
+    from .pipelines.loading import resolve_device
+
     s = cfg.sampling
-    if s.appearance_scale == 0:  # keyframes that do not act get no windows of their own and no appearance branch
-        keyframe_frames = []
+    keyframe_frames = acting_keyframes(cfg, keyframe_frames)
     passes = plan_passes(num_frames, window_length(cfg), cfg.windows.overlap, keyframe_frames,
                          hierarchical_setting(cfg))
     scheduler = build_scheduler(s.scheduler)
@@ -73,15 +103,11 @@ def plan_edit(cfg: EditConfig, num_frames: int, height: int, width: int, keyfram
         from .pipelines.denoise import sdedit_timesteps
 
         evaluations = len(sdedit_timesteps(scheduler, s.strength))
-    device = cfg.model.device if cfg.model.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = DTYPES.get(cfg.model.dtype, torch.float16 if device.startswith("cuda") else torch.float32)
-    memory = estimate_edit_memory(
-        height=height, width=width, num_frames=num_frames, window_length=window_length(cfg),
-        dtype=dtype, guidance=s.guidance_scale > 1, keyframe=bool(keyframe_frames),
-        num_controlnets=len(cfg.structure.annotators), cpu_offload=cfg.model.cpu_offload,
-        geometry=model_geometry(cfg.model.path), device_type=torch.device(device).type,
-    )
-    return EditPlan(num_frames, height, width, [len(w) for _, w in passes], evaluations, memory)
+    memory = estimate_network_memory(cfg, num_frames=num_frames, height=height, width=width,
+                                     keyframes=keyframe_frames, device=resolve_device(cfg.model.device))
+    need = edit_memory_need(memory, num_frames=num_frames, size=(height, width), source_size=source_size,
+                            num_maps=len(cfg.structure.annotators))
+    return EditPlan(num_frames, height, width, [len(w) for _, w in passes], evaluations, memory, need)
 
 
 def dry_run(input_path: str | Path, cfg: EditConfig, keyframes: list) -> list[str]:
@@ -92,4 +118,4 @@ def dry_run(input_path: str | Path, cfg: EditConfig, keyframes: list) -> list[st
     prepared = prepare_clip(input_path, cfg)
     num_frames = prepared.frames.shape[0]
     indices = resolve_keyframe_indices(keyframes, num_frames)
-    return plan_edit(cfg, num_frames, *prepared.size, indices).lines()
+    return plan_edit(cfg, num_frames, *prepared.size, indices, prepared.clip.source_size).lines()

@@ -88,6 +88,33 @@ def test_the_default_keyframe_edit_fits_in_16_gb():
     assert offload.peak_bytes < estimate.peak_bytes
 
 
+def test_the_peak_stage_breaks_down_into_weights_held_tensors_and_one_calls_working_memory():
+    estimate = estimate_edit_memory(height=512, width=768, num_frames=17, dtype=torch.float16, keyframe=True,
+                                    geometry="sd15", vae_slicing=True)
+    assert estimate.stage == "denoising" and sum(estimate.peak_terms().values()) == estimate.peak_bytes
+    networks = ("unet", "temporal", "controlnet", "appearance", "vae", "text_encoder")
+    assert estimate.peak_terms() == {"weights": sum(estimate.weights[k] for k in networks), **estimate.held,
+                                     "window call": estimate.working["window call"]}
+    # Without slicing the VAE decodes 8 frames at once, which makes decoding the peak.
+    unsliced = estimate_edit_memory(height=512, width=768, num_frames=17, dtype=torch.float16, keyframe=True,
+                                    geometry="sd15")
+    assert unsliced.stage == "decoding" and unsliced.peak_terms()["VAE decode"] > 4 * estimate.working["VAE decode"]
+
+
+def test_a_sliced_vae_decode_is_within_15_percent_of_the_measured_peak():
+    from ccedit.memory import measured_peak_bytes
+
+    vae = load_pipeline("tiny", device="cpu", dtype="float32").vae
+    vae.enable_slicing()
+    latents = torch.randn(8, 4, 32, 48)
+    with torch.no_grad():
+        vae.decode(latents)  # first call: lazily made kernels and caches are not the decode's
+        measured = measured_peak_bytes(lambda: vae.decode(latents).sample)
+    estimate = estimate_edit_memory(height=256, width=384, num_frames=8, dtype=torch.float32, geometry="tiny",
+                                    device_type="cpu", vae_slicing=True)
+    assert abs(estimate.working["VAE decode"] / measured - 1) < 0.15, (estimate.working, measured)
+
+
 @pytest.mark.parametrize("frames,length,keyframes", [(20, 8, [5]), (20, 8, []), (6, 8, [2])])
 def test_plan_passes_is_what_the_pipeline_runs(frames, length, keyframes):
     pipe = load_pipeline("tiny", device="cpu", dtype="float32")
@@ -112,4 +139,5 @@ def test_dry_run_prints_the_plan_and_memory_without_loading_a_model(tmp_path, ca
     windows = [len(w) for _, w in plan_passes(40, 16, None, [10])]
     assert f"passes: 2 (windows per pass: {windows[0]}, {windows[1]})" in printed
     assert "estimated peak accelerator memory:" in printed and "denoising" in printed
+    assert "memory guard: " in printed and "of the computer's memory" in printed
     assert not out.exists()

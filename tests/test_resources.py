@@ -1,54 +1,127 @@
-"""Memory guard: the estimate's terms grow with what they say, and an edit that cannot fit is refused before decoding."""
+"""Memory guard: the networks' memory is the memory model's peak, the host terms grow with what they say, each term is
+placed where it lives, and an edit that cannot fit is refused in one line before decoding, naming what reduces it."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
-from ccedit import resources
+from ccedit import plan, resources
 from ccedit.cli import main
+from ccedit.config import load_edit_config
 from ccedit.errors import UserError
-from ccedit.resources import MemoryEstimate, check_memory, estimate_edit_memory
+from ccedit.memory import estimate_edit_memory
+from ccedit.resources import check_memory, edit_memory_need, host_memory_terms
 from tests.conftest import VIDEOS, require
 from tests.test_cli_safety import one_error_line
+from tests.test_cli_windows import moving_square_clip
 
 FAST = ["--model", "tiny", "--frames", "4", "--steps", "1", "structure.cache_dir=null"]
+CLIP = dict(size=(96, 160), source_size=(360, 640))
 
 
-def _estimate(**changes) -> MemoryEstimate:
-    settings = dict(num_frames=16, size=(128, 224), source_size=(360, 640), window_length=16)
+def _network(**changes):
+    """The tiny model's estimate on the CPU, as an edit with the default settings would run it."""
+    settings = dict(height=96, width=160, num_frames=16, window_length=16, dtype=torch.float32, geometry="tiny",
+                    device_type="cpu", vae_slicing=True)
     return estimate_edit_memory(**{**settings, **changes})
 
 
-def test_per_frame_terms_grow_with_the_frames_and_window_terms_with_the_window():
-    short, long = _estimate(), _estimate(num_frames=64)
-    for term in ("frames", "structure", "latents"):
-        assert long.host[term] == 4 * short.host[term], term
-    # The network sees one window at a time: a longer clip does not need more activation memory.
-    assert long.host["activations"] == short.host["activations"]
-    assert _estimate(num_frames=64, window_length=32).host["activations"] == 2 * short.host["activations"]
-    assert _estimate(guidance=False).host["activations"] * 2 == short.host["activations"]
-    # Doubling both sides quadruples every per-pixel term.
-    big = _estimate(size=(256, 448))
-    assert big.host["frames"] == 4 * short.host["frames"] and big.host["activations"] == 4 * short.host["activations"]
-    on_gpu = _estimate(on_accelerator=True, weights_bytes=10)
-    assert set(on_gpu.device) == {"latents", "activations", "weights"} and on_gpu.device["weights"] == 10
+def _need(network, num_frames=16):
+    return edit_memory_need(network, num_frames=num_frames, **CLIP)
+
+
+def test_host_terms_grow_with_the_frames_and_the_decoding_chunk_is_bounded():
+    short, long = host_memory_terms(num_frames=16, **CLIP), host_memory_terms(num_frames=64, **CLIP)
+    for term in ("frames", "edited frames", "structure"):
+        assert long[term] == 4 * short[term], term
+    assert long["decoding"] == 2 * short["decoding"]  # 32 source frames at most, whatever the clip's length
+    assert host_memory_terms(num_frames=16, size=(192, 320), source_size=(360, 640))["frames"] == 4 * short["frames"]
+
+
+def test_the_guards_network_figure_is_the_memory_models_peak_for_the_edits_settings():
+    cfg = load_edit_config(dotlist=["model.path=tiny", "windows.length=16"])
+    network = plan.estimate_network_memory(cfg, num_frames=16, height=96, width=160, keyframes=[],
+                                           device=torch.device("cpu"))
+    assert network.peak_bytes == _network().peak_bytes  # float32 on the CPU, tiny geometry, VAE slicing on
+    keyed = plan.estimate_network_memory(cfg, num_frames=16, height=96, width=160, keyframes=["auto"],
+                                         device=torch.device("cpu"))
+    assert keyed.peak_bytes == _network(keyframe=True).peak_bytes != network.peak_bytes
+    muted = load_edit_config(dotlist=["model.path=tiny", "windows.length=16", "sampling.appearance_scale=0"])
+    assert plan.estimate_network_memory(muted, num_frames=16, height=96, width=160, keyframes=["auto"],
+                                        device=torch.device("cpu")).peak_bytes == network.peak_bytes
+
+
+def test_a_cpu_run_holds_the_network_peak_in_host_memory_once():
+    network = _network()
+    need = _need(network)
+    host = host_memory_terms(num_frames=16, **CLIP)
+    assert not need.device
+    assert set(network.peak_terms()) <= set(need.host)
+    # the memory model's CPU decoding stage holds the edited frames: they are not counted twice
+    assert need.host_bytes == network.peak_bytes + host["frames"] + host["structure"] + host["decoding"]
+
+
+def test_an_accelerator_holds_the_peak_and_offload_moves_the_weights_to_the_host():
+    settings = dict(height=512, width=768, num_frames=17, dtype=torch.float16, geometry="sd15", device_type="cuda",
+                    vae_slicing=True)
+    resident, offloaded = estimate_edit_memory(**settings), estimate_edit_memory(**settings, cpu_offload=True)
+    host = host_memory_terms(num_frames=17, size=(512, 768), source_size=(512, 768))
+    on_gpu = edit_memory_need(resident, num_frames=17, size=(512, 768), source_size=(512, 768))
+    assert on_gpu.device_bytes == resident.peak_bytes + resident.runtime_bytes
+    assert on_gpu.host == host
+    with_offload = edit_memory_need(offloaded, num_frames=17, size=(512, 768), source_size=(512, 768))
+    assert with_offload.device_bytes == offloaded.peak_bytes + offloaded.runtime_bytes < on_gpu.device_bytes
+    assert with_offload.host_bytes == sum(host.values()) + sum(offloaded.weights.values())
+
+
+def test_every_term_the_memory_model_gives_has_its_advice():
+    estimates = [_network(), _network(keyframe=True, vae_slicing=False), _network(num_frames=20000, window_length=2),
+                 _network(device_type="cuda", cpu_offload=True), _network(device_type="cuda")]
+    for network in estimates:
+        need = _need(network)
+        for stage_terms in network.stage_terms.values():
+            assert set(stage_terms) <= set(need.reduced_by), set(stage_terms) - set(need.reduced_by)
+        for term in (*need.host, *need.device):
+            assert term in need.reduced_by, term
+
+
+def _refusal(need, available_host=10**12, available_device=None) -> str:
+    with pytest.raises(UserError) as error:
+        check_memory(need, available_host, available_device)
+    message = str(error.value)
+    assert "\n" not in message and "--force" in message
+    return message
 
 
 def test_the_refusal_names_the_option_that_reduces_the_largest_term():
-    many_frames = _estimate(num_frames=100_000, window_length=1)
-    with pytest.raises(UserError, match=r"reduce it with --frames, --height/--width") as error:
-        check_memory(many_frames, available_host=10**9)
-    assert "--force" in str(error.value)
-    wide_window = _estimate(num_frames=64, window_length=64, size=(1024, 1024))
-    with pytest.raises(UserError, match=r"reduce it with --window, --height/--width"):
-        check_memory(wide_window, available_host=10**9)
-    check_memory(_estimate(), available_host=10**12)  # fits: no error
-    # On an accelerator, the device's own memory is what counts for the network.
-    on_gpu = _estimate(size=(1024, 1024), on_accelerator=True)
-    with pytest.raises(UserError, match="of accelerator memory"):
-        check_memory(on_gpu, available_host=10**12, available_device=10**8)
+    # A whole window of 64 frames per call: its working memory dominates.
+    wide = _network(num_frames=64, window_length=64)
+    assert max(wide.peak_terms(), key=wide.peak_terms().get) == "window call"
+    message = _refusal(_need(wide, 64), available_host=10**8)
+    assert "of memory (window call" in message and "reduce it with --window, --height/--width" in message
+    # A long clip in windows of 2: the clip's latents and hint encodings, held across the windows, dominate.
+    long = _network(height=64, width=64, num_frames=20000, window_length=2)
+    need = edit_memory_need(long, num_frames=20000, size=(64, 64), source_size=(64, 64))
+    assert "reduce it with --frames, --height/--width" in _refusal(need, available_host=10**8)
+    check_memory(_need(_network()), available_host=10**12)  # fits: no error
+    # On a GPU the weights of the released keyframe model in float16 dominate: offload moves them off the card.
+    sd15 = dict(height=512, width=768, num_frames=17, geometry="sd15", device_type="cuda", vae_slicing=True,
+                keyframe=True)
+    gpu = edit_memory_need(estimate_edit_memory(**sd15, dtype=torch.float16), num_frames=17, size=(512, 768),
+                           source_size=(512, 768))
+    message = _refusal(gpu, available_device=10**9)
+    assert "of accelerator memory (weights" in message and "reduce it with model.cpu_offload=true" in message
+    # in float32 half precision halves them; without VAE slicing the decoding of 8 frames at once dominates
+    assert "reduce it with model.dtype=float16" in _refusal(
+        edit_memory_need(estimate_edit_memory(**sd15, dtype=torch.float32), num_frames=17, size=(512, 768),
+                         source_size=(512, 768)), available_device=10**9)
+    unsliced = edit_memory_need(estimate_edit_memory(**{**sd15, "vae_slicing": False}, dtype=torch.float16),
+                                num_frames=17, size=(512, 768), source_size=(512, 768))
+    assert "(VAE decode" in _refusal(unsliced, available_device=10**9)
+    assert "model.vae_slicing=true" in _refusal(unsliced, available_device=10**9)
 
 
 @pytest.fixture
@@ -63,16 +136,43 @@ def no_model_loads(monkeypatch):
     monkeypatch.setattr(loading, "load_pipeline", lambda *a, **k: pytest.fail("the model should not load"))
 
 
-def test_an_edit_too_big_for_the_machine_is_refused_before_decoding(tmp_path, kitten, capsys, monkeypatch, no_model_loads):
+def test_an_edit_too_big_for_the_machine_is_refused_before_decoding(tmp_path, capsys, monkeypatch, no_model_loads):
     from ccedit import editing
 
-    monkeypatch.setattr(resources, "available_host_memory", lambda: 50 * 10**6)
+    clip = moving_square_clip(tmp_path / "in.mp4", frames=64)
+    monkeypatch.setattr(resources, "available_host_memory", lambda: 100 * 10**6)
     monkeypatch.setattr(editing, "read_video", lambda *a, **k: pytest.fail("nothing should be decoded"))
-    assert main(["edit", kitten, "--prompt", "x", "-o", str(tmp_path / "o.mp4"), *FAST]) == 2
+    args = ["edit", str(clip), "--prompt", "x", "-o", str(tmp_path / "o.mp4"), "--model", "tiny", "--height", "96",
+            "--width", "160", "--window", "64"]  # fmt: skip
+    assert main(args) == 2
     line = one_error_line(capsys)
-    assert "of memory" in line and "--window" in line and "--force" in line, line
+    need = _need(_network(num_frames=64, window_length=64), 64)
+    needed = f"{need.host_bytes / 1e6:.0f} MB" if need.host_bytes < 1e8 else f"{need.host_bytes / 1e9:.1f} GB"
+    assert f"needs about {needed} of memory (window call" in line and "with --window" in line, line
+    assert not (tmp_path / "o.mp4").exists()
+
+
+def test_keyframes_are_estimated_with_the_keyframe_model_and_ccedit_keyframe_traces_nothing(
+    tmp_path, kitten, capsys, monkeypatch, no_model_loads
+):
+    seen = []
+
+    def spy(**settings):
+        seen.append(settings["keyframe"])
+        return estimate_edit_memory(**settings)
+
+    monkeypatch.setattr(plan, "estimate_edit_memory", spy)
+    monkeypatch.setattr(resources, "available_host_memory", lambda: 1)
+    for extra in ([], ["--keyframe", "auto"], ["--keyframe", "auto", "sampling.appearance_scale=0"]):
+        assert main(["edit", kitten, "--prompt", "x", "-o", str(tmp_path / "o.mp4"), *FAST, *extra]) == 2
+        assert "of memory" in one_error_line(capsys)
+    assert seen == [False, True, False]
+    # `ccedit keyframe` only decodes and fits the frames: the guard counts them and traces no network.
+    seen.clear()
+    monkeypatch.setattr(resources, "available_host_memory", lambda: 50 * 10**6)
     assert main(["keyframe", kitten, "-o", str(tmp_path / "k.png"), "--model", "tiny", "--height", "2048", "--width", "2048"]) == 2  # fmt: skip
-    assert "of memory" in one_error_line(capsys)
+    line = one_error_line(capsys)
+    assert "of memory (decoding 0.2 GB, frames 0.2 GB)" in line and not seen, line
     assert not list(tmp_path.iterdir())
 
 

@@ -43,6 +43,11 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def offloads(cpu_offload: bool, device: torch.device) -> bool:
+    """Whether `model.cpu_offload` takes effect: model offload needs a CUDA device (elsewhere it is ignored)."""
+    return cpu_offload and device.type == "cuda"
+
+
 def resolve_model_folder(model: str, what: str = "model", option: str = "--model DIR") -> Path:
     """`hub.resolve_model_folder` with the advice for ccedit model folders; `option` is the setting that takes a
     local folder instead (only the local cache is used when the hub does not answer)."""
