@@ -3,7 +3,7 @@
 
     python tools/benchmark.py [--geometry tiny|medium|sd15] [--height H] [--width W] [--frames N] [--steps N]
         [--guidance G] [--dtype float32|float16|bfloat16] [--device cpu|cuda] [--runs N]
-        [--sweep 17,34,68,136] [--window 17] [--json OUT.json] [--markdown OUT.md]
+        [--sweep 17,34,68,136] [--window 17] [--compile] [--json OUT.json] [--markdown OUT.md]
 
 Both sides are built with random weights of one geometry (`ccedit.pipelines.tiny.GEOMETRIES`: `medium` is SD-1.5's
 UNet at 128 channels, `sd15` the released size) and share the VAE, the text encoder, the UNet's weights and the
@@ -114,6 +114,15 @@ def build_rows(geometry: str, device: str, dtype: torch.dtype, rows=ROWS) -> dic
             pipe.to(dtype=dtype)
         pipe.set_progress_bar_config(disable=True)
     return pipes
+
+
+def compile_row(row: str, pipe) -> None:
+    """`torch.compile` the networks of every step: ccedit's through its pipeline, the peer's UNet and ControlNet."""
+    if row.startswith("ccedit"):
+        pipe.compile_networks()
+    else:
+        pipe.unet.compile()
+        pipe.controlnet.compile()
 
 
 def synthetic_clip(frames: int, height: int, width: int) -> np.ndarray:
@@ -367,13 +376,21 @@ def worker_timing(cfg: dict) -> dict:
     with torch.no_grad():
         for row in ROWS:  # the counted edit is also each row's warm-up
             result[row] = {"flops": count_flops(lambda row=row: run(row), branch_modules(row, pipes[row]))}
+        if cfg.get("compile"):  # after counting: the counter does not see inside compiled graphs
+            for row in ROWS:
+                compile_row(row, pipes[row])
+                started = time.perf_counter()
+                run(row)  # compiles
+                result[row]["compile_seconds"] = time.perf_counter() - started
         peaks, stages, branch_seconds = [], {r: [] for r in ROWS}, {r: defaultdict(list) for r in ROWS}
         for rep in range(cfg["runs"]):
             peaks.append(gemm_peak_flops(cfg["device"], dtype))
             order = ROWS[rep % len(ROWS):] + ROWS[: rep % len(ROWS)]
             for row in order:
                 seconds: dict[str, float] = defaultdict(float)
-                with branch_meter(branch_modules(row, pipes[row]), seconds, defaultdict(int)):
+                # Hooks added to compiled networks would make them compile again: no branch times when compiled.
+                modules = {} if cfg.get("compile") else branch_modules(row, pipes[row])
+                with branch_meter(modules, seconds, defaultdict(int)):
                     stages[row].append(run(row))
                 for branch, s in seconds.items():
                     branch_seconds[row][branch].append(s)
@@ -465,6 +482,8 @@ def summarise(cfg: dict, timing: dict, memory: dict, sweep: dict, model: dict) -
         out[f"{key}.gflops_achieved"] = f["total"] / t["total"] / 1e9
         out[f"{key}.mfu"] = work / t["total"] / peak
         out[f"{key}.hfu"] = f["total"] / t["total"] / peak
+        if "compile_seconds" in timing[row]:
+            out[f"{key}.compile_seconds"] = timing[row]["compile_seconds"]
         out[f"{key}.branch_seconds_per_step"] = {b: v / steps for b, v in timing[row]["branch_seconds"].items()}
         m = memory[row]
         out[f"{key}.peak_mem_mb"] = m["peak_rise_bytes"] / 2**20
@@ -498,7 +517,8 @@ def markdown(s: dict) -> str:
     c = s["config"]
     lines = [
         f"{c['geometry']} geometry, {c['width']}x{c['height']}, {c['frames']} frames, {c['steps']} DDIM steps, "
-        f"guidance {c['guidance']}, {c['dtype']}, {c['device']}; {s['machine']}; GEMM peak "
+        f"guidance {c['guidance']}, {c['dtype']}, {c['device']}{', torch.compile' if c.get('compile') else ''}; "
+        f"{s['machine']}; GEMM peak "
         f"{s['gemm_peak_gflops']:.0f} GFLOP/s; medians of {c['runs']} alternated runs",
         "",
         "| row | s/edit | s/frame | s/step | annot. | encode | denoise | decode | write | GFLOP/step (work, run) "
@@ -526,7 +546,7 @@ def markdown(s: dict) -> str:
         for key in ("ccedit", "ccedit_keyframe", "peer"):
             g = s[f"{key}.gflop_per_step"].get(b)
             sec = s[f"{key}.branch_seconds_per_step"].get(b)
-            cells.append("" if g is None else f"{g:.1f}, {sec:.2f}")
+            cells.append("" if g is None else f"{g:.1f}, {sec:.2f}" if sec is not None else f"{g:.1f}")
         lines.append(f"| {b} | " + " | ".join(cells) + " |")
     lines += ["", f"ccedit/peer: time {s['ccedit.time_ratio_to_peer']:.2f}, FLOPs {s['ccedit.flop_ratio_to_peer']:.2f}, "
               f"time per FLOP {s['ccedit.time_per_flop_ratio_to_peer']:.2f}, "
@@ -566,6 +586,7 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--runs", type=int, default=2, help="timed repetitions per row, after a warm-up")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--compile", action="store_true", help="torch.compile every row's networks before timing")
     parser.add_argument("--sweep", default="17,34,68,136", help="clip lengths for the sweep ('' for none)")
     parser.add_argument("--window", type=int, default=17, help="window of the sweep")
     parser.add_argument("--sweep-steps", type=int, default=1, help="DDIM steps of the sweep")
@@ -577,7 +598,7 @@ def main(argv=None) -> int:
     cfg = dict(geometry=args.geometry, height=args.height or d["height"], width=args.width or d["width"],
                frames=args.frames or d["frames"], steps=args.steps or d["steps"], guidance=args.guidance,
                dtype=args.dtype, device=args.device, runs=args.runs, threads=args.threads, window=args.window,
-               sweep_size=args.sweep_size, sweep_steps=args.sweep_steps)
+               sweep_size=args.sweep_size, sweep_steps=args.sweep_steps, compile=args.compile)
     started = time.perf_counter()
 
     print(f"timing {', '.join(ROWS)} ...", file=sys.stderr, flush=True)
