@@ -61,3 +61,22 @@ def test_model_flops_count_the_hint_encoding_once_per_frame():
     assert tool.model_flops(once, frames=3) == once["total"] == 2 * hint_flops
     # the work of four calls: four network passes, but the frames' hints only once
     assert tool.model_flops(again, frames=3) == 4 * hint_flops + hint_flops
+
+
+def test_dense_layers_run_through_onednn_are_counted():
+    from ccedit.models.cpu_linear import onednn_linear, onednn_linear_available
+
+    if not onednn_linear_available():
+        import pytest
+
+        pytest.skip("this torch has no oneDNN")
+    tool = load_tool()
+    layer = torch.nn.Linear(16, 8)
+    x = torch.randn(2, 5, 16)
+
+    def run(enabled):
+        with torch.no_grad(), onednn_linear(enabled):
+            layer(x)
+
+    assert tool.count_flops(lambda: run(True), {})["total"] == tool.count_flops(lambda: run(False), {})["total"] \
+        == 2 * 10 * 16 * 8

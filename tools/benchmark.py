@@ -299,12 +299,23 @@ def attention_flops():
         F.scaled_dot_product_attention = original
 
 
+def extra_flop_formulas() -> dict:
+    """FLOP formulas for operators the counter does not know: oneDNN's linear (ccedit's dense layers on the CPU)."""
+    if not hasattr(torch.ops.mkldnn, "_linear_pointwise"):
+        return {}
+
+    def linear(x_shape, w_shape, *args, out_shape=None, **kwargs) -> int:
+        return 2 * int(np.prod(x_shape[:-1])) * x_shape[-1] * w_shape[0]
+
+    return {torch.ops.mkldnn._linear_pointwise: linear}
+
+
 def count_flops(run, modules: dict[str, list[torch.nn.Module]]) -> dict[str, int]:
     """FLOPs of `run()`: `total`, `attention_added` (the hand-counted part), per branch, and `hint_frames`: the
     frames that went through the branch `hint encoder` (when there is one)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    counter = FlopCounterMode(display=False)
+    counter = FlopCounterMode(display=False, custom_mapping=extra_flop_formulas())
     seconds: dict[str, float] = defaultdict(float)
     flops: dict[str, int] = defaultdict(int)
     hint_frames = [0]
@@ -339,21 +350,30 @@ def model_flops(flops: dict[str, int], frames: int) -> int:
 
 
 def gemm_peak_flops(device: str, dtype: torch.dtype, size: int = 2048, repeats: int = 7) -> float:
-    """Dense matmul throughput of the device in FLOP/s: the median of timed `size`-cubed `torch.mm` calls."""
+    """Dense matmul throughput of the device in FLOP/s: the median of timed `size`-cubed products, through the
+    fastest of torch's matmul and, on the CPU, oneDNN's (which ccedit's dense layers use: on AMD CPUs torch's BLAS
+    reaches about half of it)."""
+    from ccedit.models.cpu_linear import onednn_linear_available
+
     a = torch.randn(size, size, device=device, dtype=dtype)
     b = torch.randn(size, size, device=device, dtype=dtype)
-    out = torch.empty(size, size, device=device, dtype=dtype)
-    torch.mm(a, b, out=out)
-    times = []
-    for _ in range(repeats):
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        torch.mm(a, b, out=out)
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return 2 * size**3 / statistics.median(times)
+    kernels = {"torch.mm": lambda: torch.mm(a, b)}
+    if device == "cpu" and dtype == torch.float32 and onednn_linear_available():
+        kernels["onednn"] = lambda: torch.ops.mkldnn._linear_pointwise(a, b, None, "none", [], "")
+    best = 0.0
+    for kernel in kernels.values():
+        kernel()
+        times = []
+        for _ in range(repeats):
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            kernel()
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - start)
+        best = max(best, 2 * size**3 / statistics.median(times))
+    return best
 
 
 # ----------------------------------------------------------------------------------------------- workers
@@ -369,7 +389,12 @@ def resident_bytes(field_name: str) -> int:
 def worker_timing(cfg: dict) -> dict:
     """All rows in one process: FLOPs and branch costs from one counted edit each, then alternated timed runs."""
     dtype = getattr(torch, cfg["dtype"])
-    pipes = build_rows(cfg["geometry"], cfg["device"], dtype)
+    if cfg.get("compile"):
+        # Rows of their own (the same seeded weights): a compiled network shared by two rows would compile again
+        # whenever the other row calls it differently (ccedit passes encoded hints, the peer maps).
+        pipes = {row: build_rows(cfg["geometry"], cfg["device"], dtype, rows=(row,))[row] for row in ROWS}
+    else:
+        pipes = build_rows(cfg["geometry"], cfg["device"], dtype)
     video = synthetic_clip(cfg["frames"], cfg["height"], cfg["width"])
     run = lambda row: edit(row, pipes[row], video, cfg["steps"], cfg["guidance"])  # noqa: E731
     result = {}

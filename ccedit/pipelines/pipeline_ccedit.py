@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 import time
@@ -20,6 +21,7 @@ from transformers import CLIPTextModel, CLIPTokenizer
 
 from ..errors import InvalidInputError
 from ..models import AppearanceEncoder, CCEditTemporalAdapter, TridentModel, build_trident
+from ..models.cpu_linear import onednn_linear
 from ..schedulers import SAMPLING_CONVENTIONS, set_sampling_timesteps
 from .clip_denoiser import ClipDenoiser
 from .conditions import Keyframes, TridentConditions, check_keyframe_indices, default_keyframe_index
@@ -43,6 +45,17 @@ def keyframe_prior(keyframes: Keyframes, num_frames: int) -> torch.Tensor:
     """The anchor prior's `z` for `prior="keyframe"`: each frame gets its nearest keyframe's latent, `(4, T, h, w)`."""
     nearest = [min(range(len(keyframes)), key=lambda k: abs(keyframes.indices[k] - f)) for f in range(num_frames)]
     return keyframes.latents[nearest].transpose(0, 1)
+
+
+def _cpu_kernels(call: Callable) -> Callable:
+    """Run a pipeline method with the CPU's fastest dense-layer kernels when it executes on the CPU."""
+
+    @functools.wraps(call)
+    def wrapper(self, *args, **kwargs):
+        with onednn_linear(self._onednn_linear and self._execution_device.type == "cpu"):
+            return call(self, *args, **kwargs)
+
+    return wrapper
 
 
 @dataclass
@@ -155,6 +168,7 @@ class CCEditPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
         self._offload_device: torch.device | None = None
         self._side_branch_hooks: list = []
+        self._onednn_linear = True
 
     # ------------------------------------------------------------------ components and devices
 
@@ -235,6 +249,14 @@ class CCEditPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         for module in (trident.main, *trident.structure, trident.appearance):
             if module is not None:
                 module.compile(**kwargs)
+
+    def enable_onednn_linear(self) -> None:
+        """On the CPU, run float32 dense layers through oneDNN (the default; `ccedit.models.cpu_linear`)."""
+        self._onednn_linear = True
+
+    def disable_onednn_linear(self) -> None:
+        """On the CPU, run dense layers through torch's own matmul (its BLAS)."""
+        self._onednn_linear = False
 
     def enable_vae_slicing(self) -> None:
         self.vae.enable_slicing()
@@ -371,6 +393,7 @@ class CCEditPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         return resolved
 
     @torch.no_grad()
+    @_cpu_kernels
     def __call__(
         self,
         prompt: str | list[str],
