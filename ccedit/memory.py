@@ -236,7 +236,7 @@ def estimate_edit_memory(
     from diffusers import ControlNetModel
 
     from .models import TridentModel, VideoUNet
-    from .pipelines.clip_denoiser import ENCODE_CHUNK_FRAMES, HINT_CACHE_BYTES
+    from .pipelines.clip_denoiser import APPEARANCE_TIMESTEPS_PER_CALL, ENCODE_CHUNK_FRAMES, HINT_CACHE_BYTES
     from .pipelines.tiny import GEOMETRIES, build_text_encoder, build_vae
 
     if height % 8 or width % 8:
@@ -303,6 +303,11 @@ def estimate_edit_memory(
         "clip latents and scheduler state": CLIP_LATENT_COPIES * clip_latents * (2 if guidance else 1) // 2,
         "clip hint encodings": hint_bytes if keep_hints else 0,
     }
+    if keyframe:  # the appearance branch runs for several coming timesteps at once; the window call holds one
+        with torch.no_grad():
+            step = trident.appearance_residuals(torch.empty(1, geo.in_channels, h, w, **meta), torch.tensor(500), [0])
+        step_bytes = sum(t.numel() * t.element_size() for t in (*step.down, step.mid))
+        held["appearance residuals of the next timesteps"] = (APPEARANCE_TIMESTEPS_PER_CALL - 1) * step_bytes
     networks = ("unet", "temporal", "controlnet", "appearance")
     others = 0 if cpu_offload else weights["vae"] + weights["text_encoder"]
     denoise_weights = sum(weights[k] for k in networks) + others

@@ -37,6 +37,7 @@ _REDUCED_BY = {
     # the memory model's terms (`MemoryEstimate.stage_terms`)
     "clip latents and scheduler state": "--frames",
     "clip hint encodings": "--frames",
+    "appearance residuals of the next timesteps": "--height/--width",
     "clip latents": "--frames",
     "window call": "--window",
     "hint encoding": "--height/--width",  # one chunk of `ENCODE_CHUNK_FRAMES` frames

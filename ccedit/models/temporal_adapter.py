@@ -87,22 +87,18 @@ class CrossFrameAttention(nn.Module):
         bt, c, h, w = x.shape
         hw = h * w
         block, attn = self.block, self.block.attn1
-        # (b t) c h w -> (b t) (h w) c: the 1x1 `proj_in` as a batched matmul that reads the transposed view as it
-        # is and writes contiguous tokens, so the norms and projections below copy nothing. (`F.linear` would
-        # copy the view first: matmul flattens it to one matrix whenever the weight requires grad.)
-        weight = self.proj_in.weight[:, :, 0, 0].t().expand(bt, c, c)
-        tokens = torch.bmm(self.norm(x).view(bt, c, hw).transpose(1, 2), weight).add_(self.proj_in.bias)
+        # (b t) c h w -> (b t) (h w) c through the 1x1 `proj_in` as a dense layer (on the CPU through oneDNN, see
+        # `cpu_linear`, which is faster than a 1x1 convolution or a batched matmul over the transposed view).
+        tokens = F.linear(self.norm(x).view(bt, c, hw).transpose(1, 2), self.proj_in.weight[:, :, 0, 0],
+                          self.proj_in.bias)
         # Project keys and values once per frame and share the reference frame's, instead of projecting the
         # concatenated 2·H·W tokens of every frame. The concatenation is this layer's one copy: attention needs
         # each frame's [reference ; own] keys as one block.
         k, v = (prepend_reference(z, num_frames, reference_index) for z in attn.key_value(tokens))
         tokens = tokens + attn.attend(attn.to_q(block.norm1(tokens)), k, v)
         tokens = block.feed_forward(tokens)
-        # 1x1 `proj_out` as a batched matmul that reads the tokens transposed and writes x's layout, with x as its
-        # addend: no transposing copy and no separate residual pass.
-        weight = self.proj_out.weight[:, :, 0, 0].expand(bt, c, c)
-        out = torch.baddbmm(x.view(bt, c, hw), weight, tokens.transpose(1, 2))  # (b t) c (h w)
-        return out.add_(self.proj_out.bias[:, None]).view(bt, c, h, w)
+        out = F.linear(tokens, self.proj_out.weight[:, :, 0, 0], self.proj_out.bias)  # (b t) (h w) c
+        return (x.view(bt, c, hw) + out.transpose(1, 2)).view(bt, c, h, w)
 
 
 class TemporalAttention(nn.Module):

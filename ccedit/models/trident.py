@@ -182,10 +182,29 @@ class TridentModel(nn.Module):
         Residuals depend only on the keyframe and the timestep, so a caller computes them once per timestep and
         passes them to every window and both guidance halves (`forward(..., appearance=...)`).
         """
+        return self.appearance_residuals_at(keyframe_latents, [timestep], frames, scale)[0]
+
+    def appearance_residuals_at(
+        self, keyframe_latents: torch.Tensor, timesteps: Sequence[torch.Tensor | float], frames: Sequence[int],
+        scale: float = 1.0,
+    ) -> list[BranchResiduals]:
+        """`appearance_residuals` at each of `timesteps`, from one run of the branch on a row per timestep and keyframe.
+
+        A batch of one keyframe runs the encoder's small layers far below the device's speed (on the CPU PyTorch
+        even leaves oneDNN for its reference convolution below 20480 input values), so a caller that knows the
+        timesteps to come computes several at once.
+        """
         if self.appearance is None:
             raise ValueError("a keyframe was given but this model has no appearance branch")
-        down, mid = self.appearance(keyframe_latents, torch.as_tensor(timestep).reshape(()), scale)
-        return BranchResiduals.shared(down, mid, frames, into="stream")
+        count, device = keyframe_latents.shape[0], keyframe_latents.device
+        steps = torch.stack([torch.as_tensor(t, device=device, dtype=torch.float32).reshape(()) for t in timesteps])
+        rows = keyframe_latents.repeat(len(timesteps), 1, 1, 1)  # timestep-major: the keyframes at each timestep
+        down, mid = self.appearance(rows, steps.repeat_interleave(count), scale)
+        return [
+            BranchResiduals.shared([d[i * count:(i + 1) * count] for d in down], mid[i * count:(i + 1) * count],
+                                   frames, into="stream")
+            for i in range(len(timesteps))
+        ]
 
     @property
     def appearance_per_timestep(self) -> bool:

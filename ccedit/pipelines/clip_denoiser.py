@@ -3,7 +3,7 @@
 It runs the trident on each window of frames with that window's conditions and fuses the windows' noise
 predictions into one for the whole clip, so the scheduler steps the whole latent at once. The appearance branch
 depends only on the keyframes and the timestep: it runs once per timestep, whatever the number of windows and
-guidance halves.
+guidance halves, and for a few coming timesteps in one call.
 """
 
 from __future__ import annotations
@@ -21,6 +21,9 @@ from .windows import Window, whole_clip
 # guidance halves.
 HINT_CACHE_BYTES = 1 << 30
 ENCODE_CHUNK_FRAMES = 16
+# The appearance branch runs for this many of the coming timesteps at once (when the caller names them): one
+# keyframe alone is too small a batch for the device, and each timestep's residuals are only skip-sized.
+APPEARANCE_TIMESTEPS_PER_CALL = 4
 
 
 class ClipDenoiser:
@@ -34,6 +37,8 @@ class ClipDenoiser:
         weights (`list[torch.Tensor]`, *optional*): per window, the fusion weight of each position; the weights
             of each frame sum to one over all windows. Default: one everywhere (a single window).
         device, dtype: where the network runs and its precision.
+        timesteps (*optional*): the timesteps the denoiser will be called at, in order (the scheduler's), so that
+            the appearance branch can run for several at once; a timestep not listed is computed on its own.
     """
 
     def __init__(
@@ -46,6 +51,7 @@ class ClipDenoiser:
         *,
         device: torch.device,
         dtype: torch.dtype,
+        timesteps=None,
     ):
         self.trident = trident
         self.conditions = conditions
@@ -54,7 +60,8 @@ class ClipDenoiser:
         self.weights = weights if weights is not None else [torch.ones(len(w)) for w in self.windows]
         self.device, self.dtype = device, dtype
         self.text = conditions.text.to(device, dtype)
-        self._appearance: tuple[float, BranchResiduals] | None = None
+        self.timesteps = [] if timesteps is None else [float(t) for t in timesteps]
+        self._appearance: dict[float, BranchResiduals] = {}
         self._clip_hints: list[torch.Tensor] | None = None
         self.on_window = None  # optional callback after each window's call (progress bars)
         maps = conditions.structure_maps
@@ -66,27 +73,35 @@ class ClipDenoiser:
         self.keep_clip_hints = self.encode_hints and hint_bytes <= HINT_CACHE_BYTES
 
     def appearance_at(self, timestep: torch.Tensor) -> BranchResiduals | None:
-        """The residuals of every keyframe at `timestep`, computed on the first call for that timestep (for an
-        appearance branch that depends on nothing else; see `TridentModel.appearance_per_timestep`)."""
+        """The residuals of every keyframe at `timestep` (for an appearance branch that depends on nothing else; see
+        `TridentModel.appearance_per_timestep`), computed with those of the next few planned timesteps on the first
+        call for any of them."""
         if not self.conditions.uses_appearance or not self.trident.appearance_per_timestep:
             return None
         key = float(timestep)
-        if self._appearance is None or self._appearance[0] != key:
-            keyframes = self.conditions.keyframes
-            latents = keyframes.latents.to(self.device, self.dtype)
-            timestep = torch.as_tensor(timestep, device=self.device)
-            count, rows = len(keyframes), latents.flatten(0, -4)
-            residuals = self.trident.appearance_residuals(
-                rows, timestep, range(rows.shape[0]), self.conditions.appearance_scale
-            )
-            if keyframes.per_sample:  # one row per (sample, keyframe) -> (batch, keyframes, ...)
-                batch = latents.shape[0]
-                residuals = replace(
-                    residuals, down=[d[0].unflatten(0, (batch, count)) for d in residuals.down],
-                    mid=residuals.mid[0].unflatten(0, (batch, count)), frames=tuple(range(count)),
-                )
-            self._appearance = (key, residuals)
-        return self._appearance[1]
+        if key not in self._appearance:
+            chunk = [key]
+            if key in self.timesteps:
+                start = self.timesteps.index(key)
+                chunk = list(dict.fromkeys(self.timesteps[start:start + APPEARANCE_TIMESTEPS_PER_CALL]))
+            self._appearance = dict(zip(chunk, self._appearance_residuals(chunk)))  # the previous chunk is done
+        return self._appearance[key]
+
+    def _appearance_residuals(self, timesteps: list[float]) -> list[BranchResiduals]:
+        keyframes = self.conditions.keyframes
+        latents = keyframes.latents.to(self.device, self.dtype)
+        count, rows = len(keyframes), latents.flatten(0, -4)
+        computed = self.trident.appearance_residuals_at(
+            rows, timesteps, range(rows.shape[0]), self.conditions.appearance_scale
+        )
+        if not keyframes.per_sample:
+            return computed
+        batch = latents.shape[0]  # one row per (sample, keyframe) -> (batch, keyframes, ...)
+        return [
+            replace(r, down=[d[0].unflatten(0, (batch, count)) for d in r.down],
+                    mid=r.mid[0].unflatten(0, (batch, count)), frames=tuple(range(count)))
+            for r in computed
+        ]
 
     def structure_hints(self, frames: torch.Tensor) -> list[torch.Tensor]:
         """The ControlNets' hint encodings of clip frames `frames`, `(1, C, len(frames), h, w)` each: sliced from

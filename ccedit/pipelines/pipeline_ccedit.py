@@ -553,12 +553,13 @@ class CCEditPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
             sub_known = known
             if known is not None and len(frames) < num_frames:
                 sub_known = KnownLatents(tuple(frames.index(k) for k in known.frames), known.latents)
-            model_fn = ClipDenoiser(trident, sub_conditions, len(frames), windows, fusion_weights(windows, len(frames)),
-                                    device=device, dtype=dtype)
-            model_fn.on_window = bar.update
             if pass_index > 0:  # the scheduler counts its steps: restart it for the next pass
                 set_sampling_timesteps(self.scheduler, num_inference_steps, device, convention)
                 timesteps = sdedit_timesteps(self.scheduler, strength) if strength < 1 else None
+            model_fn = ClipDenoiser(trident, sub_conditions, len(frames), windows, fusion_weights(windows, len(frames)),
+                                    device=device, dtype=dtype,
+                                    timesteps=self.scheduler.timesteps if timesteps is None else timesteps)
+            model_fn.on_window = bar.update
             edited = denoise(
                 model_fn, self.scheduler, latents[:, :, frames], guidance_scale=guidance_scale, generator=generator,
                 callback=callback_on_step_end, progress=False, timesteps=timesteps, known=sub_known,

@@ -120,6 +120,20 @@ def test_shared_residuals_equal_the_per_sample_keyframe_path():
     torch.testing.assert_close(precomputed, per_sample, atol=1e-5, rtol=1e-5)
 
 
+def test_residuals_at_several_timesteps_in_one_call_equal_one_call_each():
+    model = make_model(tiny_modules(keyframe=True))
+    _, _, _, _, key = inputs(b=1, f=5)
+    two = torch.cat([key, -key])
+    with torch.no_grad():
+        batched = model.appearance_residuals_at(two, [900.0, torch.tensor(500), 100.0], frames=[0, 4])
+        for residuals, t in zip(batched, (900, 500, 100), strict=True):
+            alone = model.appearance_residuals(two, torch.tensor(t), frames=[0, 4])
+            assert residuals.frames == alone.frames == (0, 4)
+            for got, expected in zip([*residuals.down, residuals.mid], [*alone.down, alone.mid], strict=True):
+                torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    assert (batched[0].mid - batched[2].mid).abs().max() > 1e-4  # each timestep its own
+
+
 def test_two_keyframes_each_reach_their_own_frame():
     modules = tiny_modules(keyframe=True, zero_temporal=True)
     model = make_model(modules)

@@ -155,7 +155,9 @@ def test_the_appearance_branch_runs_once_per_evaluation_whatever_the_windows(com
     timesteps = pipe.scheduler.timesteps.tolist()
     distinct = 1 + sum(a != b for a, b in itertools.pairwise(timesteps))
     assert len(timesteps) == 5 and distinct == 3
-    assert calls == [2] * distinct  # both keyframes at once, shared by all windows and both guidance halves
+    # both keyframes at every distinct timestep of the next four in one call, shared by all windows and both
+    # guidance halves
+    assert calls == [2 * distinct]
 
 
 def test_structure_hints_encoded_once_give_the_same_residuals(components):
