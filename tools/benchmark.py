@@ -30,8 +30,7 @@ utilisation leaves recomputation out. Branch costs: FLOPs per module and time
 inside each branch's modules (forward hooks).
 
 Memory (one fresh process per row, so that peaks are not inherited): on the CPU the rise of the resident set's
-high-water mark (VmHWM, reset through /proc/self/clear_refs after a one-step warm-up edit of the same shapes) over
-the edit, with
+high-water mark (VmHWM, reset through /proc/self/clear_refs after the same edit as a warm-up) over the edit, with
 `MALLOC_MMAP_THRESHOLD_` lowered so that freed tensors go back to the system; on CUDA the peak allocated. `peak mem
 / frame` is that rise divided by the frames. The memory model (`ccedit.memory`) is checked against the allocator's
 high-water mark of the keyframe edit plus its weights, and gives the SD-1.5 figure at 512x768, 17 frames, float16.
@@ -438,8 +437,7 @@ def worker_timing(cfg: dict) -> dict:
 
 
 def worker_memory(cfg: dict) -> dict:
-    """One row in a fresh process: the rise of peak memory over one edit (after a one-step warm-up edit of the same
-    shapes)."""
+    """One row in a fresh process: the rise of peak memory over one edit (after the same edit as a warm-up)."""
     dtype = getattr(torch, cfg["dtype"])
     row = cfg["row"]
     cuda = cfg["device"].startswith("cuda")
@@ -449,10 +447,10 @@ def worker_memory(cfg: dict) -> dict:
                   if isinstance(c, torch.nn.Module) for p in c.parameters())
     window = cfg.get("window")
     with torch.no_grad():
-        # The warm-up edit has the measured edit's shapes, one step: the kernels' one-time state (oneDNN's compiled
-        # primitives per shape, thread pools) is then in the baseline, and the rise is the edit's own memory.
+        # The warm-up is the measured edit itself: the kernels' one-time state (oneDNN's compiled primitives for each
+        # shape, thread pools) is then in the baseline, and the rise is the edit's own memory.
         video = synthetic_clip(cfg["frames"], cfg["height"], cfg["width"])
-        edit(row, pipe, video, 1, cfg["guidance"], window=window)
+        edit(row, pipe, video, cfg["steps"], cfg["guidance"], window=window)
         if cuda:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
