@@ -31,7 +31,8 @@ class OneDNNLinearMode(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if func is F.linear:
+        # Under torch.compile the compiler chooses the kernels (its oneDNN lowering needs frozen weights).
+        if func is F.linear and not torch.compiler.is_compiling():
             x, weight = args[0], args[1] if len(args) > 1 else kwargs["weight"]
             bias = args[2] if len(args) > 2 else kwargs.get("bias")
             if _eligible(x, weight, bias):
