@@ -35,7 +35,7 @@ class ModelConfig:
     size_multiple: int = 8  # frame sides are multiples of this: the VAE's factor (the UNet takes any latent size)
     cpu_offload: bool = False  # keep components on the CPU, move each to the GPU only while it runs
     vae_slicing: bool = True  # decode a few frames at a time
-    compile: bool = False  # torch.compile the networks of every step (slow first call; then faster on a GPU)
+    compile: bool = False  # torch.compile the networks of every step (for GPUs; the first call compiles)
     tokenizer: str | None = None  # tokenizer path or hub id, when the model folder has none
     base: str | None = None  # a personalised SD-1.5 base under the temporal layers: folder, hub id or .safetensors file
     lora: list[Any] = field(default_factory=list)  # LoRAs: [{path: ..., scale: 1.0}, ...] on the UNet and text encoder

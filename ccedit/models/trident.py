@@ -17,12 +17,16 @@ from .temporal_adapter import CCEditTemporalAdapter
 from .video_unet import VideoUNet
 
 
+# One instance for every call: a compiled ControlNet checks which module it calls, and a new one would recompile it.
+_ENCODED_HINT = nn.Identity()
+
+
 @contextlib.contextmanager
 def _hint_encoding_given(net: ControlNetModel):
     """Let `net` take an encoded hint: diffusers' `ControlNetModel.forward` always runs its hint encoder on
     `controlnet_cond`, so for the call the encoder is an identity and the encoding (`encode_structure`) goes in."""
     encoder = net.controlnet_cond_embedding
-    net.controlnet_cond_embedding = nn.Identity()
+    net.controlnet_cond_embedding = _ENCODED_HINT
     try:
         yield
     finally:
