@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 from ccedit.annotators.base import Annotator
 from ccedit.annotators.canny import CannyEdges
 from ccedit.annotators.depth import DPTDepth, MidasDepth, ZoeDepth
 from ccedit.annotators.edges import LineartEdges, SoftEdges
-from ccedit.errors import UserError
+from ccedit.registry import build_registered
 
 ANNOTATORS: dict[str, type[Annotator]] = {
     cls.name: cls for cls in (CannyEdges, DPTDepth, MidasDepth, ZoeDepth, LineartEdges, SoftEdges)
@@ -36,11 +35,4 @@ def build_annotator(name: str, **kwargs: Any) -> Annotator:
 
     ```
     """
-    cls = ANNOTATORS.get(name)
-    if cls is None:
-        raise UserError(f"unknown annotator {name!r}: choose one of {', '.join(sorted(ANNOTATORS))}")
-    options = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
-    unknown = sorted(set(kwargs) - set(options))
-    if unknown:
-        raise UserError(f"annotator {name!r} has no option {', '.join(unknown)}: its options are {', '.join(options)}")
-    return cls(**kwargs)
+    return build_registered(ANNOTATORS, "annotator", name, kwargs)

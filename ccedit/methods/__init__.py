@@ -8,10 +8,9 @@ scores results other tools wrote; `animatediff` and `wan_vace` run diffusers' ow
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
-from ..errors import UserError
+from ..registry import build_registered
 from .base import Method, MethodOutput
 from .ccedit_method import CCEditMethod
 from .diffusers_baselines import AnimateDiffMethod
@@ -25,15 +24,7 @@ METHODS: dict[str, type[Method]] = {
 
 def build_method(type: str, **options: Any) -> Method:
     """Build the method registered as `type` with its options; raises `UserError` naming the valid choices."""
-    cls = METHODS.get(type)
-    if cls is None:
-        raise UserError(f"unknown method type {type!r}: choose one of {', '.join(sorted(METHODS))}")
-    accepted = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
-    unknown = sorted(set(options) - set(accepted))
-    if unknown:
-        raise UserError(f"method type {type!r} has no option {', '.join(unknown)}: "
-                        f"its options are {', '.join(accepted)}")
-    return cls(**options)
+    return build_registered(METHODS, "method type", type, options)
 
 
 __all__ = ["METHODS", "Method", "MethodOutput", "build_method"]

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
-from ccedit.errors import UserError
+from ccedit.registry import build_registered
 from ccedit.metrics.base import Metric
 from ccedit.metrics.clip import (
     ClipFrameConsecutive,
@@ -52,11 +51,4 @@ def build_metric(name: str, **options: Any) -> Metric:
 
     ```
     """
-    cls = METRICS.get(name)
-    if cls is None:
-        raise UserError(f"unknown metric {name!r}: choose one of {', '.join(sorted(METRICS))}")
-    accepted = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
-    unknown = sorted(set(options) - set(accepted))
-    if unknown:
-        raise UserError(f"metric {name!r} has no option {', '.join(unknown)}: its options are {', '.join(accepted)}")
-    return cls(**options)
+    return build_registered(METRICS, "metric", name, options)
