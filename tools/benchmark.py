@@ -55,10 +55,11 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
+sys.path.insert(0, str(REPO / "tools"))  # the benchmarks' shared FLOP accounting, also when loaded by the tests
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+from flop_accounting import counting_attention_flops, counts_attention_itself, flop_counter, gemm_peak_flops  # noqa: E402
 
 # Defaults per geometry: a whole run (3 rows x (FLOP count + runs), memory processes, sweep) fits in a few minutes
 # on a 2-core CPU for `medium`.
@@ -281,54 +282,23 @@ def branch_meter(modules: dict[str, list[torch.nn.Module]], seconds: dict[str, f
             h.remove()
 
 
-@contextlib.contextmanager
-def attention_flops():
-    """Count the FLOPs of `scaled_dot_product_attention` calls (QK^T and PV), which the counter misses on the CPU."""
-    original = F.scaled_dot_product_attention
-    counted_flops = {"flops": 0}
-
-    def counted(query, key, value, *args, **kwargs):
-        counted_flops["flops"] += (2 * query.shape[:-2].numel() * query.shape[-2] * key.shape[-2]
-                                   * (query.shape[-1] + value.shape[-1]))
-        return original(query, key, value, *args, **kwargs)
-
-    F.scaled_dot_product_attention = counted  # diffusers and ccedit look it up on the module at call time
-    try:
-        yield counted_flops
-    finally:
-        F.scaled_dot_product_attention = original
-
-
-def extra_flop_formulas() -> dict:
-    """FLOP formulas for operators the counter does not know: oneDNN's linear (ccedit's dense layers on the CPU)."""
-    if not hasattr(torch.ops.mkldnn, "_linear_pointwise"):
-        return {}
-
-    def linear(x_shape, w_shape, *args, out_shape=None, **kwargs) -> int:
-        return 2 * int(np.prod(x_shape[:-1])) * x_shape[-1] * w_shape[0]
-
-    return {torch.ops.mkldnn._linear_pointwise: linear}
-
-
 def count_flops(run, modules: dict[str, list[torch.nn.Module]]) -> dict[str, int]:
     """FLOPs of `run()`: `total`, `attention_added` (the hand-counted part), per branch, and `hint_frames`: the
     frames that went through the branch `hint encoder` (when there is one)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    counter = FlopCounterMode(display=False, custom_mapping=extra_flop_formulas())
+    counter = flop_counter()
     seconds: dict[str, float] = defaultdict(float)
     flops: dict[str, int] = defaultdict(int)
     hint_frames = [0]
     handles = [m.register_forward_pre_hook(lambda m, args: hint_frames.__setitem__(0, hint_frames[0] + len(args[0])))
                for m in modules.get("hint encoder", [])]
-    with attention_flops() as attention, counter:
+    with counting_attention_flops() as attention, counter:
         # A torch that counts the attention kernel itself lists it; then nothing is added (checked below).
         total = lambda: counter.get_total_flops() + attention["flops"]  # noqa: E731
         with branch_meter(modules, seconds, flops, total):
             run()
     for h in handles:
         h.remove()
-    if any("attention" in str(op) for op in counter.get_flop_counts().get("Global", {})):
+    if counts_attention_itself(counter):
         raise RuntimeError("this torch counts scaled_dot_product_attention itself: drop the hand count")
     return {"total": total(), "attention_added": attention["flops"], "hint_frames": hint_frames[0], **flops}
 
@@ -347,33 +317,6 @@ def model_flops(flops: dict[str, int], frames: int) -> int:
 
 
 # ----------------------------------------------------------------------------------------------- device peak
-
-
-def gemm_peak_flops(device: str, dtype: torch.dtype, size: int = 2048, repeats: int = 7) -> float:
-    """Dense matmul throughput of the device in FLOP/s: the median of timed `size`-cubed products, through the
-    fastest of torch's matmul and, on the CPU, oneDNN's (which ccedit's dense layers use: on AMD CPUs torch's BLAS
-    reaches about half of it)."""
-    from ccedit.models.cpu_linear import onednn_linear_available
-
-    a = torch.randn(size, size, device=device, dtype=dtype)
-    b = torch.randn(size, size, device=device, dtype=dtype)
-    kernels = {"torch.mm": lambda: torch.mm(a, b)}
-    if device == "cpu" and dtype == torch.float32 and onednn_linear_available():
-        kernels["onednn"] = lambda: torch.ops.mkldnn._linear_pointwise(a, b, None, "none", [], "")
-    best = 0.0
-    for kernel in kernels.values():
-        kernel()
-        times = []
-        for _ in range(repeats):
-            if device.startswith("cuda"):
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            kernel()
-            if device.startswith("cuda"):
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - start)
-        best = max(best, 2 * size**3 / statistics.median(times))
-    return best
 
 
 # ----------------------------------------------------------------------------------------------- workers

@@ -41,7 +41,6 @@ Reported per network:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import statistics
 import sys
 import time
@@ -49,17 +48,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks' shared FLOP accounting
 
 from diffusers import ControlNetModel, MotionAdapter, UNet2DConditionModel, UNetMotionModel  # noqa: E402
 from diffusers.utils import logging as diffusers_logging  # noqa: E402
 
 from ccedit.convert.geometry import Geometry  # noqa: E402
 from ccedit.models import AppearanceEncoder, CCEditTemporalAdapter, TridentModel, VideoUNet  # noqa: E402
+from ccedit.memory import measured_peak_bytes  # noqa: E402
 from ccedit.models.layers import randomize_zero_parameters  # noqa: E402
+from flop_accounting import counting_attention_flops, counts_attention_itself, flop_counter, gemm_peak_flops  # noqa: E402
 
 HEAD_DIM = 64
 CONTEXT_TOKENS = 77
@@ -150,65 +150,16 @@ def peer_forward(model: AnimateDiffControlNet, x: Inputs) -> torch.Tensor:
     return model(x.sample, x.timestep, x.context, x.structure_maps)
 
 
-@contextlib.contextmanager
-def counting_attention_flops():
-    """Count `2·N·Lq·Lk·(E + Ev)` per `F.scaled_dot_product_attention` call (QK^T and PV) while active."""
-    original = F.scaled_dot_product_attention
-    counts = {"flops": 0, "calls": 0}
-
-    def counted(query, key, value, *args, **kwargs):
-        n = query.shape[:-2].numel()
-        counts["flops"] += 2 * n * query.shape[-2] * key.shape[-2] * (query.shape[-1] + value.shape[-1])
-        counts["calls"] += 1
-        return original(query, key, value, *args, **kwargs)
-
-    F.scaled_dot_product_attention = counted  # ccedit and diffusers both look it up on the module at call time
-    try:
-        yield counts
-    finally:
-        F.scaled_dot_product_attention = original
-
-
 def count_flops(forward) -> tuple[int, int]:
     """`(total, attention)` FLOPs of one call of `forward`."""
-    counter = FlopCounterMode(display=False)
+    counter = flop_counter()
     with counting_attention_flops() as attention, counter:
         forward()
-    counted_sdpa = [op for op in counter.get_flop_counts().get("Global", {}) if "attention" in str(op)]
-    if counted_sdpa:  # a later torch may count the CPU kernel itself; then do not add it twice
+    if counts_attention_itself(counter):  # a later torch may count the CPU kernel itself; then do not add it twice
         return counter.get_total_flops(), 0
     if attention["calls"] == 0:
         raise RuntimeError("no scaled_dot_product_attention call was seen: the attention FLOPs would be missing")
     return counter.get_total_flops() + attention["flops"], attention["flops"]
-
-
-def peak_allocated_bytes(forward) -> int:
-    """High-water mark of bytes allocated through torch's CPU allocator during one call of `forward`."""
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
-        forward()
-    # Each "[memory]" event is one allocation (+bytes) or free (-bytes); frees of blocks allocated before the
-    # profiler started are not reported, so the running sum is exactly what this forward added.
-    events = sorted(
-        (e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"
-    )
-    peak = current = 0
-    for _, nbytes in events:
-        current += nbytes
-        peak = max(peak, current)
-    return peak
-
-
-def gemm_peak_flops(threads: int, repeats: int = 9, size: int = 2048) -> float:
-    """This machine's float32 matmul throughput in FLOP/s: median of `repeats` timed `size`-cubed `torch.mm`."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    out = torch.empty(size, size)
-    torch.mm(a, b, out=out)  # warm-up: thread pool and packing buffers
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        torch.mm(a, b, out=out)
-        times.append(time.perf_counter() - start)
-    return 2 * size**3 / statistics.median(times)
 
 
 def weight_bytes(module: torch.nn.Module) -> int:
@@ -259,7 +210,7 @@ def main(argv=None) -> int:
         flops, attention_flops, peak_bytes = {}, {}, {}
         for name, forward in forwards.items():
             flops[name], attention_flops[name] = count_flops(forward)
-            peak_bytes[name] = peak_allocated_bytes(forward)
+            peak_bytes[name] = measured_peak_bytes(forward)
             forward()
 
         # 3. Time the networks in alternating order, each round next to a GEMM peak measurement, so that load
@@ -267,14 +218,14 @@ def main(argv=None) -> int:
         peaks: list[float] = []
         times: dict[str, list[float]] = {name: [] for name in forwards}
         for run in range(args.runs):
-            peaks.append(gemm_peak_flops(args.threads))
+            peaks.append(gemm_peak_flops(repeats=9, onednn=False))
             for name in list(forwards)[:: 1 if run % 2 == 0 else -1]:
                 start = time.perf_counter()
                 forwards[name]()
                 times[name].append(time.perf_counter() - start)
             print(f"run {run + 1}/{args.runs}: " + ", ".join(f"{n} {t[-1]:.2f}s" for n, t in times.items()),
                   file=sys.stderr, flush=True)
-        peaks.append(gemm_peak_flops(args.threads))
+        peaks.append(gemm_peak_flops(repeats=9, onednn=False))
         peak = statistics.median(peaks)
 
         # 4. Report.
