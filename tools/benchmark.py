@@ -62,11 +62,12 @@ import torch  # noqa: E402
 from flop_accounting import counting_attention_flops, counts_attention_itself, flop_counter, gemm_peak_flops  # noqa: E402
 
 # Defaults per geometry: a whole run (3 rows x (FLOP count + runs), memory processes, sweep) fits in a few minutes
-# on a 2-core CPU for `medium`.
+# on a 2-core CPU for `medium`. Five repetitions there: one repetition's keyframe-to-text time ratio varies by
+# about 3 percentage points on a shared 2-core machine, about the size of the differences it is read for.
 DEFAULTS = {
-    "tiny": dict(height=128, width=128, frames=16, steps=4),
-    "medium": dict(height=96, width=96, frames=8, steps=2),
-    "sd15": dict(height=512, width=512, frames=16, steps=10),
+    "tiny": dict(height=128, width=128, frames=16, steps=4, runs=3),
+    "medium": dict(height=96, width=96, frames=8, steps=2, runs=5),
+    "sd15": dict(height=512, width=512, frames=16, steps=10, runs=2),
 }
 ROWS = ("ccedit", "ccedit+key", "peer")
 PROMPT = "a watercolor painting"
@@ -376,6 +377,9 @@ def worker_timing(cfg: dict) -> dict:
     for row in ("ccedit", "ccedit+key"):
         result[row]["time_ratio_to_peer_per_run"] = [
             a["total"] / b["total"] for a, b in zip(stages[row], stages["peer"])]
+    # The keyframe model's extra time per repetition: its spread says how far one run's ratio can be trusted.
+    result["keyframe_extra_time_per_run"] = [
+        a["total"] / b["total"] - 1 for a, b in zip(stages["ccedit+key"], stages["ccedit"])]
     return result
 
 
@@ -466,6 +470,7 @@ def summarise(cfg: dict, timing: dict, memory: dict, sweep: dict, model: dict) -
         out[f"{key}.time_per_flop_ratio_to_peer"] = out[f"{key}.time_ratio_to_peer"] / out[f"{key}.flop_ratio_to_peer"]
         out[f"{key}.mem_ratio_to_peer"] = out[f"{key}.peak_mem_mb"] / out["peer.peak_mem_mb"]
     out["keyframe.extra_time"] = out["ccedit_keyframe.seconds"]["total"] / out["ccedit.seconds"]["total"] - 1
+    out["keyframe.extra_time_per_run"] = timing["keyframe_extra_time_per_run"]
     out["keyframe.extra_flops"] = out["ccedit_keyframe.gflop_model"] / out["ccedit.gflop_model"] - 1
     out["sweep"] = sweep
     out.update(model)
@@ -520,7 +525,10 @@ def markdown(s: dict) -> str:
     lines += ["", f"ccedit/peer: time {s['ccedit.time_ratio_to_peer']:.2f}, FLOPs {s['ccedit.flop_ratio_to_peer']:.2f}, "
               f"time per FLOP {s['ccedit.time_per_flop_ratio_to_peer']:.2f}, "
               f"peak memory {s['ccedit.mem_ratio_to_peer']:.2f}; keyframe model: "
-              f"{100 * s['keyframe.extra_time']:+.0f}% time for {100 * s['keyframe.extra_flops']:+.0f}% FLOPs"]
+              f"{100 * s['keyframe.extra_time']:+.1f}% time (runs: "
+              f"{', '.join(f'{100 * r:+.1f}%' for r in s['keyframe.extra_time_per_run'])}) "
+              f"for {100 * s['keyframe.extra_flops']:+.1f}% FLOPs, MFU {s['ccedit_keyframe.mfu']:.3f} against the "
+              f"text model's {s['ccedit.mfu']:.3f}"]
     if s["sweep"]:
         lines += ["", f"clip-length sweep (ccedit text, {c['sweep_size']}x{c['sweep_size']}, {c['sweep_steps']} step, "
                   f"{c['window']}-frame windows, one process each):", "",
@@ -553,7 +561,7 @@ def main(argv=None) -> int:
     parser.add_argument("--guidance", type=float, default=7.5)
     parser.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--runs", type=int, default=2, help="timed repetitions per row, after a warm-up")
+    parser.add_argument("--runs", type=int, help="timed repetitions per row, after a warm-up (default: per geometry)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--compile", action="store_true", help="torch.compile every row's networks before timing")
     parser.add_argument("--sweep", default="17,34,68,136", help="clip lengths for the sweep ('' for none)")
@@ -566,7 +574,7 @@ def main(argv=None) -> int:
     d = DEFAULTS[args.geometry]
     cfg = dict(geometry=args.geometry, height=args.height or d["height"], width=args.width or d["width"],
                frames=args.frames or d["frames"], steps=args.steps or d["steps"], guidance=args.guidance,
-               dtype=args.dtype, device=args.device, runs=args.runs, threads=args.threads, window=args.window,
+               dtype=args.dtype, device=args.device, runs=args.runs or d["runs"], threads=args.threads, window=args.window,
                sweep_size=args.sweep_size, sweep_steps=args.sweep_steps, compile=args.compile)
     started = time.perf_counter()
 

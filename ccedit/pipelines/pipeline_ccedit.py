@@ -48,11 +48,17 @@ def keyframe_prior(keyframes: Keyframes, num_frames: int) -> torch.Tensor:
 
 
 def _cpu_kernels(call: Callable) -> Callable:
-    """Run a pipeline method with the CPU's fastest dense-layer kernels when it executes on the CPU."""
+    """Run a pipeline method with the CPU's fastest dense-layer kernels when it executes on the CPU.
+
+    Not once the networks are compiled: the compiler picks its own kernels, and compiled code guards on the active
+    function modes, so a network called both inside and outside the pipeline (the automatic keyframe's ControlNet,
+    a user's own call) would compile twice.
+    """
 
     @functools.wraps(call)
     def wrapper(self, *args, **kwargs):
-        with onednn_linear(self._onednn_linear and self._execution_device.type == "cpu"):
+        eager_cpu = self._execution_device.type == "cpu" and not self._networks_compiled
+        with onednn_linear(self._onednn_linear and eager_cpu):
             return call(self, *args, **kwargs)
 
     return wrapper
@@ -169,6 +175,7 @@ class CCEditPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         self._offload_device: torch.device | None = None
         self._side_branch_hooks: list = []
         self._onednn_linear = True
+        self._networks_compiled = False
 
     # ------------------------------------------------------------------ components and devices
 
@@ -249,6 +256,7 @@ class CCEditPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         for module in (trident.main, *trident.structure, trident.appearance):
             if module is not None:
                 module.compile(**kwargs)
+        self._networks_compiled = True
 
     def enable_onednn_linear(self) -> None:
         """On the CPU, run float32 dense layers through oneDNN (the default; `ccedit.models.cpu_linear`)."""

@@ -18,7 +18,9 @@ def test_compiled_networks_give_the_eager_edit(backend):
     pipe = load_pipeline("tiny", device="cpu", dtype="float32")
     video = np.random.default_rng(0).integers(0, 255, (4, 32, 32, 3), dtype=np.uint8)
     maps = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    pipe.disable_onednn_linear()  # compiled networks run torch's own dense layers: compare like with like
     expected = edit(pipe, video, maps)
+    pipe.enable_onednn_linear()
     calls = []
     trident = pipe.trident()
     handle = trident.main.register_forward_pre_hook(lambda m, a: calls.append(1))
@@ -31,4 +33,33 @@ def test_compiled_networks_give_the_eager_edit(backend):
     # the eager backend runs the traced graphs as they are; inductor fuses and reorders float arithmetic
     tolerance = 0 if backend == "eager" else 1e-3
     torch.testing.assert_close(got, expected, rtol=tolerance, atol=tolerance)
+    torch._dynamo.reset()
+
+
+def test_compiled_networks_are_not_compiled_again_outside_the_pipeline():
+    """A compiled network called by the pipeline and then directly (as the automatic keyframe calls the ControlNet,
+    or a user the trident) with the same inputs runs the same compiled code: the pipeline adds no function mode."""
+    torch._dynamo.reset()
+    pipe = load_pipeline("tiny", device="cpu", dtype="float32")
+    video = np.random.default_rng(0).integers(0, 255, (4, 32, 32, 3), dtype=np.uint8)
+    maps = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    graphs = []
+
+    def counting_backend(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    trident = pipe.trident()
+    seen = []
+    handle = trident.main.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append((args, kwargs)) if not seen else None, with_kwargs=True)
+    pipe.compile_networks(backend=counting_backend)
+    edit(pipe, video, maps)
+    handle.remove()
+    compiled = len(graphs)
+    assert compiled > 0 and seen
+    args, kwargs = seen[0]
+    with torch.no_grad():
+        trident.main(*args, **kwargs)
+    assert len(graphs) == compiled, "calling the compiled main branch outside the pipeline compiled it again"
     torch._dynamo.reset()
