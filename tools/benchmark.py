@@ -19,7 +19,8 @@ ControlNet; the scheduler is DDIM for both (one network evaluation per step), wi
 Timing (one process, `--runs` repetitions after a warm-up (the FLOP-counted edit), medians; the rows alternate
 within each repetition, so a neighbour's load on a shared machine hits all alike): per stage (annotators, encode:
 prompt + VAE encoding of keyframe or video, denoise, decode, write: the mp4 through ccedit's writer), seconds per
-step and per frame.
+step and per frame. The keyframe model's extra time is the median over the repetitions of its time over the text
+model's in the same repetition.
 Model FLOPs are counted over one edit with `torch.utils.flop_counter.FlopCounterMode`, plus the attention FLOPs it
 does not count for `scaled_dot_product_attention` on the CPU (`2·N·Lq·Lk·(E + Ev)` per call; checked at run time:
 when the counter does count the call, nothing is added). MFU = model FLOPs / time / the dense float GEMM
@@ -469,9 +470,12 @@ def summarise(cfg: dict, timing: dict, memory: dict, sweep: dict, model: dict) -
         out[f"{key}.flop_ratio_to_peer"] = out[f"{key}.gflop_model"] / out["peer.gflop_model"]
         out[f"{key}.time_per_flop_ratio_to_peer"] = out[f"{key}.time_ratio_to_peer"] / out[f"{key}.flop_ratio_to_peer"]
         out[f"{key}.mem_ratio_to_peer"] = out[f"{key}.peak_mem_mb"] / out["peer.peak_mem_mb"]
-    out["keyframe.extra_time"] = out["ccedit_keyframe.seconds"]["total"] / out["ccedit.seconds"]["total"] - 1
+    # Paired: the two rows of one repetition ran back to back under the same load, so the median of the
+    # repetitions' ratios is steadier than the ratio of the rows' medians (which may come from different ones).
     out["keyframe.extra_time_per_run"] = timing["keyframe_extra_time_per_run"]
+    out["keyframe.extra_time"] = statistics.median(out["keyframe.extra_time_per_run"])
     out["keyframe.extra_flops"] = out["ccedit_keyframe.gflop_model"] / out["ccedit.gflop_model"] - 1
+    out["keyframe.relative_utilisation"] = (1 + out["keyframe.extra_flops"]) / (1 + out["keyframe.extra_time"])
     out["sweep"] = sweep
     out.update(model)
     return out
@@ -525,10 +529,10 @@ def markdown(s: dict) -> str:
     lines += ["", f"ccedit/peer: time {s['ccedit.time_ratio_to_peer']:.2f}, FLOPs {s['ccedit.flop_ratio_to_peer']:.2f}, "
               f"time per FLOP {s['ccedit.time_per_flop_ratio_to_peer']:.2f}, "
               f"peak memory {s['ccedit.mem_ratio_to_peer']:.2f}; keyframe model: "
-              f"{100 * s['keyframe.extra_time']:+.1f}% time (runs: "
+              f"{100 * s['keyframe.extra_time']:+.1f}% time (median of the runs' "
               f"{', '.join(f'{100 * r:+.1f}%' for r in s['keyframe.extra_time_per_run'])}) "
-              f"for {100 * s['keyframe.extra_flops']:+.1f}% FLOPs, MFU {s['ccedit_keyframe.mfu']:.3f} against the "
-              f"text model's {s['ccedit.mfu']:.3f}"]
+              f"for {100 * s['keyframe.extra_flops']:+.1f}% FLOPs: its utilisation "
+              f"{s['keyframe.relative_utilisation']:.3f} of the text model's"]
     if s["sweep"]:
         lines += ["", f"clip-length sweep (ccedit text, {c['sweep_size']}x{c['sweep_size']}, {c['sweep_steps']} step, "
                   f"{c['window']}-frame windows, one process each):", "",
