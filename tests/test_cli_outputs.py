@@ -87,7 +87,7 @@ def test_each_long_stage_shows_a_bar_and_denoising_counts_steps_and_evaluations(
     assert main(args) == 0
     err = capsys.readouterr().err
     assert "decoding frames" in err and "canny maps" in err
-    # DPM++(2S) evaluates the network twice per step; one window covers the 4 frames.
-    assert "denoising: 2 steps x 2 evaluations x 1 windows" in err, err
+    # DPM++(2S) evaluates the network twice per step but once at the last; one window covers the 4 frames.
+    assert "denoising: 2 steps, 3 network evaluations x 1 windows" in err, err
     assert main([*args[:-2], "--overwrite", "--window", "2", "--overlap", "0", "sampling.scheduler=euler"]) == 0
-    assert "denoising: 2 steps x 1 evaluations x 2 windows" in capsys.readouterr().err
+    assert "denoising: 2 steps, 2 network evaluations x 2 windows" in capsys.readouterr().err

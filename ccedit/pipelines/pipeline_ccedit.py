@@ -554,7 +554,7 @@ class CCEditPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         per_step = -(-len(self.scheduler.timesteps) // num_inference_steps)  # evaluations per step (DPM++(2S): 2)
         steps_run = -(-evaluations // per_step)  # fewer than num_inference_steps with SDEdit
         bar = tqdm(total=evaluations * total_windows, disable=not progress, file=sys.stderr, unit="window",
-                   desc=f"denoising: {steps_run} steps x {per_step} evaluations x {total_windows} windows")
+                   desc=f"denoising: {steps_run} steps, {evaluations} network evaluations x {total_windows} windows")
         trident = self.trident()
         for pass_index, (frames, windows) in enumerate(passes):
             sub_conditions = conditions.for_frames(frames) if len(frames) < num_frames else conditions
