@@ -376,8 +376,13 @@ class EditSession:
         """The configured structure maps of `frames`, as uint8 `(T, 3, H, W)` (cached by content and settings);
         in pad mode they are computed on the picture only (`padded_content`), so the letterbox makes no edges."""
         content = padded_content(fit) if fit is not None else None
-        maps = compute_structure(frames, self.annotators, self.cfg.structure.cache_dir, self.cfg.structure.cache_max_gb,
-                                 content=content)
+        try:
+            maps = compute_structure(frames, self.annotators, self.cfg.structure.cache_dir,
+                                     self.cfg.structure.cache_max_gb, content=content)
+        finally:
+            for annotator in self.annotators:  # off the accelerator while the video model denoises
+                if hasattr(annotator, "release"):
+                    annotator.release()
         return [maps_to_uint8(m) for m in maps]
 
     def edit(self, job: EditJob) -> EditResult:

@@ -42,6 +42,7 @@ class Annotator:
         self.show_progress = show_progress
         self.device = torch.device("cpu")
         self.dtype = torch.float32
+        self._released = False  # networks parked on the CPU by `release()`, back on `device` at the next call
 
     def __call__(self, frames: np.ndarray) -> torch.Tensor:
         """Compute the structure maps of a clip.
@@ -54,6 +55,9 @@ class Annotator:
             `torch.Tensor` of shape `(frames, 3, height, width)`, `float32` on the CPU, values in `[0, 1]`.
         """
         check_frames(frames)
+        if self._released:
+            self._move(self.device, self.dtype)
+            self._released = False
         num_frames, height, width = frames.shape[:3]
         show = self.show_progress if self.show_progress is not None else num_frames > self.batch_size
 
@@ -97,7 +101,18 @@ class Annotator:
                 raise ValueError(f"`dtype` must be a floating point type, got {dtype}")
             self.dtype = dtype
         self._move(self.device, self.dtype)
+        self._released = False
         return self
+
+    def release(self) -> None:
+        """Park the networks on the CPU until the next call, which moves them back to `device`.
+
+        An edit keeps its annotators for the next clip; on an accelerator their weights would otherwise sit beside
+        the video model's while it denoises, memory the memory model does not count. Nothing to do on the CPU.
+        """
+        if self.device.type != "cpu" and not self._released:
+            self._move(torch.device("cpu"), self.dtype)
+            self._released = True
 
     def cache_key(self) -> dict[str, Any]:
         """The settings that determine this annotator's output, as a JSON-serialisable dict.
