@@ -1,0 +1,36 @@
+"""tools/check_cuda.py, the one script a session with a GPU runs first, works end to end (on the CPU here)."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+TOOL = Path(__file__).resolve().parents[1] / "tools" / "check_cuda.py"
+
+
+def load_tool():
+    spec = importlib.util.spec_from_file_location("check_cuda_tool", TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow  # about a minute, most of it compiling with inductor
+def test_every_check_runs_and_passes_on_the_cpu(tmp_path):
+    tool = load_tool()
+    out = tmp_path / "checks.json"
+    torch._dynamo.reset()
+    try:
+        failed = tool.main(["--device", "cpu", "--geometry", "tiny", "--dtype", "bfloat16", "--height", "32",
+                            "--width", "32", "--frames", "4", "--steps", "1", "--json", str(out)])
+    finally:
+        torch._dynamo.reset()
+    report = json.loads(out.read_text())
+    checks = {name: r for name, r in report.items() if name != "config"}
+    assert set(checks) == {"bfloat16", "memory model", "cpu offload", "compile"}
+    assert failed == 0, {name: r for name, r in checks.items() if not r["ok"]}
+    # bfloat16 frames differ from float32 ones; the compile check judges against that difference
+    assert checks["compile"]["eager_mean_difference_to_float32"] > 0
+
