@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -16,6 +17,14 @@ SHARED = REPO.parent / "shared"
 REFERENCE = SHARED / "reference" / "ccedit"
 VIDEOS = SHARED / "data" / "videos"
 KEYFRAMES = SHARED / "data" / "keyframes"
+
+
+def load_tool(name: str):
+    """A script of `tools/` imported as a module (they are scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(f"tool_{name}", REPO / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def require(path: Path) -> Path:

@@ -1,19 +1,9 @@
 """tools/benchmark.py's accounting: FLOPs with the attention the counter misses, per branch, exactly."""
 
-import importlib.util
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 
-TOOL = Path(__file__).resolve().parents[1] / "tools" / "benchmark.py"
-
-
-def load_tool():
-    spec = importlib.util.spec_from_file_location("benchmark_tool", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.conftest import load_tool
 
 
 class Attend(torch.nn.Module):
@@ -27,7 +17,7 @@ class Attend(torch.nn.Module):
 
 
 def test_count_flops_adds_attention_and_splits_branches():
-    tool = load_tool()
+    tool = load_tool("benchmark")
     inner, outer = Attend(), torch.nn.Linear(16, 8, bias=False)
     x = torch.randn(2, 3, 10, 16)
 
@@ -45,7 +35,7 @@ def test_count_flops_adds_attention_and_splits_branches():
 
 
 def test_model_flops_count_the_hint_encoding_once_per_frame():
-    tool = load_tool()
+    tool = load_tool("benchmark")
     hint, net = torch.nn.Linear(16, 16, bias=False), torch.nn.Linear(16, 16, bias=False)
     frames = torch.randn(3, 16)
 
@@ -70,7 +60,7 @@ def test_dense_layers_run_through_onednn_are_counted():
         import pytest
 
         pytest.skip("this torch has no oneDNN")
-    tool = load_tool()
+    tool = load_tool("benchmark")
     layer = torch.nn.Linear(16, 8)
     x = torch.randn(2, 5, 16)
 

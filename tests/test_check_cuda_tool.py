@@ -1,25 +1,16 @@
 """tools/check_cuda.py, the one script a session with a GPU runs first, works end to end (on the CPU here)."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
-TOOL = Path(__file__).resolve().parents[1] / "tools" / "check_cuda.py"
-
-
-def load_tool():
-    spec = importlib.util.spec_from_file_location("check_cuda_tool", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.conftest import load_tool
 
 
 @pytest.mark.slow  # about a minute, most of it compiling with inductor
 def test_every_check_runs_and_passes_on_the_cpu(tmp_path):
-    tool = load_tool()
+    tool = load_tool("check_cuda")
     out = tmp_path / "checks.json"
     torch._dynamo.reset()
     try:
