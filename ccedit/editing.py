@@ -380,7 +380,7 @@ class EditSession:
             maps = compute_structure(frames, self.annotators, self.cfg.structure.cache_dir,
                                      self.cfg.structure.cache_max_gb, content=content)
         finally:
-            for annotator in self.annotators:  # off the accelerator while the video model denoises
+            for annotator in self._annotators or ():  # off the accelerator while the video model denoises
                 if hasattr(annotator, "release"):
                     annotator.release()
         return [maps_to_uint8(m) for m in maps]
