@@ -24,4 +24,3 @@ def test_every_check_runs_and_passes_on_the_cpu(tmp_path):
     assert failed == 0, {name: r for name, r in checks.items() if not r["ok"]}
     # bfloat16 frames differ from float32 ones; the compile check judges against that difference
     assert checks["compile"]["eager_mean_difference_to_float32"] > 0
-

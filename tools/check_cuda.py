@@ -13,10 +13,11 @@ number of failed checks:
 - `memory model`: `ccedit.memory.estimate_edit_memory` against `torch.cuda.max_memory_allocated` of the same edit
   (weights included), within 15%.
 - `cpu offload`: with `enable_model_cpu_offload` the frames equal the resident edit's and the peak is lower.
-- `compile`: `compile_networks()` gives frames no further from the float32 eager edit's than the eager edit at the
-  same precision (mean absolute difference at most 1.5x the eager one's + 0.5/255: the compiler keeps fused
-  half-precision arithmetic in float32, so its frames differ from the eager half-precision ones by about as much
-  as those differ from float32), and its seconds per step.
+- `compile`: `compile_networks()` gives, in float32, the eager edit's frames (within 2/255); in half precision,
+  frames no further from the float32 eager edit's than the eager edit at the same precision (mean absolute
+  difference at most 1.5x the eager one's + 0.5/255: the compiler keeps fused half-precision arithmetic in
+  float32, so its frames differ from the eager half-precision ones by about as much as those differ from
+  float32); and its seconds per step.
 
 `--device cpu --geometry tiny --dtype float32` runs the same checks on the CPU (the memory check then uses the CPU
 allocator's high-water mark, the offload check moves nothing).
@@ -166,7 +167,11 @@ def main(argv=None) -> int:
     compile_seconds = time.perf_counter() - started
     compiled, compiled_step, _ = edit(pipe, video, maps, args.steps, args.device)
     eager_error, compiled_error = mean_difference(frames, reference), mean_difference(compiled, reference)
-    check("compile", compiled_error <= 1.5 * eager_error + 0.5, mean_difference_to_float32=compiled_error,
+    if dtype == torch.float32:  # no precision to explain a difference: the eager frames within 2/255
+        close = max_difference(compiled, frames) <= 2
+    else:
+        close = compiled_error <= 1.5 * eager_error + 0.5
+    check("compile", close, mean_difference_to_float32=compiled_error,
           eager_mean_difference_to_float32=eager_error, max_difference_to_eager=max_difference(compiled, frames),
           seconds_per_step=compiled_step, eager_seconds_per_step=step_seconds, compile_seconds=compile_seconds)
 

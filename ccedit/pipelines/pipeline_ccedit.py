@@ -57,7 +57,7 @@ def _cpu_kernels(call: Callable) -> Callable:
 
     @functools.wraps(call)
     def wrapper(self, *args, **kwargs):
-        eager_cpu = self._execution_device.type == "cpu" and not self._networks_compiled
+        eager_cpu = self._execution_device.type == "cpu" and not self.networks_compiled()
         with onednn_linear(self._onednn_linear and eager_cpu):
             return call(self, *args, **kwargs)
 
@@ -175,7 +175,6 @@ class CCEditPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         self._offload_device: torch.device | None = None
         self._side_branch_hooks: list = []
         self._onednn_linear = True
-        self._networks_compiled = False
 
     # ------------------------------------------------------------------ components and devices
 
@@ -252,11 +251,17 @@ class CCEditPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         The first call of each shape compiles (tens of seconds); later calls of the same shapes run the compiled
         code. The main branch is compiled as one module, not the base UNet: its forward is the one that runs.
         """
+        for module in self._step_networks():
+            module.compile(**kwargs)
+
+    def networks_compiled(self) -> bool:
+        """Whether a network called at every step runs compiled (by `compile_networks()` or its own `compile()`)."""
+        return any(module._compiled_call_impl is not None for module in self._step_networks())
+
+    def _step_networks(self) -> list[torch.nn.Module]:
+        """The networks called at every step: the main branch, the ControlNets and the appearance encoder."""
         trident = self.trident()
-        for module in (trident.main, *trident.structure, trident.appearance):
-            if module is not None:
-                module.compile(**kwargs)
-        self._networks_compiled = True
+        return [m for m in (trident.main, *trident.structure, trident.appearance) if m is not None]
 
     def enable_onednn_linear(self) -> None:
         """On the CPU, run float32 dense layers through oneDNN (the default; `ccedit.models.cpu_linear`)."""
