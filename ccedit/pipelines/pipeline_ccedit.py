@@ -225,8 +225,7 @@ class CCEditPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
             _, previous = cpu_offload_with_hook(module, self._offload_device, prev_module_hook=previous)
             hooks.append(previous)
         self._side_branch_hooks = [
-            cpu_offload_with_hook(module, self._offload_device)[1] for module in (*self.controlnets, self.appearance)
-            if module is not None
+            cpu_offload_with_hook(module, self._offload_device)[1] for module in self._side_branches()
         ]
         self._all_hooks = hooks + self._side_branch_hooks
 
@@ -260,8 +259,11 @@ class CCEditPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
 
     def _step_networks(self) -> list[torch.nn.Module]:
         """The networks called at every step: the main branch, the ControlNets and the appearance encoder."""
-        trident = self.trident()
-        return [m for m in (trident.main, *trident.structure, trident.appearance) if m is not None]
+        return [self.trident().main, *self._side_branches()]
+
+    def _side_branches(self) -> list[torch.nn.Module]:
+        """The networks called at every step beside the main branch: the ControlNets and the appearance encoder."""
+        return [m for m in (*self.controlnets, self.appearance) if m is not None]
 
     def enable_onednn_linear(self) -> None:
         """On the CPU, run float32 dense layers through oneDNN (the default; `ccedit.models.cpu_linear`)."""
@@ -284,7 +286,7 @@ class CCEditPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
     def _onload_side_branches(self) -> None:
         """Under CPU offload, move the ControlNets and appearance encoder to the accelerator now: the hint encoding
         calls a ControlNet's encoder layer, not its `forward`, where its hook sits."""
-        for module in (*self.controlnets, self.appearance):
+        for module in self._side_branches():
             hook = getattr(module, "_hf_hook", None)
             if hook is not None:
                 hook.pre_forward(module)
