@@ -277,6 +277,12 @@ def window_length(config: EditConfig) -> int:
     return config.windows.length if config.windows.length is not None else config.model.num_frames
 
 
+def structure_controlnets(config: EditConfig) -> list[str | None]:
+    """One ControlNet per structure annotator: `structure.controlnets`, padded with None (the model's own)."""
+    names = config.structure.annotators
+    return (list(config.structure.controlnets) + [None] * len(names))[: len(names)]
+
+
 def hierarchical_setting(config: EditConfig) -> bool | None:
     """`windows.hierarchical` for the pipeline: None (auto), True or False."""
     return {"auto": None, "true": True, "false": False}[config.windows.hierarchical]

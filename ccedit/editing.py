@@ -332,14 +332,15 @@ class EditSession:
 
     def structure_controlnets(self) -> list[str | None]:
         """One ControlNet per annotator (None: the model's own), refused at once when the model has too few."""
-        names = self.cfg.structure.annotators
-        nets = list(self.cfg.structure.controlnets) + [None] * (len(names) - len(self.cfg.structure.controlnets))
+        from .config import structure_controlnets
+
+        nets = structure_controlnets(self.cfg)
         if nets.count(None) > 1:
             raise UserError(
-                f"{len(names)} structure annotators need {len(names)} ControlNets but the model has one: add the "
+                f"{len(nets)} structure annotators need {len(nets)} ControlNets but the model has one: add the "
                 "others with structure.controlnets=[null,<path or hub id>]"
             )
-        return nets[: len(names)]
+        return nets
 
     @property
     def pipe(self):

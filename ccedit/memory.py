@@ -24,15 +24,17 @@ import contextlib
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from .convert.networks import build_network_modules
+if TYPE_CHECKING:
+    from .pipelines.skeleton import NetworkSkeleton
 
-CONTEXT_TOKENS = 77
+
 # CUDA context, cuBLAS/cuDNN workspaces: not tensors of the edit, but on the card. Typical for a recent driver.
 CUDA_RUNTIME_BYTES = 600 * 2**20
 # Clip-sized float32 latent tensors alive during denoising: latents, the noise, the model input of both halves,
@@ -216,74 +218,76 @@ def estimate_edit_memory(
     decode_chunk_size: int = 8,
     vae_slicing: bool = False,
     geometry: str = "sd15",
+    networks: NetworkSkeleton | None = None,
     hint_cache_bytes: int | None = None,
     device_type: str = "cuda",
 ) -> MemoryEstimate:
     """Estimate an edit's peak accelerator memory (see the module docstring for what is and is not counted).
 
     Args:
-        height, width: frame size in pixels (multiples of 8).
+        height, width: frame size in pixels (multiples of the VAE's factor).
         num_frames: frames of the clip; window_length: frames per network call (default: the whole clip).
         dtype: the networks' precision. guidance: classifier-free guidance (two halves per call).
-        keyframe: the keyframe model, acting (appearance branch and cross-frame attention).
-        num_controlnets: structure ControlNets. cpu_offload: only the running stage's networks on the device.
+        keyframe: a keyframe acts (the appearance branch runs; for a named geometry, the keyframe model is built:
+            appearance branch and cross-frame attention).
+        num_controlnets: structure ControlNets of a named geometry. cpu_offload: only the running stage's networks
+            on the device.
         batch: prompts edited together. decode_chunk_size: frames per VAE decode.
         vae_slicing: the VAE decodes the frames of a chunk one at a time (`enable_vae_slicing`).
         device_type: `cuda` or `cpu` (where convolutions need a transient buffer, and the host is the device).
         geometry: a name of `ccedit.pipelines.tiny.GEOMETRIES`: `tiny`, `medium` or `sd15` (the released size);
             the VAE and text encoder are those of the same name.
+        networks (`NetworkSkeleton`, *optional*): the model's own networks on the meta device
+            (`skeleton.model_skeleton`), instead of a named geometry's.
     """
-    from diffusers import ControlNetModel
-
-    from .models import TridentModel, VideoUNet
+    from .models import TridentModel
+    from .models.trident import build_trident
     from .pipelines.clip_denoiser import APPEARANCE_TIMESTEPS_PER_CALL, ENCODE_CHUNK_FRAMES, HINT_CACHE_BYTES
-    from .pipelines.tiny import GEOMETRIES, build_text_encoder, build_vae
+    from .pipelines.skeleton import geometry_skeleton
 
-    if height % 8 or width % 8:
-        raise ValueError(f"frame size must be a multiple of 8, got {width}x{height}")
+    nets = (networks or geometry_skeleton(geometry, keyframe, num_controlnets)).to(dtype)
+    vae, text_encoder, structure = nets.vae, nets.text_encoder, nets.controlnets
+    factor = 2 ** (len(vae.config.block_out_channels) - 1)
+    if height % factor or width % factor:
+        raise ValueError(f"frame size must be a multiple of {factor}, got {width}x{height}")
     size = torch.finfo(dtype).bits // 8
-    if geometry not in GEOMETRIES:
-        raise ValueError(f"unknown geometry {geometry!r}: one of {', '.join(GEOMETRIES)}")
-    geo = GEOMETRIES[geometry]
     window = num_frames if window_length is None else min(window_length, num_frames)
-    h, w = height // 8, width // 8
+    h, w = height // factor, width // factor
     n = batch * (2 if guidance else 1)
-
-    nets = build_network_modules(geo, keyframe, device="meta")
-    for net in nets.values():
-        torch.nn.Module.to(net, dtype)  # diffusers' own `to` warns about float32 modules meta networks do not have
-    with torch.device("meta"):
-        extra = [ControlNetModel(**geo.controlnet_config()) for _ in range(num_controlnets - 1)]
-        vae = torch.nn.Module.to(build_vae(geometry), dtype)
-        text_encoder = build_text_encoder(geometry, vocab_size=49408 if geometry == "sd15" else 514).to(dtype)
     if vae_slicing:
         vae.enable_slicing()
-    structure = [nets["controlnet"], *(torch.nn.Module.to(c, dtype) for c in extra)]
-    trident = TridentModel(VideoUNet(nets["unet"], nets["temporal"]), structure, nets.get("appearance")).eval()
+    with torch.device("meta"):  # a main branch may assemble a model around the base (AnimateDiff's motion UNet)
+        trident: TridentModel = build_trident(nets.unet, nets.temporal, structure, nets.appearance).eval()
+    keyframe = keyframe and nets.appearance is not None
+    per_timestep = keyframe and trident.appearance_per_timestep
     weights = {
-        "unet": _bytes(nets["unet"]), "temporal": _bytes(nets["temporal"]),
-        "controlnet": sum(_bytes(c) for c in structure), "appearance": _bytes(nets.get("appearance")),
+        "unet": _bytes(nets.unet), "temporal": _bytes(nets.temporal),
+        "controlnet": sum(_bytes(c) for c in structure), "appearance": _bytes(nets.appearance),
         "vae": _bytes(vae), "text_encoder": _bytes(text_encoder),
     }
 
     meta = dict(device="meta", dtype=dtype)
-    channels0 = geo.block_out_channels[0]
-    hint_bytes = num_controlnets * channels0 * num_frames * h * w * size
+    latent_channels = nets.unet.config.in_channels
+    tokens, context_dim = text_encoder.config.max_position_embeddings, nets.unet.config.cross_attention_dim
+    hint_channels = [net.config.block_out_channels[0] for net in structure]
+    hint_bytes = sum(hint_channels) * num_frames * h * w * size
     keep_hints = hint_bytes <= (HINT_CACHE_BYTES if hint_cache_bytes is None else hint_cache_bytes)
 
-    # Working memory of one window call: appearance residuals (once per timestep, held across the windows), the
-    # window's hints sliced from the clip's and the network call itself.
+    # Working memory of one window call: appearance residuals (once per timestep, held across the windows, or
+    # SparseCtrl's own call on the window), the window's hints sliced from the clip's and the network call itself.
     def window_call():
-        sample = torch.empty(n, geo.in_channels, window, h, w, **meta)
-        text = torch.empty(n, CONTEXT_TOKENS, geo.context_dim, **meta)
-        hints = [torch.empty(1, channels0, window, h, w, **meta)[:, :, :].clone() for _ in structure]
-        appearance = None
-        if keyframe:
-            keys = torch.empty(1, geo.in_channels, h, w, **meta)
+        sample = torch.empty(n, latent_channels, window, h, w, **meta)
+        text = torch.empty(n, tokens, context_dim, **meta)
+        hints = [torch.empty(1, c, window, h, w, **meta)[:, :, :].clone() for c in hint_channels]
+        appearance, condition = None, None
+        if per_timestep:
+            keys = torch.empty(1, latent_channels, h, w, **meta)
             appearance = trident.appearance_residuals(keys, torch.tensor(500), range(1)).repeat_to(n)
+        elif keyframe:
+            condition = (torch.empty(1, 1, latent_channels, h, w, **meta), [window // 2])
         return trident(
-            sample, torch.full((n,), 500), text, structure_hints=[x.expand(n, -1, -1, -1, -1) for x in hints],
-            structure_scale=[1.0] * len(structure), appearance=appearance,
+            sample, torch.full((n,), 500, device="meta"), text, structure_hints=[x.expand(n, -1, -1, -1, -1) for x in hints],
+            structure_scale=[1.0] * len(structure), appearance=appearance, appearance_condition=condition,
         )
 
     def hint_chunk():
@@ -291,21 +295,22 @@ def estimate_edit_memory(
         return trident.encode_structure(maps)
 
     def decode_chunk():
-        return vae.decode(torch.empty(min(decode_chunk_size, num_frames * batch), 4, h, w, **meta)).sample
+        return vae.decode(torch.empty(min(decode_chunk_size, num_frames * batch), vae.config.latent_channels, h, w,
+                                      **meta)).sample
 
     working = {
-        "window call": traced_peak_bytes(window_call, device_type) + n * geo.in_channels * window * h * w * size,
+        "window call": traced_peak_bytes(window_call, device_type) + n * latent_channels * window * h * w * size,
         "hint encoding": traced_peak_bytes(hint_chunk, device_type) if keep_hints else 0,
         "VAE decode": traced_peak_bytes(decode_chunk, device_type),
     }
-    clip_latents = batch * geo.in_channels * num_frames * h * w * 4
+    clip_latents = batch * latent_channels * num_frames * h * w * 4
     held = {
         "clip latents and scheduler state": CLIP_LATENT_COPIES * clip_latents * (2 if guidance else 1) // 2,
         "clip hint encodings": hint_bytes if keep_hints else 0,
     }
-    if keyframe:  # the appearance branch runs for several coming timesteps at once; the window call holds one
+    if per_timestep:  # the appearance branch runs for several coming timesteps at once; the window call holds one
         with torch.no_grad():
-            step = trident.appearance_residuals(torch.empty(1, geo.in_channels, h, w, **meta), torch.tensor(500), [0])
+            step = trident.appearance_residuals(torch.empty(1, latent_channels, h, w, **meta), torch.tensor(500), [0])
         step_bytes = sum(t.numel() * t.element_size() for t in (*step.down, step.mid))
         held["appearance residuals of the next timesteps"] = (APPEARANCE_TIMESTEPS_PER_CALL - 1) * step_bytes
     networks = ("unet", "temporal", "controlnet", "appearance")

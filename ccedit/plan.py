@@ -8,14 +8,13 @@ settings (`estimate_network_memory`, which the memory guard uses too), and what 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from .config import EditConfig, hierarchical_setting, window_length
+from .config import EditConfig, hierarchical_setting, structure_controlnets, window_length
 from .memory import MemoryEstimate, estimate_edit_memory
 from .pipelines.windows import plan_passes
 from .resources import MemoryNeed, edit_memory_need
@@ -50,20 +49,6 @@ class EditPlan:
         ]
 
 
-def model_geometry(model: str) -> str:
-    """The named geometry (`ccedit.pipelines.tiny.GEOMETRIES`) of a model, from its configs alone."""
-    from .pipelines.tiny import GEOMETRIES
-
-    if model == "tiny":
-        return "tiny"
-    config = Path(model).expanduser() / "unet" / "config.json"
-    channels = json.loads(config.read_text()).get("block_out_channels") if config.is_file() else None
-    for name, geometry in GEOMETRIES.items():
-        if channels == geometry.block_out_channels:
-            return name
-    return "sd15"  # a hub id or an unreadable folder: the released size
-
-
 def acting_keyframes(cfg: EditConfig, keyframes: Sequence) -> list:
     """The keyframes that act on the edit: none at `sampling.appearance_scale=0`, where they get no windows of
     their own and no appearance branch."""
@@ -76,14 +61,21 @@ def estimate_network_memory(
     """The memory model's estimate of an edit under `cfg` on `device`: the dtype, geometry, offload and VAE slicing
     the edit will load with; `keyframes` (indices or `KeyframeSpec`s) only count when they act."""
     from .pipelines.loading import offloads, resolve_dtype
+    from .pipelines.skeleton import model_skeleton
 
-    return estimate_edit_memory(
+    controlnets = structure_controlnets(cfg)
+    networks = model_skeleton(cfg.model.path, controlnets, cfg.model.parts)
+    estimate = estimate_edit_memory(
         height=height, width=width, num_frames=num_frames, window_length=window_length(cfg),
         dtype=resolve_dtype(cfg.model.dtype, device), guidance=cfg.sampling.guidance_scale > 1,
-        keyframe=bool(acting_keyframes(cfg, keyframes)), num_controlnets=len(cfg.structure.annotators),
+        keyframe=bool(acting_keyframes(cfg, keyframes)), num_controlnets=len(controlnets),
         cpu_offload=offloads(cfg.model.cpu_offload, device), vae_slicing=cfg.model.vae_slicing,
-        geometry=model_geometry(cfg.model.path), device_type=device.type,
+        networks=networks, device_type=device.type,
     )
+    if networks is None:  # a hub id: nothing is fetched for an estimate
+        estimate.notes.append(f"the configs of model {cfg.model.path} are not in local folders: estimated for "
+                              "CCEdit's released size (SD-1.5)")
+    return estimate
 
 
 def plan_edit(cfg: EditConfig, num_frames: int, height: int, width: int, keyframe_frames: list[int],

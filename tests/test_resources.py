@@ -29,6 +29,14 @@ def _network(**changes):
     return estimate_edit_memory(**{**settings, **changes})
 
 
+def _tiny_model_network(keyframe: bool):
+    """`--model tiny` is the keyframe model: its appearance encoder and cross-frame attention are loaded (and the
+    attention runs) whether or not a keyframe acts."""
+    from ccedit.pipelines.skeleton import geometry_skeleton
+
+    return _network(keyframe=keyframe, networks=geometry_skeleton("tiny", keyframe=True))
+
+
 def _need(network, num_frames=16):
     return edit_memory_need(network, num_frames=num_frames, **CLIP)
 
@@ -45,10 +53,13 @@ def test_the_guards_network_figure_is_the_memory_models_peak_for_the_edits_setti
     cfg = load_edit_config(dotlist=["model.path=tiny", "windows.length=16"])
     network = plan.estimate_network_memory(cfg, num_frames=16, height=96, width=160, keyframes=[],
                                            device=torch.device("cpu"))
-    assert network.peak_bytes == _network().peak_bytes  # float32 on the CPU, tiny geometry, VAE slicing on
+    # float32 on the CPU, the tiny keyframe model's networks, VAE slicing on
+    assert network.peak_bytes == _tiny_model_network(keyframe=False).peak_bytes
+    assert network.weights["appearance"] == _network(keyframe=True).weights["appearance"] > 0
     keyed = plan.estimate_network_memory(cfg, num_frames=16, height=96, width=160, keyframes=["auto"],
                                          device=torch.device("cpu"))
-    assert keyed.peak_bytes == _network(keyframe=True).peak_bytes != network.peak_bytes
+    assert keyed.peak_bytes == _tiny_model_network(keyframe=True).peak_bytes
+    assert keyed.stages["denoising"] > network.stages["denoising"]  # the appearance branch runs
     muted = load_edit_config(dotlist=["model.path=tiny", "windows.length=16", "sampling.appearance_scale=0"])
     assert plan.estimate_network_memory(muted, num_frames=16, height=96, width=160, keyframes=["auto"],
                                         device=torch.device("cpu")).peak_bytes == network.peak_bytes

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
+from diffusers import AutoencoderKL, ControlNetModel, MotionAdapter, SparseControlNetModel, UNet2DConditionModel
 from transformers import CLIPTextModel
 
 from .. import hub
@@ -22,6 +22,12 @@ logger = logging.getLogger(__name__)
 # The folder layout `ccedit convert` writes (diffusers-style, one sub-folder per component).
 REQUIRED_SUBFOLDERS = ("unet", "temporal", "controlnet", "vae", "text_encoder")
 DEPTH_SUBFOLDER = "depth_estimator"
+# The class of each network of a model folder, by subfolder (`_load_model` loads them, `skeleton` builds them
+# from their configs alone).
+MODEL_NETWORKS = {
+    "unet": UNet2DConditionModel, "temporal": CCEditTemporalAdapter, "controlnet": ControlNetModel,
+    "vae": AutoencoderKL, "text_encoder": CLIPTextModel, "appearance": AppearanceEncoder,
+}
 HOW_TO_GET = "convert a released CCEdit checkpoint with `ccedit convert CKPT --out DIR` and pass --model DIR"
 
 
@@ -77,12 +83,17 @@ OPEN_TRIDENT_PARTS = {
     "controlnet": "the structure ControlNet (SD-1.5)",
     "sparsectrl": "SparseCtrl-RGB, the appearance branch (optional: null for text-guided edits only)",
 }
+# The open trident's networks: class, the part that holds it and the subfolder there.
+OPEN_TRIDENT_NETWORKS = {
+    "unet": (UNet2DConditionModel, "base", "unet"), "vae": (AutoencoderKL, "base", "vae"),
+    "text_encoder": (CLIPTextModel, "base", "text_encoder"), "temporal": (MotionAdapter, "motion_adapter", None),
+    "controlnet": (ControlNetModel, "controlnet", None), "appearance": (SparseControlNetModel, "sparsectrl", None),
+}
 
 
 def load_open_trident(parts: dict, controlnets: Sequence[str | None], scheduler: str, dtype: torch.dtype) -> CCEditPipeline:
     """The open trident from its parts: an SD-1.5 base, AnimateDiff motion modules, ControlNets, SparseCtrl-RGB."""
-    from diffusers import MotionAdapter, SparseControlNetModel
-
+    cls = {name: entry[0] for name, entry in OPEN_TRIDENT_NETWORKS.items()}
     unknown = set(parts) - set(OPEN_TRIDENT_PARTS)
     missing = [p for p in ("base", "motion_adapter", "controlnet") if not parts.get(p)]
     if unknown or missing:
@@ -95,19 +106,21 @@ def load_open_trident(parts: dict, controlnets: Sequence[str | None], scheduler:
     adapter_path = str(resolve_model_folder(parts["motion_adapter"], "motion adapter"))
     own_net = str(resolve_model_folder(parts["controlnet"], "ControlNet"))
     nets = [
-        _load(ControlNetModel, own_net if c is None else str(resolve_model_folder(c, "ControlNet")), None, "ControlNet", **kwargs)
+        _load(cls["controlnet"], own_net if c is None else str(resolve_model_folder(c, "ControlNet")), None, "ControlNet",
+              **kwargs)
         for c in controlnets
     ]
     sparse = None
     if parts.get("sparsectrl"):
         sparse_path = str(resolve_model_folder(parts["sparsectrl"], "SparseCtrl"))
-        sparse = _load(SparseControlNetModel, sparse_path, None, "SparseCtrl appearance branch", **kwargs)
+        sparse = _load(cls["appearance"], sparse_path, None, "SparseCtrl appearance branch", **kwargs)
     return CCEditPipeline(
-        vae=_load(AutoencoderKL, base, "vae", "VAE", **kwargs),
-        text_encoder=_load(CLIPTextModel, base, "text_encoder", "text encoder", dtype=dtype, trust_remote_code=False),
+        vae=_load(cls["vae"], base, "vae", "VAE", **kwargs),
+        text_encoder=_load(cls["text_encoder"], base, "text_encoder", "text encoder", dtype=dtype,
+                           trust_remote_code=False),
         tokenizer=load_tokenizer(base),
-        unet=_load(UNet2DConditionModel, base, "unet", "base UNet", **kwargs),
-        temporal=_load(MotionAdapter, adapter_path, None, "motion adapter", **kwargs),
+        unet=_load(cls["unet"], base, "unet", "base UNet", **kwargs),
+        temporal=_load(cls["temporal"], adapter_path, None, "motion adapter", **kwargs),
         controlnet=nets, scheduler=build_scheduler(scheduler), appearance=sparse, sampling_convention="diffusers",
     )
 
@@ -172,18 +185,20 @@ def _load_model(model, controlnets, tokenizer, scheduler, dtype, device) -> CCEd
         raise ModelNotFoundError(f"{model} is not a ccedit model folder: missing {', '.join(missing)}/; {HOW_TO_GET}")
     path = str(folder)
     kwargs = dict(torch_dtype=dtype_)
-    unet = _load(UNet2DConditionModel, path, "unet", "base UNet", **kwargs)
-    temporal = _load(CCEditTemporalAdapter, path, "temporal", "temporal layers", **kwargs)
-    vae = _load(AutoencoderKL, path, "vae", "VAE", **kwargs)
+    cls = MODEL_NETWORKS
+    unet = _load(cls["unet"], path, "unet", "base UNet", **kwargs)
+    temporal = _load(cls["temporal"], path, "temporal", "temporal layers", **kwargs)
+    vae = _load(cls["vae"], path, "vae", "VAE", **kwargs)
     # transformers classes take `trust_remote_code`: never run code shipped in a model folder. (diffusers' model
     # classes have no such option; they only ever build their own class.)
-    text_encoder = _load(CLIPTextModel, path, "text_encoder", "text encoder", dtype=dtype_, trust_remote_code=False)
+    text_encoder = _load(cls["text_encoder"], path, "text_encoder", "text encoder", dtype=dtype_,
+                         trust_remote_code=False)
     has_appearance = (folder / "appearance").is_dir()
-    appearance = _load(AppearanceEncoder, path, "appearance", "appearance encoder", **kwargs) if has_appearance else None
+    appearance = _load(cls["appearance"], path, "appearance", "appearance encoder", **kwargs) if has_appearance else None
     nets = [
-        _load(ControlNetModel, path, "controlnet", "ControlNet", **kwargs) if c is None
-        else _load(ControlNetModel, str(resolve_model_folder(c, "ControlNet", "structure.controlnets=[..., DIR]")), None,
-                   "ControlNet", **kwargs)
+        _load(cls["controlnet"], path, "controlnet", "ControlNet", **kwargs) if c is None
+        else _load(cls["controlnet"], str(resolve_model_folder(c, "ControlNet", "structure.controlnets=[..., DIR]")),
+                   None, "ControlNet", **kwargs)
         for c in controlnets
     ]
     if tokenizer is None and not (folder / "tokenizer").is_dir():
