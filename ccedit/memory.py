@@ -14,8 +14,10 @@ memory-efficient attention: the output only), which is what `scaled_dot_product_
 precision and on the CPU; the meta device alone would materialise the full attention matrix.
 
 Not counted: the CUDA context and kernel workspaces (cuBLAS, cuDNN: a few hundred MiB, reported separately as
-`runtime_bytes`), fragmentation of the caching allocator, and the host side (decoded frames, structure maps,
-outputs), which the memory guard adds (`resources.host_memory_terms`).
+`runtime_bytes`), fragmentation of the caching allocator, the host side (decoded frames, structure maps,
+outputs), which the memory guard adds (`resources.host_memory_terms`), and the structure annotators' networks (a
+depth estimator), which make the maps before denoising, beside the loaded model, and leave the accelerator once
+the maps are made (`Annotator.release`).
 """
 
 from __future__ import annotations

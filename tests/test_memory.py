@@ -196,3 +196,24 @@ def test_dry_run_prints_the_plan_and_memory_without_loading_a_model(tmp_path, ca
     assert "estimated peak accelerator memory:" in printed and "denoising" in printed
     assert "memory guard: " in printed and "of the computer's memory" in printed
     assert not out.exists()
+
+
+def test_a_damaged_model_folder_is_refused_in_one_line_before_decoding(tmp_path, capsys, monkeypatch):
+    """The memory guard reads the model's configs before any frame is decoded: a missing or malformed one is the
+    user's to fix, said in one line."""
+    import ccedit.io as io
+    from tests.test_cli_safety import one_error_line
+
+    model = tmp_path / "model"
+    for sub in ("unet", "temporal", "controlnet", "vae", "text_encoder"):
+        (model / sub).mkdir(parents=True)
+    (model / "unet" / "config.json").write_text("{not json")
+    clip = moving_square_clip(tmp_path / "in.mp4", frames=8)
+    monkeypatch.setattr(io, "read_video", lambda *a, **k: pytest.fail("decoded frames for a broken model"))
+    assert main(["edit", str(clip), "--prompt", "x", "-o", str(tmp_path / "o.mp4"), "--model", str(model)]) == 2
+    line = one_error_line(capsys)
+    assert "unet" in line and "not a valid JSON file" in line
+
+    (model / "unet" / "config.json").write_text('{"_class_name": "UNet2DConditionModel"}')
+    assert main(["edit", str(clip), "--prompt", "x", "-o", str(tmp_path / "o.mp4"), "--model", str(model)]) == 2
+    assert "temporal" in one_error_line(capsys)  # its config.json is missing

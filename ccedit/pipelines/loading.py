@@ -61,6 +61,14 @@ def resolve_model_folder(model: str, what: str = "model", option: str = "--model
     return hub.resolve_model_folder(model, what, hint=hint)
 
 
+def check_model_folder(model: str, folder: Path) -> Path:
+    """`folder` if it has the layout `ccedit convert` writes, else the one-line refusal naming what is missing."""
+    missing = [s for s in REQUIRED_SUBFOLDERS if not (folder / s).is_dir()]
+    if missing:
+        raise ModelNotFoundError(f"{model} is not a ccedit model folder: missing {', '.join(missing)}/; {HOW_TO_GET}")
+    return folder
+
+
 def _load(cls, path: str, subfolder: str | None, what: str, **kwargs):
     try:
         if subfolder is None:
@@ -179,10 +187,7 @@ def _load_model(model, controlnets, tokenizer, scheduler, dtype, device) -> CCEd
         # Casting float32 to float32 would only make diffusers warn about modules that must stay float32.
         return pipe.to(dtype=dtype_) if dtype_ != torch.float32 else pipe
 
-    folder = resolve_model_folder(model)
-    missing = [s for s in REQUIRED_SUBFOLDERS if not (folder / s).is_dir()]
-    if missing:
-        raise ModelNotFoundError(f"{model} is not a ccedit model folder: missing {', '.join(missing)}/; {HOW_TO_GET}")
+    folder = check_model_folder(model, resolve_model_folder(model))
     path = str(folder)
     kwargs = dict(torch_dtype=dtype_)
     cls = MODEL_NETWORKS

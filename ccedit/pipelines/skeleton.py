@@ -17,6 +17,7 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from ..convert.networks import build_network_modules
+from ..errors import ModelNotFoundError
 from .tiny import GEOMETRIES, build_text_encoder, build_vae
 
 
@@ -55,10 +56,16 @@ def geometry_skeleton(geometry: str, keyframe: bool, num_controlnets: int = 1) -
 
 
 def _from_config(cls, folder: Path) -> nn.Module:
-    with torch.device("meta"):
-        if issubclass(cls, PreTrainedModel):  # transformers: a config object, then the model
-            return cls(cls.config_class.from_pretrained(folder))
-        return cls.from_config(cls.load_config(folder))
+    from .loading import HOW_TO_GET
+
+    try:
+        with torch.device("meta"):
+            if issubclass(cls, PreTrainedModel):  # transformers: a config object, then the model
+                return cls(cls.config_class.from_pretrained(folder))
+            return cls.from_config(cls.load_config(folder))
+    except (OSError, ValueError, TypeError) as e:  # missing or malformed config.json, or one of another class
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ModelNotFoundError(f"cannot read the {cls.__name__} config in {folder} ({reason}); {HOW_TO_GET}") from None
 
 
 def _local_folder(reference: str | None) -> Path | None:
@@ -85,7 +92,7 @@ def model_skeleton(model: str, controlnets: Sequence[str | None] = (None,), part
                    ) -> NetworkSkeleton | None:
     """The networks `load_pipeline(model, controlnets=..., parts=...)` would build, on the meta device; None when
     their configs are not in local folders (a hub id)."""
-    from .loading import MODEL_NETWORKS, OPEN_TRIDENT_NETWORKS
+    from .loading import MODEL_NETWORKS, OPEN_TRIDENT_NETWORKS, check_model_folder
 
     if model == "tiny":
         return geometry_skeleton("tiny", keyframe=True, num_controlnets=len(controlnets))
@@ -105,8 +112,9 @@ def model_skeleton(model: str, controlnets: Sequence[str | None] = (None,), part
         appearance = _from_config(OPEN_TRIDENT_NETWORKS["appearance"][0], sparse) if sparse else None
     else:
         folder = _local_folder(model)
-        if folder is None or not (folder / "unet" / "config.json").is_file():
+        if folder is None:
             return None
+        check_model_folder(model, folder)
         nets = {name: _from_config(cls, folder / name) for name, cls in MODEL_NETWORKS.items()
                 if name != "appearance"}
         has_appearance = (folder / "appearance").is_dir()
