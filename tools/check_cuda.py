@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """What only an accelerator can show, in one run: half precision, the memory model against CUDA's allocator, model
-CPU offload, torch.compile, and the speed of a whole edit at the released size.
+CPU offload, torch.compile, channels-last convolutions, and the speed of a whole edit at the released size.
 
     python tools/check_cuda.py [--geometry sd15] [--height 512] [--width 512] [--frames 16] [--steps 4]
         [--device cuda] [--json OUT.json]
@@ -12,12 +12,16 @@ number of failed checks:
 - `float16` / `bfloat16`: the edit's frames are finite; seconds per step and peak allocated memory.
 - `memory model`: `ccedit.memory.estimate_edit_memory` against `torch.cuda.max_memory_allocated` of the same edit
   (weights included), within 15%.
+- `channels last`: the convolutional networks in channels-last memory format give the same edit (below); its
+  seconds per step against the default layout's.
 - `cpu offload`: with `enable_model_cpu_offload` the frames equal the resident edit's and the peak is lower.
-- `compile`: `compile_networks()` gives, in float32, the eager edit's frames (within 2/255); in half precision,
-  frames no further from the float32 eager edit's than the eager edit at the same precision (mean absolute
-  difference at most 1.5x the eager one's + 0.5/255: the compiler keeps fused half-precision arithmetic in
-  float32, so its frames differ from the eager half-precision ones by about as much as those differ from
-  float32); and its seconds per step.
+- `compile`: `compile_networks()` gives the same edit (below); its seconds per step and compile time.
+
+"The same edit", for other kernels: in float32, the eager edit's frames within 2/255; in half precision, frames no
+further from the float32 eager edit's than the eager edit at the same precision (mean absolute difference at most
+1.5x the eager one's + 0.5/255): the compiler keeps fused half-precision arithmetic in float32, and channels-last
+kernels accumulate in another order, so their frames differ from the eager half-precision ones by about as much
+as those differ from float32.
 
 `--device cpu --geometry tiny --dtype float32` runs the same checks on the CPU (the memory check then uses the CPU
 allocator's high-water mark, the offload check moves nothing).
@@ -148,6 +152,30 @@ def main(argv=None) -> int:
         check("bfloat16", bool(np.isfinite(bf16_frames.astype(np.float32)).all()), seconds_per_step=bf16_step)
         del other
 
+    reference = frames
+    if dtype != torch.float32:  # what the precision itself costs, to judge other kernels' frames against
+        full = build(args.geometry, args.device, torch.float32)
+        reference = edit(full, video, maps, args.steps, args.device)[0]
+        del full
+    eager_error = mean_difference(frames, reference)
+
+    def same_edit(other: np.ndarray) -> bool:
+        """Whether other kernels' frames are the same edit (see the module docstring)."""
+        if dtype == torch.float32:
+            return max_difference(other, frames) <= 2
+        return mean_difference(other, reference) <= 1.5 * eager_error + 0.5
+
+    # Channels-last convolutions: slower or mixed on the CPU (see the README), so ccedit leaves the default layout;
+    # whether cuDNN's half-precision kernels gain from it is for this check to say.
+    convolutional = [pipe.unet, *pipe.controlnets, pipe.appearance, pipe.vae]
+    for net in convolutional:
+        net.to(memory_format=torch.channels_last)
+    last, last_step, _ = edit(pipe, video, maps, args.steps, args.device)
+    for net in convolutional:
+        net.to(memory_format=torch.contiguous_format)
+    check("channels last", same_edit(last), seconds_per_step=last_step, default_seconds_per_step=step_seconds,
+          speedup=step_seconds / last_step, mean_difference_to_float32=mean_difference(last, reference))
+
     pipe.enable_model_cpu_offload(device=args.device)
     offloaded, offload_step, offload_peak = edit(pipe, video, maps, args.steps, args.device)
     moved = args.device.startswith("cuda")
@@ -156,22 +184,12 @@ def main(argv=None) -> int:
     pipe.remove_all_hooks()
     pipe.to(args.device)
 
-    reference = frames
-    if dtype != torch.float32:  # what the precision itself costs, to judge the compiled frames against
-        full = build(args.geometry, args.device, torch.float32)
-        reference = edit(full, video, maps, args.steps, args.device)[0]
-        del full
     pipe.compile_networks()
     started = time.perf_counter()
     edit(pipe, video, maps, args.steps, args.device)  # compiles
     compile_seconds = time.perf_counter() - started
     compiled, compiled_step, _ = edit(pipe, video, maps, args.steps, args.device)
-    eager_error, compiled_error = mean_difference(frames, reference), mean_difference(compiled, reference)
-    if dtype == torch.float32:  # no precision to explain a difference: the eager frames within 2/255
-        close = max_difference(compiled, frames) <= 2
-    else:
-        close = compiled_error <= 1.5 * eager_error + 0.5
-    check("compile", close, mean_difference_to_float32=compiled_error,
+    check("compile", same_edit(compiled), mean_difference_to_float32=mean_difference(compiled, reference),
           eager_mean_difference_to_float32=eager_error, max_difference_to_eager=max_difference(compiled, frames),
           seconds_per_step=compiled_step, eager_seconds_per_step=step_seconds, compile_seconds=compile_seconds)
 
