@@ -146,6 +146,27 @@ def hub_revision(model: str) -> str | None:
     return None
 
 
+def _is_hub_id(model: str) -> bool:
+    """Whether `model` has a hub id's shape (`owner/name`) and is not a path."""
+    return not model.startswith((".", "/", "~")) and model.count("/") == 1 and not Path(model).expanduser().exists()
+
+
+def cached_model_folder(model: str) -> Path | None:
+    """A local folder for `model` with no network traffic: the folder itself, or the cached snapshot of a hub id;
+    None when there is neither (for what only needs to read a model's configs, and must not fetch its weights)."""
+    folder = Path(model).expanduser()
+    if folder.is_dir():
+        return folder
+    if not _is_hub_id(model):
+        return None
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(model, local_files_only=True))
+    except Exception:  # not in the cache, or a cache entry without a snapshot: nothing to read
+        return None
+
+
 def resolve_model_folder(model: str, what: str = "model", *, hint: str = "pass a local folder") -> Path:
     """A local folder for `model`: the folder itself, or the snapshot of a hub id (downloaded once, then cached).
 
@@ -155,7 +176,7 @@ def resolve_model_folder(model: str, what: str = "model", *, hint: str = "pass a
     folder = Path(model).expanduser()
     if folder.is_dir():
         return folder
-    if folder.exists() or model.startswith((".", "/", "~")) or model.count("/") != 1:
+    if not _is_hub_id(model):
         raise ModelNotFoundError(f"{what} folder not found: {model}; {hint}")
     try:
         from huggingface_hub import snapshot_download

@@ -72,8 +72,8 @@ def estimate_network_memory(
         cpu_offload=offloads(cfg.model.cpu_offload, device), vae_slicing=cfg.model.vae_slicing,
         networks=networks, device_type=device.type,
     )
-    if networks is None:  # a hub id: nothing is fetched for an estimate
-        estimate.notes.append(f"the configs of model {cfg.model.path} are not in local folders: estimated for "
+    if networks is None:  # a hub id not in the local cache: nothing is fetched for an estimate
+        estimate.notes.append(f"the configs of model {cfg.model.path} are not on this computer: estimated for "
                               "CCEdit's released size (SD-1.5)")
     return estimate
 

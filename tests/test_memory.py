@@ -97,9 +97,9 @@ def test_the_open_trident_is_estimated_from_its_own_networks(tmp_path, capsys):
     assert gib < 0.2, printed  # the SD-1.5-sized stand-in needed about 7 GiB in float32
 
 
-def test_a_model_folder_is_estimated_from_its_own_configs(tmp_path):
-    """A converted model of a size that is none of the named geometries: weights exactly those loaded, and the
-    peak within 15% of the measured one."""
+def test_a_model_folder_is_estimated_from_its_own_configs(tmp_path, monkeypatch):
+    """A converted model of a size that is none of the named geometries: weights exactly those loaded (also from
+    the hub cache), and the peak within 15% of the measured one."""
     from ccedit.convert.geometry import Geometry
     from ccedit.convert.networks import build_network_modules
     from ccedit.pipelines import CCEditPipeline
@@ -119,6 +119,21 @@ def test_a_model_folder_is_estimated_from_its_own_configs(tmp_path):
         expected = sum(p.numel() for p in getattr(loaded, name).parameters())
         assert sum(p.numel() for p in getattr(skeleton, name).parameters()) == expected, name
     assert all(p.is_meta for p in skeleton.unet.parameters())
+
+    # the same model as a hub id in the local cache: read from there, with nothing fetched
+    import shutil
+
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "cache"))  # read at call time, not the env's
+    commit = "0" * 40
+    repo = tmp_path / "cache" / "models--someone--custom-ccedit"
+    shutil.copytree(model, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    cached = model_skeleton("someone/custom-ccedit")
+    assert sum(p.numel() for p in cached.unet.parameters()) == sum(p.numel() for p in skeleton.unet.parameters())
+    assert model_skeleton("someone/not-cached") is None
 
     h, w, t = 64, 96, 24
     [peak] = measure_edits(model, [(h, w, t)])

@@ -18,6 +18,7 @@ from transformers import PreTrainedModel
 
 from ..convert.networks import build_network_modules
 from ..errors import ModelNotFoundError
+from ..hub import cached_model_folder
 from .tiny import GEOMETRIES, build_text_encoder, build_vae
 
 
@@ -69,11 +70,8 @@ def _from_config(cls, folder: Path) -> nn.Module:
 
 
 def _local_folder(reference: str | None) -> Path | None:
-    """`reference` as a local folder, or None (a hub id: its configs are not read, so nothing is fetched)."""
-    if not reference:
-        return None
-    folder = Path(reference).expanduser()
-    return folder if folder.is_dir() else None
+    """`reference` as a local folder (a hub id's cached snapshot included), or None: nothing is fetched."""
+    return cached_model_folder(reference) if reference else None
 
 
 def _structure(own: nn.Module, controlnets: Sequence[str | None]) -> list[nn.Module]:
@@ -91,7 +89,7 @@ def _structure(own: nn.Module, controlnets: Sequence[str | None]) -> list[nn.Mod
 def model_skeleton(model: str, controlnets: Sequence[str | None] = (None,), parts: dict | None = None
                    ) -> NetworkSkeleton | None:
     """The networks `load_pipeline(model, controlnets=..., parts=...)` would build, on the meta device; None when
-    their configs are not in local folders (a hub id)."""
+    their configs are not on this computer (a hub id that is not in the local cache)."""
     from .loading import MODEL_NETWORKS, OPEN_TRIDENT_NETWORKS, check_model_folder
 
     if model == "tiny":
