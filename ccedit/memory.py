@@ -240,7 +240,7 @@ def estimate_edit_memory(
         geometry: a name of `ccedit.pipelines.tiny.GEOMETRIES`: `tiny`, `medium` or `sd15` (the released size);
             the VAE and text encoder are those of the same name.
         networks (`NetworkSkeleton`, *optional*): the model's own networks on the meta device
-            (`skeleton.model_skeleton`), instead of a named geometry's.
+            (`skeleton.model_skeleton`), instead of a named geometry's; cast to `dtype` in place.
     """
     from .models import TridentModel
     from .models.trident import build_trident
@@ -288,8 +288,9 @@ def estimate_edit_memory(
         elif keyframe:
             condition = (torch.empty(1, 1, latent_channels, h, w, **meta), [window // 2])
         return trident(
-            sample, torch.full((n,), 500, device="meta"), text, structure_hints=[x.expand(n, -1, -1, -1, -1) for x in hints],
-            structure_scale=[1.0] * len(structure), appearance=appearance, appearance_condition=condition,
+            sample, torch.full((n,), 500, device="meta"), text,
+            structure_hints=[x.expand(n, -1, -1, -1, -1) for x in hints], structure_scale=[1.0] * len(structure),
+            appearance=appearance, appearance_condition=condition,
         )
 
     def hint_chunk():

@@ -114,8 +114,8 @@ def load_open_trident(parts: dict, controlnets: Sequence[str | None], scheduler:
     adapter_path = str(resolve_model_folder(parts["motion_adapter"], "motion adapter"))
     own_net = str(resolve_model_folder(parts["controlnet"], "ControlNet"))
     nets = [
-        _load(cls["controlnet"], own_net if c is None else str(resolve_model_folder(c, "ControlNet")), None, "ControlNet",
-              **kwargs)
+        _load(cls["controlnet"], own_net if c is None else str(resolve_model_folder(c, "ControlNet")), None,
+              "ControlNet", **kwargs)
         for c in controlnets
     ]
     sparse = None
@@ -199,7 +199,8 @@ def _load_model(model, controlnets, tokenizer, scheduler, dtype, device) -> CCEd
     text_encoder = _load(cls["text_encoder"], path, "text_encoder", "text encoder", dtype=dtype_,
                          trust_remote_code=False)
     has_appearance = (folder / "appearance").is_dir()
-    appearance = _load(cls["appearance"], path, "appearance", "appearance encoder", **kwargs) if has_appearance else None
+    appearance = (_load(cls["appearance"], path, "appearance", "appearance encoder", **kwargs) if has_appearance
+                  else None)
     nets = [
         _load(cls["controlnet"], path, "controlnet", "ControlNet", **kwargs) if c is None
         else _load(cls["controlnet"], str(resolve_model_folder(c, "ControlNet", "structure.controlnets=[..., DIR]")),

@@ -66,7 +66,9 @@ def _from_config(cls, folder: Path) -> nn.Module:
             return cls.from_config(cls.load_config(folder))
     except (OSError, ValueError, TypeError) as e:  # missing or malformed config.json, or one of another class
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ModelNotFoundError(f"cannot read the {cls.__name__} config in {folder} ({reason}); {HOW_TO_GET}") from None
+        raise ModelNotFoundError(
+            f"cannot read the {cls.__name__} config in {folder} ({reason}); {HOW_TO_GET}"
+        ) from None
 
 
 def _local_folder(reference: str | None) -> Path | None:
