@@ -146,5 +146,16 @@ def test_the_open_trident_loads_from_its_parts_folders_and_equals_the_tiny_one(t
                     generator=torch.Generator().manual_seed(0), output_type="latent").frames
 
     torch.testing.assert_close(edit(loaded), edit(tiny))
+
+    # the memory model reads the same parts' configs: every network with the loaded one's parameters
+    from ccedit.pipelines.skeleton import model_skeleton
+
+    skeleton = model_skeleton("animatediff", parts=folders)
+    for name in ("unet", "temporal", "appearance", "vae", "text_encoder"):
+        shapes = {k: tuple(v.shape) for k, v in getattr(skeleton, name).state_dict().items()}
+        assert shapes == {k: tuple(v.shape) for k, v in getattr(loaded, name).state_dict().items()}, name
+    assert [n.config.block_out_channels for n in skeleton.controlnets] == [loaded.controlnet.config.block_out_channels]
+    assert model_skeleton("animatediff", parts={**folders, "base": "someone/not-cached"}) is None
+
     with pytest.raises(ModelNotFoundError, match="lacks motion_adapter"):
         load_pipeline("animatediff", parts={"base": folders["base"], "controlnet": folders["controlnet"]})
