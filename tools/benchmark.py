@@ -145,18 +145,21 @@ def synthetic_clip(frames: int, height: int, width: int) -> np.ndarray:
 
 
 class StageClock:
-    """Seconds per stage of one edit, filled by `edit`."""
+    """Seconds per stage of one edit, filled by `edit`; on a GPU each stage ends once its kernels have run."""
 
-    def __init__(self):
+    def __init__(self, device: torch.device):
         self.seconds: dict[str, float] = defaultdict(float)
+        self.device = device
 
     @contextlib.contextmanager
     def stage(self, name: str):
-        start = time.perf_counter()
+        from ccedit.pipelines.pipeline_ccedit import finished_time
+
+        start = finished_time(self.device)
         try:
             yield
         finally:
-            self.seconds[name] += time.perf_counter() - start
+            self.seconds[name] += finished_time(self.device) - start
 
 
 @contextlib.contextmanager
@@ -187,7 +190,7 @@ def edit(row: str, pipe, video: np.ndarray, steps: int, guidance: float, window:
     from ccedit.annotators import build_annotator
     from ccedit.io import write_video
 
-    clock = StageClock()
+    clock = StageClock(pipe._execution_device)
     generator = torch.Generator().manual_seed(0)
     start = time.perf_counter()
     with clock.stage("annotators"):
@@ -250,25 +253,28 @@ def branch_modules(row: str, pipe) -> dict[str, list[torch.nn.Module]]:
 
 @contextlib.contextmanager
 def branch_meter(modules: dict[str, list[torch.nn.Module]], seconds: dict[str, float], flops: dict[str, int],
-                 total_flops=None):
+                 total_flops=None, device: torch.device = torch.device("cpu")):
     """Accumulate, per branch, the time (and, given `total_flops()`, the FLOPs) spent inside its modules.
 
     Every module under a branch's roots is hooked, because some are called directly by their grandparents (the
-    trident calls the temporal adapter's layers, never the adapter); only the outermost entry counts.
+    trident calls the temporal adapter's layers, never the adapter); only the outermost entry counts. On a GPU the
+    clock waits for the branch's kernels at its entry and exit.
     """
+    from ccedit.pipelines.pipeline_ccedit import finished_time
+
     handles, depth, started = [], defaultdict(int), {}
 
     for branch, roots in modules.items():
         def pre(module, args, branch=branch):
             if depth[branch] == 0:
-                started[branch] = (time.perf_counter(), total_flops() if total_flops else 0)
+                started[branch] = (finished_time(device), total_flops() if total_flops else 0)
             depth[branch] += 1
 
         def post(module, args, output, branch=branch):
             depth[branch] -= 1
             if depth[branch] == 0:
                 t0, f0 = started[branch]
-                seconds[branch] += time.perf_counter() - t0
+                seconds[branch] += finished_time(device) - t0
                 if total_flops:
                     flops[branch] += total_flops() - f0
 
@@ -366,7 +372,8 @@ def worker_timing(cfg: dict) -> dict:
         for rep in range(0 if cfg.get("compile") else BRANCH_RUNS):
             for row in ROWS:
                 seconds: dict[str, float] = defaultdict(float)
-                with branch_meter(branch_modules(row, pipes[row]), seconds, defaultdict(int)):
+                with branch_meter(branch_modules(row, pipes[row]), seconds, defaultdict(int),
+                                  device=torch.device(cfg["device"])):
                     run(row)
                 for branch, s in seconds.items():
                     branch_seconds[row][branch].append(s)

@@ -60,6 +60,19 @@ def test_same_seed_same_frames_and_another_seed_differs(components, data):
     assert set(a.timings) >= {"encode_prompt", "denoise", "decode", "total"}
 
 
+def test_stage_times_wait_for_a_gpus_queued_work(monkeypatch):
+    """A stage's time on a GPU counts its kernels, not only their launches: the clock synchronises the device it
+    reads for (and only a CUDA device)."""
+    from ccedit.pipelines.pipeline_ccedit import finished_time
+
+    synchronised = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: synchronised.append(device))
+    finished_time(torch.device("cpu"))
+    assert synchronised == []
+    finished_time(torch.device("cuda", 1))
+    assert synchronised == [torch.device("cuda", 1)]
+
+
 def test_keyframe_changes_the_output_and_no_keyframe_skips_the_appearance_branch(components, data):
     pipe = make_pipe(components)
     counter = CallCounter(pipe.appearance)
