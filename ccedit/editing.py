@@ -16,7 +16,9 @@ import torch
 from tqdm.auto import tqdm
 
 from . import __version__
-from .config import AUTO_KEYFRAME, BUILTIN_MODELS, NAMED_MODELS, EditConfig, EditJob, KeyframeSpec  # noqa: F401 - KeyframeSpec re-exported
+from .config import (  # noqa: F401 - KeyframeSpec re-exported
+    AUTO_KEYFRAME, BUILTIN_MODELS, NAMED_MODELS, EditConfig, EditJob, KeyframeSpec, structure_controlnets,
+)
 from .errors import UserError
 from .io import atomic_path, fit_frames, fit_image, read_image, read_video, video_info, working_size, write_image
 from .io.resize import FitRecord
@@ -332,8 +334,6 @@ class EditSession:
 
     def structure_controlnets(self) -> list[str | None]:
         """One ControlNet per annotator (None: the model's own), refused at once when the model has too few."""
-        from .config import structure_controlnets
-
         nets = structure_controlnets(self.cfg)
         if nets.count(None) > 1:
             raise UserError(

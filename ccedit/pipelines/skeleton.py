@@ -19,7 +19,8 @@ from transformers import PreTrainedModel
 from ..convert.networks import build_network_modules
 from ..errors import ModelNotFoundError
 from ..hub import cached_model_folder
-from .tiny import GEOMETRIES, build_text_encoder, build_vae
+from .loading import HOW_TO_GET, MODEL_NETWORKS, OPEN_TRIDENT_NETWORKS, check_model_folder
+from .tiny import GEOMETRIES, build_text_encoder, build_vae, tiny_animatediff_components
 
 
 @dataclass
@@ -57,8 +58,6 @@ def geometry_skeleton(geometry: str, keyframe: bool, num_controlnets: int = 1) -
 
 
 def _from_config(cls, folder: Path) -> nn.Module:
-    from .loading import HOW_TO_GET
-
     try:
         with torch.device("meta"):
             if issubclass(cls, PreTrainedModel):  # transformers: a config object, then the model
@@ -79,12 +78,10 @@ def _local_folder(reference: str | None) -> Path | None:
 def _structure(own: nn.Module, controlnets: Sequence[str | None]) -> list[nn.Module]:
     """One ControlNet per entry: the model's own for None, else the named folder's (a copy of the model's own shape
     when that is not a local folder: structure ControlNets share the base's architecture)."""
-    from diffusers import ControlNetModel
-
     nets = []
     for reference in controlnets:
         folder = _local_folder(reference)
-        nets.append(_from_config(ControlNetModel, folder) if folder else copy.deepcopy(own))
+        nets.append(_from_config(MODEL_NETWORKS["controlnet"], folder) if folder else copy.deepcopy(own))
     return nets
 
 
@@ -92,13 +89,9 @@ def model_skeleton(model: str, controlnets: Sequence[str | None] = (None,), part
                    ) -> NetworkSkeleton | None:
     """The networks `load_pipeline(model, controlnets=..., parts=...)` would build, on the meta device; None when
     their configs are not on this computer (a hub id that is not in the local cache)."""
-    from .loading import MODEL_NETWORKS, OPEN_TRIDENT_NETWORKS, check_model_folder
-
     if model == "tiny":
         return geometry_skeleton("tiny", keyframe=True, num_controlnets=len(controlnets))
     if model == "animatediff-tiny":  # tiny random networks: built for real (a fraction of a second), then dropped
-        from .tiny import tiny_animatediff_components
-
         c = {k: v.to("meta") if isinstance(v, nn.Module) else v for k, v in tiny_animatediff_components().items()}
         return NetworkSkeleton(c["unet"], c["temporal"], _structure(c["controlnet"], [None] * len(controlnets)),
                                c["appearance"], c["vae"], c["text_encoder"])
