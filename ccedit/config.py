@@ -36,6 +36,7 @@ class ModelConfig:
     cpu_offload: bool = False  # keep components on the CPU, move each to the GPU only while it runs
     vae_slicing: bool = True  # decode a few frames at a time
     compile: bool = False  # torch.compile the networks of every step (for GPUs; the first call compiles)
+    channels_last: bool = False  # channels-last convolutions (for GPUs where tools/check_cuda.py finds them faster)
     tokenizer: str | None = None  # tokenizer path or hub id, when the model folder has none
     base: str | None = None  # a personalised SD-1.5 base under the temporal layers: folder, hub id or .safetensors file
     lora: list[Any] = field(default_factory=list)  # LoRAs: [{path: ..., scale: 1.0}, ...] on the UNet and text encoder

@@ -361,6 +361,8 @@ class EditSession:
                 pipe.enable_model_cpu_offload(device=self.device)
             if cfg.model.vae_slicing:
                 pipe.enable_vae_slicing()
+            if cfg.model.channels_last:
+                pipe.enable_channels_last()
             if cfg.model.compile:
                 pipe.compile_networks()
             self._pipe = pipe

@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 from ccedit.config import EditJob, KeyframeSpec, load_edit_config
 from ccedit.editing import EditSession, run_edit, write_edit_outputs
@@ -84,3 +85,11 @@ def test_convert_does_not_import_the_pipelines():
                           env={"PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "PATH": ""})
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_the_session_loads_the_pipeline_with_the_configured_convolution_layout(tmp_path, channels_last):
+    pipe = EditSession(tiny_config(tmp_path, f"model.channels_last={str(channels_last).lower()}")).pipe
+    weight = pipe.unet.conv_in.weight
+    assert weight.is_contiguous(memory_format=torch.channels_last) is channels_last
+    assert pipe.vae.encoder.conv_in.weight.is_contiguous() is not channels_last

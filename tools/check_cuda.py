@@ -165,14 +165,11 @@ def main(argv=None) -> int:
             return max_difference(other, frames) <= 2
         return mean_difference(other, reference) <= 1.5 * eager_error + 0.5
 
-    # Channels-last convolutions: slower or mixed on the CPU (see the README), so ccedit leaves the default layout;
-    # whether cuDNN's half-precision kernels gain from it is for this check to say.
-    convolutional = [pipe.unet, *pipe.controlnets, pipe.appearance, pipe.vae]
-    for net in convolutional:
-        net.to(memory_format=torch.channels_last)
+    # Channels-last convolutions (`model.channels_last`): slower or mixed on the CPU (see the README), so off by
+    # default; whether cuDNN's half-precision kernels gain from it is for this check to say.
+    pipe.enable_channels_last()
     last, last_step, _ = edit(pipe, video, maps, args.steps, args.device)
-    for net in convolutional:
-        net.to(memory_format=torch.contiguous_format)
+    pipe.disable_channels_last()
     check("channels last", same_edit(last), seconds_per_step=last_step, default_seconds_per_step=step_seconds,
           speedup=step_seconds / last_step, mean_difference_to_float32=mean_difference(last, reference))
 

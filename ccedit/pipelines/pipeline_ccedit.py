@@ -273,6 +273,23 @@ class CCEditPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         """The networks called at every step beside the main branch: the ControlNets and the appearance encoder."""
         return [m for m in (*self.controlnets, self.appearance) if m is not None]
 
+    def enable_channels_last(self) -> None:
+        """Store the convolutional networks' weights channels-last (NHWC), so their convolutions run in that layout.
+
+        On GPUs cuDNN's half-precision convolutions are often faster so (`tools/check_cuda.py` measures it); on the
+        CPU they are slower or mixed, hence off by default. Only the layout changes, not the arithmetic.
+        """
+        self._set_convolution_layout(torch.channels_last)
+
+    def disable_channels_last(self) -> None:
+        """Back to the default contiguous (NCHW) layout."""
+        self._set_convolution_layout(torch.contiguous_format)
+
+    def _set_convolution_layout(self, memory_format: torch.memory_format) -> None:
+        for module in (self.unet, *self.controlnets, self.appearance, self.vae):
+            if module is not None:
+                module.to(memory_format=memory_format)
+
     def enable_onednn_linear(self) -> None:
         """On the CPU, run float32 dense layers through oneDNN (the default; `ccedit.models.cpu_linear`)."""
         self._onednn_linear = True
