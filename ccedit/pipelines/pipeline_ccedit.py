@@ -277,7 +277,8 @@ class CCEditPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         """Store the convolutional networks' weights channels-last (NHWC), so their convolutions run in that layout.
 
         On GPUs cuDNN's half-precision convolutions are often faster so (`tools/check_cuda.py` measures it); on the
-        CPU they are slower or mixed, hence off by default. Only the layout changes, not the arithmetic.
+        CPU they are slower or mixed, hence off by default. The edit is the same up to the rounding of sums taken in
+        another order. A main branch built around the UNet shares its layers, so it follows.
         """
         self._set_convolution_layout(torch.channels_last)
 
