@@ -339,7 +339,8 @@ def resident_bytes(field_name: str) -> int:
 
 
 def worker_timing(cfg: dict) -> dict:
-    """All rows in one process: FLOPs and branch costs from one counted edit each, then alternated timed runs."""
+    """All rows in one process: FLOPs (whole and per branch) from one counted edit each, then alternated timed
+    runs, then hooked runs for the branch times."""
     dtype = getattr(torch, cfg["dtype"])
     if cfg.get("compile"):
         # Rows of their own (the same seeded weights): a compiled network shared by two rows would compile again
