@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     edit.add_argument("--steps", type=int, metavar="N", help="denoising steps (default: 30; 4 for the tiny model)")
     edit.add_argument("--seed", type=int, metavar="S", help="random seed (same seed, same output) (default: 0)")
     edit.add_argument("--side-by-side", action="store_true", help="also write source | each structure map | each keyframe | result, labelled")
+    edit.add_argument("--dump-conditions", action="store_true",
+                      help="also write OUT.conditions/: the structure maps, keyframes and SDEdit frames each network "
+                      "received, window by window, with a JSON of frame indices and value ranges")
     edit.add_argument("--dry-run", action="store_true",
                       help="print the plan (passes, windows, network calls) and estimated peak memory; load no model")
     _add_sampling_options(edit)
@@ -150,6 +153,8 @@ def _flag_overrides(args: argparse.Namespace) -> dict:
         o["structure"]["annotators"] = [n.strip() for n in args.structure.split(",") if n.strip()]
     if getattr(args, "side_by_side", False):
         o["output"]["side_by_side"] = True
+    if getattr(args, "dump_conditions", False):
+        o["output"]["conditions"] = True
     o["windows"] = {}
     for flag, key in (("window", "length"), ("overlap", "overlap")):
         if getattr(args, flag, None) is not None:

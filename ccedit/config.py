@@ -97,6 +97,7 @@ class OutputConfig:
     side_by_side: bool = False  # also write <out>.side_by_side.mp4: source | each map | each keyframe | result
     gif: bool = False  # also write <out>.gif
     frames: bool = False  # also write <out>_frames/ with one PNG per frame
+    conditions: bool = False  # also write <out>.conditions/: what each network received, window by window
 
 
 @dataclass

@@ -165,11 +165,6 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
-def maps_to_uint8(maps: torch.Tensor) -> torch.Tensor:
-    """Structure maps in `[0, 1]` held as uint8: a quarter of float32's memory for a long clip."""
-    return (maps.clamp(0, 1) * 255).round().to(torch.uint8)
-
-
 def load_keyframe(path: str | Path, size: tuple[int, int], mode: str) -> np.ndarray:
     """Read the edited keyframe; one of another size is fitted like the frames were, with a warning."""
     image = read_image(path)
@@ -243,24 +238,25 @@ def compute_structure(
     frames: np.ndarray, annotators, cache_dir: str | None, cache_max_gb: float | None = None,
     content: tuple[int, int, int, int] | None = None,
 ) -> list[torch.Tensor]:
-    """uint8 structure maps `(T, 3, H, W)` of `frames`, one tensor per annotator, through the cache if it has a folder.
+    """Held (uint8) structure maps `(T, 3, H, W)` of `frames`, one tensor per annotator, through the cache if it has
+    a folder. This is the one place an edit's maps are converted to their held form (`annotators.maps.hold`).
 
     `content` (`(top, left, height, width)`, the `pad_box` of pad mode) limits the annotators to the picture: the
     letterbox would otherwise become hard edges (or a depth step) in the maps, which the ControlNet would keep. The
     maps are padded back to the frame size with 0, the neutral value of every annotator (no edge; far away).
     """
     from .annotators import StructureCache
+    from .annotators.maps import held_maps
 
     height, width = frames.shape[1:3]
     if content is not None:
         top, left, h, w = content
         frames = np.ascontiguousarray(frames[:, top : top + h, left : left + w])
     if cache_dir is None:
-        maps = (a(frames) for a in annotators)
+        maps = [held_maps(a, frames) for a in annotators]
     else:
         cache = StructureCache(cache_dir, max_bytes=None if cache_max_gb is None else int(cache_max_gb * 1e9))
-        maps = (cache.get_or_compute(frames, a) for a in annotators)
-    maps = [maps_to_uint8(m) for m in maps]
+        maps = [cache.get_or_compute(frames, a) for a in annotators]
     if content is not None:
         pad = (left, width - left - w, top, height - top - h)  # (left, right, top, bottom) for the last two dims
         maps = [torch.nn.functional.pad(m, pad, value=0) for m in maps]
@@ -307,6 +303,7 @@ class EditResult:
     keyframe_indices: list[int]
     record: dict
     started: float  # perf_counter at the start of the edit, for the wall time including the writing
+    conditions: object = None  # `pipelines.recording.ConditionsRecord` when `output.conditions` asked for it
 
     @property
     def timings(self) -> dict:
@@ -386,7 +383,7 @@ class EditSession:
             for annotator in self._annotators or ():  # off the accelerator while the video model denoises
                 if hasattr(annotator, "release"):
                     annotator.release()
-        return [maps_to_uint8(m) for m in maps]
+        return maps
 
     def edit(self, job: EditJob) -> EditResult:
         """Edit `job.input` with `job.prompt` (and its keyframes); nothing is written."""
@@ -442,7 +439,7 @@ class EditSession:
             prior_coefficient=s.prior_coefficient if prior != "none" else 0.0,
             strength=s.strength, generator=generator, window_length=window_length(cfg),
             window_overlap=cfg.windows.overlap, hierarchical=hierarchical_setting(cfg), pin_keyframes=s.pin_keyframes,
-            window_noise=cfg.windows.noise,
+            window_noise=cfg.windows.noise, record_conditions=cfg.output.conditions,
         )
         edited = result.frames[0]
         timings = {"structure": structure_seconds, "auto_keyframes": auto_seconds, **result.timings,
@@ -474,7 +471,7 @@ class EditSession:
             "timings_seconds": timings,
             "peak_memory_bytes": result.peak_memory_bytes,
         }
-        return EditResult(job, prepared, edited, maps, images, indices, record, started)
+        return EditResult(job, prepared, edited, maps, images, indices, record, started, result.conditions)
 
 
 def write_edit_outputs(result: EditResult, output: Path, cfg: EditConfig, *, overwrite: bool = False) -> dict:
@@ -505,6 +502,10 @@ def write_edit_outputs(result: EditResult, output: Path, cfg: EditConfig, *, ove
             write_gif(stage.path(extras["gif"]), written, fps)
         if extras["frames"]:
             write_frames(stage.path(extras["frames"]), written)
+        if extras["conditions"]:
+            from .conditions_dump import write_conditions
+
+            write_conditions(stage.path(extras["conditions"]), result.conditions, list(cfg.structure.annotators))
         if extras["side_by_side"]:
             names = cfg.structure.annotators
             panels, labels = comparison_panels(result.source.frames, list(zip(names, result.maps)),

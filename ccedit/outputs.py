@@ -1,7 +1,8 @@
 """An edit's output set: the names next to `-o`, the destination check before the work, and publishing them.
 
 The one place that knows which files an edit writes for an output `o.mp4`: `o.mp4`, `o.gif`,
-`o.side_by_side.mp4`, `o_frames/` and the sidecar `o.mp4.json`. Publishing goes through `io.publish`, so the set
+`o.side_by_side.mp4`, `o_frames/`, `o.conditions/` and the sidecar `o.mp4.json`. Publishing goes through
+`io.publish`, so the set
 appears all together, the sidecar last, and replaces an earlier set as a whole (see docs/architecture.md).
 """
 
@@ -15,20 +16,23 @@ from .config import EditConfig
 from .errors import UserError
 from .io.publish import Stage, check_destination, publish_set
 
-EXTRAS = ("gif", "side_by_side", "frames")
+EXTRAS = ("gif", "side_by_side", "frames", "conditions")
+FOLDER_EXTRAS = ("frames", "conditions")
 # Rough compressed size per raw RGB byte, on the generous side for noisy content: H.264 at crf 18, a palette GIF,
 # PNG frames. Only used to refuse early when the disk clearly cannot take the outputs.
-_BYTES_PER_RAW_BYTE = {"video": 0.2, "gif": 0.45, "side_by_side": 0.3, "frames": 0.8}
+# The conditions dump writes each map once per window that holds its frame (overlaps about double that).
+_BYTES_PER_RAW_BYTE = {"video": 0.2, "gif": 0.45, "side_by_side": 0.3, "frames": 0.8, "conditions": 2.0}
 _SIDECAR_BYTES = 64 * 1024
 
 
 def edit_output_paths(output: Path) -> dict[str, Path]:
-    """Every path an edit to `output` may write, by kind: video, gif, side_by_side, frames, sidecar."""
+    """Every path an edit to `output` may write, by kind: video, gif, side_by_side, frames, conditions, sidecar."""
     return {
         "video": output,
         "gif": output.with_suffix(".gif"),
         "side_by_side": output.with_name(output.stem + ".side_by_side.mp4"),
         "frames": output.with_name(output.stem + "_frames"),
+        "conditions": output.with_name(output.stem + ".conditions"),
         "sidecar": output.with_name(output.name + ".json"),
     }
 
@@ -44,7 +48,7 @@ def check_edit_destination(input_path: str | Path, output: Path, cfg: EditConfig
     paths = edit_output_paths(output)
     extras = selected_extras(output, cfg)
     targets = [output, *[p for p in extras.values() if p], paths["sidecar"]]
-    check_destination(targets, overwrite=overwrite, folders=[paths["frames"]] if extras["frames"] else [],
+    check_destination(targets, overwrite=overwrite, folders=[extras[kind] for kind in FOLDER_EXTRAS if extras[kind]],
                       estimate_bytes=estimate_edit_bytes(input_path, cfg))
 
 

@@ -12,7 +12,8 @@ import torch
 from ccedit.annotators import build_annotator
 from ccedit.cli import main
 from ccedit.config import load_edit_config
-from ccedit.editing import comparison_panels, compute_structure, maps_to_uint8, padded_content, prepare_clip
+from ccedit.annotators.maps import hold
+from ccedit.editing import comparison_panels, compute_structure, padded_content, prepare_clip
 from ccedit.io import side_by_side, video_info, write_image
 from tests.conftest import VIDEOS, require
 
@@ -35,14 +36,14 @@ def test_pad_mode_maps_see_the_picture_not_the_letterbox(kitten):
     top, left, height, width = padded_content(prepared.fit)
     assert (top, left, height, width) == (0, 32, 64, 64)
     canny = build_annotator("canny")
-    letterboxed = maps_to_uint8(canny(prepared.frames))
+    letterboxed = hold(canny(prepared.frames))
     # Without the fix the bars' borders are solid edges down the whole frame.
     assert max(_edge_fraction(letterboxed, left - 1), _edge_fraction(letterboxed, left)) > 0.5
     (maps,) = compute_structure(prepared.frames, [canny], None, content=padded_content(prepared.fit))
     assert maps.shape == letterboxed.shape and maps.dtype == torch.uint8
     assert maps[..., :left].max() == 0 and maps[..., left + width :].max() == 0  # neutral: no edges in the bars
     picture = np.ascontiguousarray(prepared.frames[:, :, left : left + width])
-    assert torch.equal(maps[..., left : left + width], maps_to_uint8(canny(picture)))
+    assert torch.equal(maps[..., left : left + width], hold(canny(picture)))
     assert max(_edge_fraction(maps, left - 1), _edge_fraction(maps, left)) < 0.5
 
 

@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .maps import check_maps
+
 logger = logging.getLogger(__name__)
 
 # Bump when a change to the shared pre/post-processing changes the maps of every annotator, so that on-disk caches
@@ -78,14 +80,12 @@ class Annotator:
                 progress.update(len(batch))
             clip_maps = self._postprocess_clip(torch.cat(maps))  # (T, C, H, W), C in {1, 3}
 
-        if clip_maps.shape[0] != num_frames or clip_maps.shape[-2:] != (height, width):
-            raise RuntimeError(
-                f"annotator {self.name!r} returned maps of shape {tuple(clip_maps.shape)} for {num_frames} frames of "
-                f"{height}x{width}"
-            )
+        # Rounding can carry a normalised map a hair past [0, 1]; anything else wrong is refused in one line.
+        clip_maps = clip_maps.clamp(0.0, 1.0)
+        check_maps(self.name, clip_maps, num_frames, (height, width))
         if clip_maps.shape[1] == 1:
             clip_maps = clip_maps.expand(-1, 3, -1, -1)
-        return clip_maps.clamp(0.0, 1.0).contiguous()
+        return clip_maps.contiguous()
 
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> Annotator:
         """Move the annotator's networks (if any) to `device` and cast them to `dtype`; returns `self`.

@@ -6,13 +6,13 @@ Entries are safetensors files at `<root>/<annotator name>/<key>.safetensors`, wh
   renamed file with identical frames is the same one. Hashing ~20 MB of frames costs tens of milliseconds;
 - the annotator's `cache_key()` (its name, model and weights, thresholds, dtype...).
 
-Maps are stored as float16 (error below 2.5e-4 on `[0, 1]`, against 2e-3 for 8-bit quantisation), with a single
-channel when the three channels are equal, which is the case for every built-in annotator. `get_or_compute`
-returns the float16-rounded maps on a miss as well, so a run gives the same result with a cold or a warm cache.
+Maps are stored in their held form (`annotators.maps.hold`: uint8, what an edit holds and the networks receive
+divided by 255), with a single channel when the three channels are equal, which is the case for every built-in
+annotator. `get_or_compute` returns held maps on a hit and on a miss alike, so a run gives the same result with a
+cold cache, a warm one or none (`held_maps`, the same conversion, serves a run without a cache).
 
 The cache can only cost time, never correctness or the run:
-- each entry records a SHA-256 of its map bytes, and a read checks it, the dtype, the shape and that every value is
-  finite and in `[0, 1]`; an entry failing any check (or one that is not a file) is ignored with a warning and
+- each entry records a SHA-256 of its map bytes, and a read checks it, the dtype and the shape; an entry failing any check (or one that is not a file) is ignored with a warning and
   recomputed;
 - any I/O error (a read-only or full disk) is a warning, and the maps are computed as without a cache;
 - with `max_bytes`, the least recently used entries (by modification time, refreshed on every hit) are deleted
@@ -37,12 +37,14 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from ccedit.annotators.base import Annotator, check_frames
+from ccedit.annotators.maps import HELD_DTYPE, held_maps
 
 logger = logging.getLogger(__name__)
 
-# "2": entries carry the checksum of their maps; older entries are recomputed.
-CACHE_FORMAT_VERSION = "2"
-STORED_DTYPE = torch.float16
+# "2": entries carry the checksum of their maps; "3": the maps are held (uint8), not float16. Older entries are
+# recomputed.
+CACHE_FORMAT_VERSION = "3"
+STORED_DTYPE = HELD_DTYPE
 ENTRY_SUFFIX = ".safetensors"
 # The cache writes an entry as `.<key>.tmp-<random>.safetensors` and renames it into place; a file of that name is
 # a leftover of a killed run once it is older than any write could take.
@@ -99,7 +101,7 @@ class StructureCache:
             annotator (`Annotator`): Computes the maps on a miss; its `cache_key()` is part of the key.
 
         Returns:
-            `torch.Tensor` of shape `(frames, 3, height, width)`, `float32`, in `[0, 1]`, float16-rounded.
+            `torch.Tensor` of shape `(frames, 3, height, width)`: the held maps (`uint8`, value = level / 255).
         """
         check_frames(frames)
         path = self.path(frames, annotator)
@@ -111,7 +113,7 @@ class StructureCache:
                 _touch(path)
                 return maps
 
-        maps = annotator(frames).to(STORED_DTYPE)
+        maps = held_maps(annotator, frames)
         stored = (maps[:, :1] if bool((maps == maps[:, :1]).all()) else maps).contiguous()
         metadata = {
             "format": CACHE_FORMAT_VERSION,
@@ -122,7 +124,7 @@ class StructureCache:
         if self._write(path, stored, metadata):
             logger.info("structure maps cached: %s", path)
             self._tidy(keep=path)
-        return maps.float()
+        return maps
 
     def _read(self, path: Path, expected_shape: tuple[int, ...]) -> torch.Tensor | None:
         """Load and check an entry; `None` (and a warning) when it fails any check, so that it is recomputed."""
@@ -140,7 +142,7 @@ class StructureCache:
         if problem is not None:
             logger.warning("ignoring structure cache entry %s: %s; recomputing", path, problem)
             return None
-        return entry["maps"].float().expand(-1, 3, -1, -1).contiguous()
+        return entry["maps"].expand(-1, 3, -1, -1).contiguous()
 
     def _write(self, path: Path, stored: torch.Tensor, metadata: dict[str, str]) -> bool:
         """Store an entry atomically; whether it was stored. I/O errors are warnings: the run goes on uncached."""
@@ -211,8 +213,6 @@ def _entry_problem(entry: dict[str, torch.Tensor], metadata: dict[str, str], exp
         return f"its maps have shape {tuple(maps.shape)}, expected ({frames}, 1 or 3, {height}, {width})"
     if _digest(maps) != metadata.get("sha256"):
         return "its checksum does not match (the file was altered or damaged)"
-    if not bool(torch.isfinite(maps).all()) or float(maps.min()) < 0.0 or float(maps.max()) > 1.0:
-        return "its values are not all finite and in [0, 1]"
     return None
 
 

@@ -58,20 +58,18 @@ def run_settings(config: EvalConfig) -> dict:
 
 
 def method_options(spec: MethodSpec, config: EvalConfig) -> dict[str, Any]:
-    """The method's options with the evaluation's frame selection added, so every method edits the same frames."""
+    """The method's options with the evaluation's frame selection added, so every method edits the frames the
+    metrics see (`source_settings`): the same frames, size and crop or pad."""
     options = dict(spec.options)
-    v = config.video
+    selection = asdict(config.video)
     if spec.type == "ccedit":
-        selection = {"num_frames": v.num_frames, "fps": v.fps, "start": v.start, "height": v.height,
-                     "width": v.width, "resize_mode": v.resize_mode, "folder_fps": v.folder_fps}
         options["overrides"] = [*options.get("overrides", []),
                                 *(f"video.{k}={'null' if value is None else value}" for k, value in selection.items())]
-    elif spec.type == "folder":
+    elif spec.type == "folder":  # results of another tool: the frames chosen here, fitted like the source after
         for key in ("num_frames", "fps", "start", "folder_fps"):
-            options.setdefault(key, getattr(v, key))
+            options.setdefault(key, selection[key])
     else:
-        options.setdefault("video", {"num_frames": v.num_frames, "fps": v.fps, "start": v.start,
-                                     "height": v.height, "width": v.width, "folder_fps": v.folder_fps})
+        options.setdefault("video", selection)
     return options
 
 
@@ -220,7 +218,7 @@ class ItemEvaluator:
         try:
             source = self.source(item)
             out = self.methods[unit.method].run(item_job(self.config, item), item.fields())
-            frames, keyframes = fit_output(out, source.frames)
+            frames, keyframes = fit_output(out, source.frames, self.config.video.resize_mode)
             sample = EditSample(frames=frames, prompt=item.target_prompt, source_frames=source.frames,
                                 source_prompt=item.source_prompt, keyframes=keyframes)
             scores, records = {}, {}
@@ -265,21 +263,22 @@ class ItemEvaluator:
 
     def structure(self, frames: np.ndarray) -> np.ndarray:
         from ..annotators import build_annotator
-        from ..editing import maps_to_uint8
+        from ..annotators.maps import annotate, hold
 
         if self._annotator is None:
             self._annotator = build_annotator(self.config.report.structure)
-        return maps_to_uint8(self._annotator(frames)).permute(0, 2, 3, 1).numpy()
+        return hold(annotate(self._annotator, frames)).permute(0, 2, 3, 1).numpy()
 
 
-def fit_output(out: MethodOutput, source: np.ndarray) -> tuple[np.ndarray, dict[int, np.ndarray]]:
-    """The result (and its keyframes) at the source's size; a result of another length is refused."""
+def fit_output(out: MethodOutput, source: np.ndarray, mode: str = "crop") -> tuple[np.ndarray, dict[int, np.ndarray]]:
+    """The result (and its keyframes) at the source's size, fitted as the source was (`mode`: crop or pad); a result
+    of another length is refused."""
     if len(out.frames) != len(source):
         raise UserError(f"the result has {len(out.frames)} frames and the evaluated source {len(source)}: "
                         "make results of the same frames (or set video.num_frames to their length)")
     size = source.shape[1:3]
-    frames = out.frames if out.frames.shape[1:3] == size else fit_frames(out.frames, size, "crop")[0]
-    keyframes = {i: image if image.shape[:2] == size else fit_frames(image[None], size, "crop")[0][0]
+    frames = out.frames if out.frames.shape[1:3] == size else fit_frames(out.frames, size, mode)[0]
+    keyframes = {i: image if image.shape[:2] == size else fit_frames(image[None], size, mode)[0][0]
                  for i, image in out.keyframes.items()}
     return frames, keyframes
 

@@ -108,11 +108,11 @@ class DiffusersVideoMethod(Method):
     def control_frames(self, frames: np.ndarray) -> np.ndarray:
         """The annotator's structure maps of `frames`, uint8 `(frames, height, width, 3)`."""
         from ..annotators import build_annotator
-        from ..editing import maps_to_uint8
+        from ..annotators.maps import annotate, hold
 
         if self._annotator is None:
             self._annotator = build_annotator(self.annotator_name, **self.annotator_options)
-        return maps_to_uint8(self._annotator(frames)).permute(0, 2, 3, 1).numpy()
+        return hold(annotate(self._annotator, frames)).permute(0, 2, 3, 1).numpy()
 
     def generator(self, device: torch.device) -> torch.Generator:
         return torch.Generator(device).manual_seed(self.seed)

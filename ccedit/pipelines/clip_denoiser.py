@@ -14,6 +14,7 @@ import torch
 
 from ..models import BranchResiduals, TridentModel
 from .conditions import TridentConditions
+from .recording import ConditionsRecord
 from .windows import Window, whole_clip
 
 # The ControlNets' hint encodings of a whole clip are kept when they fit in this many bytes (about 200 frames of
@@ -64,6 +65,7 @@ class ClipDenoiser:
         self._appearance: dict[float, BranchResiduals] = {}
         self._clip_hints: list[torch.Tensor] | None = None
         self.on_window = None  # optional callback after each window's call (progress bars)
+        self.recorder: ConditionsRecord | None = None  # records each window's conditions at its first call
         maps = conditions.structure_maps
         self.encode_hints = bool(maps) and trident.hints_can_be_encoded
         hint_bytes = sum(
@@ -117,6 +119,15 @@ class ClipDenoiser:
             self._clip_hints = [torch.cat(per_net, dim=2) for per_net in zip(*chunks)]
         return [h[:, :, frames.to(h.device)] for h in self._clip_hints]
 
+    def _record(self, window_index: int, window: Window, part) -> None:
+        """Give the recorder this window's conditions as its networks take them: each ControlNet's maps (the slice
+        its hint encoding comes from, made by the same `maps_at`), and the keyframes acting where they act."""
+        index = torch.as_tensor(window.frames, dtype=torch.long)
+        maps = [self.conditions.maps_at(m, index, dtype=self.dtype) for m in self.conditions.structure_maps]
+        keyframes = [(self.conditions.keyframes.indices[k], position)
+                     for k, position in zip(part.keyframes, part.keyframe_frames)]
+        self.recorder.add_window(window_index, window.frames, part.anchor, keyframes, maps)
+
     def __call__(self, latent_model_input: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
         n, f = latent_model_input.shape[0], latent_model_input.shape[2]
         if f != self.num_frames:
@@ -124,12 +135,14 @@ class ClipDenoiser:
         timesteps = torch.as_tensor(timestep, device=self.device).expand(n)
         residuals = self.appearance_at(timestep)
         fused = torch.zeros(latent_model_input.shape, device=latent_model_input.device, dtype=torch.float32)
-        for window, weight in zip(self.windows, self.weights, strict=True):
+        for window_index, (window, weight) in enumerate(zip(self.windows, self.weights, strict=True)):
             index = torch.as_tensor(window.frames, device=latent_model_input.device)
             part = self.conditions.for_window(
                 window.frames, window.centre, window.keyframe_frames(), device=self.device, dtype=self.dtype,
                 with_maps=not self.encode_hints,
             )
+            if self.recorder is not None and not self.recorder.window_seen(window_index):
+                self._record(window_index, window, part)
             if self.encode_hints:
                 structure = {"structure_hints": [h.expand(n, -1, -1, -1, -1) for h in self.structure_hints(index.cpu())]}
             else:

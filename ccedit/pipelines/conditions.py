@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from ..annotators.maps import as_unit
 from ..errors import InvalidInputError
 
 
@@ -107,7 +108,7 @@ class TridentConditions:
     @staticmethod
     def maps_at(maps: torch.Tensor, index: torch.Tensor, device=None, dtype=None) -> torch.Tensor:
         """Frames `index` of one ControlNet's maps as the network takes them: `(1, 3, frames, H, W)` in `[0, 1]`."""
-        return _as_unit_float(maps[index], device, dtype).transpose(0, 1)[None]
+        return as_unit(maps[index], device, dtype).transpose(0, 1)[None]
 
     def for_frames(self, frames: Sequence[int]) -> "TridentConditions":
         """The conditions of the sub-clip made of clip frames `frames` (distinct); keyframes among them re-indexed."""
@@ -152,9 +153,3 @@ class TridentConditions:
             anchor = min(targets, key=lambda position: abs(position - len(frames) // 2))
         return WindowConditions(maps, tuple(chosen), tuple(targets), anchor)
 
-
-def _as_unit_float(maps: torch.Tensor, device, dtype) -> torch.Tensor:
-    """`uint8` maps -> float in `[0, 1]`; float maps unchanged; then to `device` and `dtype`."""
-    if maps.dtype == torch.uint8:
-        return maps.to(device=device, dtype=dtype or torch.float32) / 255
-    return maps.to(device=device, dtype=dtype)

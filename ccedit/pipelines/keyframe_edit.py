@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from diffusers import StableDiffusionControlNetImg2ImgPipeline
 
+from ..annotators.maps import as_unit
 from ..schedulers import build_scheduler
 
 
@@ -55,7 +56,7 @@ def edit_keyframe(
     )
     image_pipe.set_progress_bar_config(disable=True)
     height, width = frame.shape[:2]
-    controls = [_as_unit_float(m)[None] for m in structure_maps]
+    controls = [as_unit(m, dtype=torch.float32)[None] for m in structure_maps]
     scales = list(structure_scale) if isinstance(structure_scale, Sequence) else [float(structure_scale)] * len(nets)
     source = torch.from_numpy(frame).permute(2, 0, 1)[None].float() / 255
     offload = pipe.offload_device
@@ -85,6 +86,3 @@ def edit_keyframe(
             pipe.enable_model_cpu_offload(device=offload)
     return (np.clip(result, 0, 1) * 255).round().astype(np.uint8)
 
-
-def _as_unit_float(maps: torch.Tensor) -> torch.Tensor:
-    return maps.float() / 255 if maps.dtype == torch.uint8 else maps.float()

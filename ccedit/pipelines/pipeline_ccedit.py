@@ -19,6 +19,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from tqdm import tqdm
 from transformers import CLIPTextModel, CLIPTokenizer
 
+from ..annotators.maps import is_held, maps_problem
 from ..errors import InvalidInputError
 from ..models import AppearanceEncoder, CCEditTemporalAdapter, TridentModel, build_trident
 from ..models.cpu_linear import onednn_linear
@@ -26,6 +27,7 @@ from ..schedulers import SAMPLING_CONVENTIONS, set_sampling_timesteps
 from .clip_denoiser import ClipDenoiser
 from .conditions import Keyframes, TridentConditions, check_keyframe_indices, default_keyframe_index
 from .denoise import KnownLatents, denoise, prepare_initial_latents, sdedit_start, sdedit_timesteps
+from .recording import ConditionsRecord
 from .windows import (
     WINDOW_NOISE,
     check_window,
@@ -82,12 +84,15 @@ class CCEditPipelineOutput(BaseOutput):
         timings: seconds spent per stage (`encode_prompt`, `encode_keyframe`, `denoise`, `decode`, `total`).
         peak_memory_bytes: peak accelerator memory of the call on CUDA; elsewhere the process's peak resident memory
             so far (max RSS, which includes everything the process held before the call), or None where unknown.
+        windows: the number of windows of each denoising pass.
+        conditions: with `record_conditions=True`, what each network received (`ConditionsRecord`).
     """
 
     frames: np.ndarray | torch.Tensor | list
     timings: dict[str, float] = field(default_factory=dict)
     peak_memory_bytes: int | None = None
     windows: list[int] = field(default_factory=list)
+    conditions: ConditionsRecord | None = None
 
 
 def _check_video(video) -> np.ndarray | torch.Tensor:
@@ -114,6 +119,13 @@ def _video_chunk_to_tensor(video, start: int, stop: int) -> torch.Tensor:
     if isinstance(chunk, np.ndarray):
         chunk = torch.from_numpy(chunk).permute(0, 3, 1, 2).float() / 255
     return chunk.float() * 2 - 1
+
+
+def _video_as_uint8(video) -> np.ndarray:
+    """A video checked by `_check_video` as uint8 `(T, H, W, 3)` (a float tensor rounded from `[0, 1]`)."""
+    if isinstance(video, np.ndarray):
+        return video
+    return (video.float().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
 def _image_to_tensor(image) -> torch.Tensor:
@@ -397,6 +409,9 @@ class CCEditPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         for i, maps in enumerate(structure_maps):
             if tuple(maps.shape) != (f, 3, h, w):
                 raise InvalidInputError(f"structure maps {i} must be (frames, 3, height, width) = {(f, 3, h, w)}, got {tuple(maps.shape)}")
+            problem = None if is_held(maps) else maps_problem(maps, f, (h, w))
+            if problem is not None:
+                raise InvalidInputError(f"structure maps {i} must be uint8, or float in [0, 1]; got {problem}")
         if not isinstance(structure_scale, (int, float)) and len(structure_scale) != len(nets):
             raise InvalidInputError(f"got {len(structure_scale)} structure scales for {len(nets)} ControlNet(s)")
         if keyframes:
@@ -462,6 +477,7 @@ class CCEditPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         window_noise: str = "independent",
         callback_on_step_end: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
         progress: bool = True,
+        record_conditions: bool = False,
     ) -> CCEditPipelineOutput:
         r"""Edit `video`.
 
@@ -500,6 +516,9 @@ class CCEditPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
             callback_on_step_end: called as `callback(step_index, timestep, latents)` after every scheduler step
                 (of each pass, for a hierarchical edit).
             progress (`bool`): show a progress bar over the network calls (windows x evaluations).
+            record_conditions (`bool`): record what each network received, window by window (the structure maps,
+                the keyframes and where they act, the SDEdit source frames), as `output.conditions`; it holds a
+                copy of every window's maps.
 
         Returns:
             [`CCEditPipelineOutput`]: the frames, per-stage timings and peak accelerator memory.
@@ -547,6 +566,10 @@ class CCEditPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         if keyframes:
             encoded = Keyframes(keyframe_frames, self.encode_images(torch.cat(keyframes)).float())
         conditions = TridentConditions(text, structure_maps, tuple(scales), encoded, appearance_scale)
+        record = None
+        if record_conditions:
+            record = ConditionsRecord(tuple(float(s) for s in scales), float(appearance_scale),
+                                      conditions.uses_appearance, prior, float(prior_coefficient), float(strength))
         source_latents = None
         if prior == "video" or strength < 1:
             source_latents = self.encode_video(video, decode_chunk_size)[None].expand(batch, -1, -1, -1, -1).to(device)
@@ -564,6 +587,9 @@ class CCEditPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         timesteps = None
         if strength < 1:
             latents, timesteps = sdedit_start(source_latents.float(), noise, self.scheduler, strength=strength)
+            if record is not None:
+                record.sdedit_first_timestep = float(timesteps[0]) if len(timesteps) else None
+                record.sdedit_frames = _video_as_uint8(video)
         else:
             anchor = None
             if prior == "keyframe":
@@ -602,6 +628,9 @@ class CCEditPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
                                     device=device, dtype=dtype,
                                     timesteps=self.scheduler.timesteps if timesteps is None else timesteps)
             model_fn.on_window = bar.update
+            if record is not None:
+                record.start_pass(frames, sub_conditions.keyframes, conditions.uses_appearance)
+                model_fn.recorder = record
             edited = denoise(
                 model_fn, self.scheduler, latents[:, :, frames], guidance_scale=guidance_scale, generator=generator,
                 callback=callback_on_step_end, progress=False, timesteps=timesteps, known=sub_known,
@@ -627,12 +656,14 @@ class CCEditPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
                 frames = frames.numpy()
             elif output_type == "pil":
                 frames = [[PIL.Image.fromarray(a) for a in video_frames] for video_frames in frames.numpy()]
+        if record is not None:
+            record.decode_keyframes(lambda z: self.decode_latents(z.to(device), as_uint8=True))
         timings["decode"] = clock() - t0
         timings["total"] = clock() - start
         peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else _peak_resident_bytes()
         self.maybe_free_model_hooks()
         return CCEditPipelineOutput(frames=frames, timings=timings, peak_memory_bytes=peak,
-                                    windows=[len(windows) for _, windows in passes])
+                                    windows=[len(windows) for _, windows in passes], conditions=record)
 
 
 def _peak_resident_bytes() -> int | None:

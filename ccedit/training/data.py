@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from ..annotators.maps import as_unit, held_maps
 from ..errors import UserError
 from ..io import fit_frames, read_video, video_info
 from .config import TrainDataConfig
@@ -184,9 +185,10 @@ class VideoWindows(Dataset):
     def _structure(self, frames: np.ndarray) -> torch.Tensor:
         if self.annotator is None:
             return torch.zeros(frames.shape[0], 3, *frames.shape[1:3])
-        if self.cache is not None:
-            return self.cache.get_or_compute(frames, self.annotator).float()
-        return self.annotator(frames).float()
+        # Held (8-bit) maps whether cached or not: the levels an edit gives the ControlNet.
+        held = self.cache.get_or_compute(frames, self.annotator) if self.cache is not None else held_maps(
+            self.annotator, frames)
+        return as_unit(held)
 
 
 class StreamPositions(Sampler[int]):

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from ccedit.annotators import Annotator, CannyEdges, StructureCache
+from ccedit.annotators.maps import as_unit, hold
 
 
 class CountingAnnotator(Annotator):
@@ -37,9 +38,9 @@ def test_second_call_reads_the_cache(tmp_path, clip, check_maps):
     first = cache.get_or_compute(clip, annotator)
     second = cache.get_or_compute(clip, annotator)
     assert annotator.calls == 1
-    check_maps(second, clip)
-    assert torch.equal(first, second)  # the miss returns the stored (float16-rounded) maps too
-    torch.testing.assert_close(first, annotator(clip), atol=5e-4, rtol=0)
+    check_maps(as_unit(second), clip)
+    assert torch.equal(first, second)  # the miss returns the stored (held) maps too
+    assert torch.equal(first, hold(annotator(clip)))  # exactly the held maps of a run without a cache
 
     # A fresh cache object on the same folder, and an equal but separate annotator, still hit.
     other = CountingAnnotator()
@@ -74,10 +75,10 @@ def test_gray_maps_are_stored_once_and_expanded(tmp_path, clip, check_maps):
 
     cache = StructureCache(tmp_path)
     maps = cache.get_or_compute(clip, CountingAnnotator(is_gray=True))
-    check_maps(maps, clip)
+    check_maps(as_unit(maps), clip)
     (path,) = tmp_path.rglob("*.safetensors")
     stored = load_file(str(path))["maps"]
-    assert stored.shape == (3, 1, 40, 56) and stored.dtype == torch.float16
+    assert stored.shape == (3, 1, 40, 56) and stored.dtype == torch.uint8
     assert torch.equal(cache.get_or_compute(clip, CountingAnnotator(is_gray=True)), maps)
 
 
@@ -136,14 +137,6 @@ def _flip_bytes(path):
     path.write_bytes(bytes(data))
 
 
-def _with_nan(path):
-    from safetensors.torch import load_file
-
-    maps = load_file(str(path))["maps"].clone()
-    maps[0, 0, 0, 0] = float("nan")
-    _rewrite(path, maps)
-
-
 def _four_channels(path):
     from safetensors.torch import load_file
 
@@ -157,16 +150,11 @@ def _wrong_frames(path):
     _rewrite(path, load_file(str(path))["maps"][:2])
 
 
-def _out_of_range(path):
+def _float16(path):
+    """An entry in the unit form an earlier cache format stored."""
     from safetensors.torch import load_file
 
-    _rewrite(path, load_file(str(path))["maps"] * 2 + 0.5)
-
-
-def _float32(path):
-    from safetensors.torch import load_file
-
-    _rewrite(path, load_file(str(path))["maps"].float())
+    _rewrite(path, load_file(str(path))["maps"].half() / 255)
 
 
 def _truncated(path):
@@ -174,7 +162,7 @@ def _truncated(path):
 
 
 @pytest.mark.parametrize(
-    "damage", [_flip_bytes, _with_nan, _four_channels, _wrong_frames, _out_of_range, _float32, _truncated]
+    "damage", [_flip_bytes, _four_channels, _wrong_frames, _float16, _truncated]
 )
 def test_a_damaged_entry_is_recomputed_and_matches_a_cold_run(tmp_path, clip, damage, caplog):
     cache, annotator = StructureCache(tmp_path / "warm"), CountingAnnotator()
@@ -240,7 +228,7 @@ def test_an_unreadable_entry_is_a_warning(tmp_path, clip, caplog, monkeypatch):
 def test_least_recently_used_entries_are_evicted_beyond_the_limit(tmp_path, clip):
     import os
 
-    entry_bytes = 3 * 3 * 40 * 56 * 2  # 3 frames, 3 channels, float16
+    entry_bytes = 3 * 3 * 40 * 56  # 3 frames, 3 channels, uint8
     cache = StructureCache(tmp_path, max_bytes=2 * entry_bytes + 1000)  # two entries and their headers
     a, b, c = CountingAnnotator(0.9), CountingAnnotator(0.8), CountingAnnotator(0.7)
     cache.get_or_compute(clip, a)

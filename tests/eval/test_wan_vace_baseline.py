@@ -37,14 +37,14 @@ def test_wan_vace_equals_the_diffusers_pipeline_called_directly():
     from diffusers import WanVACEPipeline
 
     from ccedit.annotators import build_annotator
-    from ccedit.editing import maps_to_uint8
+    from ccedit.annotators.maps import hold
     from ccedit.io import fit_frames, read_video
     from ccedit.methods.wan_vace import tiny_wan_vace_parts
 
     job = EditJob(input=str(require(VIDEOS / "kitten.mp4")), prompt=PROMPT)
     out = wan_vace().run(job, {})
     frames = fit_frames(read_video(job.input, num_frames=3).frames, (32, 32), "crop")[0]
-    maps = maps_to_uint8(build_annotator("canny")(frames)).permute(0, 2, 3, 1).numpy()
+    maps = hold(build_annotator("canny")(frames)).permute(0, 2, 3, 1).numpy()
     pipe = WanVACEPipeline(**tiny_wan_vace_parts())
     pipe.set_progress_bar_config(disable=True)
     # Wan takes 4k+1 frames: the last map repeated to 5, the result cut back to 3.
