@@ -563,7 +563,8 @@ class CCEditPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
             noise = repeat_window_noise(noise, window_length)
         timesteps = None
         if strength < 1:
-            latents, timesteps = sdedit_start(source_latents.float(), noise, self.scheduler, strength=strength)
+            latents, timesteps = sdedit_start(source_latents.float(), noise, self.scheduler, strength=strength,
+                                              convention=convention)
         else:
             anchor = None
             if prior == "keyframe":
@@ -597,7 +598,7 @@ class CCEditPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
                 sub_known = KnownLatents(tuple(frames.index(k) for k in known.frames), known.latents)
             if pass_index > 0:  # the scheduler counts its steps: restart it for the next pass
                 set_sampling_timesteps(self.scheduler, num_inference_steps, device, convention)
-                timesteps = sdedit_timesteps(self.scheduler, strength) if strength < 1 else None
+                timesteps = sdedit_timesteps(self.scheduler, strength, convention) if strength < 1 else None
             model_fn = ClipDenoiser(trident, sub_conditions, len(frames), windows, fusion_weights(windows, len(frames)),
                                     device=device, dtype=dtype,
                                     timesteps=self.scheduler.timesteps if timesteps is None else timesteps)
