@@ -574,23 +574,25 @@ class CCEditPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
             latents = prepare_initial_latents(noise, self.scheduler, prior=anchor, prior_coefficient=prior_coefficient,
                                               convention=convention)
 
-        # 5. Denoise, window by window; keyframes that act sit at the centre of a window of their own, and their
-        # latents are kept (pinned). A clip longer than a window with keyframes is edited hierarchically: first a
-        # sparse pass over frames spread across the clip, then dense windows centred on those edited frames.
+        # 5. Denoise, window by window; keyframes that act sit at the centre of a window of their own (where the
+        # model's appearance branch needs them there), and their latents are kept (pinned). A clip longer than a
+        # window with keyframes is edited hierarchically: first a sparse pass over frames spread across the clip,
+        # then dense windows anchored on those edited frames.
         t0 = clock()
         self._onload_side_branches()
-        centred = keyframe_frames if conditions.uses_appearance else ()
+        trident = self.trident()
+        acting = keyframe_frames if conditions.uses_appearance else ()
         known = None
-        if pin_keyframes and centred:
+        if pin_keyframes and acting:
             known = KnownLatents(keyframe_frames, encoded.latents.transpose(0, 1)[None].to(device))
-        passes = plan_passes(num_frames, window_length, window_overlap, centred, hierarchical)
+        passes = plan_passes(num_frames, window_length, window_overlap, acting, hierarchical,
+                             centre_keyframes=trident.centres_keyframes)
         evaluations = len(self.scheduler.timesteps if timesteps is None else timesteps)
         total_windows = sum(len(windows) for _, windows in passes)
         per_step = -(-len(self.scheduler.timesteps) // num_inference_steps)  # evaluations per step (DPM++(2S): 2)
         steps_run = -(-evaluations // per_step)  # fewer than num_inference_steps with SDEdit
         bar = tqdm(total=evaluations * total_windows, disable=not progress, file=sys.stderr, unit="window",
                    desc=f"denoising: {steps_run} steps, {evaluations} network evaluations x {total_windows} windows")
-        trident = self.trident()
         for pass_index, (frames, windows) in enumerate(passes):
             sub_conditions = conditions.for_frames(frames) if len(frames) < num_frames else conditions
             sub_known = known
@@ -608,8 +610,8 @@ class CCEditPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
                 callback=callback_on_step_end, progress=False, timesteps=timesteps, known=sub_known,
             )
             if len(frames) < num_frames:
-                # The sparse pass's frames become the keyframes of the dense one: each dense window is centred
-                # on one, whose appearance residuals it receives, and all of them are kept.
+                # The sparse pass's frames become the keyframes of the dense one, acting in the dense windows
+                # (centred on each, where the branch needs it), and all of them are kept.
                 conditions = replace(conditions, keyframes=Keyframes(tuple(frames), edited.transpose(1, 2)))
                 known = KnownLatents(tuple(frames), edited)
             else:

@@ -121,6 +121,40 @@ def test_sparsectrl_keyframes_give_the_denoiser_output_of_diffusers_sparsectrl_p
     assert (mine - ours.trident()(doubled, t, text)).abs().max() > 1e-3  # the keyframes act
 
 
+@pytest.mark.parametrize("index", [0, 5])
+def test_a_sparsectrl_keyframe_anywhere_in_one_window_equals_diffusers_sparsectrl_pipeline(index):
+    from diffusers import AnimateDiffSparseControlNetPipeline
+
+    components = tiny_animatediff_components(appearance=True)
+    # diffusers encodes conditioning frames by sampling the VAE's posterior, ccedit takes its mean: a posterior of
+    # (almost) no spread (log-variance at its floor, -30) makes the two the same encoding
+    quant_conv = components["vae"].quant_conv
+    with torch.no_grad():
+        quant_conv.weight[4:] = 0
+        quant_conv.bias[4:] = -30
+    ours = CCEditPipeline(**{**components, "controlnet": None})  # the structure branch off
+    peer = AnimateDiffSparseControlNetPipeline(
+        vae=components["vae"], text_encoder=components["text_encoder"], tokenizer=components["tokenizer"],
+        unet=components["unet"], motion_adapter=components["temporal"], controlnet=components["appearance"],
+        scheduler=ours.scheduler,
+    )
+    peer.set_progress_bar_config(disable=True)
+    frames = 16
+    rng = np.random.RandomState(index)
+    video = (rng.rand(frames, H, W, 3) * 255).astype(np.uint8)
+    keyframe = (rng.rand(H, W, 3) * 255).astype(np.uint8)
+    noise = torch.randn(1, 4, frames, H // 8, W // 8, generator=torch.Generator().manual_seed(index))
+    # diffusers keeps no keyframe latent: ccedit's pinning off, so both leave the keyframe's frame to the model
+    result = ours("a watercolor painting", video, keyframe=keyframe, keyframe_index=index, num_inference_steps=3,
+                  latents=noise, pin_keyframes=False, progress=False, output_type="latent")
+    theirs = peer(prompt="a watercolor painting", num_frames=frames, height=H, width=W, num_inference_steps=3,
+                  conditioning_frames=[PIL.Image.fromarray(keyframe)], controlnet_frame_indices=[index],
+                  latents=noise, output_type="latent").frames
+    # the random tiny networks leave latents of magnitude ~70: equal to float rounding relative to that scale
+    assert (result.frames - theirs).abs().max() <= 1e-5 * theirs.abs().max()
+    assert result.windows == [1]  # the clip's own window, with the keyframe where it is
+
+
 def test_the_open_trident_is_keyframe_guided_from_the_command_line(tmp_path):
     import json
 
