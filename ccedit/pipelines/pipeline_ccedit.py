@@ -24,7 +24,7 @@ from ..models import AppearanceEncoder, CCEditTemporalAdapter, TridentModel, bui
 from ..models.cpu_linear import onednn_linear
 from ..schedulers import SAMPLING_CONVENTIONS, set_sampling_timesteps
 from .clip_denoiser import ClipDenoiser
-from .conditions import Keyframes, TridentConditions, check_keyframe_indices, default_keyframe_index
+from .conditions import Keyframes, TridentConditions, check_keyframe_indices, default_keyframe_index, keyframes_act
 from .denoise import KnownLatents, denoise, prepare_initial_latents, sdedit_start, sdedit_timesteps
 from .windows import (
     WINDOW_NOISE,
@@ -380,7 +380,7 @@ class CCEditPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
     def check_inputs(
         self, prompt, video, structure_maps, keyframes, keyframe_indices, structure_scale, strength, prior,
         prior_coefficient, guidance_scale, num_inference_steps, window_length=None, window_overlap=None,
-        window_noise="independent",
+        window_noise="independent", appearance_scale=1.0,
     ) -> tuple[int, ...]:
         """Check every argument of `__call__` once; return the keyframes' clip frames (negative indices resolved)."""
         if not isinstance(prompt, str) and not (isinstance(prompt, list) and all(isinstance(p, str) for p in prompt)):
@@ -420,6 +420,9 @@ class CCEditPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
             raise InvalidInputError(f"`prior` must be one of {', '.join(PRIORS)}, got {prior!r}")
         if prior == "keyframe" and not keyframes:
             raise InvalidInputError("`prior='keyframe'` needs a keyframe")
+        if prior == "keyframe" and not keyframes_act(len(keyframes), appearance_scale):
+            raise InvalidInputError("`prior='keyframe'` needs a keyframe that acts: at `appearance_scale` 0 keyframes "
+                                    "act like none; use another prior or a non-zero scale")
         if prior != "none" and strength < 1:
             raise InvalidInputError("the anchor prior and SDEdit `strength` < 1 exclude each other; use one of them")
         if prior_coefficient < 0:
@@ -524,6 +527,7 @@ class CCEditPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         keyframe_frames = self.check_inputs(
             prompt, video, structure_maps, keyframes, indices, structure_scale, strength, prior,
             prior_coefficient, guidance_scale, num_inference_steps, window_length, window_overlap, window_noise,
+            appearance_scale,
         )
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         batch, (num_frames, height, width) = len(prompts), _video_size(video)
