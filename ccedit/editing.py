@@ -388,6 +388,7 @@ class EditSession:
     def edit(self, job: EditJob) -> EditResult:
         """Edit `job.input` with `job.prompt` (and its keyframes); nothing is written."""
         from .config import hierarchical_setting, window_length
+        from .pipelines.conditions import keyframes_act
 
         cfg, s = self.cfg, self.cfg.sampling
         started = time.perf_counter()
@@ -430,7 +431,9 @@ class EditSession:
                 generator=torch.Generator(device="cpu").manual_seed(s.seed + 1 + i),
             )
         auto_seconds = time.perf_counter() - t0
-        prior = s.prior if s.prior != "auto" else ("keyframe" if keyframes and s.strength == 1 else "none")
+        # auto: CCEdit's anchor prior from keyframes that act, unless SDEdit starts from the source instead
+        acting = keyframes_act(len(keyframes), s.appearance_scale)
+        prior = s.prior if s.prior != "auto" else ("keyframe" if acting and s.strength == 1 else "none")
         result = pipe(
             full_prompt, prepared.frames, maps,
             negative_prompt=s.negative_prompt, keyframe=images or None, keyframe_index=indices or None,

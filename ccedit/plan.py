@@ -16,6 +16,7 @@ import torch
 
 from .config import EditConfig, hierarchical_setting, structure_controlnets, window_length
 from .memory import MemoryEstimate, estimate_edit_memory
+from .pipelines.conditions import keyframes_act
 from .pipelines.windows import plan_passes
 from .resources import MemoryNeed, edit_memory_need
 from .schedulers import build_scheduler, set_sampling_timesteps
@@ -52,7 +53,7 @@ class EditPlan:
 def acting_keyframes(cfg: EditConfig, keyframes: Sequence) -> list:
     """The keyframes that act on the edit: none at `sampling.appearance_scale=0`, where they get no windows of
     their own and no appearance branch."""
-    return [] if cfg.sampling.appearance_scale == 0 else list(keyframes)
+    return list(keyframes) if keyframes_act(len(keyframes), cfg.sampling.appearance_scale) else []
 
 
 def estimate_network_memory(

@@ -248,6 +248,30 @@ def test_the_dump_of_a_long_windowed_keyframe_edit_pairs_maps_with_frames(tmp_pa
     assert rows == 2 * sum(len(w["frames"]) for r in dump["passes"] for w in r["windows"]) and windows >= 6
 
 
+def test_sparsectrl_takes_the_keyframe_latent_and_mask_at_its_frame(tmp_path, clip_folder, monkeypatch):
+    seen = capture_network_inputs(monkeypatch)
+    image = _keyframe_image(clip_folder, 1)
+    keyframe = tmp_path / "key.png"
+    write_image(keyframe, image)
+    args = ["edit", str(clip_folder), "--prompt", "x", "-o", str(tmp_path / "o.mp4"), *FAST, "--frames", "6",
+            "--model", "animatediff-tiny", "--keyframe", f"{keyframe}@1"]
+    assert main(args) == 0
+    (inputs,) = seen
+    latent, _ = _vae_round_trip(inputs.pipe, image)
+    noise = initial_noise(SEED, 6, *SIZE)
+    assert inputs.sparse_calls
+    for sample, condition, mask in inputs.sparse_calls:
+        for b in range(sample.shape[0]):
+            frames = frame_identity(sample[b].transpose(0, 1), noise)
+            for position, frame in enumerate(frames):
+                acting = frame == 1
+                assert float(mask[b, 0, position].min()) == float(mask[b, 0, position].max()) == float(acting)
+                if acting:
+                    assert torch.allclose(condition[b, :, position], latent[0], atol=1e-5)
+                else:
+                    assert float(condition[b, :, position].abs().max()) == 0.0
+
+
 class Broken(Annotator):
     name = "broken"
 

@@ -167,6 +167,7 @@ class AnimateDiffMethod(DiffusersVideoMethod):
                  num_inference_steps: int = 25, guidance_scale: float = 7.5, strength: float = 0.8,
                  controlnet_conditioning_scale: float = 1.0, negative_prompt: str = "", seed: int = 0,
                  dtype: str = "auto", device: str = "auto", video: Mapping[str, Any] | None = None):
+        from ..pipelines.denoise import sdedit_kept_steps
         from ..schedulers import SCHEDULERS
 
         super().__init__(annotator=annotator, annotator_options=annotator_options,
@@ -176,7 +177,7 @@ class AnimateDiffMethod(DiffusersVideoMethod):
             raise UserError(f"unknown scheduler {scheduler!r}: choose one of {', '.join(sorted(SCHEDULERS))}")
         if not (isinstance(strength, (int, float)) and 0 < strength <= 1):
             raise UserError(f"option strength={strength!r} must be in (0, 1]")
-        if int(num_inference_steps * strength) < 1:
+        if sdedit_kept_steps(num_inference_steps, strength, "diffusers") < 1:
             # diffusers runs the last int(steps x strength) steps; none would leave it nothing to denoise
             raise UserError(f"num_inference_steps={num_inference_steps} x strength={strength} runs no step: "
                             "raise either so that their product is at least 1")

@@ -216,6 +216,13 @@ class TridentModel(nn.Module):
         residuals serve every window and guidance half of a timestep; SparseCtrl also reads the noisy latent."""
         return isinstance(self.appearance, AppearanceEncoder)
 
+    @property
+    def centres_keyframes(self) -> bool:
+        """Whether each keyframe needs a window centred on it: CCEdit's encoder was trained with the keyframe at the
+        window's centre; SparseCtrl takes conditioning frames at any position, so plain windows carry the keyframes
+        where they are (as diffusers' SparseCtrl pipeline places them)."""
+        return isinstance(self.appearance, AppearanceEncoder)
+
     def sparse_appearance_residuals(
         self, sample: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor,
         latents: torch.Tensor, frames: Sequence[int], scale: float = 1.0,

@@ -2,7 +2,8 @@
 
 `TridentConditions` holds the conditions of a whole clip, validated once (`CCEditPipeline.check_inputs`). A
 window of frames takes its slice with `for_window`, which re-indexes the keyframes that fall inside it. Defaults
-that concern keyframes are decided here and nowhere else (`default_keyframe_index`).
+that concern keyframes are decided here and nowhere else (`default_keyframe_index`), and so is whether they act
+(`keyframes_act`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,16 @@ from ..errors import InvalidInputError
 def default_keyframe_index(num_frames: int) -> int:
     """The frame a keyframe shows when none is named: the centre frame, where CCEdit trained its keyframe."""
     return num_frames // 2
+
+
+def keyframes_act(num_keyframes: int, appearance_scale: float) -> bool:
+    """Whether an edit's keyframes act: some are given, at a non-zero appearance scale.
+
+    The one rule for what a keyframe does: at scale 0 keyframes act like no keyframe at all (no appearance branch,
+    no window of their own, no pinned latent, no anchor prior from them), whether an edit comes through the
+    pipeline, the command line or `--dry-run`'s plan.
+    """
+    return num_keyframes > 0 and appearance_scale != 0
 
 
 def check_keyframe_indices(indices: Sequence[int], num_frames: int) -> tuple[int, ...]:
@@ -102,8 +113,8 @@ class TridentConditions:
 
     @property
     def uses_appearance(self) -> bool:
-        """Whether the appearance branch runs: keyframes given at a non-zero scale."""
-        return self.keyframes is not None and len(self.keyframes) > 0 and self.appearance_scale != 0
+        """Whether the appearance branch runs: whether the keyframes act (`keyframes_act`)."""
+        return keyframes_act(0 if self.keyframes is None else len(self.keyframes), self.appearance_scale)
 
     @staticmethod
     def maps_at(maps: torch.Tensor, index: torch.Tensor, device=None, dtype=None) -> torch.Tensor:

@@ -195,13 +195,13 @@ def prepare_initial_latents(
 
 
 def sdedit_start(
-    z: torch.Tensor, noise: torch.Tensor, scheduler: SchedulerMixin, *, strength: float
+    z: torch.Tensor, noise: torch.Tensor, scheduler: SchedulerMixin, *, strength: float, convention: str = "ccedit"
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """
     SDEdit (Meng et al. 2022): noise clean latents part-way and keep only the tail of the schedule.
 
-    Of the n steps set on the scheduler, the last max(int(strength * (n + 1)), 1) - 1 are kept: the original counts
-    the appended final sigma 0 when it prunes (`Img2ImgDiscretizationWrapper`, ref §3). The start is
+    How many of the n steps set on the scheduler are kept depends on the model's sampling convention
+    (`sdedit_kept_steps`). The start is
     - sigma-space schedulers (Euler, Euler ancestral, DPM++(2S) ancestral): z + sigma_0 * noise, sigma_0 the first
       kept sigma, which is what the original's sampler starts from;
     - others (DDIM, DPM-Solver, UniPC): `scheduler.add_noise(z, noise, t_0)`, their own forward process at the first
@@ -213,6 +213,7 @@ def sdedit_start(
         noise (`torch.Tensor`): N(0, I) of the same shape.
         scheduler (`SchedulerMixin`): a scheduler after `set_sampling_timesteps`.
         strength (`float`): in (0, 1]; 1 keeps every step.
+        convention (`str`): the model's sampling convention (`ccedit.schedulers.SAMPLING_CONVENTIONS`).
 
     Returns:
         `tuple[torch.Tensor, torch.Tensor]`: the starting latents and the timesteps to run (empty when strength is
@@ -220,7 +221,7 @@ def sdedit_start(
     """
     if not 0.0 < strength <= 1.0:
         raise UserError(f"SDEdit `strength` must be in (0, 1], got {strength}")
-    timesteps = sdedit_timesteps(scheduler, strength)
+    timesteps = sdedit_timesteps(scheduler, strength, convention)
     if len(timesteps) == 0:
         logger.warning("SDEdit strength %s keeps none of the %d steps; the latents stay as given.", strength,
                        scheduler.num_inference_steps)
@@ -232,14 +233,27 @@ def sdedit_start(
     return scheduler.add_noise(z, noise, timesteps[:1]), timesteps
 
 
-def sdedit_timesteps(scheduler: SchedulerMixin, strength: float) -> torch.Tensor:
+def sdedit_kept_steps(num_steps: int, strength: float, convention: str = "ccedit") -> int:
+    """How many of `num_steps` sampler steps SDEdit at `strength` runs, by sampling convention.
+
+    - "ccedit": max(int(strength * (n + 1)), 1) - 1, the original's count: it prunes the sigmas with the appended
+      final sigma 0 among them (`Img2ImgDiscretizationWrapper`, ref §3);
+    - "diffusers": min(int(n * strength), n), diffusers' image- and video-to-video pipelines (`get_timesteps`),
+      so a model released for diffusers runs the steps it runs there (at 30 steps and strength 0.6: 18, not 17).
+    """
+    if convention == "ccedit":
+        return max(int(strength * (num_steps + 1)), 1) - 1
+    return min(int(num_steps * strength), num_steps)
+
+
+def sdedit_timesteps(scheduler: SchedulerMixin, strength: float, convention: str = "ccedit") -> torch.Tensor:
     """The tail of the schedule that SDEdit at `strength` runs, with the scheduler's begin index set to its start.
 
     For a scheduler after `set_sampling_timesteps`; call it again after each `set_sampling_timesteps` (a second
     denoising pass over the same latents restarts the same tail).
     """
     num_steps = scheduler.num_inference_steps
-    kept_steps = max(int(strength * (num_steps + 1)), 1) - 1
+    kept_steps = sdedit_kept_steps(num_steps, strength, convention)
     begin_index = (num_steps - kept_steps) * scheduler.order
     if kept_steps > 0 and hasattr(scheduler, "set_begin_index"):
         scheduler.set_begin_index(begin_index)

@@ -25,7 +25,7 @@ from ..models import AppearanceEncoder, CCEditTemporalAdapter, TridentModel, bui
 from ..models.cpu_linear import onednn_linear
 from ..schedulers import SAMPLING_CONVENTIONS, set_sampling_timesteps
 from .clip_denoiser import ClipDenoiser
-from .conditions import Keyframes, TridentConditions, check_keyframe_indices, default_keyframe_index
+from .conditions import Keyframes, TridentConditions, check_keyframe_indices, default_keyframe_index, keyframes_act
 from .denoise import KnownLatents, denoise, prepare_initial_latents, sdedit_start, sdedit_timesteps
 from .recording import ConditionsRecord
 from .windows import (
@@ -392,7 +392,7 @@ class CCEditPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
     def check_inputs(
         self, prompt, video, structure_maps, keyframes, keyframe_indices, structure_scale, strength, prior,
         prior_coefficient, guidance_scale, num_inference_steps, window_length=None, window_overlap=None,
-        window_noise="independent",
+        window_noise="independent", appearance_scale=1.0,
     ) -> tuple[int, ...]:
         """Check every argument of `__call__` once; return the keyframes' clip frames (negative indices resolved)."""
         if not isinstance(prompt, str) and not (isinstance(prompt, list) and all(isinstance(p, str) for p in prompt)):
@@ -435,6 +435,9 @@ class CCEditPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
             raise InvalidInputError(f"`prior` must be one of {', '.join(PRIORS)}, got {prior!r}")
         if prior == "keyframe" and not keyframes:
             raise InvalidInputError("`prior='keyframe'` needs a keyframe")
+        if prior == "keyframe" and not keyframes_act(len(keyframes), appearance_scale):
+            raise InvalidInputError("`prior='keyframe'` needs a keyframe that acts: at `appearance_scale` 0 keyframes "
+                                    "act like none; use another prior or a non-zero scale")
         if prior != "none" and strength < 1:
             raise InvalidInputError("the anchor prior and SDEdit `strength` < 1 exclude each other; use one of them")
         if prior_coefficient < 0:
@@ -543,6 +546,7 @@ class CCEditPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         keyframe_frames = self.check_inputs(
             prompt, video, structure_maps, keyframes, indices, structure_scale, strength, prior,
             prior_coefficient, guidance_scale, num_inference_steps, window_length, window_overlap, window_noise,
+            appearance_scale,
         )
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         batch, (num_frames, height, width) = len(prompts), _video_size(video)
@@ -586,7 +590,8 @@ class CCEditPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
             noise = repeat_window_noise(noise, window_length)
         timesteps = None
         if strength < 1:
-            latents, timesteps = sdedit_start(source_latents.float(), noise, self.scheduler, strength=strength)
+            latents, timesteps = sdedit_start(source_latents.float(), noise, self.scheduler, strength=strength,
+                                              convention=convention)
             if record is not None:
                 record.sdedit_first_timestep = float(timesteps[0]) if len(timesteps) else None
                 record.sdedit_frames = _video_as_uint8(video)
@@ -599,23 +604,25 @@ class CCEditPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
             latents = prepare_initial_latents(noise, self.scheduler, prior=anchor, prior_coefficient=prior_coefficient,
                                               convention=convention)
 
-        # 5. Denoise, window by window; keyframes that act sit at the centre of a window of their own, and their
-        # latents are kept (pinned). A clip longer than a window with keyframes is edited hierarchically: first a
-        # sparse pass over frames spread across the clip, then dense windows centred on those edited frames.
+        # 5. Denoise, window by window; keyframes that act sit at the centre of a window of their own (where the
+        # model's appearance branch needs them there), and their latents are kept (pinned). A clip longer than a
+        # window with keyframes is edited hierarchically: first a sparse pass over frames spread across the clip,
+        # then dense windows anchored on those edited frames.
         t0 = clock()
         self._onload_side_branches()
-        centred = keyframe_frames if conditions.uses_appearance else ()
+        trident = self.trident()
+        acting = keyframe_frames if conditions.uses_appearance else ()
         known = None
-        if pin_keyframes and centred:
+        if pin_keyframes and acting:
             known = KnownLatents(keyframe_frames, encoded.latents.transpose(0, 1)[None].to(device))
-        passes = plan_passes(num_frames, window_length, window_overlap, centred, hierarchical)
+        passes = plan_passes(num_frames, window_length, window_overlap, acting, hierarchical,
+                             centre_keyframes=trident.centres_keyframes)
         evaluations = len(self.scheduler.timesteps if timesteps is None else timesteps)
         total_windows = sum(len(windows) for _, windows in passes)
         per_step = -(-len(self.scheduler.timesteps) // num_inference_steps)  # evaluations per step (DPM++(2S): 2)
         steps_run = -(-evaluations // per_step)  # fewer than num_inference_steps with SDEdit
         bar = tqdm(total=evaluations * total_windows, disable=not progress, file=sys.stderr, unit="window",
                    desc=f"denoising: {steps_run} steps, {evaluations} network evaluations x {total_windows} windows")
-        trident = self.trident()
         for pass_index, (frames, windows) in enumerate(passes):
             sub_conditions = conditions.for_frames(frames) if len(frames) < num_frames else conditions
             sub_known = known
@@ -623,7 +630,7 @@ class CCEditPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
                 sub_known = KnownLatents(tuple(frames.index(k) for k in known.frames), known.latents)
             if pass_index > 0:  # the scheduler counts its steps: restart it for the next pass
                 set_sampling_timesteps(self.scheduler, num_inference_steps, device, convention)
-                timesteps = sdedit_timesteps(self.scheduler, strength) if strength < 1 else None
+                timesteps = sdedit_timesteps(self.scheduler, strength, convention) if strength < 1 else None
             model_fn = ClipDenoiser(trident, sub_conditions, len(frames), windows, fusion_weights(windows, len(frames)),
                                     device=device, dtype=dtype,
                                     timesteps=self.scheduler.timesteps if timesteps is None else timesteps)
@@ -636,8 +643,8 @@ class CCEditPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
                 callback=callback_on_step_end, progress=False, timesteps=timesteps, known=sub_known,
             )
             if len(frames) < num_frames:
-                # The sparse pass's frames become the keyframes of the dense one: each dense window is centred
-                # on one, whose appearance residuals it receives, and all of them are kept.
+                # The sparse pass's frames become the keyframes of the dense one, acting in the dense windows
+                # (centred on each, where the branch needs it), and all of them are kept.
                 conditions = replace(conditions, keyframes=Keyframes(tuple(frames), edited.transpose(1, 2)))
                 known = KnownLatents(tuple(frames), edited)
             else:

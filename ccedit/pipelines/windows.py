@@ -4,9 +4,10 @@ A clip longer than the model's native length is denoised in overlapping windows 
 at every step, before one scheduler step on the whole latent (the MultiDiffusion / FreeNoise scheme): every frame
 belongs to one latent, so windows never drift apart and memory is bounded by the window, not the clip.
 
-Keyframes sit at the centre of their own window, where CCEdit trained its appearance branch; near the clip's edges
-the window is reflect-padded (frames `2 1 0 1 2` around frame 0). The rest of the clip is tiled with plain windows
-that overlap every neighbour by at least `overlap` frames.
+For CCEdit's appearance encoder, keyframes sit at the centre of their own window, where it was trained; near the
+clip's edges the window is reflect-padded (frames `2 1 0 1 2` around frame 0). The rest of the clip is tiled with
+plain windows that overlap every neighbour by at least `overlap` frames. An appearance branch that takes keyframes
+at any position (SparseCtrl) gets the plain windows alone, each keyframe acting in the windows that contain it.
 
 The planner is pure (frame counts in, windows out) and the fusion is a weighted sum, so both can later run across
 processes.
@@ -193,21 +194,25 @@ def plan_passes(
     overlap: int | None = None,
     keyframes: Sequence[int] = (),
     hierarchical: bool | None = None,
+    centre_keyframes: bool = True,
 ) -> list[tuple[list[int], list[Window]]]:
     """The denoising passes of an edit: per pass, the clip frames it denoises and its windows over them.
 
     One pass of windows over the clip; or, with keyframes on a clip longer than a window (`hierarchical` None),
-    or when asked, a sparse pass over `sparse_anchors` whose results anchor a dense pass of windows centred on
-    each anchor. `keyframes` are the keyframes that act (the appearance branch runs for them).
+    or when asked, a sparse pass over `sparse_anchors` whose results anchor a dense pass over the whole clip.
+    `keyframes` are the keyframes that act (the appearance branch runs for them). With `centre_keyframes` (the
+    appearance branch's `TridentModel.centres_keyframes`) each keyframe, and in a dense pass each anchor, gets a
+    window centred on it; otherwise the plain windows carry them where they are.
     """
     length = num_frames if length is None else min(length, num_frames)
     if hierarchical is None:
         hierarchical = bool(keyframes) and num_frames > length
+
+    def windows(count: int, centred: Sequence[int]) -> list[Window]:
+        return plan_windows(count, length, overlap, centred if centre_keyframes else ())
+
     if hierarchical and keyframes:
         anchors = sparse_anchors(num_frames, length, overlap, keyframes)
         positions = [anchors.index(k) for k in keyframes]
-        return [
-            (anchors, plan_windows(len(anchors), length, overlap, positions)),
-            (list(range(num_frames)), plan_windows(num_frames, length, overlap, anchors)),
-        ]
-    return [(list(range(num_frames)), plan_windows(num_frames, length, overlap, keyframes))]
+        return [(anchors, windows(len(anchors), positions)), (list(range(num_frames)), windows(num_frames, anchors))]
+    return [(list(range(num_frames)), windows(num_frames, keyframes))]

@@ -9,7 +9,14 @@ import torch
 from safetensors.torch import load_file
 
 from ccedit.errors import UserError
-from ccedit.pipelines.denoise import denoise, guided_noise_prediction, prepare_initial_latents, sdedit_start
+from ccedit.pipelines.denoise import (
+    denoise,
+    guided_noise_prediction,
+    prepare_initial_latents,
+    sdedit_kept_steps,
+    sdedit_start,
+    sdedit_timesteps,
+)
 from ccedit.schedulers import build_scheduler, completes_step, evaluation_steps, set_sampling_timesteps
 from tests.conftest import REFERENCE, require
 
@@ -208,3 +215,13 @@ def test_sdedit_start_for_other_schedulers_and_bad_strength():
     assert len(timesteps) == 0 and torch.equal(latents, z)
     with pytest.raises(UserError, match="strength"):
         sdedit_start(z, noise, scheduler, strength=0.0)
+
+
+@pytest.mark.parametrize("convention,kept,first", [("ccedit", 17, 566), ("diffusers", 18, 599)])
+def test_sdedit_keeps_the_steps_of_the_models_sampling_convention(convention, kept, first):
+    # diffusers' video-to-video pipelines keep min(int(n * strength), n) steps; CCEdit counts the final sigma 0 too
+    scheduler = build_scheduler("ddim")
+    set_sampling_timesteps(scheduler, 30, convention=convention)
+    timesteps = sdedit_timesteps(scheduler, 0.6, convention)
+    assert len(timesteps) == kept and int(timesteps[0]) == first
+    assert sdedit_kept_steps(30, 0.6, convention) == kept

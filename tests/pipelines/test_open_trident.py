@@ -26,23 +26,37 @@ def clip():
     return video, maps
 
 
-def test_without_appearance_it_equals_diffusers_animatediff_video_to_video_controlnet(components, clip):
+@pytest.mark.parametrize("strength,steps", [(1.0, 3), (0.6, 10)])
+def test_without_appearance_it_equals_diffusers_animatediff_video_to_video_controlnet(components, clip, strength,
+                                                                                      steps):
     video, maps = clip
     g = torch.Generator().manual_seed(0)
-    start = torch.randn(1, 4, FRAMES, H // 8, W // 8, generator=g)  # DDIM: init_noise_sigma 1, no scaling
+    noise = torch.randn(1, 4, FRAMES, H // 8, W // 8, generator=g)  # DDIM: init_noise_sigma 1, no scaling
     ours = CCEditPipeline(**components)
     mine = ours("a watercolor painting", video, [torch.from_numpy(maps).permute(0, 3, 1, 2).float() / 255],
-                num_inference_steps=3, guidance_scale=7.5, latents=start, progress=False, output_type="latent").frames
+                num_inference_steps=steps, guidance_scale=7.5, latents=noise, strength=strength, progress=False,
+                output_type="latent").frames
     peer = AnimateDiffVideoToVideoControlNetPipeline(
         vae=components["vae"], text_encoder=components["text_encoder"], tokenizer=components["tokenizer"],
         unet=components["unet"], motion_adapter=components["temporal"], controlnet=components["controlnet"],
         scheduler=ours.scheduler,
     )
     peer.set_progress_bar_config(disable=True)
-    # given `latents` (and no video), diffusers starts from them as they are, like ccedit with a DDIM scheduler
+    # Given `latents` (and no video), diffusers starts from them as they are on the timesteps its `get_timesteps`
+    # keeps for `strength`. Below 1 they are the source's latents (the posterior mean, as ccedit encodes) noised to
+    # its first kept timestep: 6 of 10 steps at 0.6, where CCEdit's own rule keeps 5.
+    start = noise
+    if strength < 1:
+        peer.scheduler.set_timesteps(steps)
+        kept, _ = peer.get_timesteps(steps, peer.scheduler.timesteps, strength, "cpu")
+        assert len(kept) == 6
+        pixels = torch.from_numpy(video).permute(0, 3, 1, 2).float() / 127.5 - 1
+        with torch.no_grad():
+            source = components["vae"].encode(pixels).latent_dist.mode() * components["vae"].config.scaling_factor
+        start = peer.scheduler.add_noise(source.transpose(0, 1)[None], noise, kept[:1])
     theirs = peer(
-        prompt="a watercolor painting", strength=1.0,
-        conditioning_frames=[PIL.Image.fromarray(m) for m in maps], num_inference_steps=3, guidance_scale=7.5,
+        prompt="a watercolor painting", strength=strength,
+        conditioning_frames=[PIL.Image.fromarray(m) for m in maps], num_inference_steps=steps, guidance_scale=7.5,
         latents=start, output_type="latent", height=H, width=W,
     ).frames
     torch.testing.assert_close(mine, theirs.to(mine.dtype), atol=1e-4, rtol=1e-4)
@@ -105,6 +119,40 @@ def test_sparsectrl_keyframes_give_the_denoiser_output_of_diffusers_sparsectrl_p
         mine = ours.trident()(doubled, t, text, appearance_condition=(keyframe_latents[None], indices))
     torch.testing.assert_close(mine, theirs, atol=1e-5, rtol=1e-5)
     assert (mine - ours.trident()(doubled, t, text)).abs().max() > 1e-3  # the keyframes act
+
+
+@pytest.mark.parametrize("index", [0, 5])
+def test_a_sparsectrl_keyframe_anywhere_in_one_window_equals_diffusers_sparsectrl_pipeline(index):
+    from diffusers import AnimateDiffSparseControlNetPipeline
+
+    components = tiny_animatediff_components(appearance=True)
+    # diffusers encodes conditioning frames by sampling the VAE's posterior, ccedit takes its mean: a posterior of
+    # (almost) no spread (log-variance at its floor, -30) makes the two the same encoding
+    quant_conv = components["vae"].quant_conv
+    with torch.no_grad():
+        quant_conv.weight[4:] = 0
+        quant_conv.bias[4:] = -30
+    ours = CCEditPipeline(**{**components, "controlnet": None})  # the structure branch off
+    peer = AnimateDiffSparseControlNetPipeline(
+        vae=components["vae"], text_encoder=components["text_encoder"], tokenizer=components["tokenizer"],
+        unet=components["unet"], motion_adapter=components["temporal"], controlnet=components["appearance"],
+        scheduler=ours.scheduler,
+    )
+    peer.set_progress_bar_config(disable=True)
+    frames = 16
+    rng = np.random.RandomState(index)
+    video = (rng.rand(frames, H, W, 3) * 255).astype(np.uint8)
+    keyframe = (rng.rand(H, W, 3) * 255).astype(np.uint8)
+    noise = torch.randn(1, 4, frames, H // 8, W // 8, generator=torch.Generator().manual_seed(index))
+    # diffusers keeps no keyframe latent: ccedit's pinning off, so both leave the keyframe's frame to the model
+    result = ours("a watercolor painting", video, keyframe=keyframe, keyframe_index=index, num_inference_steps=3,
+                  latents=noise, pin_keyframes=False, progress=False, output_type="latent")
+    theirs = peer(prompt="a watercolor painting", num_frames=frames, height=H, width=W, num_inference_steps=3,
+                  conditioning_frames=[PIL.Image.fromarray(keyframe)], controlnet_frame_indices=[index],
+                  latents=noise, output_type="latent").frames
+    # the random tiny networks leave latents of magnitude ~70: equal to float rounding relative to that scale
+    assert (result.frames - theirs).abs().max() <= 1e-5 * theirs.abs().max()
+    assert result.windows == [1]  # the clip's own window, with the keyframe where it is
 
 
 def test_the_open_trident_is_keyframe_guided_from_the_command_line(tmp_path):

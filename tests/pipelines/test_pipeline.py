@@ -95,6 +95,13 @@ def test_a_keyframe_at_appearance_scale_zero_equals_no_keyframe_at_any_index(com
     assert torch.equal(plain.frames, scale0.frames)
 
 
+def test_a_keyframe_prior_needs_a_keyframe_that_acts(components, data):
+    # at scale 0 a keyframe acts like none, and no keyframe has no prior to give
+    pipe = make_pipe(components)
+    with pytest.raises(InvalidInputError, match="needs a keyframe that acts"):
+        run(pipe, data, keyframe=data[2], appearance_scale=0.0, prior="keyframe", prior_coefficient=0.5)
+
+
 def test_two_keyframes_run_the_appearance_branch_once_per_step_and_differ_from_one(components, data):
     pipe = make_pipe(components)
     video, maps, keyframe = data

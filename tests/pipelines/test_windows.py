@@ -11,7 +11,7 @@ from ccedit.pipelines import CCEditPipeline
 from ccedit.pipelines.clip_denoiser import ClipDenoiser
 from ccedit.pipelines.conditions import Keyframes, TridentConditions
 from ccedit.pipelines.tiny import tiny_components
-from ccedit.pipelines.windows import fusion_weights, plan_windows, reflect
+from ccedit.pipelines.windows import fusion_weights, plan_passes, plan_windows, reflect
 from ccedit.schedulers import build_scheduler
 
 H, W = 64, 96
@@ -55,6 +55,16 @@ def test_neighbouring_plain_windows_share_at_least_the_overlap(num_frames, lengt
     assert all(b - a <= length - overlap for a, b in itertools.pairwise(starts))
     # a quarter-window overlap by default
     assert plan_windows(num_frames, length) == plan_windows(num_frames, length, length // 4)
+
+
+@pytest.mark.parametrize("hierarchical", [False, True])
+def test_a_branch_that_takes_keyframes_anywhere_gets_plain_windows_holding_them_where_they_are(hierarchical):
+    passes = plan_passes(40, 16, 4, [0, 21], hierarchical, centre_keyframes=False)
+    assert len(passes) == (2 if hierarchical else 1)
+    for frames, windows in passes:
+        assert windows == plan_windows(len(frames), 16, 4)  # no window of its own, nothing mirrored
+    # CCEdit's encoder gets each keyframe centred in a window of its own
+    assert any(w.keyframe == 0 for w in plan_passes(40, 16, 4, [0, 21], False)[0][1])
 
 
 def test_keyframes_at_the_edges_sit_at_the_centre_of_a_reflect_padded_window():
