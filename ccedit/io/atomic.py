@@ -67,6 +67,21 @@ def lock(fd: int) -> None:
             fcntl.flock(fd, fcntl.LOCK_EX)
 
 
+@contextlib.contextmanager
+def exclusive_folder(folder: str | os.PathLike, busy: str) -> Iterator[None]:
+    """Hold the advisory lock on `folder` (the same lock publishing takes) for the block; a folder another live
+    process holds is refused at once with the one-line `UserError` `busy`, instead of waiting for it."""
+    from ccedit.errors import UserError
+
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        if not try_lock(fd):
+            raise UserError(busy)
+        yield
+    finally:
+        os.close(fd)
+
+
 def is_locked(path: Path) -> bool:
     """Whether a live process holds the lock on `path` (file or folder)."""
     try:

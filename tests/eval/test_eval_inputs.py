@@ -129,3 +129,37 @@ def test_an_output_holding_results_of_other_settings_is_refused_without_overwrit
     (tmp_path / "elsewhere" / "notes.txt").write_text("mine")
     assert main(["eval", other, f"output={tmp_path / 'elsewhere'}"]) == 2
     assert "is not empty and holds no evaluation" in one_error_line(capsys)
+
+
+def test_overwrite_leaves_a_folder_that_holds_no_evaluation_untouched(tmp_path, capsys):
+    """`--overwrite` replaces an earlier evaluation, never a folder of other files that carry the same names."""
+    bench = small_benchmark(tmp_path)
+    folder = tmp_path / "out"
+    (folder / "media").mkdir(parents=True)
+    (folder / "media" / "holiday.mp4").write_text("mine")
+    for name in ("report.html", "results.jsonl", "summary.csv"):
+        (folder / name).write_text("mine")
+    (folder / "eval.json").write_text('{"project": "someone else\'s evaluation"}')  # not one ccedit wrote
+    before = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    assert main(["eval", write_config(tmp_path, bench), "--no-progress", "--overwrite"]) == 2
+    line = one_error_line(capsys)
+    assert "holds no evaluation" in line and str(folder) in line
+    assert {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before
+
+
+def test_a_second_evaluation_into_the_same_folder_is_refused(tmp_path, capsys):
+    import fcntl
+    import os
+
+    bench = small_benchmark(tmp_path)
+    folder = tmp_path / "out"
+    folder.mkdir()
+    fd = os.open(folder, os.O_RDONLY)  # the lock a running evaluation holds on its folder
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        assert main(["eval", write_config(tmp_path, bench), "--no-progress"]) == 2
+        assert "another ccedit eval is writing into" in one_error_line(capsys)
+        assert list(folder.iterdir()) == []
+    finally:
+        os.close(fd)
+    assert main(["eval", write_config(tmp_path, bench), "--no-progress"]) == 0
