@@ -123,8 +123,8 @@ def run_evaluation(config: EvalConfig, *, overwrite: bool = False, progress: boo
         if state.is_main_process:
             # One evaluation writes into a folder at a time; the first process holds the lock for the whole run.
             output.mkdir(parents=True, exist_ok=True)
-            held.enter_context(exclusive_folder(
-                output, f"another ccedit eval is writing into {output}: wait for it to finish or choose another output"))
+            busy = f"another ccedit eval is writing into {output}: wait for it to finish or choose another output"
+            held.enter_context(exclusive_folder(output, busy))
             store.start_output(output, settings, overwrite=overwrite)
         state.wait_for_everyone()
         return _evaluate(config, output, items, methods, metrics, state, progress, started)
