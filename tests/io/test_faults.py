@@ -15,7 +15,7 @@ import pytest
 
 import ccedit.outputs
 from ccedit.cli import main
-from tests.conftest import REFERENCE, VIDEOS, require
+from tests.conftest import REFERENCE, VIDEOS, fill_disk, require
 
 FAST = ["--model", "tiny", "--frames", "4", "--steps", "1", "--structure", "canny"]
 REPO = Path(__file__).resolve().parents[2]
@@ -43,23 +43,6 @@ def _error_lines(err: str) -> list[str]:
     return [line for line in err.splitlines() if line.startswith("error:")]
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 2 MiB tmpfs (needs root and a kernel that lets the test mount one); skipped where it cannot be made."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)], capture_output=True)
-    if made.returncode != 0:
-        pytest.skip("cannot mount a size-limited tmpfs here (needs root)")
-    yield disk
-    subprocess.run(["umount", "-l", str(disk)], check=False)
-
-
-def _fill(disk: Path, leave_bytes: int) -> None:
-    free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
-    (disk / "filler").write_bytes(b"\0" * max(0, free - leave_bytes))
-
-
 def _no_model_load(monkeypatch):
     import ccedit.pipelines.loading as loading
 
@@ -75,7 +58,7 @@ def test_a_full_disk_never_publishes_a_partial_output_nor_destroys_the_old_one(s
     assert main(_edit(kitten, out, tmp_path / "cache")) == 0
     good = _snapshot(small_disk)
     assert {"o.mp4", "o.gif", "o.mp4.json"} <= set(good)
-    _fill(small_disk, leave_bytes=60 * 1024)  # room for the new mp4 (~30 KiB) but not for its GIF (~80 KiB)
+    fill_disk(small_disk, leave_bytes=60 * 1024)  # room for the new mp4 (~30 KiB) but not for its GIF (~80 KiB)
     capsys.readouterr()
 
     # The rough size estimate already refuses it, before any model loads.
