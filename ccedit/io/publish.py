@@ -104,8 +104,9 @@ def check_destination(
             raise UserError(f"{target} is a folder: give {flag} a file name, e.g. {target / 'out.mp4'}")
         if target.exists() and target in folder_outputs and not target.is_dir():
             raise UserError(f"{target} is a file, but this output is a folder: remove it or change {flag}")
-        if target.exists() and not overwrite:
-            raise UserError(f"{target} already exists: pass --overwrite to replace it")
+        if os.path.lexists(target) and not overwrite:  # a link to nothing is refused at publish time too
+            raise UserError(f"{target} already exists{' (a link to a missing file)' if not target.exists() else ''}: "
+                            "pass --overwrite to replace it")
     existing = folder
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent

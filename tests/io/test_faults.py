@@ -97,6 +97,26 @@ def test_an_output_path_that_is_a_folder_or_below_a_file_is_refused_before_the_w
     assert "is a file" in _error_lines(capsys.readouterr().err)[0]
 
 
+@pytest.mark.parametrize("keyframe, png", [("auto@1", "o.keyframe1.png"), ("auto", "o.keyframe2.png")])
+def test_an_existing_automatic_keyframe_png_is_refused_before_the_work(tmp_path, kitten, capsys, monkeypatch,
+                                                                       keyframe, png):
+    _no_model_load(monkeypatch)
+    (tmp_path / png).write_text("an earlier keyframe")  # --frames 4: the default keyframe is frame 2
+    assert main([*_edit(kitten, tmp_path / "o.mp4", tmp_path / "cache"), "--keyframe", keyframe]) == 2
+    (line,) = _error_lines(capsys.readouterr().err)
+    assert f"{tmp_path / png} already exists: pass --overwrite" in line
+    assert (tmp_path / png).read_text() == "an earlier keyframe"
+
+
+def test_a_link_to_nothing_at_the_output_is_refused_before_the_work(tmp_path, kitten, capsys, monkeypatch):
+    _no_model_load(monkeypatch)
+    (tmp_path / "o.mp4").symlink_to(tmp_path / "gone.mp4")
+    assert main(_edit(kitten, tmp_path / "o.mp4", tmp_path / "cache")) == 2
+    (line,) = _error_lines(capsys.readouterr().err)
+    assert "o.mp4 already exists (a link to a missing file): pass --overwrite" in line
+    assert (tmp_path / "o.mp4").is_symlink()
+
+
 # A `ccedit edit` process that stops at a chosen point, so a signal lands in that phase for certain: PAUSE=staged
 # sleeps after the first output was written and verified into the staging folder.
 _RUNNER = textwrap.dedent("""
