@@ -173,8 +173,13 @@ def publish_set(
             with _folder_lock(folder):
                 _recover_locked(folder)
                 _publish(root, folder, targets, [Path(r) for r in replaces], overwrite, may_replace)
-        except OSError as error:
-            if error.errno in _DESTINATION_ERRNOS or _is_full(folder):
+        except UserError:
+            raise
+        except Exception as error:
+            # ffmpeg and safetensors report a full disk in their own errors: their words are matched, as the disk
+            # may have room again by the time the error is looked at.
+            if _says_disk_full(error) or (isinstance(error, OSError) and (
+                    error.errno in _DESTINATION_ERRNOS or _is_full(folder))):
                 raise _destination_error(error, folder) from error
             raise
     finally:
@@ -408,8 +413,14 @@ def _is_full(folder: Path) -> bool:
         return False
 
 
-def _destination_error(error: OSError, folder: Path) -> UserError:
-    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+def _says_disk_full(error: BaseException) -> bool:
+    """Whether an error of any library (an encoder's, a serialiser's) reports a full disk or an exceeded quota."""
+    text = str(error).lower()
+    return any(words in text for words in ("no space left on device", "disk quota exceeded", "file too large"))
+
+
+def _destination_error(error: BaseException, folder: Path) -> UserError:
+    if getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or _says_disk_full(error):
         reason = "the disk is full"
     elif _is_full(folder):
         reason = f"the disk is full ({error.strerror or error})"

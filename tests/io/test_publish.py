@@ -272,3 +272,16 @@ def test_another_users_staging_folder_and_temporaries_are_left_alone(tmp_path, c
     assert (root / "new" / "thesis").read_text() == "planted"
     assert (temporary / "data").is_dir()
     assert f"uid {other_uid}" in caplog.text
+
+
+@pytest.mark.parametrize("error", [
+    RuntimeError("Error while serializing: I/O error: No space left on device (os error 28)"),  # safetensors
+    ValueError("ffmpeg exited with status 1: av_interleaved_write_frame(): No space left on device"),
+])
+def test_a_library_reporting_a_full_disk_in_its_own_words_is_one_line(tmp_path, error):
+    """The disk may have room again when the error is handled: the library's words, not the free space, decide."""
+    with pytest.raises(UserError, match="the disk is full; nothing was replaced"):
+        with publish_set([tmp_path / "o.mp4"], overwrite=False) as stage:
+            stage.path(tmp_path / "o.mp4").write_text("partial")
+            raise error
+    assert not (tmp_path / "o.mp4").exists() and _hidden(tmp_path) == []
