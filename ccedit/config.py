@@ -176,13 +176,43 @@ def load_config(
             raise UserError(f"config file not found: {f}")
     with _one_line_errors(user_files, dotlist, where_listed):
         defaults = [OmegaConf.load(f) for f in defaults_files]
-        user = [OmegaConf.load(f) for f in user_files]
+        user = [load_user_file(f, where_listed) for f in user_files]
         flags = OmegaConf.create(overrides or {})
         cli = OmegaConf.from_dotlist(list(dotlist))
         for layer, source in (*zip(user, map(str, user_files)), (flags, "a flag"), (cli, "a KEY=VALUE setting")):
             reject_resolvers(OmegaConf.to_container(layer, resolve=False), source)
-        merged = OmegaConf.merge(OmegaConf.structured(schema), *defaults, *user, flags, cli)
+        try:
+            merged = OmegaConf.merge(OmegaConf.structured(schema), *defaults, *user, flags, cli)
+        except TypeError:  # OmegaConf's word for a mapping merged into a list (or the reverse): no key named
+            raise UserError(_container_mismatch_line(dotlist)) from None
         return OmegaConf.to_object(merged)
+
+
+def load_user_file(path: str | Path, where_listed: str = ""):
+    """A user's settings file as OmegaConf, refused in one line unless it is a YAML mapping of settings.
+
+    The file's text is never repeated in the message: a file given by mistake (a key file, notes) stays private.
+    OmegaConf alone would read a line of plain text as a setting named after the whole line.
+    """
+    with open(path, encoding="utf-8") as f:  # a stream, so YAML's errors name the file
+        data = yaml.safe_load(f)
+    if data is not None and not isinstance(data, dict):
+        kind = "a list" if isinstance(data, list) else "plain text" if isinstance(data, str) else "a single value"
+        raise UserError(f"config file {path} is not YAML settings: it holds {kind}, not KEY: VALUE lines"
+                        f"{where_listed}")
+    return OmegaConf.load(path)
+
+
+def _container_mismatch_line(dotlist: Sequence[str]) -> str:
+    """The one line for a setting that gives a list element or a mapping where the other is expected."""
+    element = next((d for d in dotlist if any(part.isdigit() for part in d.partition("=")[0].split("."))), None)
+    if element is not None:
+        key = element.partition("=")[0]
+        parts = key.split(".")
+        whole = ".".join(parts[: next(i for i, part in enumerate(parts) if part.isdigit())])
+        return f"cannot set {key}: the list {whole} is set whole, not by element: write {whole}=[...] with every element"
+    return ("a setting gives a mapping where a list is expected, or a list where a mapping is: check the lists in "
+            "the --config files and KEY=VALUE settings against configs/edit/default.yaml")
 
 
 @contextlib.contextmanager
@@ -208,7 +238,7 @@ def load_edit_config(
     chosen = model
     hint = "configs/edit/default.yaml"
     with _one_line_errors(files, dotlist, f" (see {hint})"):
-        for layer in (*(OmegaConf.load(f) for f in files if Path(f).is_file()), OmegaConf.create(overrides or {}),
+        for layer in (*(load_user_file(f, f" (see {hint})") for f in files if Path(f).is_file()), OmegaConf.create(overrides or {}),
                       OmegaConf.from_dotlist(list(dotlist))):
             chosen = OmegaConf.select(layer, "model.path", default=chosen)
     defaults = [CONFIG_DIR / "edit" / "default.yaml"]

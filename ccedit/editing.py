@@ -23,7 +23,13 @@ from .errors import UserError
 from .io import atomic_path, fit_frames, fit_image, read_image, read_video, video_info, working_size, write_image
 from .io.resize import FitRecord
 from .io.video import VideoClip
-from .outputs import check_edit_destination, edit_output_paths, publish_edit_outputs, selected_extras
+from .outputs import (
+    auto_keyframe_path,
+    check_edit_destination,
+    edit_output_paths,
+    publish_edit_outputs,
+    selected_extras,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -540,7 +546,7 @@ def run_edit(
     if output.suffix.lower() not in (".mp4", ".mov"):
         raise UserError(f"output {output} must end in .mp4 (add output.gif=true for a GIF as well)")
     check_keyframe_specs(job.keyframes)
-    check_edit_destination(input_path, output, cfg, overwrite=overwrite)
+    check_edit_destination(input_path, output, cfg, overwrite=overwrite, keyframes=job.keyframes)
     check_memory_before_decoding(input_path, cfg, keyframes=job.keyframes)
     if cfg.model.path not in NAMED_MODELS:
         from .pipelines.loading import resolve_model_folder
@@ -570,11 +576,6 @@ def comparison_panels(
     panels.append(edited)
     labels.append("result")
     return panels, labels
-
-
-def auto_keyframe_path(output: Path, index: int) -> Path:
-    """Where `--keyframe auto` saves the keyframe it made for frame `index`, beside the output."""
-    return output.with_name(f"{output.stem}.keyframe{index}.png")
 
 
 def extract_keyframe(input_path: str | Path, output: Path, cfg: EditConfig, index: int | None, overwrite: bool) -> int:

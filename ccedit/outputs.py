@@ -9,10 +9,10 @@ appears all together, the sidecar last, and replaces an earlier set as a whole (
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from .config import EditConfig
+from .config import EditConfig, KeyframeSpec
 from .errors import UserError
 from .io.publish import Stage, check_destination, publish_set
 
@@ -43,13 +43,50 @@ def selected_extras(output: Path, cfg: EditConfig) -> dict[str, Path | None]:
     return {kind: paths[kind] if getattr(cfg.output, kind) else None for kind in EXTRAS}
 
 
-def check_edit_destination(input_path: str | Path, output: Path, cfg: EditConfig, *, overwrite: bool) -> None:
-    """One line and exit 2, before any frame is decoded or model loaded, for a destination that cannot work."""
+def auto_keyframe_path(output: Path, index: int) -> Path:
+    """Where `--keyframe auto` saves the keyframe it made for frame `index`, beside the output."""
+    return output.with_name(f"{output.stem}.keyframe{index}.png")
+
+
+def check_edit_destination(input_path: str | Path, output: Path, cfg: EditConfig, *, overwrite: bool,
+                           keyframes: Sequence[KeyframeSpec] = ()) -> None:
+    """One line and exit 2, before any frame is decoded or model loaded, for a destination that cannot work.
+
+    The automatic keyframes' PNGs are checked too: their frames follow from the clip's header (the default one is
+    the centre of the frames the edit selects)."""
     paths = edit_output_paths(output)
     extras = selected_extras(output, cfg)
-    targets = [output, *[p for p in extras.values() if p], paths["sidecar"]]
+    targets = [output, *auto_keyframe_paths(input_path, output, cfg, keyframes), *[p for p in extras.values() if p],
+               paths["sidecar"]]
     check_destination(targets, overwrite=overwrite, folders=[extras[kind] for kind in FOLDER_EXTRAS if extras[kind]],
                       estimate_bytes=estimate_edit_bytes(input_path, cfg))
+
+
+def auto_keyframe_paths(input_path: str | Path, output: Path, cfg: EditConfig,
+                        keyframes: Sequence[KeyframeSpec]) -> list[Path]:
+    """The PNGs the automatic keyframes of an edit will be saved as; none when the clip's header cannot be read
+    (the reader says why a moment later)."""
+    if not any(spec.is_auto for spec in keyframes):
+        return []
+    num_frames = selected_count(input_path, cfg)
+    if not num_frames:
+        return []
+    from .editing import resolve_keyframe_index
+
+    return [auto_keyframe_path(output, resolve_keyframe_index(spec.index, num_frames))
+            for spec in keyframes if spec.is_auto]
+
+
+def selected_count(input_path: str | Path, cfg: EditConfig) -> int:
+    """How many frames an edit of `input_path` selects, from the clip's header; 0 when it cannot be read."""
+    from .editing import selected_frame_count
+    from .io import video_info
+
+    try:
+        total, source_fps, _ = video_info(input_path, folder_fps=cfg.video.folder_fps)
+    except (UserError, ValueError):
+        return 0
+    return selected_frame_count(total, source_fps, cfg)
 
 
 def estimate_edit_bytes(input_path: str | Path, cfg: EditConfig) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import subprocess
 from pathlib import Path
 
 # Tests never touch the network; huggingface_hub reads this once, at import, so it is set before anything loads it.
@@ -46,6 +47,24 @@ def require(path: Path) -> Path:
     if not path.exists():
         pytest.skip(f"reference data not found: {path}")
     return path
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 2 MiB tmpfs (needs root and a kernel that lets the test mount one); skipped where it cannot be made."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)], capture_output=True)
+    if made.returncode != 0:
+        pytest.skip("cannot mount a size-limited tmpfs here (needs root)")
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def fill_disk(disk: Path, leave_bytes: int) -> None:
+    """Fill `disk` with a file until `leave_bytes` are free."""
+    free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
+    (disk / "filler").write_bytes(b"\0" * max(0, free - leave_bytes))
 
 
 @pytest.fixture(autouse=True)

@@ -29,3 +29,37 @@ def test_load_config_merges_any_schema_and_names_an_unknown_key(tmp_path):
         load_config(Schema, dotlist=["inner.rte=1"], hint="here")
     with pytest.raises(UserError, match="config file not found"):
         load_config(Schema, user_files=[tmp_path / "missing.yaml"])
+
+
+@pytest.mark.parametrize("text", ["password hunter2 is the admin one\n", "- sk-live-12345\n- second\n", "4242\n"])
+def test_a_config_file_that_is_not_settings_is_refused_without_showing_its_contents(tmp_path, capsys, text):
+    from ccedit.cli import main
+    from tests.test_cli_safety import one_error_line
+
+    private = tmp_path / "notes.txt"
+    private.write_text(text)
+    for command in (["models"], ["edit", "in.mp4", "--prompt", "x"], ["keyframe", "in.mp4"]):
+        assert main([*command, "--config", str(private)]) == 2
+        line = one_error_line(capsys)
+        assert f"config file {private} is not YAML settings" in line, line
+        said = line.replace(str(private), "")
+        assert not any(word in said for word in text.split() if word not in ("-", "is", "the")), line
+    assert main(["eval", str(private)]) == 2
+    assert "is not YAML settings" in one_error_line(capsys)
+
+
+@pytest.mark.parametrize("command", [["models"], ["edit", "in.mp4", "--prompt", "x"], ["keyframe", "in.mp4"],
+                                     ["eval", "EVAL"]])
+def test_a_setting_into_a_list_element_is_one_line_in_every_command(tmp_path, capsys, command):
+    from ccedit.cli import main
+    from tests.test_cli_safety import one_error_line
+
+    evaluation = tmp_path / "eval.yaml"
+    evaluation.write_text("output: out\n")
+    command = [str(evaluation) if part == "EVAL" else part for part in command]
+    setting = "methods.0.name=x" if command[0] == "eval" else "structure.annotators.0=canny"
+    assert main([*command, setting]) == 2
+    line = one_error_line(capsys)
+    key = setting.partition("=")[0]
+    whole = key.rpartition(".0")[0]
+    assert f"cannot set {key}: the list {whole} is set whole" in line and f"{whole}=[...]" in line, line

@@ -12,12 +12,15 @@ annotator. `get_or_compute` returns held maps on a hit and on a miss alike, so a
 cold cache, a warm one or none (`held_maps`, the same conversion, serves a run without a cache).
 
 The cache can only cost time, never correctness or the run:
-- each entry records a SHA-256 of its map bytes, and a read checks it, the dtype and the shape; an entry failing any check (or one that is not a file) is ignored with a warning and
-  recomputed;
-- any I/O error (a read-only or full disk) is a warning, and the maps are computed as without a cache;
+- each entry records a SHA-256 of its map bytes, and a read checks it, the dtype and the shape; an entry failing
+  any check (or one that is not a file) is ignored with a warning and recomputed;
+- any I/O error (a read-only or full disk) is a warning, and the maps are computed as without a cache; a failed
+  write leaves nothing behind;
 - with `max_bytes`, the least recently used entries (by modification time, refreshed on every hit) are deleted
   after each write until the cache fits;
-- temporaries that a killed run left behind (`.<key>.tmp-*.safetensors`, older than an hour) are deleted then too.
+- entries are written through `io.atomic.atomic_path`, whose temporary is locked while it is written: every lookup
+  first deletes the temporaries of writers that died (unlocked, older than a minute), so a killed run's partial
+  entry goes on the next run. Temporaries of the older naming (`.<key>.tmp-*.safetensors`) go after an hour.
 """
 
 from __future__ import annotations
@@ -27,7 +30,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 import time
 from pathlib import Path
 
@@ -38,6 +40,7 @@ from safetensors.torch import save_file
 
 from ccedit.annotators.base import Annotator, check_frames
 from ccedit.annotators.maps import HELD_DTYPE, held_maps
+from ccedit.io.atomic import atomic_path, clean_stale_temporaries
 
 logger = logging.getLogger(__name__)
 
@@ -46,8 +49,8 @@ logger = logging.getLogger(__name__)
 CACHE_FORMAT_VERSION = "3"
 STORED_DTYPE = HELD_DTYPE
 ENTRY_SUFFIX = ".safetensors"
-# The cache writes an entry as `.<key>.tmp-<random>.safetensors` and renames it into place; a file of that name is
-# a leftover of a killed run once it is older than any write could take.
+# Earlier versions wrote an entry as `.<key>.tmp-<random>.safetensors` without a lock; a file of that name is a
+# leftover of a killed run once it is older than any write could take.
 _TEMPORARY_NAME = re.compile(r"^\.[0-9a-f]{64}\.tmp-[A-Za-z0-9_]+\.safetensors$")
 STALE_TEMPORARY_SECONDS = 3600
 
@@ -105,6 +108,7 @@ class StructureCache:
         """
         check_frames(frames)
         path = self.path(frames, annotator)
+        clean_stale_temporaries(path.parent)  # what killed writers left, before anything else is written
         expected_shape = (frames.shape[0], 3, *frames.shape[1:3])
         if os.path.lexists(path):
             maps = self._read(path, expected_shape)
@@ -150,20 +154,13 @@ class StructureCache:
         if self.max_bytes is not None and size > self.max_bytes:
             logger.info("not caching %s: %d bytes exceed the cache limit of %d", path, size, self.max_bytes)
             return False
-        tmp = None
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            # Hand-written rather than `io.atomic_path`: the cache must know its temporaries' names to clean them.
-            fd, name = tempfile.mkstemp(prefix=f".{path.stem}.tmp-", suffix=ENTRY_SUFFIX, dir=path.parent)
-            os.close(fd)
-            tmp = Path(name)
-            save_file({"maps": stored}, str(tmp), metadata=metadata)
-            os.replace(tmp, path)
+            # A locked temporary (io.atomic), so the next run can tell a killed writer's leftover and delete it.
+            with atomic_path(path) as tmp:
+                save_file({"maps": stored}, str(tmp), metadata=metadata)
             return True
-        except OSError as error:
+        except (OSError, SafetensorError) as error:  # safetensors reports a full disk as its own error
             logger.warning("could not write structure cache entry %s (%s); continuing without caching it", path, error)
-            if tmp is not None:
-                _remove(tmp)
             return False
 
     def _tidy(self, keep: Path) -> None:
@@ -184,7 +181,7 @@ class StructureCache:
                 if now - stat.st_mtime > STALE_TEMPORARY_SECONDS:
                     logger.info("deleting a temporary left by an interrupted run: %s", path)
                     _remove(path)
-            elif path.suffix == ENTRY_SUFFIX and path.is_file():
+            elif path.suffix == ENTRY_SUFFIX and not path.name.startswith(".") and path.is_file():  # not temporaries
                 entries.append((stat.st_mtime, stat.st_size, path))
         if self.max_bytes is None:
             return

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+from ..io.paths import leaves_folder
 from ..io.video import VIDEO_EXTENSIONS
 from .config import BenchmarkConfig
 
@@ -46,6 +47,10 @@ def read_benchmark(config: BenchmarkConfig) -> list[BenchmarkItem]:
     if not path.is_file():
         raise UserError(f"benchmark file not found: {path}; check benchmark.path")
     items = read_balancecc(path) if config.format == "balancecc" else read_loveu_csv(path, config)
+    for item in items:
+        if leaves_folder(item.video):
+            raise UserError(f"{path}: video name {item.video!r} is not a name inside benchmark.videos (an absolute "
+                            "path, `~` or `..`): name each video by its file or folder name in benchmark.videos")
     if config.include:
         unknown = sorted(set(config.include) - {i.video for i in items})
         if unknown:

@@ -25,6 +25,7 @@ RESULTS = "results.jsonl"
 SETTINGS = "eval.json"  # what makes rows comparable: the evaluation's video settings and metrics
 MEDIA = "media"
 TABLES = ("summary.csv", "summary.md", "report.html")
+SETTINGS_SECTIONS = ("video", "metrics", "report")  # the keys of `eval.json`, which mark a folder as an evaluation
 
 
 def part_name(rank: int) -> str:
@@ -36,30 +37,37 @@ def stable_hash(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def is_evaluation(output: Path) -> bool:
+    """Whether `output` is an evaluation's folder: it holds the `eval.json` ccedit writes there, a JSON object of
+    exactly the settings `runner.run_settings` gives. Only such a folder's files are ever deleted (`--overwrite`)."""
+    previous = _read_json(output / SETTINGS) if (output / SETTINGS).is_file() else None
+    return isinstance(previous, dict) and set(previous) == set(SETTINGS_SECTIONS)
+
+
 def check_output(output: Path, settings: dict, *, overwrite: bool) -> None:
-    """Refuse a folder holding results of other settings (or anything but results) unless `overwrite`."""
-    state = output / SETTINGS
-    if state.is_file():
-        try:
-            previous = json.loads(state.read_text())
-        except (OSError, json.JSONDecodeError):
-            previous = None
-        if previous == settings or overwrite:
-            return
-        changed = sorted(k for k in set(settings) | set(previous or {}) if (previous or {}).get(k) != settings.get(k))
-        raise UserError(f"{output} holds results of a different evaluation ({', '.join(changed) or 'unreadable '}"
-                        f"{SETTINGS} differs): choose another output folder, or pass --overwrite to discard them")
+    """Refuse a folder holding results of other settings unless `overwrite`, and one that holds anything but an
+    evaluation (an empty folder is fine) even with it."""
     if output.is_file():
         raise UserError(f"output {output} is a file: name a folder")
-    if output.is_dir() and any(output.iterdir()) and not overwrite:
-        raise UserError(f"{output} is not empty and holds no evaluation: choose a new folder, or pass --overwrite")
+    if is_evaluation(output):
+        previous = _read_json(output / SETTINGS)
+        if previous == settings or overwrite:
+            return
+        changed = sorted(k for k in set(settings) | set(previous) if previous.get(k) != settings.get(k))
+        raise UserError(f"{output} holds results of a different evaluation ({', '.join(changed)} in {SETTINGS} "
+                        "differs): choose another output folder, or pass --overwrite to discard them")
+    if output.is_dir() and any(output.iterdir()):
+        raise UserError(f"{output} is not empty and holds no evaluation (no {SETTINGS} of ccedit's): choose a new "
+                        "or empty folder; --overwrite only replaces an earlier evaluation")
 
 
 def start_output(output: Path, settings: dict, *, overwrite: bool) -> None:
-    """Create the folder; with `overwrite` and other settings, delete the earlier results (only ccedit's files)."""
+    """Create the folder; with `overwrite` and other settings, delete the earlier results (only ccedit's files, and
+    only in an evaluation's folder: the caller holds its lock and has run `check_output`)."""
+    check_output(output, settings, overwrite=overwrite)  # again, under the lock: another run may have written
     state = output / SETTINGS
     same = state.is_file() and _read_json(state) == settings
-    if overwrite and not same:
+    if overwrite and not same and is_evaluation(output):
         for name in [RESULTS, SETTINGS, *TABLES, *(p.name for p in output.glob("results.part*.jsonl"))]:
             (output / name).unlink(missing_ok=True)
         shutil.rmtree(output / MEDIA, ignore_errors=True)

@@ -8,6 +8,7 @@ a finished row is skipped: no edit and no metric is redone. A failing pair is re
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -21,6 +22,7 @@ import torch
 from ..config import EditConfig, EditJob, VideoConfig
 from ..errors import UserError
 from ..io import fit_frames
+from ..io.atomic import exclusive_folder
 from ..methods import Method, MethodOutput, build_method
 from ..metrics import EditSample, Metric, build_metric
 from . import results as store
@@ -115,10 +117,20 @@ def run_evaluation(config: EvalConfig, *, overwrite: bool = False, progress: boo
 
     # As in training: on a machine without CUDA the processes `accelerate launch` starts join over gloo.
     state = PartialState(cpu=not torch.cuda.is_available())
-    if state.is_main_process:
-        store.start_output(output, settings, overwrite=overwrite)
-    state.wait_for_everyone()
+    with contextlib.ExitStack() as held:
+        if state.is_main_process:
+            # One evaluation writes into a folder at a time; the first process holds the lock for the whole run.
+            output.mkdir(parents=True, exist_ok=True)
+            busy = f"another ccedit eval is writing into {output}: wait for it to finish or choose another output"
+            held.enter_context(exclusive_folder(output, busy))
+            store.start_output(output, settings, overwrite=overwrite)
+        state.wait_for_everyone()
+        return _evaluate(config, output, items, methods, metrics, state, progress, started)
 
+
+def _evaluate(config: EvalConfig, output: Path, items: list[BenchmarkItem], methods: dict[str, Method],
+              metrics: dict[str, Metric], state, progress: bool, started: float) -> EvalRun:
+    """Run the pending units of `output` (created, and locked by the first process) and write the tables."""
     units = plan_units(config, items, methods)
     finished = {k for k, row in store.latest_by_key(store.read_rows(output)).items() if row["status"] == "ok"}
     pending = [u for u in units if u.key not in finished]

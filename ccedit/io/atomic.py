@@ -1,7 +1,9 @@
 """Atomic output: write to a temporary sibling, then rename, so no half-written file or folder is ever visible.
 
 Temporaries are named `.<name>.ccedit-tmp-<random><suffix>` (`TEMP_MARK`) and locked (`flock`) by the process
-writing them, so `clean_stale_temporaries` can tell a dead run's leftovers from a live run's work in progress.
+writing them, so `clean_stale_temporaries` can tell a dead run's leftovers from a live run's work in progress; it
+deletes only those of the current user that nobody else can write (as `tempfile` creates them), never another
+user's files that merely carry the name.
 Published files get the mode the user's umask gives a new file (`tempfile` creates them 0600 / 0700).
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import stat
 import tempfile
 import time
 from collections.abc import Iterator
@@ -64,6 +67,21 @@ def lock(fd: int) -> None:
             fcntl.flock(fd, fcntl.LOCK_EX)
 
 
+@contextlib.contextmanager
+def exclusive_folder(folder: str | os.PathLike, busy: str) -> Iterator[None]:
+    """Hold the advisory lock on `folder` (the same lock publishing takes) for the block; a folder another live
+    process holds is refused at once with the one-line `UserError` `busy`, instead of waiting for it."""
+    from ccedit.errors import UserError
+
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        if not try_lock(fd):
+            raise UserError(busy)
+        yield
+    finally:
+        os.close(fd)
+
+
 def is_locked(path: Path) -> bool:
     """Whether a live process holds the lock on `path` (file or folder)."""
     try:
@@ -76,8 +94,19 @@ def is_locked(path: Path) -> bool:
         os.close(fd)  # closing drops the probe's own lock
 
 
+def ownership_problem(info: os.stat_result) -> str | None:
+    """Why a file or folder (its `lstat`) is not the current user's own, writable by nobody else (None: it is).
+    What ccedit may delete or trust in a shared folder passes this test."""
+    if hasattr(os, "geteuid") and info.st_uid != os.geteuid():
+        return f"belongs to another user (uid {info.st_uid})"
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return "is writable by other users"
+    return None
+
+
 def clean_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
-    """Remove `atomic_path` temporaries in `folder` left by dead runs: unlocked and older than a minute."""
+    """Remove `atomic_path` temporaries in `folder` left by dead runs: unlocked, older than a minute, this user's
+    own and writable by nobody else (anything else that carries the name is left alone)."""
     folder = Path(folder)
     removed = []
     try:
@@ -89,7 +118,8 @@ def clean_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
         if not (entry.name.startswith(".") and TEMP_MARK in entry.name):
             continue
         try:
-            if now - entry.lstat().st_mtime < STALE_AFTER_SECONDS or is_locked(entry):
+            info = entry.lstat()
+            if now - info.st_mtime < STALE_AFTER_SECONDS or ownership_problem(info) or is_locked(entry):
                 continue
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry)

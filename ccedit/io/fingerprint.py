@@ -7,11 +7,14 @@ from pathlib import Path
 
 
 def file_fingerprint(path: Path) -> str | None:
-    """SHA-256 of a file, or of a folder's names and contents; None when absent."""
+    """SHA-256 of a file, or of a frame folder's frames (names and contents of the images a clip is read from, not
+    the rest of the folder: a folder given by mistake is not read whole); None when absent."""
+    from ccedit.io.video import frame_files
+
     if not path.exists():
         return None
     digest = hashlib.sha256()
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    files = [path] if path.is_file() else frame_files(path)
     for file in files:
         digest.update((file.name if file == path else str(file.relative_to(path))).encode())
         with file.open("rb") as f:

@@ -14,6 +14,13 @@ lock is free and rolls it back (no journal or `replacing`: the old outputs are m
 forward (`committed`: the remaining new outputs are moved in). So after recovery the folder holds the complete old
 set or the complete new set, never a mix; a sidecar that is present always sits next to every output it lists.
 
+Recovery acts only on a staging folder it can trust to be ccedit's, written by this user (`_stage_problem`): a real
+folder owned by the current user and writable by nobody else, holding the marker `stage.json` that ccedit writes
+when it creates the folder (the set's names) and a journal of the same owner and mode that names only those names.
+Anything else that looks like a staging folder is left alone with a warning, so a journal planted by someone else
+cannot move files in or delete anything. Recovery never deletes outside the staging folder: rolling forward over a
+name that exists meanwhile leaves the staging folder in place (with a warning) instead of removing that name.
+
 Without `overwrite`, a name that exists at publish time (another run published it meanwhile) refuses the whole
 set with a `UserError`. Standard library only: the rename and lock primitives are all that is needed, and no
 maintained library offers a multi-file transaction.
@@ -24,17 +31,23 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import logging
 import os
+import stat
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from ccedit.errors import UserError
-from ccedit.io.atomic import TEMP_MARK, clean_stale_temporaries, lock, try_lock
+from ccedit.io.atomic import TEMP_MARK, clean_stale_temporaries, lock, ownership_problem, try_lock
+
+logger = logging.getLogger(__name__)
 
 STAGE_MARK = ".ccedit-stage-"
 JOURNAL = "journal.json"
+# Written into every staging folder when ccedit creates it: the set's names. Recovery touches no folder without it.
+STAGE_MARKER = "stage.json"
 # OSErrors that say the destination cannot take the outputs: reported as one line, not a traceback.
 _DESTINATION_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
 
@@ -91,8 +104,9 @@ def check_destination(
             raise UserError(f"{target} is a folder: give {flag} a file name, e.g. {target / 'out.mp4'}")
         if target.exists() and target in folder_outputs and not target.is_dir():
             raise UserError(f"{target} is a file, but this output is a folder: remove it or change {flag}")
-        if target.exists() and not overwrite:
-            raise UserError(f"{target} already exists: pass --overwrite to replace it")
+        if os.path.lexists(target) and not overwrite:  # a link to nothing is refused at publish time too
+            raise UserError(f"{target} already exists{' (a link to a missing file)' if not target.exists() else ''}: "
+                            "pass --overwrite to replace it")
     existing = folder
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
@@ -147,6 +161,7 @@ def publish_set(
         # Held while this process lives: the next run leaves a live run's staging folder alone.
         stage_fd = os.open(root, os.O_RDONLY)
         try_lock(stage_fd)
+        _write_private_json(root / STAGE_MARKER, {"names": [t.name for t in [*targets, *map(Path, replaces)]]})
     try:
         (root / "new").mkdir()
         try:
@@ -158,8 +173,13 @@ def publish_set(
             with _folder_lock(folder):
                 _recover_locked(folder)
                 _publish(root, folder, targets, [Path(r) for r in replaces], overwrite, may_replace)
-        except OSError as error:
-            if error.errno in _DESTINATION_ERRNOS or _is_full(folder):
+        except UserError:
+            raise
+        except Exception as error:
+            # ffmpeg and safetensors report a full disk in their own errors: their words are matched, as the disk
+            # may have room again by the time the error is looked at.
+            if _says_disk_full(error) or (isinstance(error, OSError) and (
+                    error.errno in _DESTINATION_ERRNOS or _is_full(folder))):
                 raise _destination_error(error, folder) from error
             raise
     finally:
@@ -196,12 +216,62 @@ def _recover_locked(folder: Path) -> list[Path]:
         try:
             if not try_lock(fd):
                 continue  # its run is alive
-            _resolve(entry, folder)
-            resolved.append(entry)
+            problem = _stage_problem(entry)
+            if problem:
+                logger.warning("leaving %s alone: %s, so ccedit does not trust it to recover outputs from; "
+                               "delete it yourself if it is not needed", entry, problem)
+                continue
+            if _resolve(entry, folder):
+                resolved.append(entry)
         finally:
             os.close(fd)
     clean_stale_temporaries(folder)
     return resolved
+
+
+def _stage_problem(root: Path) -> str | None:
+    """Why the staging folder `root` cannot be trusted to be one this user's ccedit wrote (None: it can).
+
+    Its folder, the marker `stage.json` and the journal (when there is one) must be real (no links), owned by the
+    current user and writable by nobody else; the journal may name only the set's names that the marker lists.
+    """
+    for path, is_dir in ((root, True), (root / STAGE_MARKER, False), (root / JOURNAL, False)):
+        try:
+            info = os.lstat(path)
+        except FileNotFoundError:
+            if path.name == JOURNAL:
+                continue  # the run died before publishing: nothing was moved
+            return f"it has no {STAGE_MARKER} (ccedit writes one into every staging folder it creates)"
+        except OSError as error:
+            return f"{path.name} cannot be read ({error.strerror})"
+        problem = _ownership_problem(info, is_dir)
+        if problem:
+            return f"{'the folder' if is_dir else path.name} {problem}"
+    marker = _read_json(root / STAGE_MARKER)
+    names = marker.get("names") if isinstance(marker, dict) else None
+    if not isinstance(names, list) or not all(_is_plain_name(n) for n in names):
+        return f"its {STAGE_MARKER} is not one ccedit wrote"
+    if not root.name.startswith(f".{names[0] if names else ''}{STAGE_MARK}"):
+        return f"its {STAGE_MARKER} names another set"
+    if os.path.lexists(root / JOURNAL):
+        journal = _read_journal(root)
+        if journal is not None and not set(journal["new"]) | set(journal["old"]) <= set(names):
+            return f"its {JOURNAL} names files outside its set ({', '.join(names)})"
+    return None
+
+
+def _ownership_problem(info: os.stat_result, is_dir: bool) -> str | None:
+    """Why a staging folder or one of its files (its `lstat`) is not of the kind ccedit wrote, or not this user's."""
+    if stat.S_ISLNK(info.st_mode):
+        return "is a link"
+    if stat.S_ISDIR(info.st_mode) != is_dir:
+        return f"is not a {'folder' if is_dir else 'file'}"
+    return ownership_problem(info)
+
+
+def _is_plain_name(name: object) -> bool:
+    """A name inside the output folder: no folder part, not `.` or `..`."""
+    return isinstance(name, str) and bool(name) and "/" not in name and os.sep not in name and name not in (".", "..")
 
 
 def _publish(root: Path, folder: Path, targets: list[Path], replaces: list[Path], overwrite: bool,
@@ -240,50 +310,66 @@ def _publish(root: Path, folder: Path, targets: list[Path], replaces: list[Path]
         raise
 
 
-def _resolve(root: Path, folder: Path, committed: bool | None = None) -> None:
-    """Complete (`committed`) or undo an interrupted publish from its staging folder, then delete the folder."""
+def _resolve(root: Path, folder: Path, committed: bool | None = None) -> bool:
+    """Complete (`committed`) or undo an interrupted publish from its staging folder, then delete the folder.
+
+    Nothing outside the staging folder is deleted: a name that exists in `folder` is never moved over. When that
+    leaves a new output in the staging folder, the folder stays (with a warning) and False is returned.
+    """
     journal = _read_journal(root)
     if committed is None:
         committed = journal is not None and journal.get("state") == "committed"
+    kept = []
     if journal is not None:
-        if committed:
-            for name in journal["new"]:
-                if os.path.lexists(root / "new" / name):
-                    _move_over(root / "new" / name, folder / name)
-        else:
-            for name in journal["old"]:
-                if os.path.lexists(root / "old" / name) and not os.path.lexists(folder / name):
-                    os.rename(root / "old" / name, folder / name)
+        moves = [("new", name) for name in journal["new"]] if committed else [("old", name) for name in journal["old"]]
+        for part, name in moves:
+            if not os.path.lexists(root / part / name):
+                continue
+            if os.path.lexists(folder / name):
+                if committed:
+                    kept.append(name)  # something took the name meanwhile: keep both, delete neither
+                continue
+            os.rename(root / part / name, folder / name)
         _fsync_dir(folder)
+    if kept:
+        logger.warning("%s exists in %s beside an unfinished publish of the same name in %s; both are kept: "
+                       "move the one you want into place and delete %s", ", ".join(kept), folder, root.name, root)
+        return False
     shutil.rmtree(root, ignore_errors=True)
-
-
-def _move_over(src: Path, dst: Path) -> None:
-    if dst.is_dir() and not dst.is_symlink():
-        shutil.rmtree(dst)  # only reached when rolling forward over a leftover; the journal says it is replaced
-    os.replace(src, dst)
+    return True
 
 
 def _write_journal(root: Path, state: str, new: list[str], old: list[str]) -> None:
-    tmp = root / f".{JOURNAL}.tmp"
-    with open(tmp, "w") as f:
-        json.dump({"state": state, "new": new, "old": old}, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, root / JOURNAL)
+    _write_private_json(root / JOURNAL, {"state": state, "new": new, "old": old})
     _fsync_dir(root)
 
 
-def _read_journal(root: Path) -> dict | None:
+def _write_private_json(path: Path, value: dict) -> None:
+    """Write `value` to `path` atomically, readable and writable by this user alone (as recovery requires)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(value, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _read_json(path: Path):
     try:
-        journal = json.loads((root / JOURNAL).read_text())
+        return json.loads(path.read_text())
     except (OSError, ValueError):
-        return None  # not yet written (nothing was moved) or torn (its rename never happened)
+        return None
+
+
+def _read_journal(root: Path) -> dict | None:
+    journal = _read_json(root / JOURNAL)  # None: not yet written (nothing was moved) or torn (never renamed)
     if not isinstance(journal, dict) or not {"state", "new", "old"} <= set(journal):
         return None
+    if not all(isinstance(journal[part], list) for part in ("new", "old")):
+        return None
     # Names only: a journal never moves anything outside its own folder and staging folder.
-    names = [*journal["new"], *journal["old"]]
-    if not all(isinstance(n, str) and n and "/" not in n and n not in (".", "..") for n in names):
+    if not all(_is_plain_name(n) for n in [*journal["new"], *journal["old"]]):
         return None
     return journal
 
@@ -327,8 +413,14 @@ def _is_full(folder: Path) -> bool:
         return False
 
 
-def _destination_error(error: OSError, folder: Path) -> UserError:
-    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+def _says_disk_full(error: BaseException) -> bool:
+    """Whether an error of any library (an encoder's, a serialiser's) reports a full disk or an exceeded quota."""
+    text = str(error).lower()
+    return any(words in text for words in ("no space left on device", "disk quota exceeded", "file too large"))
+
+
+def _destination_error(error: BaseException, folder: Path) -> UserError:
+    if getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or _says_disk_full(error):
         reason = "the disk is full"
     elif _is_full(folder):
         reason = f"the disk is full ({error.strerror or error})"

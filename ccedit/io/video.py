@@ -341,10 +341,7 @@ class _FolderSource(_Source):
     def __init__(self, path: Path, fps: float):
         self.path = path
         self.fps = float(fps)
-        self.files = sorted(
-            (p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")),
-            key=_natural_key,
-        )
+        self.files = frame_files(path)
         self.num_frames = len(self.files)
         if self.num_frames == 0:
             kinds = "/".join(s.lstrip(".") for s in IMAGE_EXTENSIONS)
@@ -363,6 +360,15 @@ class _FolderSource(_Source):
                 )
             frames.append(frame)
         return np.stack(frames)
+
+
+def frame_files(folder: Path) -> list[Path]:
+    """The frames of a frame folder, in order: its visible image files (not its subfolders), naturally sorted."""
+    return sorted(
+        (p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+         and p.is_file()),
+        key=_natural_key,
+    )
 
 
 # decord prefixes messages with "[12:00:00] /path/to/file.cc:123: "; users need only the text after it.

@@ -9,6 +9,7 @@ from typing import Any
 
 from ..config import EditJob
 from ..errors import UserError
+from ..io.paths import leaves_folder
 from .base import Method, MethodOutput
 
 # The names a pattern may use; the benchmark item supplies them.
@@ -35,6 +36,12 @@ class ResultsFolderMethod(Method):
         if unknown or not names:
             raise UserError(f"results pattern {pattern!r}: use fields {', '.join(PATTERN_FIELDS)} "
                             f"(got {', '.join(unknown) or 'none'})")
+        # The pattern's own text, each field standing for a plain name: where the pattern leads whatever the fields.
+        parts = string.Formatter().parse(pattern)
+        literal = "".join(text + ("x" if name is not None else "") for text, name, _, _ in parts)
+        if leaves_folder(literal):
+            raise UserError(f"results pattern {pattern!r} leads outside the results folder (an absolute path, `~` or "
+                            "`..`): write it relative to `root`, e.g. \"{video}/{edit}.mp4\"")
         self.root = Path(root).expanduser()
         if not self.root.is_dir():
             raise UserError(f"results folder not found: {self.root}; check the method's `root`")
@@ -42,7 +49,12 @@ class ResultsFolderMethod(Method):
         self.selection = {"num_frames": num_frames, "fps": fps, "start": start, "folder_fps": folder_fps}
 
     def path(self, fields: Mapping[str, Any]) -> Path:
-        return self.root / self.pattern.format(**{k: fields.get(k) for k in PATTERN_FIELDS})
+        """The result of one edit; one whose fields (a prompt with `../`) lead outside `root` is refused."""
+        relative = self.pattern.format(**{k: fields.get(k) for k in PATTERN_FIELDS})
+        if leaves_folder(relative):
+            raise UserError(f"the result path {relative!r} (pattern {self.pattern!r}) leads outside the results "
+                            f"folder {self.root}: this edit's fields cannot name a result there")
+        return self.root / relative
 
     def describe(self) -> dict[str, Any]:
         return {"type": self.type, "root": str(self.root.resolve()), "pattern": self.pattern, **self.selection}

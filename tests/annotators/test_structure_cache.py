@@ -266,3 +266,59 @@ def test_stale_temporaries_of_killed_runs_are_deleted(tmp_path, clip):
     cache.get_or_compute(clip, annotator)
     assert not stale.exists()
     assert fresh.exists() and unrelated.exists()
+
+
+def test_a_cache_on_a_really_full_disk_costs_only_time_and_leaves_no_file(small_disk, tmp_path, clip, caplog):
+    from tests.conftest import fill_disk
+
+    fill_disk(small_disk, leave_bytes=4096)  # less than one entry: safetensors itself fails to write
+    cache, annotator = StructureCache(small_disk / "cache"), CountingAnnotator()
+    maps = cache.get_or_compute(clip, annotator)
+    assert torch.equal(maps, _cold(tmp_path, clip))
+    assert "could not write structure cache entry" in caplog.text and "No space left" in caplog.text
+    assert [p for p in (small_disk / "cache").rglob("*") if p.is_file()] == []  # no 0-byte entry or temporary
+
+
+def _killed_while_writing(cache: StructureCache, clip, annotator) -> None:
+    """In a child process, start writing the entry and die (no cleanup) halfway through the file."""
+    import os
+
+    import ccedit.annotators.cache as cache_module
+
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        try:
+            def write_half_then_die(tensors, filename, metadata=None):
+                with open(filename, "wb") as f:
+                    f.write(b"\0" * 100_000)
+                os._exit(9)
+
+            cache_module.save_file = write_half_then_die  # this child's own copy of the module
+            cache.get_or_compute(clip, annotator)
+        finally:
+            os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    assert os.WEXITSTATUS(status) == 9
+
+
+@pytest.mark.parametrize("next_run", ["hit", "miss"])
+def test_a_killed_writers_temporary_goes_on_the_next_run(tmp_path, clip, next_run):
+    import os
+    import time
+
+    from ccedit.io.atomic import atomic_path
+
+    cache, annotator = StructureCache(tmp_path), CountingAnnotator()
+    if next_run == "hit":
+        cache.get_or_compute(clip, CountingAnnotator(0.5))  # another entry, complete, in the same folder
+    _killed_while_writing(cache, clip, annotator)
+    folder = cache.path(clip, annotator).parent
+    (left,) = [p for p in folder.iterdir() if p.name.startswith(f".{cache.key(clip, annotator)}")]
+    assert left.stat().st_size == 100_000
+    minutes_ago = time.time() - 120  # the killed run was minutes ago, not an hour
+    os.utime(left, (minutes_ago, minutes_ago))
+    with atomic_path(folder / "live.safetensors") as live:  # a writer still alive keeps its temporary
+        os.utime(live, (minutes_ago, minutes_ago))
+        cache.get_or_compute(clip, CountingAnnotator(0.5) if next_run == "hit" else annotator)
+        assert live.exists()
+    assert not left.exists()

@@ -129,3 +129,79 @@ def test_an_output_holding_results_of_other_settings_is_refused_without_overwrit
     (tmp_path / "elsewhere" / "notes.txt").write_text("mine")
     assert main(["eval", other, f"output={tmp_path / 'elsewhere'}"]) == 2
     assert "is not empty and holds no evaluation" in one_error_line(capsys)
+
+
+def test_overwrite_leaves_a_folder_that_holds_no_evaluation_untouched(tmp_path, capsys):
+    """`--overwrite` replaces an earlier evaluation, never a folder of other files that carry the same names."""
+    bench = small_benchmark(tmp_path)
+    folder = tmp_path / "out"
+    (folder / "media").mkdir(parents=True)
+    (folder / "media" / "holiday.mp4").write_text("mine")
+    for name in ("report.html", "results.jsonl", "summary.csv"):
+        (folder / name).write_text("mine")
+    (folder / "eval.json").write_text('{"project": "someone else\'s evaluation"}')  # not one ccedit wrote
+    before = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    assert main(["eval", write_config(tmp_path, bench), "--no-progress", "--overwrite"]) == 2
+    line = one_error_line(capsys)
+    assert "holds no evaluation" in line and str(folder) in line
+    assert {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before
+
+
+def test_a_second_evaluation_into_the_same_folder_is_refused(tmp_path, capsys):
+    import fcntl
+    import os
+
+    bench = small_benchmark(tmp_path)
+    folder = tmp_path / "out"
+    folder.mkdir()
+    fd = os.open(folder, os.O_RDONLY)  # the lock a running evaluation holds on its folder
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        assert main(["eval", write_config(tmp_path, bench), "--no-progress"]) == 2
+        assert "another ccedit eval is writing into" in one_error_line(capsys)
+        assert list(folder.iterdir()) == []
+    finally:
+        os.close(fd)
+    assert main(["eval", write_config(tmp_path, bench), "--no-progress"]) == 0
+
+
+@pytest.mark.parametrize("name", ["/usr", "../videos/kitten", "~/kitten", "kitten/../../etc"])
+def test_a_video_name_outside_the_videos_folder_is_refused_before_anything_is_read(tmp_path, capsys, monkeypatch,
+                                                                                    name):
+    import ccedit.eval.results as results
+
+    monkeypatch.setattr(results, "file_fingerprint", lambda path: pytest.fail(f"{path} should not be read"))
+    data = json.loads(small_benchmark(tmp_path).read_text())
+    data[0]["Video Name"] = name
+    bench = tmp_path / "bench.json"
+    bench.write_text(json.dumps(data))
+    assert main(["eval", write_config(tmp_path, bench), "--no-progress"]) == 2
+    line = one_error_line(capsys)
+    assert f"video name {name!r} is not a name inside benchmark.videos" in line
+
+
+def test_a_results_pattern_leading_outside_its_folder_is_refused(tmp_path, capsys):
+    from ccedit.methods.folder import ResultsFolderMethod
+
+    for pattern in ("/etc/{video}.mp4", "../{video}.mp4", "{video}/../../{edit}.mp4", "~/{video}.mp4"):
+        with pytest.raises(UserError, match="leads outside the results folder"):
+            ResultsFolderMethod(str(tmp_path), pattern)
+    method = ResultsFolderMethod(str(tmp_path), "{prompt}/{edit}.mp4")
+    assert method.path({"prompt": "a cat", "edit": 0}) == tmp_path / "a cat" / "0.mp4"
+    with pytest.raises(UserError, match="leads outside the results folder"):
+        method.path({"prompt": "../../secret", "edit": 0})
+
+
+def test_a_frame_folders_fingerprint_reads_its_frames_only(tmp_path):
+    from ccedit.io.fingerprint import file_fingerprint
+
+    folder = tmp_path / "clip"
+    (folder / "notes").mkdir(parents=True)
+    for i in range(2):
+        (folder / f"{i:05d}.png").write_bytes(bytes([i]) * 10)
+    first = file_fingerprint(folder)
+    (folder / "notes" / "big.bin").write_bytes(b"\0" * 4096)  # not a frame: not read
+    (folder / "notes" / "00009.png").write_bytes(b"x")  # a subfolder's images are not frames either
+    assert file_fingerprint(folder) == first
+    (folder / "00001.png").write_bytes(b"changed")
+    assert file_fingerprint(folder) != first

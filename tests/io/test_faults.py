@@ -15,7 +15,7 @@ import pytest
 
 import ccedit.outputs
 from ccedit.cli import main
-from tests.conftest import REFERENCE, VIDEOS, require
+from tests.conftest import REFERENCE, VIDEOS, fill_disk, require
 
 FAST = ["--model", "tiny", "--frames", "4", "--steps", "1", "--structure", "canny"]
 REPO = Path(__file__).resolve().parents[2]
@@ -43,23 +43,6 @@ def _error_lines(err: str) -> list[str]:
     return [line for line in err.splitlines() if line.startswith("error:")]
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 2 MiB tmpfs (needs root and a kernel that lets the test mount one); skipped where it cannot be made."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)], capture_output=True)
-    if made.returncode != 0:
-        pytest.skip("cannot mount a size-limited tmpfs here (needs root)")
-    yield disk
-    subprocess.run(["umount", "-l", str(disk)], check=False)
-
-
-def _fill(disk: Path, leave_bytes: int) -> None:
-    free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
-    (disk / "filler").write_bytes(b"\0" * max(0, free - leave_bytes))
-
-
 def _no_model_load(monkeypatch):
     import ccedit.pipelines.loading as loading
 
@@ -75,7 +58,7 @@ def test_a_full_disk_never_publishes_a_partial_output_nor_destroys_the_old_one(s
     assert main(_edit(kitten, out, tmp_path / "cache")) == 0
     good = _snapshot(small_disk)
     assert {"o.mp4", "o.gif", "o.mp4.json"} <= set(good)
-    _fill(small_disk, leave_bytes=60 * 1024)  # room for the new mp4 (~30 KiB) but not for its GIF (~80 KiB)
+    fill_disk(small_disk, leave_bytes=60 * 1024)  # room for the new mp4 (~30 KiB) but not for its GIF (~80 KiB)
     capsys.readouterr()
 
     # The rough size estimate already refuses it, before any model loads.
@@ -112,6 +95,26 @@ def test_an_output_path_that_is_a_folder_or_below_a_file_is_refused_before_the_w
     (tmp_path / "plain").write_text("x")
     assert main(_edit(kitten, tmp_path / "plain" / "o.mp4", tmp_path / "cache")) == 2
     assert "is a file" in _error_lines(capsys.readouterr().err)[0]
+
+
+@pytest.mark.parametrize("keyframe, png", [("auto@1", "o.keyframe1.png"), ("auto", "o.keyframe2.png")])
+def test_an_existing_automatic_keyframe_png_is_refused_before_the_work(tmp_path, kitten, capsys, monkeypatch,
+                                                                       keyframe, png):
+    _no_model_load(monkeypatch)
+    (tmp_path / png).write_text("an earlier keyframe")  # --frames 4: the default keyframe is frame 2
+    assert main([*_edit(kitten, tmp_path / "o.mp4", tmp_path / "cache"), "--keyframe", keyframe]) == 2
+    (line,) = _error_lines(capsys.readouterr().err)
+    assert f"{tmp_path / png} already exists: pass --overwrite" in line
+    assert (tmp_path / png).read_text() == "an earlier keyframe"
+
+
+def test_a_link_to_nothing_at_the_output_is_refused_before_the_work(tmp_path, kitten, capsys, monkeypatch):
+    _no_model_load(monkeypatch)
+    (tmp_path / "o.mp4").symlink_to(tmp_path / "gone.mp4")
+    assert main(_edit(kitten, tmp_path / "o.mp4", tmp_path / "cache")) == 2
+    (line,) = _error_lines(capsys.readouterr().err)
+    assert "o.mp4 already exists (a link to a missing file): pass --overwrite" in line
+    assert (tmp_path / "o.mp4").is_symlink()
 
 
 # A `ccedit edit` process that stops at a chosen point, so a signal lands in that phase for certain: PAUSE=staged

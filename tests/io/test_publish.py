@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -182,3 +183,105 @@ def test_destination_checks(tmp_path):
     check_destination([tmp_path / "new" / "o.mp4"], overwrite=False, estimate_bytes=1024)
     assert not (tmp_path / "new").exists()  # checking creates nothing
     assert _hidden(tmp_path) == []
+
+
+def _plant_stage(folder: Path, journal: dict, marker: dict | None, name: str = ".o.mp4" + STAGE_MARK + "planted") -> Path:
+    """A staging folder ccedit did not make: `new/` holds the planter's files under every name the journal lists."""
+    root = folder / name
+    (root / "new").mkdir(parents=True)
+    (root / "old").mkdir()
+    for entry in journal["new"]:
+        (root / "new" / entry).write_text("planted")
+    (root / "journal.json").write_text(json.dumps(journal))
+    if marker is not None:
+        (root / publish.STAGE_MARKER).write_text(json.dumps(marker))
+    return root
+
+
+def _users_files(folder: Path) -> None:
+    (folder / "thesis").mkdir()
+    (folder / "thesis" / "chapter1.tex").write_text("mine")
+    (folder / "o.mp4").write_text("mine")
+
+
+def _assert_users_files_kept(folder: Path) -> None:
+    assert (folder / "thesis" / "chapter1.tex").read_text() == "mine"
+    assert (folder / "o.mp4").read_text() == "mine"
+
+
+@pytest.mark.parametrize("marker", [None, {"names": ["o.mp4", "o.mp4.json"]}, {"names": ["thesis", "o.mp4"]}],
+                         ids=["no marker", "journal names outside the set", "marker of another set"])
+def test_a_planted_journal_deletes_nothing_outside_its_staging_folder(tmp_path, caplog, marker):
+    _users_files(tmp_path)
+    planted = _plant_stage(tmp_path, {"state": "committed", "new": ["thesis", "o.mp4"], "old": []}, marker)
+    for path in planted.rglob("*"):
+        path.chmod(0o600 if path.is_file() else 0o700)
+    planted.chmod(0o700)
+    # The next edit into the folder checks the destination and publishes: both recover first.
+    check_destination([tmp_path / "other.mp4"], overwrite=False)
+    with publish_set([tmp_path / "other.mp4"], overwrite=False) as stage:
+        stage.path(tmp_path / "other.mp4").write_text("new")
+    _assert_users_files_kept(tmp_path)
+    assert (planted / "new" / "thesis").read_text() == "planted"  # left alone as well
+    assert "leaving" in caplog.text and planted.name in caplog.text
+
+
+def test_a_journal_naming_existing_files_never_replaces_them(tmp_path, caplog):
+    """Even a staging folder of this user's (a marker, private modes) never deletes what exists in the folder."""
+    _users_files(tmp_path)
+    os.remove(tmp_path / "o.mp4")
+    root = tmp_path / f".thesis{STAGE_MARK}x"
+    root.mkdir(mode=0o700)
+    (root / "new").mkdir()
+    (root / "new" / "thesis").write_text("planted")
+    publish._write_private_json(root / publish.STAGE_MARKER, {"names": ["thesis"]})
+    publish._write_private_json(root / publish.JOURNAL, {"state": "committed", "new": ["thesis"], "old": []})
+    assert recover(tmp_path) == []
+    assert (tmp_path / "thesis" / "chapter1.tex").read_text() == "mine"
+    assert (root / "new" / "thesis").read_text() == "planted"
+    assert "both are kept" in caplog.text
+
+
+def test_a_writable_by_others_staging_folder_is_not_trusted(tmp_path, caplog):
+    _users_files(tmp_path)
+    root = _plant_stage(tmp_path, {"state": "committed", "new": ["o.mp4"], "old": []}, {"names": ["o.mp4"]})
+    root.chmod(0o777)
+    recover(tmp_path)
+    _assert_users_files_kept(tmp_path)
+    assert root.is_dir() and "writable by other users" in caplog.text
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0,
+                    reason="giving a file to another user (os.chown) needs root")
+def test_another_users_staging_folder_and_temporaries_are_left_alone(tmp_path, caplog):
+    """In a shared folder, another user's plant (marker and journal as ccedit writes them) moves and deletes nothing."""
+    other_uid = 4242
+    tmp_path.chmod(0o1777)  # a shared sticky folder, like /tmp
+    _users_files(tmp_path)
+    root = _plant_stage(tmp_path, {"state": "committed", "new": ["thesis", "o.mp4"], "old": []},
+                        {"names": ["o.mp4", "thesis"]})
+    temporary = tmp_path / f".thesis{TEMP_MARK}abc"
+    (temporary / "data").mkdir(parents=True)
+    past = time.time() - 3600
+    for path in [root, *root.rglob("*"), temporary, *temporary.rglob("*")]:
+        os.chown(path, other_uid, other_uid)
+        path.chmod(0o600 if path.is_file() else 0o700)
+    os.utime(temporary, (past, past))
+    check_destination([tmp_path / "other.mp4"], overwrite=False)
+    _assert_users_files_kept(tmp_path)
+    assert (root / "new" / "thesis").read_text() == "planted"
+    assert (temporary / "data").is_dir()
+    assert f"uid {other_uid}" in caplog.text
+
+
+@pytest.mark.parametrize("error", [
+    RuntimeError("Error while serializing: I/O error: No space left on device (os error 28)"),  # safetensors
+    ValueError("ffmpeg exited with status 1: av_interleaved_write_frame(): No space left on device"),
+])
+def test_a_library_reporting_a_full_disk_in_its_own_words_is_one_line(tmp_path, error):
+    """The disk may have room again when the error is handled: the library's words, not the free space, decide."""
+    with pytest.raises(UserError, match="the disk is full; nothing was replaced"):
+        with publish_set([tmp_path / "o.mp4"], overwrite=False) as stage:
+            stage.path(tmp_path / "o.mp4").write_text("partial")
+            raise error
+    assert not (tmp_path / "o.mp4").exists() and _hidden(tmp_path) == []
