@@ -115,7 +115,8 @@ def _write_state_file(state: TrainingState, folder: Path, step: int) -> None:
         "roles": state.roles,
         "use_ema": state.ema is not None,
         "num_processes": state.accelerator.num_processes,
-        "files": {str(p.relative_to(folder)): {"bytes": p.stat().st_size, "sha256": file_fingerprint(p)} for p in files},
+        "files": {str(p.relative_to(folder)): {"bytes": p.stat().st_size, "sha256": file_fingerprint(p)}
+                  for p in files},
     }
     (folder / STATE_FILE).write_text(json.dumps(record, indent=1) + "\n")
 
@@ -162,8 +163,10 @@ def _record_problem(record, folder_name: str) -> str | None:
     match = _STEP_NAME.fullmatch(folder_name)
     if not isinstance(step, int) or isinstance(step, bool) or match is None or int(match.group(1)) != step:
         return f"says step {step!r}, which is not the folder's step"
-    if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles) or not isinstance(record.get("use_ema"), bool):
-        return "has no valid roles or use_ema"
+    if not (isinstance(roles, list) and all(isinstance(r, str) for r in roles)):
+        return "has no valid roles"
+    if not isinstance(record.get("use_ema"), bool):
+        return "has no valid use_ema"
     if not isinstance(files, dict) or not all(_is_inside(name) and isinstance(v, dict) for name, v in files.items()):
         return "lists files outside its folder"
     return None
@@ -224,7 +227,8 @@ def load_checkpoint(state: TrainingState, folder: Path) -> None:
                 trained = CCEditTemporalAdapter.from_pretrained(folder / "temporal")
                 trident.main.temporal.load_state_dict(trained.state_dict())
             if "appearance" in part_names(state.roles):
-                trident.appearance.load_state_dict(AppearanceEncoder.from_pretrained(folder / "appearance").state_dict())
+                trained = AppearanceEncoder.from_pretrained(folder / "appearance")
+                trident.appearance.load_state_dict(trained.state_dict())
         state.optimizer.load_state_dict(read_state(folder / f"{OPTIMIZER}.safetensors"))
         state.lr_scheduler.load_state_dict(read_state(folder / f"{LR_SCHEDULER}.safetensors"))
         if state.ema is not None:
