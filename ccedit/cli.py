@@ -105,9 +105,14 @@ def build_parser() -> argparse.ArgumentParser:
     conv.set_defaults(func=cmd_convert)
 
     tr = sub.add_parser("train", help="train the temporal layers or the keyframe model's parts on your videos",
-                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                        formatter_class=_HelpFormatter)
     tr.add_argument("config", help="training settings (YAML), e.g. configs/train/tiny.yaml")
-    tr.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in the run folder")
+    tr.add_argument("--resume", action="store_true",
+                    help="continue the run in output= from its newest intact checkpoint (a damaged newer one is named "
+                    "and skipped)")
+    tr.add_argument("--overwrite", action="store_true",
+                    help="start the run in output= over: removes its config.yaml, losses.jsonl, checkpoints/, model/, "
+                    "samples/, data/ and logs; a folder that is not a ccedit training run is never replaced")
     tr.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="any setting, e.g. output=runs/a train.max_steps=50")
     tr.set_defaults(func=cmd_train)
 
@@ -225,7 +230,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     bad = [o for o in args.overrides if "=" not in o]
     if bad:
         raise UserError(f"unexpected argument {bad[0]!r}: settings are KEY=VALUE, e.g. output=runs/a")
-    result = train(load_train_config(args.config, args.overrides), resume=args.resume)
+    result = train(load_train_config(args.config, args.overrides), resume=args.resume, overwrite=args.overwrite)
     skipped = f", {result.skipped_videos} unusable videos skipped" if result.skipped_videos else ""
     print(f"trained {result.step} steps into {result.output}{skipped}")
     return 0

@@ -46,17 +46,47 @@ BOUNDS: dict[str, tuple[float | None, float | None, str]] = {
     "windows.overlap": (0, MAX_FRAMES, "frames"),
 }
 
+# The same for training settings (`ccedit/training/config.py`).
+TRAIN_BOUNDS: dict[str, tuple[float | None, float | None, str]] = {
+    "data.synthetic": (0, 100_000, "clips"),
+    "data.num_frames": (1, MAX_FRAMES, "frames"),
+    "data.fps": (1e-3, None, "frames per second"),
+    "data.height": (8, MAX_SIDE, "pixels"),
+    "data.width": (8, MAX_SIDE, "pixels"),
+    "data.num_workers": (0, None, "processes"),
+    "train.seed": (0, 2**32 - 1, ""),  # numpy's global seed (set at the start of a run) takes no more
+    "train.max_steps": (1, None, "steps"),
+    "train.batch_size": (1, None, "clips"),
+    "train.gradient_accumulation_steps": (1, None, "batches"),
+    "train.learning_rate": (0, 1, ""),
+    "train.adam_beta1": (0, 0.99999, ""),  # 1 stops the moving average; torch refuses it
+    "train.adam_beta2": (0, 0.99999, ""),
+    "train.adam_weight_decay": (0, None, ""),
+    "train.adam_epsilon": (0, 1, ""),
+    "train.lr_warmup_steps": (0, None, "steps"),
+    "train.max_grad_norm": (0, None, ""),
+    "train.offset_noise": (0, None, ""),
+    "train.text_dropout": (0, 1, ""),
+    "train.structure_dropout": (0, 1, ""),
+    "train.ema_decay": (0, 1, ""),
+    "train.checkpoint_every": (1, None, "steps"),
+    "train.keep_checkpoints": (1, None, "checkpoints"),
+    "train.sample_every": (0, None, "steps"),
+    "train.sample_steps": (1, MAX_STEPS, "steps"),
+}
+
 # `${name:...}` calls a resolver (`oc.env` reads the environment); `${key}` only refers to another setting.
 _RESOLVER_CALL = re.compile(r"(?<!\\)\$\{\s*([A-Za-z_][\w.]*)\s*:")
 
 
-def check_numbers(config: Any) -> None:
-    """Raise a one-line `UserError` for a non-finite float anywhere in `config`, or a value outside `BOUNDS`."""
+def check_numbers(config: Any, bounds: dict[str, tuple[float | None, float | None, str]] = BOUNDS) -> None:
+    """Raise a one-line `UserError` for a non-finite float anywhere in `config`, or a value outside `bounds`
+    (`BOUNDS` for edit settings, `TRAIN_BOUNDS` for training settings)."""
     for key, value in _leaves(config):
         if isinstance(value, float) and not math.isfinite(value):
             raise UserError(f"{_name(key)} must be a finite number, got {value}")
     values = dict(_leaves(config))
-    for key, (low, high, unit) in BOUNDS.items():
+    for key, (low, high, unit) in bounds.items():
         value = values.get(key)
         if value is None:
             continue

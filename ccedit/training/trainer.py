@@ -1,16 +1,15 @@
 """The training loop: eps-MSE on CCEdit's denoiser, through accelerate (one CPU to many GPUs), resumable exactly.
 
-Run layout under `output`: `config.yaml` (the resolved settings), `losses.jsonl` (one line per step),
-`checkpoints/step-NNNNNN/` (accelerate state: optimiser, LR schedule, EMA, RNG states; the trained parts in
-`temporal/` and `appearance/`; `trainer_state.json`), and `model/` (the final trained parts, loadable as the
-sub-folders of a ccedit model folder), `data/` for the synthetic set.
+Run layout under `output`: `ccedit-run.json` (the run marker, locked while a training runs, `run_folder.py`),
+`config.yaml` (the resolved settings), `losses.jsonl` (one line per step), `checkpoints/step-NNNNNN/` (the trained
+parts, optimiser, LR schedule, EMA and random states as data files, `checkpoint.py`), and `model/` (the final
+trained parts, loadable as the sub-folders of a ccedit model folder), `data/` for the synthetic set.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,17 +17,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..config_checks import TRAIN_BOUNDS, check_numbers
 from ..errors import UserError
 from ..io import atomic_path
 from ..schedulers import DiscreteEpsDenoiser
+from .checkpoint import (TrainingState, check_fits, load_checkpoint, restore_random_states, save_checkpoint,
+                         select_checkpoint)
 from .config import TrainConfig
 from .data import StreamPositions, VideoWindows, collate, scan_videos, step_rng, worker_count
 from .model import TrainingModels, build_models, check_roles
+from .run_folder import TRACKER_NAME, RunFolder, check_run_folder, claim_run_folder, inputs_inside
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINTS = "checkpoints"
-STATE_FILE = "trainer_state.json"
 LOSSES = "losses.jsonl"
 
 
@@ -41,53 +42,88 @@ class TrainResult:
     trident: object  # the trained network (unwrapped), for inspection
 
 
-def find_checkpoint(output: Path) -> Path | None:
-    """The newest complete checkpoint of a run (temporaries are hidden and never match)."""
-    folders = sorted((output / CHECKPOINTS).glob("step-*"), key=lambda p: p.name)
-    complete = [p for p in folders if (p / STATE_FILE).is_file()]
-    return complete[-1] if complete else None
-
-
-def check_config(config: TrainConfig, resume: bool) -> Path:
+def check_config(config: TrainConfig, resume: bool, overwrite: bool = False) -> Path:
     """Everything that can be checked without loading a model or a video; returns the run folder."""
     if config.output is None:
         raise UserError("no run folder: add output=DIR")
     output = Path(config.output).expanduser()
+    check_numbers(config, TRAIN_BOUNDS)
     check_roles(config.model)
-    t, d = config.train, config.data
-    if t.max_steps < 1 or t.batch_size < 1 or t.gradient_accumulation_steps < 1:
-        raise UserError("train.max_steps, train.batch_size and train.gradient_accumulation_steps must be at least 1")
+    t, d, m = config.train, config.data, config.model
     if t.mixed_precision not in ("no", "fp16", "bf16"):
         raise UserError(f"train.mixed_precision must be no, fp16 or bf16, got {t.mixed_precision!r}")
     if d.keyframe_index not in ("centre", "random"):
         raise UserError(f"data.keyframe_index must be centre or random, got {d.keyframe_index!r}")
-    if d.height % 8 or d.width % 8 or d.num_frames < 1:
+    if d.height % 8 or d.width % 8:
         raise UserError(f"data.height and data.width must be multiples of 8, got {d.height}x{d.width}")
     if d.videos is None and d.synthetic < 1:
         raise UserError("no training data: set data.videos to a folder of videos (or data.synthetic to a count)")
     if d.videos is not None and Path(d.videos).expanduser().is_dir() and not any(Path(d.videos).expanduser().iterdir()):
         raise UserError(f"data.videos folder {d.videos} is empty: put videos and a captions.csv (`path,caption`) in it")
-    if resume and find_checkpoint(output) is None:
-        raise UserError(f"--resume: no checkpoint in {output / CHECKPOINTS}; run without --resume to start")
+    if check_run_folder(output, resume, overwrite) == "run" and overwrite:
+        inputs = {"data.videos": d.videos, "data.captions": d.captions, "data.cache_dir": d.cache_dir,
+                  "model.temporal": m.temporal, "model.appearance": m.appearance}
+        inside = inputs_inside(inputs, output)
+        if inside:
+            raise UserError(f"{inside} lies in the run {output}, which --overwrite removes: move it out first")
     return output
 
 
-def train(config: TrainConfig, resume: bool = False) -> TrainResult:
-    """Train the learnable parts chosen by `config.model.trainable`; see the module docstring for what is written."""
+def train(config: TrainConfig, resume: bool = False, overwrite: bool = False) -> TrainResult:
+    """Train the learnable parts chosen by `config.model.trainable`; see the module docstring for what is written.
+
+    A new run needs a new or empty `output` folder; a folder holding a run is continued with `resume` (from its
+    newest intact checkpoint) or started over with `overwrite`.
+    """
     from accelerate import Accelerator
-    from accelerate.utils import set_seed
 
     # 1. Checks that need nothing loaded, then the accelerator (one per process under `accelerate launch`).
-    output = check_config(config, resume)
-    t, d = config.train, config.data
-    roles = check_roles(config.model)
-    log_with = "tensorboard" if _has_tensorboard() else None
+    output = check_config(config, resume, overwrite)
     accelerator = Accelerator(
         # Without CUDA, say so: only then does accelerate join processes launched by torchrun over gloo.
         cpu=not torch.cuda.is_available(),
-        mixed_precision=t.mixed_precision, gradient_accumulation_steps=t.gradient_accumulation_steps,
-        log_with=log_with, project_dir=str(output),
+        mixed_precision=config.train.mixed_precision,
+        gradient_accumulation_steps=config.train.gradient_accumulation_steps,
+        log_with="tensorboard" if _has_tensorboard() else None, project_dir=str(output),
     )
+    run, checkpoint = _claim_run(accelerator, output, config, resume, overwrite)
+    try:
+        return _train(accelerator, config, output, checkpoint)
+    finally:
+        if run is not None:
+            run.release()
+
+
+def _claim_run(accelerator, output: Path, config: TrainConfig, resume: bool,
+               overwrite: bool) -> tuple[RunFolder | None, Path | None]:
+    """The main process locks the run folder (clearing it with `overwrite`) and picks the checkpoint to resume
+    from; every process gets that checkpoint, or raises the main process's refusal."""
+    from accelerate.utils import broadcast_object_list
+
+    run, outcome = None, {}
+    if accelerator.is_main_process:
+        try:
+            run = claim_run_folder(output, resume, overwrite)
+            if resume:
+                folder, record = select_checkpoint(output)
+                check_fits(folder, record, check_roles(config.model), config.train.use_ema, config.train.max_steps)
+                outcome = {"checkpoint": str(folder)}
+        except (UserError, OSError) as error:
+            if run is not None:
+                run.release()
+            outcome = {"error": str(error) if isinstance(error, UserError) else
+                       f"cannot prepare the run folder {output}: {error.strerror or error}; choose another output"}
+    outcome = broadcast_object_list([outcome])[0]
+    if "error" in outcome:
+        raise UserError(outcome["error"])
+    return run, Path(outcome["checkpoint"]) if "checkpoint" in outcome else None
+
+
+def _train(accelerator, config: TrainConfig, output: Path, checkpoint: Path | None) -> TrainResult:
+    from accelerate.utils import set_seed
+
+    t, d = config.train, config.data
+    roles = check_roles(config.model)
     set_seed(t.seed)
 
     # 2. Data: the synthetic set (written once, by the main process), then every listed video checked.
@@ -127,22 +163,19 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
         ema = EMAModel(params, decay=t.ema_decay)
         ema.to(accelerator.device)
     trident, optimizer = accelerator.prepare(trident, optimizer)
-    accelerator.register_for_checkpointing(lr_scheduler)
-    if ema is not None:
-        accelerator.register_for_checkpointing(ema)
-    _register_trained_parts_hooks(accelerator, roles)
+    state = TrainingState(accelerator, trident, optimizer, lr_scheduler, ema, roles)
 
-    # 4. Resume: weights, optimiser, LR schedule, EMA and RNG states; the data position follows from the step.
+    # 4. Resume: weights, optimiser, LR schedule and EMA now; the data position follows from the step.
     step = 0
-    if resume:
-        checkpoint = find_checkpoint(output)
-        accelerator.load_state(str(checkpoint))
-        step = json.loads((checkpoint / STATE_FILE).read_text())["step"]
+    if checkpoint is not None:
+        load_checkpoint(state, checkpoint)
+        step = int(checkpoint.name.split("-")[1])
         logger.info("resumed from %s at step %d", checkpoint, step)
     if accelerator.is_main_process:
         _prepare_run_folder(output, config, step)
+    log_with = accelerator.log_with
     if log_with:
-        accelerator.init_trackers("ccedit-train")
+        accelerator.init_trackers(TRACKER_NAME)
 
     samples_per_step = t.batch_size * accelerator.num_processes * t.gradient_accumulation_steps
     sampler = StreamPositions(t.batch_size, accelerator.process_index, accelerator.num_processes,
@@ -152,6 +185,10 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
     workers = worker_count(d.num_workers)
     loader = torch.utils.data.DataLoader(dataset, batch_size=t.batch_size, sampler=sampler, collate_fn=collate,
                                          num_workers=workers, persistent_workers=workers > 0)
+    batches = iter(loader)  # draws the loader's seed from the global generator: before the states are restored
+    if checkpoint is not None:
+        # Last, so that the first step draws (dropout, anything random in the networks) what it drew before.
+        restore_random_states(checkpoint, accelerator.process_index)
 
     # 5. The loop: one optimisation step per `gradient_accumulation_steps` batches.
     denoiser = DiscreteEpsDenoiser()
@@ -160,7 +197,6 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
     from tqdm.auto import tqdm
 
     progress = tqdm(total=t.max_steps, initial=step, desc="training", disable=not accelerator.is_main_process)
-    batches = iter(loader)
     trident.train()
     while step < t.max_steps:
         step_loss = torch.zeros((), device=accelerator.device)
@@ -188,14 +224,15 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
             accelerator.log({"loss": mean_loss, "lr": lr_scheduler.get_last_lr()[0]}, step=step)
         progress.update(1)
         progress.set_postfix(loss=f"{mean_loss:.4f}")
-        if step % t.checkpoint_every == 0 or step == t.max_steps:
-            save_checkpoint(accelerator, output, step, t.keep_checkpoints)
         if t.sample_every > 0 and step % t.sample_every == 0 and accelerator.is_main_process:
             from .samples import write_sample
 
+            # Before the checkpoint: whatever the sample draws is then behind the random states it saves.
             with torch.no_grad():
                 write_sample(models, accelerator.unwrap_model(trident), report.entries[0], config, output, step,
                              accelerator.device)
+        if step % t.checkpoint_every == 0 or step == t.max_steps:
+            save_checkpoint(state, output, step, t.keep_checkpoints)
     progress.close()
 
     # 6. The trained parts, EMA weights when kept, in the layout the editing pipeline loads.
@@ -265,67 +302,38 @@ def training_loss(trident, models: TrainingModels, batch: dict, denoiser: Discre
     return F.mse_loss(prediction.float(), noise.float())
 
 
-def save_checkpoint(accelerator, output: Path, step: int, keep: int | None) -> None:
-    """Write `checkpoints/step-NNNNNN/` atomically: every process writes into one temporary folder, then it is renamed."""
-    from accelerate.utils import broadcast_object_list
-
-    final = output / CHECKPOINTS / f"step-{step:06d}"
-    if accelerator.is_main_process:
-        with atomic_path(final, is_dir=True) as tmp:
-            broadcast_object_list([str(tmp)])
-            _save_state(accelerator, tmp, step)
-        if keep:
-            for old in sorted((output / CHECKPOINTS).glob("step-*"))[:-keep]:
-                shutil.rmtree(old, ignore_errors=True)
-    else:
-        shared = broadcast_object_list([None])
-        _save_state(accelerator, Path(shared[0]), step)
-    accelerator.wait_for_everyone()
-
-
-def _save_state(accelerator, folder: Path, step: int) -> None:
-    accelerator.save_state(str(folder))
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        (folder / STATE_FILE).write_text(json.dumps({"step": step}) + "\n")
-
-
-def _register_trained_parts_hooks(accelerator, roles: list[str]) -> None:
-    """accelerate saves and loads only the trained parts, as `temporal/` and `appearance/` (diffusers' hook pattern)."""
-
-    def save(models, weights, folder):
-        if accelerator.is_main_process:
-            for model in models:
-                accelerator.unwrap_model(model).save_trained(folder, roles)
-        weights.clear()  # the frozen base is never written
-
-    def load(models, folder):
-        from ..models import AppearanceEncoder, CCEditTemporalAdapter
-
-        for _ in range(len(models)):
-            model = accelerator.unwrap_model(models.pop())
-            folder = Path(folder)
-            if (folder / "temporal").is_dir():
-                trained = CCEditTemporalAdapter.from_pretrained(folder / "temporal")
-                model.main.temporal.load_state_dict(trained.state_dict())
-            if (folder / "appearance").is_dir():
-                model.appearance.load_state_dict(AppearanceEncoder.from_pretrained(folder / "appearance").state_dict())
-
-    accelerator.register_save_state_pre_hook(save)
-    accelerator.register_load_state_pre_hook(load)
-
-
 def _prepare_run_folder(output: Path, config: TrainConfig, step: int) -> None:
     """Record the settings; keep only the loss lines up to `step` (a resumed run rewrites what came after)."""
     from ..config import to_yaml
 
     output.mkdir(parents=True, exist_ok=True)
-    (output / "config.yaml").write_text(to_yaml(config))
-    losses = output / LOSSES
-    kept = []
-    if step and losses.is_file():
-        kept = [line for line in losses.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-    losses.write_text("".join(line + "\n" for line in kept))
+    with atomic_path(output / "config.yaml") as tmp:
+        tmp.write_text(to_yaml(config))
+    kept = read_losses(output / LOSSES, up_to=step) if step else []
+    with atomic_path(output / LOSSES) as tmp:
+        tmp.write_text("".join(json.dumps(row) + "\n" for row in kept))
+
+
+def read_losses(path: Path, up_to: int) -> list[dict]:
+    """The rows of a `losses.jsonl` up to step `up_to`; damaged lines (a torn write, an edit) are dropped with a
+    warning: the log is a record of the run, and the checkpoint, not the log, says where it continues."""
+    if not path.is_file():
+        return []
+    rows, damaged = [], 0
+    with path.open("rb") as f:
+        for line in f:
+            try:
+                row = json.loads(line)
+            except (ValueError, RecursionError):
+                row = None
+            valid = isinstance(row, dict) and type(row.get("step")) is int
+            if not valid:
+                damaged += line.strip() != b""
+            elif row["step"] <= up_to:
+                rows.append(row)
+    if damaged:
+        logger.warning("%s: dropped %d damaged line%s", path, damaged, "s" if damaged > 1 else "")
+    return rows
 
 
 def _structure_source(d):

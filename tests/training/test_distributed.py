@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from ccedit.training.state_files import read_state
+
 ROOT = Path(__file__).resolve().parents[2]
 # Dropout and offset noise on, so that every per-sample draw must line up between the two layouts.
 SETTINGS = ["data.synthetic=4", "data.num_frames=3", "train.max_steps=1", "train.text_dropout=0.5",
@@ -22,7 +24,7 @@ def first_step(launcher: list[str], output: Path, batch_size: int):
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     loss = json.loads((output / "losses.jsonl").read_text().splitlines()[0])["loss"]
-    state = torch.load(output / "checkpoints" / "step-000001" / "optimizer.bin", weights_only=True)["state"]
+    state = read_state(output / "checkpoints" / "step-000001" / "optimizer.safetensors")["state"]
     # After one AdamW step, exp_avg = (1 - beta1) * gradient: the (all-reduced) gradient, parameter by parameter.
     return loss, [state[i]["exp_avg"] for i in sorted(state)]
 

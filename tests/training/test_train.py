@@ -145,6 +145,43 @@ def test_webvid_columns_are_read(tmp_path):
     assert [(e.path.name, e.caption) for e in report.entries] == [("1234.mp4", "a clip")]
 
 
+# Settings a run cannot use: refused by name when the config loads, before any model or the run folder.
+OUT_OF_RANGE = {
+    "train.learning_rate=inf": "train.learning_rate must be a finite number",
+    "train.adam_beta1=nan": "train.adam_beta1 must be a finite number",
+    "train.learning_rate=-1e-4": "train.learning_rate must be from 0 to 1",
+    "train.text_dropout=1.5": "train.text_dropout must be from 0 to 1",
+    "train.adam_beta2=1.0": "train.adam_beta2 must be from 0 to 0.99999",
+    "train.seed=-1": "train.seed must be from 0",
+    "train.max_steps=0": "train.max_steps must be at least 1",
+    "train.checkpoint_every=0": "train.checkpoint_every must be at least 1",
+    "data.num_frames=0": "data.num_frames must be from 1",
+}
+
+
+@pytest.mark.parametrize("setting", OUT_OF_RANGE)
+def test_out_of_range_settings_are_one_line_before_any_work(tmp_path, capsys, setting):
+    run = tmp_path / "run"
+    assert main(["train", TINY, f"output={run}", *SHORT, "train.max_steps=1", setting]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and OUT_OF_RANGE[setting] in err[0], err
+    assert not run.exists()
+
+
+def test_every_training_bound_names_a_setting():
+    from dataclasses import fields, is_dataclass
+
+    from ccedit.config_checks import TRAIN_BOUNDS
+    from ccedit.training import TrainConfig
+
+    def keys(schema, prefix=""):
+        for f in fields(schema):
+            default = f.default_factory() if callable(f.default_factory) else f.default
+            yield from keys(default, f"{prefix}{f.name}.") if is_dataclass(default) else [f"{prefix}{f.name}"]
+
+    assert set(TRAIN_BOUNDS) <= set(keys(TrainConfig()))
+
+
 @pytest.mark.parametrize("case", ["empty folder", "all missing", "unknown key", "resume without checkpoint"])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, case):
     data = tmp_path / "videos"
