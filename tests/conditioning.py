@@ -122,6 +122,24 @@ def check_controlnet_pairing(inputs: NetworkInputs, expected_maps: torch.Tensor,
     return checked
 
 
+def write_moving_disk_clip(folder, num_frames: int = 40):
+    """A folder of `num_frames` distinct 96x128 PNG frames (another aspect than a square edit's): a grey ramp and a
+    textured disk moving across it, so every frame's structure maps differ and carry many grey levels."""
+    from ccedit.io import write_image
+
+    rng = np.random.default_rng(0)
+    texture = rng.integers(0, 60, (96, 128, 1))
+    yy, xx = np.mgrid[0:96, 0:128]
+    for k in range(num_frames):
+        cx, cy = 20 + 2.2 * k, 30 + 30 * np.sin(k / 6)
+        disk = ((xx - cx) ** 2 + (yy - cy) ** 2 < 18**2)[..., None]
+        ramp = (xx / 128 * 150 + yy / 96 * 60)[..., None]
+        frame = np.where(disk, 230 - texture, ramp + texture * 0.3)
+        frame = np.concatenate([frame, frame * 0.8 + 20, 255 - frame * 0.6], axis=-1)
+        write_image(folder / f"{k:04d}.png", np.clip(frame, 0, 255).astype(np.uint8))
+    return folder
+
+
 def correlation(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> float:
     a = torch.as_tensor(a, dtype=torch.float64).flatten()
     b = torch.as_tensor(b, dtype=torch.float64).flatten()

@@ -25,6 +25,7 @@ from tests.conditioning import (
     frame_identity,
     held_unit,
     initial_noise,
+    write_moving_disk_clip,
 )
 
 SIZE = (64, 64)
@@ -35,19 +36,7 @@ FAST = ["--model", "tiny", "--steps", "1", "--height", str(SIZE[0]), "--width", 
 
 @pytest.fixture(scope="module")
 def clip_folder(tmp_path_factory):
-    """40 frames of 96x128 (another aspect than the edit's): a grey ramp, a textured disk moving across it."""
-    folder = tmp_path_factory.mktemp("clip")
-    rng = np.random.default_rng(0)
-    texture = rng.integers(0, 60, (96, 128, 1))
-    yy, xx = np.mgrid[0:96, 0:128]
-    for k in range(40):
-        cx, cy = 20 + 2.2 * k, 30 + 30 * np.sin(k / 6)
-        disk = ((xx - cx) ** 2 + (yy - cy) ** 2 < 18**2)[..., None]
-        ramp = (xx / 128 * 150 + yy / 96 * 60)[..., None]
-        frame = np.where(disk, 230 - texture, ramp + texture * 0.3)
-        frame = np.concatenate([frame, frame * 0.8 + 20, 255 - frame * 0.6], axis=-1)
-        write_image(folder / f"{k:04d}.png", np.clip(frame, 0, 255).astype(np.uint8))
-    return folder
+    return write_moving_disk_clip(tmp_path_factory.mktemp("clip"))
 
 
 def source_frames(folder, num_frames: int, mode: str = "crop") -> np.ndarray:

@@ -14,7 +14,7 @@ import sys
 import torch
 
 from ccedit.errors import UserError
-from ccedit.parity.parity import check_fixture
+from ccedit.parity import check_fixture
 
 
 def main(argv=None) -> int:

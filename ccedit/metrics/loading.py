@@ -15,6 +15,7 @@ import transformers
 
 from ccedit.hub import hub_revision, is_local_reference, is_offline
 from ccedit.errors import ModelNotFoundError, UserError
+from ccedit.metrics.raft_folder import RAFT_ARCHITECTURES, RAFT_CONFIG, RAFT_WEIGHTS
 
 TINY = "tiny"
 
@@ -104,9 +105,6 @@ def load_clip_processor(reference: str, *, metric: str, option: str):
 
 # Optical flow ----------------------------------------------------------------------------------------------------
 
-RAFT_ARCHITECTURES = ("raft_large", "raft_small")
-RAFT_CONFIG = "config.json"
-RAFT_WEIGHTS = "model.safetensors"
 
 
 def check_raft(reference: str, *, metric: str, option: str) -> str:
@@ -170,16 +168,3 @@ def load_raft(reference: str, *, metric: str, option: str) -> torch.nn.Module:
     model = getattr(optical_flow, architecture)(weights=None)
     model.load_state_dict(load_file(folder / RAFT_WEIGHTS))  # strict: a wrong file fails with the offending keys
     return model
-
-
-def save_raft(model: torch.nn.Module, folder: str | os.PathLike, architecture: str) -> Path:
-    """Write a torchvision RAFT as `config.json` (its architecture) + `model.safetensors`, loadable by `load_raft`."""
-    from safetensors.torch import save_file
-
-    if architecture not in RAFT_ARCHITECTURES:
-        raise ValueError(f"`architecture` must be one of {RAFT_ARCHITECTURES}, got {architecture!r}")
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / RAFT_CONFIG).write_text(json.dumps({"architecture": architecture}) + "\n")
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, folder / RAFT_WEIGHTS)
-    return folder

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
 
-from ccedit.metrics.loading import save_raft
+from ccedit.metrics.raft_folder import save_raft
 from ccedit.pipelines.tiny import tiny_tokenizer
 
 TINY_SEED = 0

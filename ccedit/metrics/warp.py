@@ -142,7 +142,7 @@ class FlowWarpError(Metric):
 
     Args:
         model (`str`, defaults to `"raft_large"`): `raft_large` / `raft_small` (torchvision's released weights),
-            `"tiny"` (random `raft_small`, for tests) or a folder written by `ccedit.metrics.loading.save_raft`.
+            `"tiny"` (random `raft_small`, for tests) or a folder written by `ccedit.metrics.raft_folder.save_raft`.
         num_flow_updates (`int`, defaults to 20): RAFT refinement iterations (RAVE's evaluation uses 20).
         device (`str`, defaults to `"cpu"`), batch_size (`int`, defaults to 16): frame pairs per RAFT pass.
     """

@@ -7,11 +7,10 @@ output and each branch's residuals) and sampling fixtures (a whole sampling run 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
-from ..convert.fixtures import Fixture, load_fixture
+from ..convert.fixtures import Fixture
 from ..convert.networks import load_trident
 
 # Float32 re-implementation tolerances given with the fixtures.
@@ -61,12 +60,3 @@ def check_network_fixture(fixture: Fixture) -> ParityResult:
         compare("output", model(x, timesteps, context, structure_maps=[maps], **keyframe))
     return ParityResult(fixture.path.name, max(details.values()), allclose, details)
 
-
-def check_fixture(path: str | Path, geometry_file: str | Path | None = None) -> ParityResult:
-    """Check any reference fixture, network or sampling."""
-    fixture = load_fixture(path, geometry_file)
-    if fixture.is_sampling:
-        from .sampling_parity import check_sampling_fixture
-
-        return check_sampling_fixture(fixture)
-    return check_network_fixture(fixture)

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from ccedit.parity.parity import check_fixture
+from ccedit.parity import check_fixture
 from tests.conftest import REFERENCE, REPO, require
 
 NETWORK_FIXTURES = ["tiny_tv2v", "tiny_tvi2v", "tiny_tv2v_b1t7", "tiny_tvi2v_b1t7"]

@@ -2,7 +2,7 @@
 
 import pytest
 
-from ccedit.parity.parity import check_fixture
+from ccedit.parity import check_fixture
 from tests.conftest import REFERENCE, require
 
 
