@@ -54,7 +54,8 @@ def read_benchmark(config: BenchmarkConfig) -> list[BenchmarkItem]:
     if config.format == "balancecc":
         items = read_balancecc(path)
     else:
-        items = read_loveu(path, config, read_json_sheet(path) if config.format == "loveu_json" else read_csv_sheet(path))
+        rows = read_json_sheet(path) if config.format == "loveu_json" else read_csv_sheet(path)
+        items = read_loveu(path, config, rows)
     longest = NAME_MAX - max(len(e) for e in VIDEO_EXTENSIONS)
     for item in items:
         if leaves_folder(item.video):
