@@ -88,7 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
                          formatter_class=_HelpFormatter)
     key.add_argument("input", help="video file or folder of frames")
     key.add_argument("--index", type=int, metavar="K", help="frame index within the edit's frames (default: centre frame)")
-    key.add_argument("-o", "--output", help="output image (default: <input name>.keyframe<K>.png)")
+    key.add_argument("-o", "--output", help="output image (default: <input name>.keyframe.png in the current folder, "
+                     "<input name>.keyframe<K>.png with --index K)")
     _add_sampling_options(key)
     key.set_defaults(func=cmd_keyframe)
 
@@ -117,7 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
     tr.set_defaults(func=cmd_train)
 
     ev = sub.add_parser("eval", help="run methods over a benchmark: scores, tables and an HTML report",
-                        formatter_class=_HelpFormatter)
+                        formatter_class=_HelpFormatter,
+                        epilog="exit status: 0 when every selected edit is scored, 1 when some failed (each with its "
+                        "error in results.jsonl and report.html), 2 when the settings, the benchmark, the output "
+                        "folder or a model is refused before any edit")
     ev.add_argument("config", help="evaluation settings (YAML), e.g. configs/eval/tiny.yaml")
     ev.add_argument("--overwrite", action="store_true",
                     help="discard results of different settings in the output folder (same settings: resumed)")
@@ -245,7 +249,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         failed = f", {run.failed} failed (see results.jsonl)" if run.failed else ""
         print(f"evaluated {run.done_now} edits, {run.skipped} already done{failed}, in {run.seconds:.1f} s: "
               f"{run.output / 'summary.md'}, {run.output / 'report.html'}")
-    return 0
+    return 1 if run.failed else 0  # failed rows are a result, not a refused input: 1, not 2
 
 
 def cmd_models(args: argparse.Namespace) -> int:

@@ -248,3 +248,11 @@ def test_a_keyframe_at_appearance_scale_0_edits_exactly_like_no_keyframe(tmp_pat
     for a, b in zip(muted, none):
         assert np.array_equal(read_image(a), read_image(b)), a.name
     assert json.loads((tmp_path / "muted.mp4.json").read_text())["prior"] == "none"
+
+
+def test_keyframe_help_names_the_file_it_writes_by_default(capsys):
+    with pytest.raises(SystemExit):
+        main(["keyframe", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "<input name>.keyframe.png in the current folder" in text
+    assert "<input name>.keyframe<K>.png with --index K" in text

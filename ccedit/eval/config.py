@@ -12,22 +12,26 @@ from typing import Any
 
 from ..errors import UserError
 
-BENCHMARK_FORMATS = ("balancecc", "loveu_csv")
+BENCHMARK_FORMATS = ("balancecc", "loveu_csv", "loveu_json")
 
 
 @dataclass
 class BenchmarkConfig:
-    format: str = "balancecc"  # balancecc (JSON) | loveu_csv (one row per video, one column per edit type)
+    # balancecc (JSON) | loveu_csv (one row per video, one column per edit type) | loveu_json (those rows in JSON)
+    format: str = "balancecc"
     path: str = ""  # the benchmark file
     videos: str = ""  # folder holding <video name>.mp4 (or another video extension) or <video name>/ frame folders
     include: list[str] = field(default_factory=list)  # only these video names (empty: all)
     editing_types: list[str] = field(default_factory=list)  # only these editing types (empty: all)
     limit: int | None = None  # at most this many edits, in file order (after the filters)
-    # loveu_csv: which columns hold the video name and the source prompt; every other column ending in
-    # `edit_suffix` is one edit type (its name without the suffix).
+    # loveu_csv / loveu_json: which columns hold the video name and the source prompt; every other column ending
+    # in `edit_suffix` is one edit type (its name without the suffix). With `edit_suffix: ""` (the 2023 sheet as
+    # published: video_name, num_frames, subset, style, object, background, multiple) the edit columns are those
+    # named by an edit type: style, object, background, multiple. `edit_columns` names them instead.
     video_column: str = "Video name"
     source_column: str = "Our GT caption"
     edit_suffix: str = " Caption"
+    edit_columns: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -110,8 +114,9 @@ def validate(config: EvalConfig) -> None:
         if m.type not in METHODS:
             raise UserError(f"methods[{i}] ({m.name}): unknown method type {m.type!r}: choose one of "
                             f"{', '.join(sorted(METHODS))}")
-        if not _is_file_name(m.name):
-            raise UserError(f"methods[{i}]: name {m.name!r} must be letters, digits, '-', '_' or '.'")
+        if not _is_file_name(m.name) or len(m.name) > 100:
+            raise UserError(f"methods[{i}]: name {m.name!r} must be letters, digits, '-', '_' or '.' (at most 100)")
+        _check_names(m.options, f"methods[{i}] ({m.name}): options")
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise UserError(f"method names must differ: {', '.join(duplicates)} appears more than once")
@@ -120,6 +125,22 @@ def validate(config: EvalConfig) -> None:
     unknown = sorted(set(config.metrics) - set(METRICS))
     if unknown:
         raise UserError(f"unknown metric {unknown[0]!r}: choose from {', '.join(sorted(METRICS))}")
+    for name, options in config.metrics.items():
+        _check_names(options, f"metrics.{name}")
+
+
+def _check_names(value: Any, where: str) -> None:
+    """Every mapping inside a method's or metric's options is keyed by names (text): YAML's `1:` or `true:` keys
+    would otherwise reach the options, and sorting or hashing a mix of keys fails far from the config."""
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            if not isinstance(key, str):
+                raise UserError(f"{where} has the key {key!r} ({type(key).__name__}): option names are text; quote "
+                                "it or fix the config")
+            _check_names(inner, f"{where}.{key}")
+    elif isinstance(value, list):
+        for i, inner in enumerate(value):
+            _check_names(inner, f"{where}[{i}]")
 
 
 def _is_file_name(name: str) -> bool:

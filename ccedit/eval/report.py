@@ -73,16 +73,21 @@ SCRIPT = """
 """
 
 
-def write_report(output: Path, rows: list[dict], metrics: list[str], config: EvalConfig) -> Path:
-    methods = list(dict.fromkeys(s.name for s in config.methods))
+def write_report(output: Path, rows: list[dict], metrics: list[str], config: EvalConfig,
+                 selected: int | None = None) -> Path:
+    """The page of `rows` (every result in the folder); `selected`: how many of them this run's selection holds."""
+    methods = list(dict.fromkeys([*(s.name for s in config.methods), *(r["method"] for r in rows)]))
     plots = write_plots(output, rows, metrics, methods)
     overall = [line for line in summary_rows(rows, metrics) if line["editing_type"] == "all"]
+    this_run = "" if selected is None else (
+        f" This run selected {selected} of these rows from {html.escape(config.benchmark.path)}; the others are "
+        "earlier runs' results in this folder.")
     parts = [
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
         "<title>ccedit evaluation</title>", f"<style>{STYLE}</style></head><body>",
         "<h1>ccedit evaluation</h1>",
-        f"<p>{len({r['item'] for r in rows})} edits of {html.escape(config.benchmark.path)}, "
-        f"{len(methods)} methods. <span id=\"media-status\"></span></p>",
+        f"<p>Every result in this folder: {len({r['item'] for r in rows})} edits, {len(methods)} methods, "
+        f"{len(rows)} rows.{this_run} <span id=\"media-status\"></span></p>",
         "<h2>Mean scores</h2>", _table(overall, ["method", "items", "failed", *metrics, "seconds_per_frame"]),
         "<h2>Distributions</h2>", '<div class="plots">',
         *(f'<img src="{html.escape(p)}" alt="{html.escape(m)} per method">' for m, p in plots.items()),
@@ -92,7 +97,7 @@ def write_report(output: Path, rows: list[dict], metrics: list[str], config: Eva
     for row in rows:
         by_item.setdefault(row["item"], {})[row["method"]] = row
     for item_id, per_method in by_item.items():
-        parts.append(_item(item_id, per_method, methods, metrics))
+        parts.append(_item(output, item_id, per_method, methods, metrics))
     parts += [f"<script>{SCRIPT}</script>", "</body></html>"]
     path = output / "report.html"
     with atomic_path(path) as tmp:
@@ -100,21 +105,25 @@ def write_report(output: Path, rows: list[dict], metrics: list[str], config: Eva
     return path
 
 
-def _item(item_id: str, per_method: dict[str, dict], methods: list[str], metrics: list[str]) -> str:
+def _item(output: Path, item_id: str, per_method: dict[str, dict], methods: list[str], metrics: list[str]) -> str:
     first = next(iter(per_method.values()))
     video = store.MEDIA + "/" + _slug(first["video"])
     level = "" if first["fantasy_level"] is None else f", fantasy level {first['fantasy_level']}"
-    clips = [_figure(f"{video}/source.mp4", "source"), _figure(f"{video}/structure.mp4", "structure")]
+    # A source that was never read (missing, unreadable) has no clips: its items' error stands in their place.
+    source_error = next((r["error"] for r in per_method.values() if r["status"] != "ok"), None) or "not written"
+    clips = [_figure(f"{video}/{name}.mp4", name) if (output / video / f"{name}.mp4").is_file()
+             else _failure(name, f"no clip: {source_error}") for name in ("source", "structure")]
     for name in methods:
         row = per_method.get(name)
         if row is None:
             continue
         if row["status"] != "ok":
-            clips.append(f'<div class="failed"><b>{html.escape(name)}</b><br>failed: {html.escape(row["error"] or "")}'
-                         "</div>")
-            continue
-        scores = "<br>".join(f"{html.escape(m)}: {_number(row['scores'].get(m))}" for m in metrics)
-        clips.append(_figure(row["media"], name, scores))
+            clips.append(_failure(name, f"failed: {row['error'] or ''}"))
+        elif not (output / row["media"]).is_file():
+            clips.append(_failure(name, f"its result {row['media']} is missing from the folder"))
+        else:
+            scores = "<br>".join(f"{html.escape(m)}: {_number(row['scores'].get(m))}" for m in metrics)
+            clips.append(_figure(row["media"], name, scores))
     return (
         f'<section class="item" id="item-{html.escape(item_id)}" data-item="{html.escape(item_id)}">'
         f"<h3>{html.escape(item_id)}</h3>"
@@ -128,6 +137,10 @@ def _item(item_id: str, per_method: dict[str, dict], methods: list[str], metrics
 def _figure(src: str, title: str, scores: str = "") -> str:
     return (f'<figure><video src="{html.escape(src)}" autoplay loop muted playsinline preload="auto"></video>'
             f"<figcaption><b>{html.escape(title)}</b>{'<br>' + scores if scores else ''}</figcaption></figure>")
+
+
+def _failure(title: str, message: str) -> str:
+    return f'<div class="failed"><b>{html.escape(title)}</b><br>{html.escape(message)}</div>'
 
 
 def _table(lines: list[dict], columns: list[str]) -> str:

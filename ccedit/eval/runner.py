@@ -120,7 +120,10 @@ def run_evaluation(config: EvalConfig, *, overwrite: bool = False, progress: boo
     with contextlib.ExitStack() as held:
         if state.is_main_process:
             # One evaluation writes into a folder at a time; the first process holds the lock for the whole run.
-            output.mkdir(parents=True, exist_ok=True)
+            try:
+                output.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise UserError(f"cannot create the output folder {output}: {error.strerror}; change output=") from None
             busy = f"another ccedit eval is writing into {output}: wait for it to finish or choose another output"
             held.enter_context(exclusive_folder(output, busy))
             store.start_output(output, settings, overwrite=overwrite)
@@ -132,7 +135,8 @@ def _evaluate(config: EvalConfig, output: Path, items: list[BenchmarkItem], meth
               metrics: dict[str, Metric], state, progress: bool, started: float) -> EvalRun:
     """Run the pending units of `output` (created, and locked by the first process) and write the tables."""
     units = plan_units(config, items, methods)
-    finished = {k for k, row in store.latest_by_key(store.read_rows(output)).items() if row["status"] == "ok"}
+    rows = store.read_rows(output, warn=state.is_main_process)
+    finished = {k for k, row in store.latest_by_key(rows).items() if row["status"] == "ok"}
     pending = [u for u in units if u.key not in finished]
     # Whole items go to a process, round robin, so each source clip is read by one process only.
     pending_items = list(dict.fromkeys(u.item for u in pending))
@@ -140,6 +144,8 @@ def _evaluate(config: EvalConfig, output: Path, items: list[BenchmarkItem], meth
     target = output / (store.RESULTS if state.num_processes == 1 else store.part_name(state.process_index))
     writer = store.RowWriter(target)
     evaluator = ItemEvaluator(config, output, methods, metrics)
+    if pending:  # every process, so that all of them stop alike when a model is missing
+        evaluator.prepare()
     failed = 0
     from tqdm import tqdm
 
@@ -158,11 +164,14 @@ def _evaluate(config: EvalConfig, output: Path, items: list[BenchmarkItem], meth
         from .report import write_report
         from .summary import write_summary
 
-        latest = {row["key"]: row for row in store.merge(output)}
+        merged = store.merge(output)
+        latest = {row["key"]: row for row in merged}
         run.rows = [latest[u.key] for u in units if u.key in latest]
         run.failed = sum(row["status"] != "ok" for row in run.rows)
-        write_summary(output, run.rows, list(metrics))
-        write_report(output, run.rows, list(metrics), config)
+        # The tables and the report cover every result in the folder, not only this run's selection.
+        shown = store.rows_to_show(merged, run.rows)
+        write_summary(output, shown, list(metrics))
+        write_report(output, shown, list(metrics), config, selected=len(run.rows))
         run.seconds = time.perf_counter() - started
     state.wait_for_everyone()
     return run
@@ -202,6 +211,29 @@ class ItemEvaluator:
         self.config, self.output, self.methods, self.metrics = config, output, methods, metrics
         self._source: tuple[str, Any] | None = None
         self._annotator = None
+
+    def prepare(self) -> None:
+        """Load every method's and metric's models and the report's annotator now, before the first edit: a model
+        that is missing or cannot be fetched is one line at once, not a failure of every item after its edit."""
+        from ..annotators import build_annotator
+
+        parts = [(f"method {name!r}", method.prepare) for name, method in self.methods.items()]
+        parts += [(f"metric {name!r}", metric.prepare) for name, metric in self.metrics.items()]
+        parts.append(("report.structure", lambda: setattr(self, "_annotator", build_annotator(
+            self.config.report.structure))))
+        for what, load in parts:
+            try:
+                load()
+            except UserError as e:
+                message = str(e)
+                raise UserError(message if message.startswith(what) else f"{what}: {message}") from None
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except Exception as e:  # weights that cannot be read: the run would fail every item the same way
+                logger.debug("loading %s failed", what, exc_info=True)
+                reason = str(e).splitlines()[0] if str(e) else ""
+                raise UserError(f"{what} cannot load its model ({type(e).__name__}: {reason}); fix its options "
+                                "before evaluating") from None
 
     def source(self, item: BenchmarkItem):
         """The item's source clip at the evaluation size (read once per video)."""

@@ -107,9 +107,25 @@ def check_destination(
         if os.path.lexists(target) and not overwrite:  # a link to nothing is refused at publish time too
             raise UserError(f"{target} already exists{' (a link to a missing file)' if not target.exists() else ''}: "
                             "pass --overwrite to replace it")
-    existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
+    existing = check_writable_folder(folder, flag)
+    if estimate_bytes:
+        free = shutil.disk_usage(existing).free
+        if free < estimate_bytes:
+            raise UserError(
+                f"{existing} has {format_bytes(free)} free but the outputs need about {format_bytes(estimate_bytes)}: "
+                f"free some space or change {flag}"
+            )
+
+
+def check_writable_folder(folder: Path, flag: str) -> Path:
+    """Refuse, with one line, a folder that cannot be created or written (permissions, a read-only file system, a
+    file where a folder would go, a name the file system cannot hold); return the nearest folder that exists."""
+    existing = Path(folder)
+    try:
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+    except OSError as error:  # e.g. a name longer than the file system allows
+        raise UserError(f"cannot create the output folder {folder}: {error.strerror}; change {flag}") from None
     if not existing.is_dir():
         raise UserError(f"cannot create the output folder {folder}: {existing} is a file; change {flag}")
     try:
@@ -119,13 +135,7 @@ def check_destination(
     except OSError as error:
         where = folder if existing == folder else f"{existing} (to create {folder})"
         raise UserError(f"cannot write in {where}: {error.strerror}; change {flag} or fix the folder") from error
-    if estimate_bytes:
-        free = shutil.disk_usage(existing).free
-        if free < estimate_bytes:
-            raise UserError(
-                f"{existing} has {format_bytes(free)} free but the outputs need about {format_bytes(estimate_bytes)}: "
-                f"free some space or change {flag}"
-            )
+    return existing
 
 
 @contextlib.contextmanager

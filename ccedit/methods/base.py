@@ -49,5 +49,9 @@ class Method:
     def item_inputs(self, job: EditJob, fields: Mapping[str, Any]) -> dict[str, Any]:
         return {}
 
+    def prepare(self) -> None:
+        """Load what every edit needs (pipeline, annotators) now, so that a missing model fails before any edit;
+        methods without models have nothing to load."""
+
     def run(self, job: EditJob, fields: Mapping[str, Any]) -> MethodOutput:
         raise NotImplementedError

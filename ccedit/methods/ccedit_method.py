@@ -36,6 +36,10 @@ class CCEditMethod(Method):
         cfg["structure"].pop("cache_max_gb")
         return {"type": self.type, "config": cfg}
 
+    def prepare(self) -> None:
+        self.session.pipe  # noqa: B018 - loading is the point
+        self.session.annotators  # noqa: B018
+
     def run(self, job: EditJob, fields: Mapping[str, Any]) -> MethodOutput:
         result = self.session.edit(job)
         structure = result.maps[0].permute(0, 2, 3, 1).numpy() if result.maps else None

@@ -105,14 +105,22 @@ class DiffusersVideoMethod(Method):
             self._pipe.set_progress_bar_config(disable=True)
         return self._pipe
 
-    def control_frames(self, frames: np.ndarray) -> np.ndarray:
-        """The annotator's structure maps of `frames`, uint8 `(frames, height, width, 3)`."""
+    def annotator(self):
         from ..annotators import build_annotator
-        from ..annotators.maps import annotate, hold
 
         if self._annotator is None:
             self._annotator = build_annotator(self.annotator_name, **self.annotator_options)
-        return hold(annotate(self._annotator, frames)).permute(0, 2, 3, 1).numpy()
+        return self._annotator
+
+    def prepare(self) -> None:
+        self.annotator()
+        self.pipeline()
+
+    def control_frames(self, frames: np.ndarray) -> np.ndarray:
+        """The annotator's structure maps of `frames`, uint8 `(frames, height, width, 3)`."""
+        from ..annotators.maps import annotate, hold
+
+        return hold(annotate(self.annotator(), frames)).permute(0, 2, 3, 1).numpy()
 
     def generator(self, device: torch.device) -> torch.Generator:
         return torch.Generator(device).manual_seed(self.seed)

@@ -68,6 +68,10 @@ class Metric:
         with torch.no_grad():
             return float(self._score(sample))
 
+    def prepare(self) -> None:
+        """Load the metric's model now (it loads on first use otherwise), so that a missing model fails before any
+        work that needs the score; metrics without a model have nothing to load."""
+
     def describe(self) -> dict[str, Any]:
         """What a results file should record next to the score: backbone, scale, pairing, resolution, precision."""
         return {"metric": self.name, "higher_is_better": self.higher_is_better, **self._record()}

@@ -157,6 +157,10 @@ class ClipMetric(Metric):
         self.clip = ClipEncoder(model, processor, metric=self.name, device=self.device, dtype=dtype,
                                 batch_size=batch_size)
 
+    def prepare(self) -> None:
+        self.clip.processor  # noqa: B018 - loading is the point
+        self.clip.model  # noqa: B018
+
     def _record(self) -> dict[str, Any]:
         return {**self.clip.record(), "scale": self.scale, "pairing": self.pairing, "reference": self.reference}
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 import transformers
 
-from ccedit.hub import hub_revision, is_local_reference, is_offline
+from ccedit.hub import hub_revision, is_hub_reachable, is_local_reference, is_offline
 from ccedit.errors import ModelNotFoundError, UserError
 from ccedit.metrics.raft_folder import RAFT_ARCHITECTURES, RAFT_CONFIG, RAFT_WEIGHTS
 
@@ -33,8 +33,9 @@ def check_pretrained(
 ) -> str:
     """Check that `reference` (a folder, a hub id or `tiny`) can be loaded; return it unchanged.
 
-    Offline (`HF_HUB_OFFLINE=1`) a hub id that is not in the local cache fails here at once, naming the metric's
-    option to set, instead of failing later inside `from_pretrained`. `files`: any one of them marks the folder.
+    Where no download can be tried (`HF_HUB_OFFLINE=1`, or a hub that does not answer: `hub.is_hub_reachable`) a
+    hub id that is not in the local cache fails here at once, naming the metric's option to set, instead of failing
+    later inside `from_pretrained` after its retries. `files`: any one of them marks the folder.
     """
     if reference == TINY:
         return reference
@@ -47,9 +48,10 @@ def check_pretrained(
                 "written by save_pretrained or to a hub id"
             )
         return reference
-    if is_offline() and not any(isinstance(_cached_file(reference, file), str) for file in files):
+    if not any(isinstance(_cached_file(reference, file), str) for file in files) and not is_hub_reachable():
+        why = "HF_HUB_OFFLINE is set" if is_offline() else "the hub does not answer"
         raise ModelNotFoundError(
-            f"metric {metric!r}: {what} '{reference}' is not in the local cache and HF_HUB_OFFLINE is set: "
+            f"metric {metric!r}: {what} '{reference}' is not in the local cache and {why}: "
             f"download it with `hf download {reference}` or set the metric's `{option}` to a local folder"
         )
     return reference
@@ -75,7 +77,7 @@ def pretrained_record(reference: str) -> dict:
 def load_pretrained(load, reference: str, *, metric: str, option: str, what: str, **kwargs):
     """`load(reference, **kwargs)` (a `from_pretrained`), with a missing model turned into one line naming `option`."""
     try:
-        return load(reference, local_files_only=is_offline(), **kwargs)
+        return load(reference, local_files_only=not is_hub_reachable(), **kwargs)
     except (OSError, ValueError) as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ModelNotFoundError(

@@ -165,6 +165,9 @@ class FlowWarpError(Metric):
             self._flow = RaftFlow(model, self.num_flow_updates, self.device, self.batch_size)
         return self._flow
 
+    def prepare(self) -> None:
+        self.flow  # noqa: B018 - loading is the point
+
     def _score(self, sample: EditSample) -> float:
         if len(sample.frames) < 2:
             raise InvalidInputError(f"metric {self.name!r} compares consecutive frames: the clip needs at least 2")

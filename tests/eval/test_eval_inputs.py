@@ -104,7 +104,7 @@ def test_an_absent_video_fails_its_items_and_the_run_goes_on(tmp_path, capsys):
     bench = tmp_path / "bench.json"
     bench.write_text(json.dumps(data))
     config = write_config(tmp_path, bench)
-    assert main(["eval", config, "--no-progress"]) == 0
+    assert main(["eval", config, "--no-progress"]) == 1  # rows failed: not a clean run
     assert "2 failed" in capsys.readouterr().out
     rows = [json.loads(line) for line in (tmp_path / "out" / "results.jsonl").read_text().splitlines()]
     status = {r["item"]: (r["status"], r["error"]) for r in rows}
@@ -121,7 +121,8 @@ def test_an_output_holding_results_of_other_settings_is_refused_without_overwrit
     other = write_config(tmp_path, bench, metrics={"clip_frame_consecutive": {"model": "tiny"}})
     assert main(["eval", other, "--no-progress"]) == 2
     line = one_error_line(capsys)
-    assert "holds results of a different evaluation (metrics" in line and "--overwrite" in line
+    assert "holds results of a different evaluation (its eval.json has other metrics.clip_frame" in line
+    assert "--overwrite" in line
     assert main(["eval", other, "--no-progress", "--overwrite"]) == 0
     (row,) = [json.loads(line) for line in (tmp_path / "out" / "results.jsonl").read_text().splitlines()]
     assert list(row["scores"]) == ["clip_frame_consecutive"]

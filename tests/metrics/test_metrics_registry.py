@@ -38,8 +38,13 @@ def test_every_metric_records_backbone_scale_pairing_and_resolution(name, kitten
 
 
 def test_clip_metrics_record_their_reference_backbones_without_loading_them(monkeypatch):
-    # Offline with empty caches the defaults cannot load; building must not need them, only scoring does.
+    # With empty caches the defaults are not loaded; building must not need them, only scoring does. The hub is
+    # taken to answer (it is never asked here): where it does not, building refuses an uncached model at once.
+    import ccedit.hub
+    from huggingface_hub import constants
+
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setitem(ccedit.hub._hub_answers, constants.ENDPOINT, True)
     assert build_metric("clip_text").clip.model_reference == "openai/clip-vit-large-patch14"
     assert build_metric("clip_text_b32").clip.model_reference == "openai/clip-vit-base-patch32"
     assert build_metric("clip_frame_consecutive").clip.model_reference == "openai/clip-vit-base-patch32"
