@@ -107,7 +107,7 @@ def write_report(output: Path, rows: list[dict], metrics: list[str], config: Eva
 
 def _item(output: Path, item_id: str, per_method: dict[str, dict], methods: list[str], metrics: list[str]) -> str:
     first = next(iter(per_method.values()))
-    video = store.MEDIA + "/" + _slug(first["video"])
+    video = store.MEDIA + "/" + store.slug(first["video"])
     level = "" if first["fantasy_level"] is None else f", fantasy level {first['fantasy_level']}"
     # A source that was never read (missing, unreadable) has no clips: its items' error stands in their place.
     source_error = next((r["error"] for r in per_method.values() if r["status"] != "ok"), None) or "not written"
@@ -155,12 +155,6 @@ def _number(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) else html.escape(str(value))
 
 
-def _slug(text: str) -> str:
-    from .runner import slug
-
-    return slug(text)
-
-
 def write_plots(output: Path, rows: list[dict], metrics: list[str], methods: list[str]) -> dict[str, str]:
     """One SVG per metric: each method's scores as dots on its own row, its mean as a bar. Paths relative to
     `output`."""
@@ -170,7 +164,7 @@ def write_plots(output: Path, rows: list[dict], metrics: list[str], methods: lis
     for metric in metrics:
         values = {m: [r["scores"][metric] for r in rows if r["method"] == m and r["status"] == "ok"
                       and r["scores"].get(metric) is not None] for m in methods}
-        path = folder / f"{_slug(metric)}.svg"
+        path = folder / f"{store.slug(metric)}.svg"
         with atomic_path(path) as tmp:
             tmp.write_text(strip_chart(metric, values), encoding="utf-8")
         plots[metric] = f"{store.MEDIA}/plots/{path.name}"

@@ -32,6 +32,11 @@ TABLES = ("summary.csv", "summary.md", "report.html")
 SETTINGS_SECTIONS = ("video", "metrics", "report")  # the keys of `eval.json`, which mark a folder as an evaluation
 
 
+def slug(text: str) -> str:
+    """A file name for a video or method name (the media folder's names)."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text).lstrip(".") or "_"
+
+
 def part_name(rank: int) -> str:
     return f"results.part{rank}.jsonl"
 

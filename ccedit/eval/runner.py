@@ -199,11 +199,6 @@ def item_job(config: EvalConfig, item: BenchmarkItem) -> EditJob:
     return EditJob(input=str(video_path(config.benchmark.videos, item.video)), prompt=item.target_prompt)
 
 
-def slug(text: str) -> str:
-    """A file name for a video or method name."""
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text).lstrip(".") or "_"
-
-
 class ItemEvaluator:
     """Runs one method on one item, scores it, writes its media; keeps the current source clip in memory."""
 
@@ -288,7 +283,7 @@ class ItemEvaluator:
         return row
 
     def media_path(self, item: BenchmarkItem, method: str) -> Path:
-        return self.output / store.MEDIA / slug(item.video) / str(item.edit) / f"{slug(method)}.mp4"
+        return self.output / store.MEDIA / store.slug(item.video) / str(item.edit) / f"{store.slug(method)}.mp4"
 
     def write_clip(self, path: Path, frames: np.ndarray) -> None:
         from ..io import atomic_path, write_video
@@ -299,7 +294,7 @@ class ItemEvaluator:
 
     def write_source_media(self, item: BenchmarkItem, prepared) -> None:
         """The source clip and its structure map for the report, once per video."""
-        folder = self.output / store.MEDIA / slug(item.video)
+        folder = self.output / store.MEDIA / store.slug(item.video)
         if not (folder / "source.mp4").is_file():
             self.write_clip(folder / "source.mp4", prepared.frames)
         if not (folder / "structure.mp4").is_file():
