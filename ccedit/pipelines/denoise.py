@@ -100,7 +100,7 @@ def denoise(
     *,
     guidance_scale: float,
     generator: torch.Generator | list[torch.Generator] | None = None,
-    callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
+    callback: Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor | None] | None = None,
     progress: bool = True,
     step_kwargs_fn: Callable[[int], dict[str, Any]] | None = None,
     timesteps: torch.Tensor | None = None,
@@ -121,7 +121,8 @@ def denoise(
         guidance_scale (`float`): classifier-free guidance scale; `<= 1` runs one pass without guidance.
         generator (`torch.Generator` or `list[torch.Generator]`, *optional*): source of the schedulers' noise; passed
             to `step` when it takes one.
-        callback (`Callable`, *optional*): `callback(step_index, timestep, latents)` after each `step`.
+        callback (`Callable`, *optional*): `callback(step_index, timestep, latents)` after each `step`; latents it
+            returns replace the loop's.
         progress (`bool`, defaults to `True`): show a progress bar on stderr.
         step_kwargs_fn (`Callable`, *optional*): `step_kwargs_fn(step_index) -> dict` of extra `step` arguments, e.g.
             `{"noise": ...}` to replay a stored run.
@@ -147,7 +148,8 @@ def denoise(
             step_kwargs.update(step_kwargs_fn(step_index))
         latents = scheduler.step(noise_pred, timestep, latents, **step_kwargs, return_dict=False)[0]
         if callback is not None:
-            callback(step_index, timestep, latents)
+            replaced = callback(step_index, timestep, latents)
+            latents = latents if replaced is None else replaced
     # The estimate held the known frames; setting them removes the last rounding.
     return known.pin(latents) if known is not None else latents
 

@@ -13,6 +13,7 @@ import numpy as np
 import PIL.Image
 import torch
 from diffusers import AutoencoderKL, ControlNetModel, DiffusionPipeline, UNet2DConditionModel
+from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.loaders import StableDiffusionLoraLoaderMixin
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
@@ -451,6 +452,26 @@ class CCEditPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
             raise InvalidInputError(f"`window_noise` must be one of {', '.join(WINDOW_NOISE)}, got {window_noise!r}")
         return resolved
 
+    _callback_tensor_inputs = ["latents"]
+
+    def _step_end_callback(self, callback, tensor_inputs: Sequence[str]):
+        """diffusers' `callback_on_step_end(pipe, step, timestep, callback_kwargs) -> dict` as the denoising loop's
+        `callback(step, timestep, latents) -> latents`; None without a callback."""
+        if callback is None:
+            return None
+        if isinstance(callback, (PipelineCallback, MultiPipelineCallbacks)):
+            tensor_inputs = callback.tensor_inputs
+        unknown = [name for name in tensor_inputs if name not in self._callback_tensor_inputs]
+        if unknown:
+            raise InvalidInputError(f"`callback_on_step_end_tensor_inputs` can only name {self._callback_tensor_inputs},"
+                                    f" got {unknown}")
+
+        def step_end(step_index: int, timestep: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+            returned = callback(self, step_index, timestep, {name: latents for name in tensor_inputs}) or {}
+            return returned.get("latents", latents)
+
+        return step_end
+
     @torch.no_grad()
     @_cpu_kernels
     def __call__(
@@ -478,7 +499,9 @@ class CCEditPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         hierarchical: bool | None = None,
         pin_keyframes: bool = True,
         window_noise: str = "independent",
-        callback_on_step_end: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
+        callback_on_step_end: Callable[[DiffusionPipeline, int, torch.Tensor, dict], dict] | PipelineCallback
+        | MultiPipelineCallbacks | None = None,
+        callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
         progress: bool = True,
         record_conditions: bool = False,
     ) -> CCEditPipelineOutput:
@@ -516,8 +539,13 @@ class CCEditPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
                 shuffled, in each later block of frames (FreeNoise), so that windows start from correlated noise.
             pin_keyframes (`bool`): keep each keyframe's latent at its frame, so the output shows the keyframe there
                 (up to the VAE's round trip); `False` lets the model repaint it, as CCEdit did.
-            callback_on_step_end: called as `callback(step_index, timestep, latents)` after every scheduler step
-                (of each pass, for a hierarchical edit).
+            callback_on_step_end: diffusers' step-end callback, called as `callback(pipe, step_index, timestep,
+                callback_kwargs)` after every scheduler step (of each pass, for a hierarchical edit, whose latents
+                are those of the pass's frames); `callback_kwargs` holds the tensors named in
+                `callback_on_step_end_tensor_inputs`, and a `"latents"` entry in the dict it returns replaces them.
+                diffusers' `PipelineCallback` and `MultiPipelineCallbacks` work as they do in its pipelines.
+            callback_on_step_end_tensor_inputs (`Sequence[str]`): the tensors the callback receives; only
+                `"latents"` exists here.
             progress (`bool`): show a progress bar over the network calls (windows x evaluations).
             record_conditions (`bool`): record what each network received, window by window (the structure maps,
                 the keyframes and where they act, the SDEdit source frames), as `output.conditions`; it holds a
@@ -548,6 +576,7 @@ class CCEditPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
             prior_coefficient, guidance_scale, num_inference_steps, window_length, window_overlap, window_noise,
             appearance_scale,
         )
+        step_end = self._step_end_callback(callback_on_step_end, callback_on_step_end_tensor_inputs)
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         batch, (num_frames, height, width) = len(prompts), _video_size(video)
         do_cfg = guidance_scale > 1
@@ -640,7 +669,7 @@ class CCEditPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
                 model_fn.recorder = record
             edited = denoise(
                 model_fn, self.scheduler, latents[:, :, frames], guidance_scale=guidance_scale, generator=generator,
-                callback=callback_on_step_end, progress=False, timesteps=timesteps, known=sub_known,
+                callback=step_end, progress=False, timesteps=timesteps, known=sub_known,
             )
             if len(frames) < num_frames:
                 # The sparse pass's frames become the keyframes of the dense one, acting in the dense windows

@@ -223,3 +223,23 @@ def test_the_sampling_convention_belongs_to_the_model_and_is_saved_with_it(compo
     assert abs(starts[0] - starts[1]) > 0.01 * starts[0]
     with pytest.raises(ValueError, match="sampling_convention"):
         make_pipe(components, sampling_convention="other")
+
+
+def test_callback_on_step_end_has_diffusers_signature_and_can_replace_the_latents(components, data):
+    pipe = make_pipe(components)
+    seen = []
+
+    def callback(p, step_index, timestep, callback_kwargs):
+        seen.append((p, step_index, float(timestep), sorted(callback_kwargs)))
+        if step_index == 1:  # the last of 2 Euler steps
+            return {"latents": torch.zeros_like(callback_kwargs["latents"])}
+        return {}
+
+    out = run(pipe, data, callback_on_step_end=callback, output_type="latent")
+    assert [(s[0] is pipe, s[1], s[3]) for s in seen] == [(True, 0, ["latents"]), (True, 1, ["latents"])]
+    assert seen[0][2] > seen[1][2]  # timesteps in the scheduler's (descending) order
+    assert float(out.frames.abs().max()) == 0.0  # the returned latents replaced the loop's
+    untouched = run(pipe, data, callback_on_step_end=lambda p, i, t, kw: None, output_type="latent")
+    assert torch.equal(untouched.frames, run(pipe, data, output_type="latent").frames)
+    with pytest.raises(InvalidInputError, match="prompt_embeds"):
+        run(pipe, data, callback_on_step_end=callback, callback_on_step_end_tensor_inputs=["prompt_embeds"])
