@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
+from einops import rearrange
 from diffusers import ControlNetModel, UNet2DConditionModel
 from torch import nn
 
@@ -137,10 +138,8 @@ class TridentModel(nn.Module):
             raise ValueError("a ControlNet with BGR channel order flips its input inside forward: pass its maps")
         hints = []
         for net, maps in zip(self.structure, structure_maps, strict=True):
-            b, c, t = maps.shape[:3]
-            flat = maps.transpose(1, 2).reshape(b * t, c, *maps.shape[-2:]).to(self.dtype)
-            encoded = net.controlnet_cond_embedding(flat)
-            hints.append(encoded.view(b, t, *encoded.shape[1:]).transpose(1, 2))
+            encoded = net.controlnet_cond_embedding(rearrange(maps, "b c t h w -> (b t) c h w").to(self.dtype))
+            hints.append(rearrange(encoded, "(b t) c h w -> b c t h w", b=maps.shape[0]))
         return hints
 
     def structure_residuals(
@@ -156,8 +155,8 @@ class TridentModel(nn.Module):
 
         With `encoded`, `structure_maps` are hint encodings from `encode_structure`, not maps.
         """
-        b, c, f, h, w = sample.shape
-        frames = sample.transpose(1, 2).reshape(b * f, c, h, w)
+        b, f = sample.shape[0], sample.shape[2]
+        frames = rearrange(sample, "b c t h w -> (b t) c h w")
         timestep = torch.as_tensor(timestep, device=sample.device)
         frame_timesteps = (timestep.expand(b) if timestep.ndim == 0 else timestep).repeat_interleave(f)
         context = encoder_hidden_states.repeat_interleave(f, dim=0)
@@ -165,7 +164,7 @@ class TridentModel(nn.Module):
         for net, maps, scale in zip(self.structure, structure_maps, structure_scales, strict=True):
             if scale == 0:
                 continue  # a zero scale contributes nothing: skip the whole ControlNet pass
-            hint = maps.transpose(1, 2).reshape(b * f, maps.shape[1], *maps.shape[-2:])  # b c t H W -> (b t) c H W
+            hint = rearrange(maps, "b c t h w -> (b t) c h w")
             with _hint_encoding_given(net) if encoded else contextlib.nullcontext():
                 down, mid = net(
                     frames, frame_timesteps, context, controlnet_cond=hint.to(frames.dtype),

@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
+from einops import rearrange
 from diffusers import UNet2DConditionModel
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
@@ -202,7 +203,7 @@ class VideoUNet(ModelMixin):
         context = encoder_hidden_states.repeat_interleave(f, dim=0)  # (b t) l d
 
         # 2. Fold frames into the batch: b c t h w -> (b t) c h w.
-        x = sample.transpose(1, 2).reshape(b * f, c, h, w)
+        x = rearrange(sample, "b c t h w -> (b t) c h w")
 
         stream = [r for r in residuals if r.into == "stream"]
         into_skips = [r for r in residuals if r.into == "skips"]
@@ -255,5 +256,5 @@ class VideoUNet(ModelMixin):
         # 6. Per-frame output head, then the temporal refinement of the noise prediction.
         x = unet.conv_out(unet.conv_act(unet.conv_norm_out(x)))
         x = temporal.output_refinement(x, f)
-        return x.view(b, f, *x.shape[1:]).transpose(1, 2)  # (b t) c h w -> b c t h w
+        return rearrange(x, "(b t) c h w -> b c t h w", b=b)
 

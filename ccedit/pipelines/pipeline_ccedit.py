@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import PIL.Image
 import torch
+from einops import rearrange
 from diffusers import AutoencoderKL, ControlNetModel, DiffusionPipeline, UNet2DConditionModel
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.loaders import StableDiffusionLoraLoaderMixin
@@ -370,8 +371,8 @@ class CCEditPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
 
         fp16 decodes can overflow to NaN; such a chunk is decoded again in float32.
         """
-        b, c, f, h, w = latents.shape
-        flat = latents.transpose(1, 2).reshape(b * f, c, h, w) / self.vae.config.scaling_factor
+        b, f = latents.shape[0], latents.shape[2]
+        flat = rearrange(latents, "b c t h w -> (b t) c h w") / self.vae.config.scaling_factor
         frames = []
         bar = tqdm(total=flat.shape[0], disable=not progress or flat.shape[0] <= chunk_size, file=sys.stderr,
                    unit="frame", desc="VAE decoding")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from einops import rearrange
 import torch.nn.functional as F
 
 from ..config_checks import TRAIN_BOUNDS, check_numbers
@@ -276,11 +277,11 @@ def training_loss(trident, models: TrainingModels, batch: dict, denoiser: Discre
     with torch.no_grad():
         # 1. Clean latents: (b f) 3 H W -> (b f) 4 h w -> b 4 f h w.
         vae = models.vae
-        frames = pixels.transpose(1, 2).reshape(b * f, 3, height, width).to(vae.dtype)
+        frames = rearrange(pixels, "b c t h w -> (b t) c h w").to(vae.dtype)
         dist = vae.encode(frames).latent_dist
         posterior = torch.cat([p[0] for p in draws]).to(device, dist.mean.dtype)
         latents = (dist.mean + dist.std * posterior) * vae.config.scaling_factor
-        latents = latents.view(b, f, *latents.shape[1:]).transpose(1, 2).float()
+        latents = rearrange(latents, "(b t) c h w -> b c t h w", b=b).float()
         # 2. Text, with dropout to the empty prompt.
         captions = [c if p[3] else "" for c, p in zip(batch["captions"], draws)]
         ids = models.tokenizer(captions, padding="max_length", max_length=models.tokenizer.model_max_length,
