@@ -256,6 +256,11 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_env(args: argparse.Namespace) -> int:
+    from .versions import torchvision_mismatch
+
+    mismatch = torchvision_mismatch()  # first: with it, the imports below may fail
+    if mismatch:
+        print(f"problem: {mismatch}")
     import torch
 
     from .editing import package_versions
@@ -287,6 +292,10 @@ def main(argv: list[str] | None = None) -> int:
         warnings.filterwarnings("ignore", module=r"(huggingface_hub|controlnet_aux|timm|diffusers|transformers|torch)(\..*)?$")
     previous_sigterm = _handle_sigterm_like_ctrl_c()
     try:
+        if args.func is not cmd_env:  # `env` reports it among the versions instead
+            from .versions import check_torchvision
+
+            check_torchvision()  # a mismatched torchvision would fail later, deep in an import, with a traceback
         return args.func(args)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
