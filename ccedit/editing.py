@@ -548,10 +548,15 @@ def run_edit(
     check_keyframe_specs(job.keyframes)
     check_edit_destination(input_path, output, cfg, overwrite=overwrite, keyframes=job.keyframes)
     check_memory_before_decoding(input_path, cfg, keyframes=job.keyframes)
-    if cfg.model.path not in NAMED_MODELS:
+    # A model folder or hub id that cannot be found fails before any frame is decoded.
+    if cfg.model.path == "animatediff":
+        from .pipelines.loading import open_trident_folders
+
+        open_trident_folders(cfg.model.parts)
+    elif cfg.model.path not in NAMED_MODELS:
         from .pipelines.loading import resolve_model_folder
 
-        resolve_model_folder(cfg.model.path)  # a hub id that cannot be fetched fails before any frame is decoded
+        resolve_model_folder(cfg.model.path)
     session = EditSession(cfg)
     result = session.edit(job)
     result.timings["model_load"] = session.load_seconds
