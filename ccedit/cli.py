@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import shlex
 import logging
+import os
+import shlex
 import signal
 import sys
 import warnings
@@ -274,6 +275,11 @@ def cmd_env(args: argparse.Namespace) -> int:
     return 0
 
 
+# The libraries whose warnings are not the user's business, and the variable each reads its log level from.
+_LIBRARY_VERBOSITY = {"diffusers": "DIFFUSERS_VERBOSITY", "transformers": "TRANSFORMERS_VERBOSITY",
+                      "huggingface_hub": "HF_HUB_VERBOSITY"}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     # Settings like `sampling.seed=3` may sit between or after the flags: argparse leaves those over.
@@ -285,8 +291,12 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = [*getattr(args, "overrides", []), *extra]
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s",
                         stream=sys.stderr)
-    for noisy in ("diffusers", "transformers", "huggingface_hub"):
+    for noisy, verbosity in _LIBRARY_VERBOSITY.items():
         logging.getLogger(noisy).setLevel(logging.ERROR)
+        if not args.verbose:
+            # These libraries set their loggers' level when first imported, which comes after this, from these
+            # variables (a user's own setting is kept).
+            os.environ.setdefault(verbosity, "error")
     if not args.verbose:
         # Deprecation notes and optional-dependency hints of the libraries below are not the user's business.
         warnings.filterwarnings("ignore", module=r"(huggingface_hub|controlnet_aux|timm|diffusers|transformers|torch)(\..*)?$")
