@@ -178,7 +178,7 @@ def _load_config(args: argparse.Namespace):
 
 
 def cmd_edit(args: argparse.Namespace) -> int:
-    from .editing import KeyframeSpec, run_edit
+    from .config import KeyframeSpec
 
     cfg = _load_config(args)
     output = Path(args.output) if args.output else Path.cwd() / f"{Path(args.input).stem}.ccedit.mp4"
@@ -190,6 +190,12 @@ def cmd_edit(args: argparse.Namespace) -> int:
 
         print("\n".join(dry_run(args.input, cfg, keyframes)))
         return 0
+    from .edit_checks import check_edit_request
+
+    # Before the imports of torch and the diffusion libraries, which take seconds.
+    check_edit_request(args.input, output, cfg, overwrite=args.overwrite, keyframes=keyframes)
+    from .editing import run_edit
+
     sidecar = run_edit(args.input, args.prompt, output, cfg, keyframes=keyframes, overwrite=args.overwrite)
     t = sidecar["timings_seconds"]
     print(f"wrote {output} ({sidecar['video']['num_frames']} frames, {sidecar['video']['working_size'][1]}x"
@@ -198,11 +204,14 @@ def cmd_edit(args: argparse.Namespace) -> int:
 
 
 def cmd_keyframe(args: argparse.Namespace) -> int:
-    from .editing import extract_keyframe
+    from .edit_checks import check_keyframe_request
 
     cfg = _load_config(args)
     default = Path.cwd() / f"{Path(args.input).stem}.keyframe{'' if args.index is None else args.index}.png"
     output = Path(args.output) if args.output else default
+    check_keyframe_request(args.input, output, overwrite=args.overwrite)  # before the heavy imports
+    from .editing import extract_keyframe
+
     index = extract_keyframe(args.input, output, cfg, args.index, args.overwrite)
     # The follow-up command repeats every option that selects the frames, so the keyframe lands on this frame.
     selection = [f"--{flag} {getattr(args, flag)}" for flag in ("model", "frames", "fps", "start", "height", "width")

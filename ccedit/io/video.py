@@ -202,12 +202,14 @@ class _Source:
         return indices if self.times is None else frames_nearest(self.times, self.fps, indices)
 
 
-def _open_source(path: Path, folder_fps: float) -> _Source:
-    """Check the path and open it with the reader its kind needs."""
+def check_input(path: str | os.PathLike) -> None:
+    """Refuse, with one line and without opening it, an input that cannot be a clip: missing, of an unsupported
+    type, or empty."""
+    path = Path(path)
     if not path.exists():
         raise UserError(f"{path} does not exist: check the path to the input video")
     if path.is_dir():
-        return _FolderSource(path, folder_fps)
+        return
     suffix = path.suffix.lower()
     if suffix not in SUPPORTED_EXTENSIONS:
         supported = ", ".join(s.lstrip(".") for s in SUPPORTED_EXTENSIONS)
@@ -215,7 +217,14 @@ def _open_source(path: Path, folder_fps: float) -> _Source:
         raise UserError(f"{path}: unsupported input type {kind}; use {supported} or a folder of frames")
     if path.stat().st_size == 0:
         raise UserError(f"{path} is empty (0 bytes): re-export or re-download it")
-    if suffix in GIF_EXTENSIONS:
+
+
+def _open_source(path: Path, folder_fps: float) -> _Source:
+    """Check the path and open it with the reader its kind needs."""
+    check_input(path)
+    if path.is_dir():
+        return _FolderSource(path, folder_fps)
+    if path.suffix.lower() in GIF_EXTENSIONS:
         return _GifSource(path)
     return _DecordSource(path)
 

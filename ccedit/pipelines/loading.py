@@ -11,6 +11,7 @@ from diffusers import AutoencoderKL, ControlNetModel, MotionAdapter, SparseContr
 from transformers import CLIPTextModel
 
 from .. import hub
+from ..config_checks import DTYPE_NAMES
 from ..errors import ModelNotFoundError, is_unreadable_weights, unreadable_weights
 from ..models import AppearanceEncoder, CCEditTemporalAdapter
 from ..schedulers import build_scheduler
@@ -39,8 +40,7 @@ def how_to_make(model: str) -> str:
     return f"make it from a released CCEdit checkpoint with `ccedit convert CKPT --out {model}`{named}"
 
 
-DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
-          "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}  # besides "auto"
+DTYPES = {name: getattr(torch, dtype) for name, dtype in DTYPE_NAMES.items()}  # besides "auto"
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
