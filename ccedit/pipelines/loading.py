@@ -12,7 +12,7 @@ from transformers import CLIPTextModel
 
 from .. import hub
 from ..config_checks import DTYPE_NAMES
-from ..errors import ModelNotFoundError, is_unreadable_weights, unreadable_weights
+from ..errors import ModelNotFoundError, weights_load_error
 from ..models import AppearanceEncoder, CCEditTemporalAdapter
 from ..schedulers import build_scheduler
 from ..hub import load_tokenizer
@@ -88,14 +88,15 @@ def _load(cls, path: str, subfolder: str | None, what: str, **kwargs):
         if subfolder is None:
             return cls.from_pretrained(path, **kwargs)
         return cls.from_pretrained(path, subfolder=subfolder, **kwargs)
-    except (OSError, ValueError) as e:
+    except Exception as e:
+        failure = weights_load_error(what, Path(path) / (subfolder or ""), e)
+        if failure is not None:
+            raise failure from None
+        if not isinstance(e, (OSError, ValueError)):
+            raise
         where = f"{path}/{subfolder}" if subfolder else path
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ModelNotFoundError(f"cannot load the {what} from {where} ({reason}); {HOW_TO_GET}") from None
-    except Exception as e:
-        if not is_unreadable_weights(e):
-            raise
-        raise unreadable_weights(what, Path(path) / (subfolder or ""), e) from None
 
 
 # The parts of the open trident (`model.path=animatediff`), each a local folder or a hub id.
