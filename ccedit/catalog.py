@@ -19,16 +19,19 @@ class Part:
     where: str  # where it comes from now
 
 
-def where(reference: str, needs: str = "") -> str:
-    """Where a folder or hub id `reference` comes from on this machine."""
+def where(reference: str, needs: str = "", make: str = "") -> str:
+    """Where a folder or hub id `reference` comes from on this machine; `make` is the command that makes a missing
+    folder of that name (a converted CCEdit model), said beside the download when the name could be either."""
+    from .hub import names_local_folder
+
     folder = Path(reference).expanduser()
     if folder.is_dir():
         missing = needs and not (folder / needs).exists()
         return f"local folder{f' (missing {needs})' if missing else ''}"
     if folder.suffix in (".safetensors", ".ckpt"):
         return "local file" if folder.is_file() else "file not found"
-    if reference.count("/") != 1 or reference.startswith((".", "/", "~")):
-        return "folder not found"
+    if names_local_folder(reference) or reference.count("/") != 1:
+        return f"folder not found{f': make it with `{make}`' if make else ''}"
     from huggingface_hub import scan_cache_dir
 
     try:
@@ -37,6 +40,8 @@ def where(reference: str, needs: str = "") -> str:
         cached = {}
     if reference in cached:
         return f"hub id, cached ({cached[reference].size_on_disk_str})"
+    if make:
+        return f"no folder here, and not a downloaded hub id: make it with `{make}`, or run `hf download {reference}`"
     return f"hub id, not downloaded: run `hf download {reference}` once while online"
 
 
@@ -57,7 +62,7 @@ def model_parts(cfg: EditConfig) -> list[Part]:
         for sub, role in (("unet", "main branch: SD-1.5 base"), ("temporal", "main branch: CCEdit temporal layers"),
                           ("controlnet", "structure branch: ControlNet"), ("appearance", "appearance branch: keyframe encoder"),
                           ("depth_estimator", "structure maps: depth estimator")):
-            parts.append(Part(role, f"{m.path}/{sub}", where(m.path, sub)))
+            parts.append(Part(role, f"{m.path}/{sub}", where(m.path, sub, f"ccedit convert CKPT --out {m.path}")))
     for i, reference in enumerate(c for c in cfg.structure.controlnets if c):
         parts.append(Part(f"structure branch: extra ControlNet {i + 1}", reference, where(reference)))
     if m.base:

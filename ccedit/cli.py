@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import shlex
 import logging
+import os
+import shlex
 import signal
 import sys
 import warnings
@@ -181,7 +182,7 @@ def _load_config(args: argparse.Namespace):
 
 
 def cmd_edit(args: argparse.Namespace) -> int:
-    from .editing import KeyframeSpec, run_edit
+    from .config import KeyframeSpec
 
     cfg = _load_config(args)
     output = Path(args.output) if args.output else Path.cwd() / f"{Path(args.input).stem}.ccedit.mp4"
@@ -193,6 +194,12 @@ def cmd_edit(args: argparse.Namespace) -> int:
 
         print("\n".join(dry_run(args.input, cfg, keyframes)))
         return 0
+    from .edit_checks import check_edit_request
+
+    # Before the imports of torch and the diffusion libraries, which take seconds.
+    check_edit_request(args.input, output, cfg, overwrite=args.overwrite, keyframes=keyframes)
+    from .editing import run_edit
+
     sidecar = run_edit(args.input, args.prompt, output, cfg, keyframes=keyframes, overwrite=args.overwrite)
     t = sidecar["timings_seconds"]
     print(f"wrote {output} ({sidecar['video']['num_frames']} frames, {sidecar['video']['working_size'][1]}x"
@@ -201,11 +208,14 @@ def cmd_edit(args: argparse.Namespace) -> int:
 
 
 def cmd_keyframe(args: argparse.Namespace) -> int:
-    from .editing import extract_keyframe
+    from .edit_checks import check_keyframe_request
 
     cfg = _load_config(args)
     default = Path.cwd() / f"{Path(args.input).stem}.keyframe{'' if args.index is None else args.index}.png"
     output = Path(args.output) if args.output else default
+    check_keyframe_request(args.input, output, overwrite=args.overwrite)  # before the heavy imports
+    from .editing import extract_keyframe
+
     index = extract_keyframe(args.input, output, cfg, args.index, args.overwrite)
     # The follow-up command repeats every option that selects the frames, so the keyframe lands on this frame.
     selection = [f"--{flag} {getattr(args, flag)}" for flag in ("model", "frames", "fps", "start", "height", "width")
@@ -260,6 +270,11 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_env(args: argparse.Namespace) -> int:
+    from .versions import torchvision_mismatch
+
+    mismatch = torchvision_mismatch()  # first: with it, the imports below may fail
+    if mismatch:
+        print(f"problem: {mismatch}")
     import torch
 
     from .editing import package_versions
@@ -273,6 +288,11 @@ def cmd_env(args: argparse.Namespace) -> int:
     return 0
 
 
+# The libraries whose warnings are not the user's business, and the variable each reads its log level from.
+_LIBRARY_VERBOSITY = {"diffusers": "DIFFUSERS_VERBOSITY", "transformers": "TRANSFORMERS_VERBOSITY",
+                      "huggingface_hub": "HF_HUB_VERBOSITY"}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     # Settings like `sampling.seed=3` may sit between or after the flags: argparse leaves those over.
@@ -284,13 +304,21 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = [*getattr(args, "overrides", []), *extra]
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s",
                         stream=sys.stderr)
-    for noisy in ("diffusers", "transformers", "huggingface_hub"):
+    for noisy, verbosity in _LIBRARY_VERBOSITY.items():
         logging.getLogger(noisy).setLevel(logging.ERROR)
+        if not args.verbose:
+            # These libraries set their loggers' level when first imported, which comes after this, from these
+            # variables (a user's own setting is kept).
+            os.environ.setdefault(verbosity, "error")
     if not args.verbose:
         # Deprecation notes and optional-dependency hints of the libraries below are not the user's business.
         warnings.filterwarnings("ignore", module=r"(huggingface_hub|controlnet_aux|timm|diffusers|transformers|torch)(\..*)?$")
     previous_sigterm = _handle_sigterm_like_ctrl_c()
     try:
+        if args.func is not cmd_env:  # `env` reports it among the versions instead
+            from .versions import check_torchvision
+
+            check_torchvision()  # a mismatched torchvision would fail later, deep in an import, with a traceback
         return args.func(args)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -15,7 +15,9 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from .config_checks import check_annotator_names, check_component_names, check_numbers, reject_resolvers
+from .config_checks import (
+    check_annotator_names, check_component_names, check_numbers, check_window, reject_resolvers,
+)
 from .errors import UserError
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -291,8 +293,6 @@ def validate(config: EditConfig) -> None:
         raise UserError(f"windows.hierarchical must be auto, true or false, got {w.hierarchical!r}")
     if w.noise not in ("independent", "repeat"):
         raise UserError(f"windows.noise must be independent or repeat, got {w.noise!r}")
-    from .pipelines.windows import check_window
-
     check_window(window_length(config), w.overlap)
     if not 0 < s.auto_keyframe_strength <= 1:
         raise UserError(f"sampling.auto_keyframe_strength must be in (0, 1], got {s.auto_keyframe_strength}")

@@ -11,7 +11,7 @@ import re
 from dataclasses import fields, is_dataclass
 from typing import Any
 
-from .errors import UserError
+from .errors import InvalidInputError, UserError
 
 # The flag that sets a key, so that messages name what the user typed.
 FLAGS = {
@@ -95,14 +95,39 @@ def check_numbers(config: Any, bounds: dict[str, tuple[float | None, float | Non
             raise UserError(f"{_name(key)} must be {allowed}{' ' + unit if unit else ''}, got {_number(value)}")
 
 
+# The names a setting may take, here so that settings are checked without importing torch (the command line checks
+# them before its heavy imports); tests/test_config.py pins them to the registries they name.
+ANNOTATOR_NAMES = ("canny", "depth_dpt", "midas", "zoe", "lineart", "softedge")  # annotators.ANNOTATORS
+SCHEDULER_NAMES = ("euler", "euler_ancestral", "ddim", "dpmpp_2m", "unipc", "dpmpp_2s_ancestral")  # SCHEDULERS
+# model.dtype: each accepted name and the torch dtype it means (pipelines.loading.DTYPES), besides "auto".
+DTYPE_NAMES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16",
+               "bfloat16": "bfloat16", "bf16": "bfloat16"}
+
+
+def default_overlap(length: int) -> int:
+    """Frames shared by neighbouring windows when not given: about a quarter of the window."""
+    return length // 4
+
+
+def check_window(length: int | None, overlap: int | None) -> None:
+    """Refuse a window length below 1 or an overlap that is negative or not smaller than the window."""
+    if length is not None and length < 1:
+        raise InvalidInputError(f"the window length must be at least 1 frame, got {length}")
+    if overlap is not None and overlap < 0:
+        raise InvalidInputError(f"the window overlap must be 0 or more frames, got {overlap}")
+    if length is not None and overlap is not None and overlap >= length:
+        raise InvalidInputError(
+            f"the window overlap ({overlap}) must be smaller than the window ({length}): e.g. {default_overlap(length)}"
+        )
+
+
+
 def check_annotator_names(config: Any) -> None:
     """Raise a one-line `UserError` for a structure annotator name that does not exist, before any model loads."""
-    from .annotators import ANNOTATORS  # names only; no network is built or imported here
-
-    known = {"depth", *ANNOTATORS}
+    known = {"depth", *ANNOTATOR_NAMES}
     for name in config.structure.annotators:
         if name not in known:
-            choices = ", ".join(sorted(ANNOTATORS))
+            choices = ", ".join(sorted(ANNOTATOR_NAMES))
             raise UserError(
                 f"unknown annotator {name!r} in structure.annotators (--structure): choose depth (the model's own depth "
                 f"estimator) or one of {choices}"
@@ -112,14 +137,10 @@ def check_annotator_names(config: Any) -> None:
 def check_component_names(config: Any) -> None:
     """Raise a one-line `UserError` for an unknown scheduler or dtype, before any model loads (they are otherwise
     first looked up when the pipeline is built)."""
-    from .pipelines.loading import DTYPES
-    from .schedulers import SCHEDULERS
-
-    if config.sampling.scheduler not in SCHEDULERS:
-        raise UserError(
-            f"unknown scheduler {config.sampling.scheduler!r} in sampling.scheduler: choose one of {', '.join(SCHEDULERS)}"
-        )
-    if config.model.dtype != "auto" and config.model.dtype not in DTYPES:
+    if config.sampling.scheduler not in SCHEDULER_NAMES:
+        raise UserError(f"unknown scheduler {config.sampling.scheduler!r} in sampling.scheduler: choose one of "
+                        f"{', '.join(SCHEDULER_NAMES)}")
+    if config.model.dtype != "auto" and config.model.dtype not in DTYPE_NAMES:
         raise UserError(f"model.dtype must be auto, float32, float16 or bfloat16, got {config.model.dtype!r}")
 
 

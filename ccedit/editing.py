@@ -19,17 +19,13 @@ from . import __version__
 from .config import (  # noqa: F401 - KeyframeSpec re-exported
     AUTO_KEYFRAME, BUILTIN_MODELS, NAMED_MODELS, EditConfig, EditJob, KeyframeSpec, structure_controlnets,
 )
+from .edit_checks import check_edit_request, check_keyframe_request, check_keyframe_specs
 from .errors import UserError
-from .io import atomic_path, fit_frames, fit_image, read_image, read_video, video_info, working_size, write_image
+from .io import atomic_path, fit_frames, fit_image, read_image, read_video, video_info, write_image
 from .io.resize import FitRecord
 from .io.video import VideoClip
-from .outputs import (
-    auto_keyframe_path,
-    check_edit_destination,
-    edit_output_paths,
-    publish_edit_outputs,
-    selected_extras,
-)
+from .outputs import auto_keyframe_path, edit_output_paths, publish_edit_outputs, selected_extras
+from .selection import clip_working_size, selected_frame_count  # noqa: F401 - re-exported
 
 logger = logging.getLogger(__name__)
 
@@ -42,33 +38,6 @@ class PreparedClip:
     @property
     def size(self) -> tuple[int, int]:
         return self.frames.shape[1], self.frames.shape[2]
-
-
-def clip_working_size(source_size: tuple[int, int], cfg: EditConfig) -> tuple[int, int]:
-    """The `(height, width)` an edit of a clip of `source_size` works at, under the settings.
-
-    A side derived from an extreme aspect ratio (a 4x4000 clip) is held to the same bound as --height/--width.
-    """
-    from .config_checks import MAX_SIDE
-
-    v = cfg.video
-    size = working_size(source_size, height=v.height, width=v.width, short_side=cfg.model.short_side,
-                        multiple=cfg.model.size_multiple)
-    if max(size) > MAX_SIDE:
-        raise UserError(
-            f"a {source_size[1]}x{source_size[0]} clip would be edited at {size[1]}x{size[0]}, over the "
-            f"{MAX_SIDE}-pixel limit of a side: set both --height and --width (crop or pad it to another aspect)"
-        )
-    return size
-
-
-def selected_frame_count(total: int, source_fps: float, cfg: EditConfig) -> int:
-    """How many frames `read_video` will select from a clip of `total` frames at `source_fps` (0: none)."""
-    v = cfg.video
-    gap = 1 if v.fps is None else max(1, int(np.round(source_fps / v.fps)))
-    first = int(np.round(v.start * source_fps))
-    available = max(0, -(-(total - first) // gap))
-    return available if v.num_frames is None else min(available, v.num_frames)
 
 
 def check_memory_before_decoding(
@@ -133,15 +102,6 @@ def prepare_clip(path: str | Path, cfg: EditConfig) -> PreparedClip:
     return PreparedClip(clip, clip.frames, records[0])
 
 
-def check_keyframe_specs(specs: list[KeyframeSpec]) -> None:
-    """Checks that need no frames: the images exist, and at most one keyframe leaves its frame to the default."""
-    for spec in specs:
-        if not spec.is_auto and not Path(spec.source).is_file():
-            raise UserError(f"keyframe image {spec.source} does not exist: check the path (or use --keyframe auto)")
-    if sum(spec.index is None for spec in specs) > 1:
-        raise UserError("several keyframes need their frames: write each as IMAGE@INDEX, e.g. --keyframe a.png@0")
-
-
 def resolve_keyframe_indices(specs: list[KeyframeSpec], num_frames: int) -> list[int]:
     """Each keyframe's clip frame (the default for one without an index, said aloud), checked once."""
     from .pipelines.conditions import check_keyframe_indices, default_keyframe_index
@@ -181,12 +141,6 @@ def load_keyframe(path: str | Path, size: tuple[int, int], mode: str) -> np.ndar
         )
         image, _ = fit_image(image, size, mode)
     return image
-
-
-def check_output_free(paths: list[Path], overwrite: bool) -> None:
-    for p in paths:
-        if p.exists() and not overwrite:
-            raise UserError(f"{p} already exists: pass --overwrite to replace it")
 
 
 def package_versions() -> dict[str, str]:
@@ -352,8 +306,10 @@ class EditSession:
 
             cfg = self.cfg
             if cfg.model.path in BUILTIN_MODELS:
+                real = ("--model DIR (a converted CCEdit model)" if cfg.model.path == "tiny" else
+                        "--model animatediff (the open trident; `ccedit models --model animatediff` lists its parts)")
                 logger.warning("using a built-in tiny model: its weights are random, so the edit is noise-like; "
-                               "pass --model DIR (a converted CCEdit model) for real edits")
+                               "pass %s for real edits", real)
             t0 = time.perf_counter()
             pipe = load_pipeline(cfg.model.path, controlnets=self.structure_controlnets(),
                                  tokenizer=cfg.model.tokenizer,
@@ -543,15 +499,17 @@ def run_edit(
     `EditSession.edit` of the job, then `write_edit_outputs`; the checks that need no frames come first.
     """
     job = EditJob(input=str(input_path), prompt=prompt, keyframes=list(keyframes), output=str(output))
-    if output.suffix.lower() not in (".mp4", ".mov"):
-        raise UserError(f"output {output} must end in .mp4 (add output.gif=true for a GIF as well)")
-    check_keyframe_specs(job.keyframes)
-    check_edit_destination(input_path, output, cfg, overwrite=overwrite, keyframes=job.keyframes)
+    check_edit_request(input_path, output, cfg, overwrite=overwrite, keyframes=job.keyframes)
     check_memory_before_decoding(input_path, cfg, keyframes=job.keyframes)
-    if cfg.model.path not in NAMED_MODELS:
+    # A model folder or hub id that cannot be found fails before any frame is decoded.
+    if cfg.model.path == "animatediff":
+        from .pipelines.loading import open_trident_folders
+
+        open_trident_folders(cfg.model.parts)
+    elif cfg.model.path not in NAMED_MODELS:
         from .pipelines.loading import resolve_model_folder
 
-        resolve_model_folder(cfg.model.path)  # a hub id that cannot be fetched fails before any frame is decoded
+        resolve_model_folder(cfg.model.path)
     session = EditSession(cfg)
     result = session.edit(job)
     result.timings["model_load"] = session.load_seconds
@@ -580,7 +538,7 @@ def comparison_panels(
 
 def extract_keyframe(input_path: str | Path, output: Path, cfg: EditConfig, index: int | None, overwrite: bool) -> int:
     """Write exactly the frame an edit with the same settings would use as keyframe `index`; return the index."""
-    check_output_free([output], overwrite)
+    check_keyframe_request(input_path, output, overwrite=overwrite)
     check_memory_before_decoding(input_path, cfg, with_model=False)
     prepared = prepare_clip(input_path, cfg)
     resolved = resolve_keyframe_index(index, prepared.frames.shape[0])

@@ -59,18 +59,53 @@ def is_unreadable_weights(error: BaseException) -> bool:
     """
     from safetensors import SafetensorError
 
+    if is_out_of_memory(error):  # a safetensors or pickle error may be an allocation that failed
+        return False
     if isinstance(error, (pickle.UnpicklingError, SafetensorError, EOFError)):
         return True
     # torch reports a damaged archive or mismatched tensors as a plain RuntimeError; its subclasses (out of memory,
     # not implemented) are about the machine or the code.
-    return type(error) is RuntimeError and not is_out_of_memory(error) and "cuda" not in str(error).lower()
+    return type(error) is RuntimeError and "cuda" not in str(error).lower()
 
 
-# How allocators word it: Python/numpy, C++ (decord), ffmpeg's ENOMEM, OpenCV, torch.
-_OUT_OF_MEMORY_WORDS = ("out of memory", "cannot allocate memory", "bad_alloc", "unable to allocate", "failed to allocate")
+# How allocators word it: Python/numpy, C++ (decord), ffmpeg's and the OS's ENOMEM (safetensors' mmap), OpenCV,
+# torch on the GPU ("CUDA out of memory") and on the CPU ("DefaultCPUAllocator: not enough memory").
+_OUT_OF_MEMORY_WORDS = ("out of memory", "cannot allocate memory", "bad_alloc", "unable to allocate", "failed to allocate",
+                        "not enough memory")
 
 
 def is_out_of_memory(error: BaseException) -> bool:
     """Whether an exception reports that memory ran out, whatever library raised it."""
+    import errno
+
     text = str(error).lower()
-    return isinstance(error, MemoryError) or any(words in text for words in _OUT_OF_MEMORY_WORDS)
+    return (isinstance(error, MemoryError) or getattr(error, "errno", None) == errno.ENOMEM
+            or any(words in text for words in _OUT_OF_MEMORY_WORDS))
+
+
+def out_of_memory(doing: str, advice: str, error: BaseException) -> UserError:
+    """The one-line error for memory that ran out while `doing` something ("loading the VAE from DIR"): which memory
+    (the accelerator's or the computer's), the library's words, and `advice`, what reduces the need.
+
+    Out of memory is never a damaged file: every reader checks `is_out_of_memory` before blaming its input.
+    """
+    text = str(error).strip().splitlines()
+    reason = text[0][:160] if text else type(error).__name__
+    memory = "the GPU's memory" if "cuda" in reason.lower() or type(error).__name__ == "OutOfMemoryError" else "memory"
+    return UserError(f"out of {memory} {doing} ({reason}): {advice}")
+
+
+# What reduces the memory a model's weights need while they load.
+LOAD_ADVICE = ("close other programs, use model.dtype=float16 on a GPU (model.cpu_offload=true keeps idle parts on the "
+               "CPU), or a machine with more memory")
+
+
+def weights_load_error(what: str, location: str | os.PathLike, error: BaseException) -> UserError | None:
+    """The one-line error for weights that failed to load, or None when the failure is not the user's to fix (the
+    caller re-raises): out of memory first (`out_of_memory`), then a damaged or refused file (`unreadable_weights`).
+    """
+    if is_out_of_memory(error):
+        return out_of_memory(f"loading the {what} from {location}", LOAD_ADVICE, error)
+    if is_unreadable_weights(error):
+        return unreadable_weights(what, location, error)
+    return None

@@ -167,28 +167,40 @@ def cached_model_folder(model: str) -> Path | None:
         return None
 
 
+def names_local_folder(model: str) -> bool:
+    """Whether `model` is meant as a local folder: it exists, cannot be a hub id (`is_local_reference`), or is an
+    `owner/name` whose first part is a folder here (`models/ccedit-tvi2v` beside a `models/` folder)."""
+    return is_local_reference(model) or (model.count("/") == 1 and Path(model.split("/")[0]).expanduser().is_dir())
+
+
 def resolve_model_folder(model: str, what: str = "model", *, hint: str = "pass a local folder") -> Path:
     """A local folder for `model`: the folder itself, or the snapshot of a hub id (downloaded once, then cached).
 
     Resolving first gives one clear error at once, where `from_pretrained` on an unreachable hub would retry for
-    half a minute and then report a missing `config.json`.
+    half a minute and then report a missing `config.json`. A reference meant as a folder (`names_local_folder`) that
+    does not exist is said to be missing, with `hint` (how to make or choose one); an `owner/name` that is neither a
+    folder nor a hub model available here gets `hint` and, unless the hub said it has no such model, the download.
     """
     folder = Path(model).expanduser()
     if folder.is_dir():
         return folder
-    if not _is_hub_id(model):
-        raise ModelNotFoundError(f"{what} folder not found: {model}; {hint}")
+    if not _is_hub_id(model) or names_local_folder(model):
+        raise ModelNotFoundError(f"{what} folder {model} does not exist: {hint}")
     try:
         from huggingface_hub import snapshot_download
 
         return Path(snapshot_download(model, local_files_only=not is_hub_reachable()))
     except Exception as e:  # offline, unknown repo, no access: the user needs the same advice
+        from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError
+
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        not_on_hub = isinstance(e, RepositoryNotFoundError) and not isinstance(e, LocalEntryNotFoundError)
         if not is_hub_reachable():
-            reason = "not in the local cache; HF_HUB_OFFLINE is set" if is_offline() else (
-                "not in the local cache; the hub does not answer")
+            reason = "not in the hub cache; HF_HUB_OFFLINE is set" if is_offline() else (
+                "not in the hub cache; the hub does not answer")
+        download = "" if not_on_hub else f", or for a hub id run `hf download {model}` once while online"
         raise ModelNotFoundError(
-            f"{what} {model!r} is not a local folder and could not be fetched from the hub ({reason}); {hint}"
+            f"{what} {model!r} is neither a folder here nor a hub model available here ({reason}): {hint}{download}"
         ) from None
 
 

@@ -79,7 +79,7 @@ def auto_keyframe_paths(input_path: str | Path, output: Path, cfg: EditConfig,
 
 def selected_count(input_path: str | Path, cfg: EditConfig) -> int:
     """How many frames an edit of `input_path` selects, from the clip's header; 0 when it cannot be read."""
-    from .editing import selected_frame_count
+    from .selection import selected_frame_count
     from .io import video_info
 
     try:
@@ -92,7 +92,7 @@ def selected_count(input_path: str | Path, cfg: EditConfig) -> int:
 def estimate_edit_bytes(input_path: str | Path, cfg: EditConfig) -> int:
     """A rough size of an edit's outputs from the clip's header and the settings; 0 when the clip cannot be read
     (the read itself reports that, in its own words, a moment later)."""
-    from .editing import clip_working_size, selected_frame_count
+    from .selection import clip_working_size, selected_frame_count
     from .io import video_info
 
     try:

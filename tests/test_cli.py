@@ -98,7 +98,7 @@ def _corrupt(tmp_path):
         ("keyframe_unreadable", "nokey.png"),
         ("keyframe_index", "out of range"),
         ("model_missing", "ccedit convert"),
-        ("hub_unreachable", "could not be fetched from the hub"),
+        ("hub_unreachable", "neither a folder here nor a hub model available here"),
         ("bad_setting", "sampling.nonsense"),
         ("unknown_structure", "unknown annotator"),
     ],

@@ -54,3 +54,40 @@ def test_cheap_errors_come_before_any_model_loads(tmp_path, kitten, capsys, no_m
     line = one_error_line(capsys)
     assert expected in line, line
     assert (tmp_path / "taken.mp4").read_bytes() == b"an earlier result"
+
+
+HEAVY = ("torch", "diffusers", "transformers")
+
+
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        (["edit", "{kitten}", "--prompt", "x", "-o", "/nonexistent/dir/x.txt"], "must end in .mp4"),
+        (["edit", "{kitten}", "--prompt", "x", "-o", "{tmp}/a_file/x.mp4"], "is a file"),
+        (["edit", "{tmp}/missing.mp4", "--prompt", "x", "-o", "{tmp}/x.mp4"], "does not exist"),
+        (["edit", "{kitten}", "--prompt", "x", "-o", "{tmp}/x.mp4", "--keyframe", "{tmp}/no.png"], "does not exist"),
+        (["edit", "{kitten}", "--prompt", "x", "-o", "{tmp}/x.mp4", "sampling.scheduler=eulr"], "unknown scheduler"),
+        (["edit", "{kitten}", "--prompt", "x", "-o", "{tmp}/x.mp4", "--structure", "cany"], "unknown annotator"),
+        (["edit", "{kitten}", "--prompt", "x", "-o", "{tmp}/x.mp4", "--window", "4", "--overlap", "4"], "overlap"),
+        (["keyframe", "{kitten}", "-o", "{tmp}/a_file/k.png"], "is a file"),
+        (["keyframe", "{kitten}", "-o", "{tmp}/k.txt"], "must be an image"),
+    ],
+)
+def test_cheap_checks_refuse_before_torch_is_imported(tmp_path, command, expected):
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    (tmp_path / "a_file").write_text("a file where a folder would go")
+    kitten = REPO / "assets" / "kitten.mp4"
+    args = [a.format(kitten=kitten, tmp=tmp_path) for a in command]
+    # The command line in a fresh process, which then says which heavy libraries it imported.
+    code = ("import sys; from ccedit.cli import main; code = main(sys.argv[1:]); "
+            f"print([m for m in {HEAVY!r} if m in sys.modules]); sys.exit(code)")
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300,
+                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 2, done.stderr
+    err = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(err) == 1 and err[0].startswith("error:") and expected in err[0], err
+    assert done.stdout.strip() == "[]", done.stdout  # no heavy library was imported

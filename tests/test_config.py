@@ -63,3 +63,16 @@ def test_a_setting_into_a_list_element_is_one_line_in_every_command(tmp_path, ca
     key = setting.partition("=")[0]
     whole = key.rpartition(".0")[0]
     assert f"cannot set {key}: the list {whole} is set whole" in line and f"{whole}=[...]" in line, line
+
+
+def test_the_names_settings_are_checked_against_are_the_registries():
+    import torch
+
+    from ccedit.annotators import ANNOTATORS
+    from ccedit.config_checks import ANNOTATOR_NAMES, DTYPE_NAMES, SCHEDULER_NAMES
+    from ccedit.pipelines.loading import DTYPES
+    from ccedit.schedulers import SCHEDULERS
+
+    assert sorted(ANNOTATOR_NAMES) == sorted(ANNOTATORS)
+    assert sorted(SCHEDULER_NAMES) == sorted(SCHEDULERS)
+    assert set(DTYPES) == set(DTYPE_NAMES) and all(isinstance(d, torch.dtype) for d in DTYPES.values())

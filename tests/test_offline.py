@@ -60,7 +60,7 @@ def test_a_silent_hub_counts_as_unreachable_after_a_short_wait(silent_hub):
 @pytest.mark.parametrize(
     ("args", "option"),
     [
-        (["--model", "ccedit-tests/not-cached"], "--model DIR"),
+        (["--model", "ccedit-tests/not-cached"], "`ccedit convert CKPT --out ccedit-tests/not-cached`"),
         (["--structure", "lineart"], "structure.options.lineart.model=PATH"),
         (["--structure", "depth"], "structure.options.depth.model=PATH"),
     ],

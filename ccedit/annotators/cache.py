@@ -40,6 +40,7 @@ from safetensors.torch import save_file
 
 from ccedit.annotators.base import Annotator, check_frames
 from ccedit.annotators.maps import HELD_DTYPE, held_maps
+from ccedit.errors import is_out_of_memory, out_of_memory
 from ccedit.io.atomic import atomic_path, clean_stale_temporaries
 
 logger = logging.getLogger(__name__)
@@ -139,7 +140,10 @@ class StructureCache:
             with safe_open(str(path), framework="pt") as f:
                 metadata = f.metadata() or {}
                 entry = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 - safe_open has no iterator
-        except (OSError, SafetensorError, ValueError, RuntimeError) as error:
+        except (OSError, SafetensorError, ValueError, RuntimeError, MemoryError) as error:
+            if is_out_of_memory(error):  # the entry is fine; the maps of this many frames do not fit
+                raise out_of_memory(f"reading the structure maps {path}", "edit fewer frames (--frames, --fps) or "
+                                    "at a smaller size (--height, --width)", error) from None
             logger.warning("ignoring unreadable structure cache entry %s (%s); recomputing", path, error)
             return None
         problem = _entry_problem(entry, metadata, expected_shape)

@@ -31,7 +31,7 @@ from ccedit.annotators.loading import (
     missing_local_model,
     module_identity,
 )
-from ccedit.errors import UserError, is_unreadable_weights, unreadable_weights
+from ccedit.errors import LOAD_ADVICE, UserError, is_out_of_memory, out_of_memory, weights_load_error
 
 logger = logging.getLogger(__name__)
 
@@ -349,6 +349,8 @@ def _load_transformers_depth(model_id: str, with_processor: bool) -> tuple[torch
         model = AutoModelForDepthEstimation.from_pretrained(source, **options)
         processor = AutoImageProcessor.from_pretrained(source, **options) if with_processor else None
     except OSError as error:
+        if is_out_of_memory(error):
+            raise out_of_memory(f"loading the depth model '{model_id}'", LOAD_ADVICE, error) from None
         if is_local:
             raise missing_local_model(
                 "depth model", model_id, "loadable config.json and weights (or image processor)", hint
@@ -359,9 +361,10 @@ def _load_transformers_depth(model_id: str, with_processor: bool) -> tuple[torch
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise UserError(f"'{model_id}' is not a transformers depth estimation model: {reason}") from error
     except Exception as error:
-        if not is_unreadable_weights(error):
+        failure = weights_load_error(f"depth model '{model_id}'", source if is_local else ".", error)
+        if failure is None:
             raise
-        raise unreadable_weights(f"depth model '{model_id}'", source if is_local else ".", error) from None
+        raise failure from None
     return model.eval(), processor
 
 

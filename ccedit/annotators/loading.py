@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from ccedit.errors import is_unreadable_weights, unreadable_weights
+from ccedit.errors import weights_load_error
 # Hub and folder resolution is shared with the pipelines, metrics and convert; annotators use it through here.
 from ccedit.hub import (  # noqa: F401 - re-exported
     HUB_PROBE_TIMEOUT,
@@ -77,9 +77,9 @@ def weights_only_loading(what: str, paths: list[Path]) -> Iterator[None]:
     try:
         yield
     except Exception as error:
-        if not is_unreadable_weights(error):
+        failure = weights_load_error(what, paths[0] if len(paths) == 1 else paths[0].parent, error)
+        if failure is None:
             raise
-        location = paths[0] if len(paths) == 1 else paths[0].parent
-        raise unreadable_weights(what, location, error) from None
+        raise failure from None
     finally:
         torch.load = original

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ccedit.errors import UserError
+from ccedit.errors import UserError, is_out_of_memory, out_of_memory
 from ccedit.io.atomic import atomic_path
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -45,7 +45,14 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
             if image.mode in SIXTEEN_BIT_GREY_MODES:
                 return _sixteen_bit_grey_to_rgb(image)
             rgb = image.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
+    except Image.DecompressionBombError as error:
+        # The header declares more pixels than any frame or keyframe could have (a damaged or hostile file);
+        # decoding it would take gigabytes.
+        raise UserError(f"image {path} declares too many pixels to read ({_first_line(error).split(',')[0]}): "
+                        "it is damaged, or not a frame; re-export it at the clip's size") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, MemoryError) as error:
+        if is_out_of_memory(error):
+            raise out_of_memory(f"reading image {path}", "free memory, or downscale the image", error) from None
         reason = _first_line(error)
         raise UserError(f"image {path} could not be decoded ({reason}): is it a complete image file?") from error
     return np.asarray(rgb, dtype=np.uint8).copy()

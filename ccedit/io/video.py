@@ -15,6 +15,7 @@ from PIL import Image, ImageSequence
 from ccedit.errors import UserError, is_out_of_memory
 from ccedit.io.frame_times import frames_nearest, variable_rate
 from ccedit.io.image import IMAGE_EXTENSIONS, _first_line, read_image
+from ccedit.io.native_log import decoder_reason, native_stderr_caught
 
 logger = logging.getLogger(__name__)
 
@@ -22,6 +23,8 @@ VIDEO_EXTENSIONS = (".mp4", ".mov", ".webm", ".mkv", ".avi")
 GIF_EXTENSIONS = (".gif",)
 SUPPORTED_EXTENSIONS = VIDEO_EXTENSIONS + GIF_EXTENSIONS
 
+# (clip, asked fps, source fps) whose rate mismatch was already said in this process.
+_rates_warned: set[tuple[str, float, float]] = set()
 # For clips that declare no rate: browsers show a GIF frame without a delay for 100 ms.
 _DEFAULT_FPS = 10.0
 
@@ -120,7 +123,8 @@ def read_video(
     # 1. Select source frame indices.
     gap = 1 if fps is None else max(1, int(np.round(source_fps / fps)))
     out_fps = source_fps / gap
-    if fps is not None and abs(out_fps - fps) > 0.05 * fps:
+    if fps is not None and abs(out_fps - fps) > 0.05 * fps and (str(path), fps, source_fps) not in _rates_warned:
+        _rates_warned.add((str(path), fps, source_fps))  # once: training reads the same clip at every step
         logger.warning(
             "%s: %.3g fps does not divide the source's %.3g fps; taking 1 frame in %d, i.e. %.3g fps",
             path, fps, source_fps, gap, out_fps,
@@ -198,12 +202,14 @@ class _Source:
         return indices if self.times is None else frames_nearest(self.times, self.fps, indices)
 
 
-def _open_source(path: Path, folder_fps: float) -> _Source:
-    """Check the path and open it with the reader its kind needs."""
+def check_input(path: str | os.PathLike) -> None:
+    """Refuse, with one line and without opening it, an input that cannot be a clip: missing, of an unsupported
+    type, or empty."""
+    path = Path(path)
     if not path.exists():
         raise UserError(f"{path} does not exist: check the path to the input video")
     if path.is_dir():
-        return _FolderSource(path, folder_fps)
+        return
     suffix = path.suffix.lower()
     if suffix not in SUPPORTED_EXTENSIONS:
         supported = ", ".join(s.lstrip(".") for s in SUPPORTED_EXTENSIONS)
@@ -211,7 +217,14 @@ def _open_source(path: Path, folder_fps: float) -> _Source:
         raise UserError(f"{path}: unsupported input type {kind}; use {supported} or a folder of frames")
     if path.stat().st_size == 0:
         raise UserError(f"{path} is empty (0 bytes): re-export or re-download it")
-    if suffix in GIF_EXTENSIONS:
+
+
+def _open_source(path: Path, folder_fps: float) -> _Source:
+    """Check the path and open it with the reader its kind needs."""
+    check_input(path)
+    if path.is_dir():
+        return _FolderSource(path, folder_fps)
+    if path.suffix.lower() in GIF_EXTENSIONS:
         return _GifSource(path)
     return _DecordSource(path)
 
@@ -223,12 +236,18 @@ class _DecordSource(_Source):
         import decord  # heavy native import, only needed for video files
 
         self.path = path
-        try:
-            self._reader = decord.VideoReader(str(path), ctx=decord.cpu(0))
-        except Exception as error:  # decord raises RuntimeError or its own DECORDError
-            if "cannot find video stream" in str(error):
-                raise UserError(f"{path} has no video frames (no video stream): pass a file with video") from error
-            raise _undecodable(path, error) from error
+        # decord and ffmpeg log a failed open on stderr (several lines); the error below says it in one.
+        with native_stderr_caught("decord") as said:
+            try:
+                self._reader = decord.VideoReader(str(path), ctx=decord.cpu(0))
+            except Exception as error:  # decord raises RuntimeError or its own DECORDError
+                failure = error
+            else:
+                failure = None
+        if failure is not None:
+            if "cannot find video stream" in str(failure):
+                raise UserError(f"{path} has no video frames (no video stream): pass a file with video") from failure
+            raise _undecodable(path, failure, said=said) from failure
         self.num_frames = len(self._reader)
         if self.num_frames == 0:
             raise UserError(f"{path} has no video frames (0 frames): pass a file with video")
@@ -240,7 +259,8 @@ class _DecordSource(_Source):
         self._size: tuple[int, int] | None = None
         # The container's timestamps reveal a variable frame rate, which the declared average rate hides.
         try:
-            stamps = np.asarray(self._reader.get_frame_timestamp(list(range(self.num_frames))), dtype=np.float64)
+            with native_stderr_caught("decord"):
+                stamps = np.asarray(self._reader.get_frame_timestamp(list(range(self.num_frames))), dtype=np.float64)
         except Exception as error:  # a container without usable timestamps: keep the declared rate
             logger.info("%s: no frame timestamps (%s); assuming a constant frame rate", path, _first_line(error))
         else:
@@ -252,20 +272,26 @@ class _DecordSource(_Source):
     def size(self) -> tuple[int, int]:
         # decord exposes no header size, so decode the first frame, only when asked (`video_info`).
         if self._size is None:
-            try:
-                shape = self._reader[0].shape
-            except Exception as error:
-                raise _undecodable(self.path, error) from error
+            with native_stderr_caught("decord") as said:
+                try:
+                    shape, failure = self._reader[0].shape, None
+                except Exception as error:
+                    failure = error
+            if failure is not None:
+                raise _undecodable(self.path, failure, said=said) from failure
             self._size = (int(shape[0]), int(shape[1]))
         return self._size
 
     def read(self, indices: list[int]) -> np.ndarray:
-        try:
-            frames = self._reader.get_batch(indices).asnumpy()
-        except Exception as error:
-            if _DECORD_ROW_PADDING in str(error):
+        with native_stderr_caught("decord") as said:
+            try:
+                frames, failure = self._reader.get_batch(indices).asnumpy(), None
+            except Exception as error:
+                failure = error
+        if failure is not None:
+            if _DECORD_ROW_PADDING in str(failure):
                 return _read_with_ffmpeg(self.path, indices)
-            raise _undecodable(self.path, error, len(indices)) from error
+            raise _undecodable(self.path, failure, len(indices), said=said) from failure
         return np.ascontiguousarray(frames, dtype=np.uint8)
 
 
@@ -371,18 +397,15 @@ def frame_files(folder: Path) -> list[Path]:
     )
 
 
-# decord prefixes messages with "[12:00:00] /path/to/file.cc:123: "; users need only the text after it.
-_DECORD_LOG_PREFIX = re.compile(r"\[\d{2}:\d{2}:\d{2}\] \S+:\d+: ")
-
-
 def _natural_key(path: Path) -> list:
     """Sort key putting `frame2.png` before `frame10.png`."""
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", path.name)]
 
 
-def _undecodable(path: Path, error: BaseException, num_frames: int | None = None) -> UserError:
-    """The one-line error for a file the decoder rejects, with decord's log prefixes removed from its reason."""
-    reason = _first_line(_DECORD_LOG_PREFIX.sub("", str(error)).strip() or type(error).__name__)
+def _undecodable(path: Path, error: BaseException, num_frames: int | None = None, said: list[str] = ()) -> UserError:
+    """The one-line error for a file the decoder rejects; its reason is the decoder's own most telling line (`said`,
+    what it wrote to stderr), with the log prefixes removed."""
+    reason = _first_line(decoder_reason(list(said), error))
     if is_out_of_memory(error):
         frames = f"{num_frames} frames of " if num_frames else ""
         return UserError(

@@ -7,6 +7,7 @@ residuals into its skips (`down_block_additional_residuals`), so every side bran
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import torch
@@ -22,7 +23,15 @@ def motion_unet(unet: UNet2DConditionModel, adapter: MotionAdapter) -> UNetMotio
     `UNetMotionModel.from_unet2d` copies the 2-D layers; putting `unet`'s own modules back in their place keeps one
     copy of the frozen base in memory, and LoRA layers injected into `unet` later act here too.
     """
-    motion = UNetMotionModel.from_unet2d(unet, adapter).to(unet.device, unet.dtype)
+    # diffusers warns at every dtype cast of a UNetMotionModel (`from_unet2d` casts too) that modules it must keep
+    # in float32 may be cast, though its list of them is empty: nothing for the user to act on.
+    casts = logging.getLogger("diffusers.models.modeling_utils")
+    level = casts.level
+    casts.setLevel(logging.ERROR)
+    try:
+        motion = UNetMotionModel.from_unet2d(unet, adapter).to(unet.device, unet.dtype)
+    finally:
+        casts.setLevel(level)
     for name in ("conv_in", "time_proj", "time_embedding", "conv_norm_out", "conv_act", "conv_out"):
         setattr(motion, name, getattr(unet, name))
     pairs = [*zip(motion.down_blocks, unet.down_blocks), *zip(motion.up_blocks, unet.up_blocks),

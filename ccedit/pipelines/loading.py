@@ -11,7 +11,8 @@ from diffusers import AutoencoderKL, ControlNetModel, MotionAdapter, SparseContr
 from transformers import CLIPTextModel
 
 from .. import hub
-from ..errors import ModelNotFoundError, is_unreadable_weights, unreadable_weights
+from ..config_checks import DTYPE_NAMES
+from ..errors import ModelNotFoundError, weights_load_error
 from ..models import AppearanceEncoder, CCEditTemporalAdapter
 from ..schedulers import build_scheduler
 from ..hub import load_tokenizer
@@ -31,8 +32,15 @@ MODEL_NETWORKS = {
 HOW_TO_GET = "convert a released CCEdit checkpoint with `ccedit convert CKPT --out DIR` and pass --model DIR"
 
 
-DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
-          "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}  # besides "auto"
+def how_to_make(model: str) -> str:
+    """The advice for a ccedit model folder `model` that is missing: the command that makes it under that name."""
+    from ..config import NAMED_MODELS
+
+    named = f" (the named models are {', '.join(NAMED_MODELS)})" if "/" not in model else ""
+    return f"make it from a released CCEdit checkpoint with `ccedit convert CKPT --out {model}`{named}"
+
+
+DTYPES = {name: getattr(torch, dtype) for name, dtype in DTYPE_NAMES.items()}  # besides "auto"
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
@@ -57,7 +65,7 @@ def offloads(cpu_offload: bool, device: torch.device) -> bool:
 def resolve_model_folder(model: str, what: str = "model", option: str = "--model DIR") -> Path:
     """`hub.resolve_model_folder` with the advice for ccedit model folders; `option` is the setting that takes a
     local folder instead (only the local cache is used when the hub does not answer)."""
-    hint = HOW_TO_GET if option == "--model DIR" else f"pass a local folder with {option}"
+    hint = how_to_make(model) if option == "--model DIR" else f"pass a local folder with {option}"
     return hub.resolve_model_folder(model, what, hint=hint)
 
 
@@ -65,7 +73,13 @@ def check_model_folder(model: str, folder: Path) -> Path:
     """`folder` if it has the layout `ccedit convert` writes, else the one-line refusal naming what is missing."""
     missing = [s for s in REQUIRED_SUBFOLDERS if not (folder / s).is_dir()]
     if missing:
-        raise ModelNotFoundError(f"{model} is not a ccedit model folder: missing {', '.join(missing)}/; {HOW_TO_GET}")
+        # Say which folder was found: a bare name such as `ccedit` may be a folder of the current one (the package's
+        # own source folder, in a clone of the repository).
+        what = "a Python package" if (folder / "__init__.py").is_file() else "a folder"
+        raise ModelNotFoundError(
+            f"{model} is {what} here ({folder.resolve()}), not a ccedit model folder (no "
+            f"{', '.join(m + '/' for m in missing)}): {HOW_TO_GET}"
+        )
     return folder
 
 
@@ -74,14 +88,15 @@ def _load(cls, path: str, subfolder: str | None, what: str, **kwargs):
         if subfolder is None:
             return cls.from_pretrained(path, **kwargs)
         return cls.from_pretrained(path, subfolder=subfolder, **kwargs)
-    except (OSError, ValueError) as e:
+    except Exception as e:
+        failure = weights_load_error(what, Path(path) / (subfolder or ""), e)
+        if failure is not None:
+            raise failure from None
+        if not isinstance(e, (OSError, ValueError)):
+            raise
         where = f"{path}/{subfolder}" if subfolder else path
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ModelNotFoundError(f"cannot load the {what} from {where} ({reason}); {HOW_TO_GET}") from None
-    except Exception as e:
-        if not is_unreadable_weights(e):
-            raise
-        raise unreadable_weights(what, Path(path) / (subfolder or ""), e) from None
 
 
 # The parts of the open trident (`model.path=animatediff`), each a local folder or a hub id.
@@ -99,9 +114,13 @@ OPEN_TRIDENT_NETWORKS = {
 }
 
 
-def load_open_trident(parts: dict, controlnets: Sequence[str | None], scheduler: str, dtype: torch.dtype) -> CCEditPipeline:
-    """The open trident from its parts: an SD-1.5 base, AnimateDiff motion modules, ControlNets, SparseCtrl-RGB."""
-    cls = {name: entry[0] for name, entry in OPEN_TRIDENT_NETWORKS.items()}
+_PART_NAMES = {"base": "base model", "motion_adapter": "motion adapter", "controlnet": "ControlNet",
+               "sparsectrl": "SparseCtrl"}
+
+
+def open_trident_folders(parts: dict) -> dict[str, Path]:
+    """The local folder of each configured part of the open trident (`model.path=animatediff`), each missing one
+    refused in one line that names its setting (`model.parts.base=DIR`)."""
     unknown = set(parts) - set(OPEN_TRIDENT_PARTS)
     missing = [p for p in ("base", "motion_adapter", "controlnet") if not parts.get(p)]
     if unknown or missing:
@@ -109,19 +128,24 @@ def load_open_trident(parts: dict, controlnets: Sequence[str | None], scheduler:
             f"model.parts {'lacks ' + ', '.join(missing) if missing else 'has unknown ' + ', '.join(sorted(unknown))}: "
             + "; ".join(f"{k}: {v}" for k, v in OPEN_TRIDENT_PARTS.items())
         )
-    base = str(resolve_model_folder(parts["base"], "base model"))
+    return {part: resolve_model_folder(str(parts[part]), _PART_NAMES[part], f"model.parts.{part}=DIR")
+            for part in OPEN_TRIDENT_PARTS if parts.get(part)}
+
+
+def load_open_trident(parts: dict, controlnets: Sequence[str | None], scheduler: str, dtype: torch.dtype) -> CCEditPipeline:
+    """The open trident from its parts: an SD-1.5 base, AnimateDiff motion modules, ControlNets, SparseCtrl-RGB."""
+    cls = {name: entry[0] for name, entry in OPEN_TRIDENT_NETWORKS.items()}
+    folders = open_trident_folders(parts)
+    base, adapter_path, own_net = (str(folders[p]) for p in ("base", "motion_adapter", "controlnet"))
     kwargs = dict(torch_dtype=dtype)
-    adapter_path = str(resolve_model_folder(parts["motion_adapter"], "motion adapter"))
-    own_net = str(resolve_model_folder(parts["controlnet"], "ControlNet"))
     nets = [
-        _load(cls["controlnet"], own_net if c is None else str(resolve_model_folder(c, "ControlNet")), None,
-              "ControlNet", **kwargs)
+        _load(cls["controlnet"], own_net if c is None else str(
+            resolve_model_folder(c, "ControlNet", "structure.controlnets=[..., DIR]")), None, "ControlNet", **kwargs)
         for c in controlnets
     ]
     sparse = None
-    if parts.get("sparsectrl"):
-        sparse_path = str(resolve_model_folder(parts["sparsectrl"], "SparseCtrl"))
-        sparse = _load(cls["appearance"], sparse_path, None, "SparseCtrl appearance branch", **kwargs)
+    if "sparsectrl" in folders:
+        sparse = _load(cls["appearance"], str(folders["sparsectrl"]), None, "SparseCtrl appearance branch", **kwargs)
     return CCEditPipeline(
         vae=_load(cls["vae"], base, "vae", "VAE", **kwargs),
         text_encoder=_load(cls["text_encoder"], base, "text_encoder", "text encoder", dtype=dtype,

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import InvalidInputError
+from ..config_checks import check_window, default_overlap  # noqa: F401 - the window settings' rules, re-exported
 
 
 @dataclass(frozen=True)
@@ -45,23 +45,6 @@ class Window:
     def keyframe_frames(self) -> dict[int, int] | None:
         """Clip keyframe -> window frame for the appearance branch, or `None` to take every keyframe inside."""
         return None if self.keyframe is None else {self.keyframe: self.centre}
-
-
-def default_overlap(length: int) -> int:
-    """Frames shared by neighbouring windows when not given: about a quarter of the window."""
-    return length // 4
-
-
-def check_window(length: int | None, overlap: int | None) -> None:
-    """Refuse a window length below 1 or an overlap that is negative or not smaller than the window."""
-    if length is not None and length < 1:
-        raise InvalidInputError(f"the window length must be at least 1 frame, got {length}")
-    if overlap is not None and overlap < 0:
-        raise InvalidInputError(f"the window overlap must be 0 or more frames, got {overlap}")
-    if length is not None and overlap is not None and overlap >= length:
-        raise InvalidInputError(
-            f"the window overlap ({overlap}) must be smaller than the window ({length}): e.g. {default_overlap(length)}"
-        )
 
 
 def whole_clip(num_frames: int) -> list[Window]:

@@ -1,0 +1,51 @@
+"""The checks of an edit or keyframe request that need no frames and no model: the output's name and folder, the
+input's path, the keyframe images.
+
+They import nothing heavy (no torch, diffusers or transformers), so the command line runs them before the imports
+that take seconds, and a bad path is refused at once; `run_edit` and `extract_keyframe` run them too, for callers
+from Python.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from .config import EditConfig, KeyframeSpec
+from .errors import UserError
+from .io.image import IMAGE_EXTENSIONS
+from .io.publish import check_destination
+from .io.video import check_input
+from .outputs import check_edit_destination
+
+EDIT_SUFFIXES = (".mp4", ".mov")
+
+
+def check_keyframe_specs(specs: list[KeyframeSpec]) -> None:
+    """Checks that need no frames: the images exist, and at most one keyframe leaves its frame to the default."""
+    for spec in specs:
+        if not spec.is_auto and not Path(spec.source).is_file():
+            raise UserError(f"keyframe image {spec.source} does not exist: check the path (or use --keyframe auto)")
+    if sum(spec.index is None for spec in specs) > 1:
+        raise UserError("several keyframes need their frames: write each as IMAGE@INDEX, e.g. --keyframe a.png@0")
+
+
+
+def check_edit_request(input_path: str | Path, output: Path, cfg: EditConfig, *, overwrite: bool,
+                       keyframes: Sequence[KeyframeSpec] = ()) -> None:
+    """An edit's output name, input, keyframe images and destination (`outputs.check_edit_destination`), each
+    refused in one line."""
+    if output.suffix.lower() not in EDIT_SUFFIXES:
+        raise UserError(f"output {output} must end in .mp4 (add output.gif=true for a GIF as well)")
+    check_input(input_path)
+    check_keyframe_specs(list(keyframes))
+    check_edit_destination(input_path, output, cfg, overwrite=overwrite, keyframes=keyframes)
+
+
+def check_keyframe_request(input_path: str | Path, output: Path, *, overwrite: bool) -> None:
+    """`ccedit keyframe`'s image name, input and destination (a folder that cannot be made or written, an existing
+    file without --overwrite), each refused in one line."""
+    if output.suffix.lower() not in IMAGE_EXTENSIONS:
+        raise UserError(f"output {output} must be an image: end it in one of {', '.join(IMAGE_EXTENSIONS)}")
+    check_input(input_path)
+    check_destination([output], overwrite=overwrite, flag="-o")
