@@ -9,7 +9,7 @@ from PIL import Image
 
 from ccedit.cli import main
 from ccedit.io import read_image, read_video, video_info, working_size, write_video
-from tests.conftest import VIDEOS, require
+from tests.conftest import VIDEOS
 from tests.test_cli import cache, one_error_line
 
 TINY = ["--model", "tiny", "--steps", "1"]
@@ -39,7 +39,7 @@ def test_without_frames_the_whole_clip_is_edited_at_its_fps(tmp_path):
 
 
 def test_the_keyframe_hint_reproduces_the_same_frame(tmp_path, capsys):
-    clip = str(require(VIDEOS / "kitten.mp4"))
+    clip = str(VIDEOS / "kitten.mp4")
     frame = tmp_path / "k.png"
     selection = ["--model", "tiny", "--frames", "12", "--fps", "15", "--height", "64", "--width", "96"]
     assert main(["keyframe", clip, "--index", "7", "-o", str(frame), *selection]) == 0
@@ -93,7 +93,7 @@ def test_keyframes_at_both_ends_are_kept_and_their_psnr_reported(tmp_path):
 
 
 def test_automatic_keyframe_is_edited_saved_and_propagated(tmp_path):
-    clip = str(require(VIDEOS / "kitten.mp4"))
+    clip = str(VIDEOS / "kitten.mp4")
     out = tmp_path / "o.mp4"
     assert main(["edit", clip, "--prompt", "a dog", "-o", str(out), *TINY, cache(tmp_path), "--frames", "6",
                  "--keyframe", "auto@2"]) == 0
