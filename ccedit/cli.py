@@ -65,8 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     edit.add_argument("input", help="video file (mp4, mov, webm, mkv, avi, gif) or folder of frames")
     edit.add_argument("--prompt", required=True, help='target description, e.g. "a watercolor painting"')
     edit.add_argument("-o", "--output", help="output mp4 (default: <input name>.ccedit.mp4 in the current folder)")
-    edit.add_argument("--keyframe", action="append", default=[], metavar="IMAGE[@K]",
+    edit.add_argument("--keyframe", action="append", default=[], metavar="IMAGE[@K|@match]",
                       help="edited keyframe showing frame K, whose look is spread over the video; repeatable; "
+                      "IMAGE@match finds the frame whose structure the image matches (refused when unsure); "
                       "`auto` edits frame K from the prompt and saves it beside the output (default K: centre frame)")
     edit.add_argument("--keyframe-index", type=int, metavar="K", help="frame a single --keyframe IMAGE shows")
     edit.add_argument("--window", type=int, metavar="N",
@@ -85,9 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sampling_options(edit)
     edit.set_defaults(func=cmd_edit)
 
-    key = sub.add_parser("keyframe", help="write the frame an edit will use, for editing in another program",
-                         formatter_class=_HelpFormatter)
+    key = sub.add_parser("keyframe", help="write the frame an edit will use, for editing in another program (or, "
+                         "with --match, find the frame an edited image shows)", formatter_class=_HelpFormatter)
     key.add_argument("input", help="video file or folder of frames")
+    key.add_argument("--match", metavar="IMAGE", help="write nothing: find the frame an edited IMAGE shows (by its "
+                     "structure) and say how sure that is")
     key.add_argument("--index", type=int, metavar="K", help="frame index within the edit's frames (default: centre frame)")
     key.add_argument("-o", "--output", help="output image (default: <input name>.keyframe.png in the current folder, "
                      "<input name>.keyframe<K>.png with --index K)")
@@ -210,6 +213,8 @@ def cmd_edit(args: argparse.Namespace) -> int:
 def cmd_keyframe(args: argparse.Namespace) -> int:
     from .edit_checks import check_keyframe_request
 
+    if args.match is not None:
+        return _match_keyframe(args)
     cfg = _load_config(args)
     default = Path.cwd() / f"{Path(args.input).stem}.keyframe{'' if args.index is None else args.index}.png"
     output = Path(args.output) if args.output else default
@@ -217,13 +222,29 @@ def cmd_keyframe(args: argparse.Namespace) -> int:
     from .editing import extract_keyframe
 
     index = extract_keyframe(args.input, output, cfg, args.index, args.overwrite)
-    # The follow-up command repeats every option that selects the frames, so the keyframe lands on this frame.
+    print(f"wrote {output} (frame {index}); edit it, then: {_edit_command(args, output, index)}")
+    return 0
+
+
+def _edit_command(args: argparse.Namespace, keyframe: Path | str, index: int) -> str:
+    """The follow-up `ccedit edit`: it repeats every option that selects the frames, so the keyframe lands on this
+    frame."""
     selection = [f"--{flag} {getattr(args, flag)}" for flag in ("model", "frames", "fps", "start", "height", "width")
                  if getattr(args, flag, None) is not None]
     selection += [f"--config {c}" for c in args.config] + list(args.overrides)
-    command = " ".join(["ccedit edit", shlex.quote(str(args.input)), "--keyframe", shlex.quote(f"{output}@{index}"),
-                        *selection, '--prompt "..."'])
-    print(f"wrote {output} (frame {index}); edit it, then: {command}")
+    return " ".join(["ccedit edit", shlex.quote(str(args.input)), "--keyframe", shlex.quote(f"{keyframe}@{index}"),
+                     *selection, '--prompt "..."'])
+
+
+def _match_keyframe(args: argparse.Namespace) -> int:
+    """`ccedit keyframe INPUT --match IMAGE`: the frame IMAGE shows, how sure, and the edit command when sure."""
+    from .keyframe_match import find_keyframe_frame
+
+    if args.index is not None or args.output is not None:
+        raise UserError("--match finds the frame and writes nothing: drop --index and -o")
+    found = find_keyframe_frame(args.input, args.match, _load_config(args))
+    follow_up = f"; edit with: {_edit_command(args, args.match, found.best)}" if found.sure else ""
+    print(found.describe(args.match) + follow_up)
     return 0
 
 

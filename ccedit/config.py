@@ -116,14 +116,17 @@ class EditConfig:
 
 
 AUTO_KEYFRAME = "auto"
+MATCH_KEYFRAME = "match"  # IMAGE@match: the frame the image shows is found by its structure
 
 
 @dataclass(frozen=True)
 class KeyframeSpec:
-    """One keyframe of an edit job: an image path or `auto`, and the frame it shows (None: the default frame)."""
+    """One keyframe of an edit job: an image path or `auto`, and the frame it shows (None: the default frame, or
+    with `match` the frame whose structure the image matches best, found once the frames are decoded)."""
 
     source: str
     index: int | None = None
+    match: bool = False
 
     @property
     def is_auto(self) -> bool:
@@ -131,8 +134,16 @@ class KeyframeSpec:
 
     @classmethod
     def parse(cls, text: str, index: int | None = None) -> "KeyframeSpec":
-        """`IMAGE`, `IMAGE@INDEX`, `auto` or `auto@INDEX`; `index` (from --keyframe-index) when none is written."""
+        """`IMAGE`, `IMAGE@INDEX`, `IMAGE@match`, `auto` or `auto@INDEX`; `index` (from --keyframe-index) when none
+        is written."""
         path, sep, suffix = text.rpartition("@")
+        if sep and suffix == MATCH_KEYFRAME:
+            if path == AUTO_KEYFRAME:
+                raise UserError(f"--keyframe {text}: `auto` edits a frame you choose, it has no image to match: "
+                                "write auto@INDEX")
+            if index is not None:
+                raise UserError(f"--keyframe {text} already says how to find its frame: drop --keyframe-index")
+            return cls(path, None, match=True)
         if sep and suffix.lstrip("-").isdigit():
             if index is not None:
                 raise UserError(f"--keyframe {text} already names its frame: drop --keyframe-index")

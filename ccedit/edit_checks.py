@@ -26,9 +26,8 @@ def check_keyframe_specs(specs: list[KeyframeSpec]) -> None:
     for spec in specs:
         if not spec.is_auto and not Path(spec.source).is_file():
             raise UserError(f"keyframe image {spec.source} does not exist: check the path (or use --keyframe auto)")
-    if sum(spec.index is None for spec in specs) > 1:
+    if sum(spec.index is None and not spec.match for spec in specs) > 1:
         raise UserError("several keyframes need their frames: write each as IMAGE@INDEX, e.g. --keyframe a.png@0")
-
 
 
 def check_edit_request(input_path: str | Path, output: Path, cfg: EditConfig, *, overwrite: bool,

@@ -110,8 +110,8 @@ def resolve_keyframe_indices(specs: list[KeyframeSpec], num_frames: int) -> list
     for spec in specs:
         if spec.index is None:
             index = default_keyframe_index(num_frames)
-            logger.warning("keyframe %s shows frame %d of %d (the centre frame); write %s@INDEX for another frame",
-                           spec.source, index, num_frames, spec.source)
+            logger.warning("keyframe %s shows frame %d of %d (the centre frame); write %s@INDEX for another frame "
+                           "(or %s@match to find it)", spec.source, index, num_frames, spec.source, spec.source)
         else:
             index = spec.index
         indices.append(index)
@@ -350,6 +350,7 @@ class EditSession:
     def edit(self, job: EditJob) -> EditResult:
         """Edit `job.input` with `job.prompt` (and its keyframes); nothing is written."""
         from .config import hierarchical_setting, window_length
+        from .keyframe_match import ClipStructure, match_record, place_matched_keyframes
         from .pipelines.conditions import keyframes_act
 
         cfg, s = self.cfg, self.cfg.sampling
@@ -360,11 +361,13 @@ class EditSession:
         # 1. Frames at the working size, and the keyframes.
         prepared = prepare_clip(job.input, cfg)
         num_frames = prepared.frames.shape[0]
-        indices = resolve_keyframe_indices(keyframes, num_frames)
         images: list[np.ndarray | None] = [
             None if spec.is_auto else load_keyframe(spec.source, prepared.size, cfg.video.resize_mode)
             for spec in keyframes
         ]
+        clip_structure = ClipStructure(prepared.frames) if keyframes else None  # to place and check the keyframes
+        keyframes = place_matched_keyframes(keyframes, images, clip_structure)
+        indices = resolve_keyframe_indices(keyframes, num_frames)
 
         # 2. Model and structure maps.
         self.structure_controlnets()  # a missing ControlNet is refused before any model loads
@@ -416,8 +419,10 @@ class EditSession:
             "seed": s.seed,
             "keyframes": [
                 {"path": spec.source, "auto": spec.is_auto, "index": index,
-                 # how closely the output shows the keyframe at its frame
-                 "psnr_db": psnr(edited[index], images[i])}
+                 # whether the keyframe shows the source frame it was placed at (the score --match uses)
+                 "match": match_record(clip_structure, images[i], index),
+                 # how closely the output shows the keyframe at its frame: as high wherever it was placed
+                 "output_psnr_db": psnr(edited[index], images[i])}
                 for i, (spec, index) in enumerate(zip(keyframes, indices))
             ],
             "prior": prior,

@@ -105,10 +105,15 @@ def plan_edit(cfg: EditConfig, num_frames: int, height: int, width: int, keyfram
 
 def dry_run(input_path: str | Path, cfg: EditConfig, keyframes: list) -> list[str]:
     """`ccedit edit --dry-run`: the frames are read and fitted (to know their number and size); no model loads."""
-    from .editing import check_keyframe_specs, prepare_clip, resolve_keyframe_indices
+    from .editing import check_keyframe_specs, load_keyframe, prepare_clip, resolve_keyframe_indices
+    from .keyframe_match import ClipStructure, place_matched_keyframes
 
     check_keyframe_specs(keyframes)
     prepared = prepare_clip(input_path, cfg)
     num_frames = prepared.frames.shape[0]
+    if any(spec.match for spec in keyframes):  # IMAGE@match: the frame is found as the edit would find it
+        images = [load_keyframe(spec.source, prepared.size, cfg.video.resize_mode) if spec.match else None
+                  for spec in keyframes]
+        keyframes = place_matched_keyframes(keyframes, images, ClipStructure(prepared.frames))
     indices = resolve_keyframe_indices(keyframes, num_frames)
     return plan_edit(cfg, num_frames, *prepared.size, indices, prepared.clip.source_size).lines()

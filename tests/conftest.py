@@ -14,10 +14,14 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-REFERENCE = SHARED / "reference" / "ccedit"
-VIDEOS = SHARED / "data" / "videos"
-KEYFRAMES = SHARED / "data" / "keyframes"
+# The sample clips, the edited kitten keyframe and the BalanceCC example ship with the repository (assets/README.md).
+ASSETS = REPO / "assets"
+VIDEOS = ASSETS
+KEYFRAME = ASSETS / "kitten_frame0_dog.png"  # an edit of kitten.mp4 into a dog
+BALANCECC = ASSETS / "balancecc_example.json"
+# Fixtures recorded from the original implementation (25 MB, not in the repository): where the project's reference
+# data folder is placed beside the checkout, or wherever CCEDIT_REFERENCE points.
+REFERENCE = Path(os.environ.get("CCEDIT_REFERENCE") or REPO.parent / "shared" / "reference" / "ccedit")
 
 
 def load_tool(name: str):
@@ -43,9 +47,13 @@ def assert_within_ulps(actual, expected, ulps: int = 1) -> None:
 
 
 def require(path: Path) -> Path:
-    """Skip the test when the shared reference data is not next to the checkout."""
+    """`path`, a fixture of the original implementation under REFERENCE; the test is skipped, saying where the
+    fixtures come from, when it is not there."""
     if not path.exists():
-        pytest.skip(f"reference data not found: {path}")
+        pytest.skip(f"reference fixture not found: {path}. The fixtures recorded from the original CCEdit "
+                    "(RuoyuFeng/CCEdit@303f7f1) are not in the repository: place the project's reference data folder "
+                    "reference/ccedit/ at ../shared/reference/ccedit beside the checkout, or set CCEDIT_REFERENCE "
+                    "to it (README: Tests)")
     return path
 
 

@@ -9,7 +9,7 @@ from PIL import Image
 
 from ccedit.cli import main
 from ccedit.io import read_image, video_info
-from tests.conftest import VIDEOS, require
+from tests.conftest import VIDEOS
 
 # Small and fast: 4 frames, 1 DPM++(2S)-a step, structure maps cached under tmp_path.
 FAST = ["--model", "tiny", "--frames", "4", "--steps", "1"]
@@ -17,7 +17,7 @@ FAST = ["--model", "tiny", "--frames", "4", "--steps", "1"]
 
 @pytest.fixture
 def kitten():
-    return str(require(VIDEOS / "kitten.mp4"))
+    return str(VIDEOS / "kitten.mp4")
 
 
 def cache(tmp_path):
@@ -67,7 +67,7 @@ def test_keyframe_command_then_keyframe_guided_edit(tmp_path, kitten):
 @pytest.mark.parametrize("clip,portrait", [("ballet-portrait.mp4", True), ("sailboat.mp4", False)])
 def test_working_size_keeps_the_aspect_ratio(tmp_path, clip, portrait):
     frame = tmp_path / "k.png"
-    assert main(["keyframe", str(require(VIDEOS / clip)), "-o", str(frame), "--model", "tiny", "--frames", "2"]) == 0
+    assert main(["keyframe", str(VIDEOS / clip), "-o", str(frame), "--model", "tiny", "--frames", "2"]) == 0
     h, w, _ = read_image(frame).shape
     assert (h > w) == portrait and h % 8 == 0 and w % 8 == 0 and min(h, w) == 128
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 
 from ccedit.cli import main
-from tests.conftest import VIDEOS, require
+from tests.conftest import VIDEOS
 from tests.test_cli_safety import one_error_line
 
 
 @pytest.fixture
 def kitten():
-    return str(require(VIDEOS / "kitten.mp4"))
+    return str(VIDEOS / "kitten.mp4")
 
 
 @pytest.fixture

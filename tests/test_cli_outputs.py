@@ -15,14 +15,14 @@ from ccedit.config import load_edit_config
 from ccedit.annotators.maps import hold
 from ccedit.editing import comparison_panels, compute_structure, padded_content, prepare_clip
 from ccedit.io import side_by_side, video_info, write_image
-from tests.conftest import VIDEOS, require
+from tests.conftest import VIDEOS
 
 FAST = ["--model", "tiny", "--frames", "4", "--steps", "1", "structure.cache_dir=null"]
 
 
 @pytest.fixture
 def kitten():
-    return str(require(VIDEOS / "kitten.mp4"))
+    return str(VIDEOS / "kitten.mp4")
 
 
 def _edge_fraction(maps: torch.Tensor, column: int) -> float:

@@ -9,14 +9,14 @@ import torch
 
 from ccedit.cli import main
 from ccedit.io import read_video
-from tests.conftest import VIDEOS, require
+from tests.conftest import VIDEOS
 
 FAST = ["--model", "tiny", "--frames", "4", "--steps", "1"]
 
 
 @pytest.fixture
 def kitten():
-    return str(require(VIDEOS / "kitten.mp4"))
+    return str(VIDEOS / "kitten.mp4")
 
 
 def one_error_line(capsys) -> str:

@@ -9,7 +9,7 @@ from PIL import Image
 
 from ccedit.cli import main
 from ccedit.io import read_image, read_video, video_info, working_size, write_video
-from tests.conftest import VIDEOS, require
+from tests.conftest import VIDEOS
 from tests.test_cli import cache, one_error_line
 
 TINY = ["--model", "tiny", "--steps", "1"]
@@ -39,7 +39,7 @@ def test_without_frames_the_whole_clip_is_edited_at_its_fps(tmp_path):
 
 
 def test_the_keyframe_hint_reproduces_the_same_frame(tmp_path, capsys):
-    clip = str(require(VIDEOS / "kitten.mp4"))
+    clip = str(VIDEOS / "kitten.mp4")
     frame = tmp_path / "k.png"
     selection = ["--model", "tiny", "--frames", "12", "--fps", "15", "--height", "64", "--width", "96"]
     assert main(["keyframe", clip, "--index", "7", "-o", str(frame), *selection]) == 0
@@ -54,7 +54,9 @@ def test_the_keyframe_hint_reproduces_the_same_frame(tmp_path, capsys):
     assert side["keyframes"][0]["index"] == 7 and side["video"]["num_frames"] == 12
     assert side["video"]["working_size"] == [64, 96]
     # the keyframe is kept at its frame: the output shows it there up to the tiny VAE's round trip
-    assert side["keyframes"][0]["psnr_db"] > vae_round_trip_psnr(read_image(frame)) - 0.5
+    assert side["keyframes"][0]["output_psnr_db"] > vae_round_trip_psnr(read_image(frame)) - 0.5
+    # ... and it shows the source frame at its index: the structure match finds that frame
+    assert side["keyframes"][0]["match"]["best_frame"] == 7
     edited = read_image(sorted((tmp_path / "o_frames").iterdir())[7])
     assert edited.shape == (64, 96, 3)
 
@@ -89,17 +91,19 @@ def test_keyframes_at_both_ends_are_kept_and_their_psnr_reported(tmp_path):
     assert video_info(tmp_path / "o.mp4")[0] == 30
     for kept, image in zip(side["keyframes"], (first, last)):
         # as close as the VAE allows (the latents themselves are kept exactly: tests/pipelines/test_keyframes.py)
-        assert kept["psnr_db"] > vae_round_trip_psnr(read_image(image)) - 0.5
+        assert kept["output_psnr_db"] > vae_round_trip_psnr(read_image(image)) - 0.5
 
 
 def test_automatic_keyframe_is_edited_saved_and_propagated(tmp_path):
-    clip = str(require(VIDEOS / "kitten.mp4"))
+    clip = str(VIDEOS / "kitten.mp4")
     out = tmp_path / "o.mp4"
     assert main(["edit", clip, "--prompt", "a dog", "-o", str(out), *TINY, cache(tmp_path), "--frames", "6",
                  "--keyframe", "auto@2"]) == 0
     saved = tmp_path / "o.keyframe2.png"
     side = json.loads((tmp_path / "o.mp4.json").read_text())
-    assert side["keyframes"] == [{"path": str(saved), "auto": True, "index": 2, "psnr_db": side["keyframes"][0]["psnr_db"]}]
+    kept = side["keyframes"][0]
+    assert kept == {"path": str(saved), "auto": True, "index": 2, "match": kept["match"],
+                    "output_psnr_db": kept["output_psnr_db"]}
     image = read_image(saved)
     source = read_video(clip, num_frames=6).frames
     assert image.shape == (128, 128, 3)

@@ -10,12 +10,12 @@ import pytest
 
 from ccedit import hub
 from ccedit.cli import main
-from tests.conftest import VIDEOS, require
+from tests.conftest import VIDEOS
 
 
 @pytest.fixture
 def kitten():
-    return str(require(VIDEOS / "kitten.mp4"))
+    return str(VIDEOS / "kitten.mp4")
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from ccedit.config import load_edit_config
 from ccedit.errors import UserError
 from ccedit.memory import estimate_edit_memory
 from ccedit.resources import check_memory, edit_memory_need, host_memory_terms
-from tests.conftest import VIDEOS, require
+from tests.conftest import VIDEOS
 from tests.test_cli_safety import one_error_line
 from tests.test_cli_windows import moving_square_clip
 
@@ -137,7 +137,7 @@ def test_the_refusal_names_the_option_that_reduces_the_largest_term():
 
 @pytest.fixture
 def kitten():
-    return str(require(VIDEOS / "kitten.mp4"))
+    return str(VIDEOS / "kitten.mp4")
 
 
 @pytest.fixture

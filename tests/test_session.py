@@ -13,12 +13,12 @@ from ccedit.editing import EditSession, run_edit, write_edit_outputs
 from ccedit.errors import UserError
 from ccedit.io import read_video
 from ccedit.methods import METHODS, build_method
-from tests.conftest import REPO, VIDEOS, require
+from tests.conftest import REPO, VIDEOS
 
 
 @pytest.fixture
 def kitten():
-    return str(require(VIDEOS / "kitten.mp4"))
+    return str(VIDEOS / "kitten.mp4")
 
 
 def tiny_config(tmp_path, *more):

@@ -83,7 +83,7 @@ def test_full_checkpoint_converts_and_the_folder_edits_a_video(tmp_path, tiny_ch
 
     same = CCEditPipeline.from_pretrained(out)  # the diffusers way loads the folder too
     assert torch.equal(same.temporal.conv_in.weight, pipe.temporal.conv_in.weight)
-    video = str(require(VIDEOS / "kitten.mp4"))
+    video = str(VIDEOS / "kitten.mp4")
     result = tmp_path / "edit.mp4"
     assert main(["edit", video, "--prompt", "a dog", "--model", str(out), "--structure", "canny", "--frames", "2",
                  "--steps", "1", "model.short_side=64", "model.num_frames=2", "-o", str(result),

@@ -5,15 +5,14 @@ import json
 import yaml
 
 from ccedit.cli import main
-from tests.conftest import SHARED, VIDEOS, require
+from tests.conftest import BALANCECC, VIDEOS
 
-BALANCECC = SHARED / "data" / "balancecc_example.json"
 
 
 def check_baseline_rows(tmp_path, name: str, method_type: str, options: dict, video: dict) -> None:
     """Evaluate method `method_type` with `options` over two kitten edits; every row must be scored, and sized and
     costed as `video` asks."""
-    data = [v for v in json.loads(require(BALANCECC).read_text()) if v["Video Name"] == "kitten"]
+    data = [v for v in json.loads(BALANCECC.read_text()) if v["Video Name"] == "kitten"]
     data[0]["Editing"] = data[0]["Editing"][:2]
     (tmp_path / "bench.json").write_text(json.dumps(data))
     config = {

@@ -11,7 +11,7 @@ from ccedit.config import EditJob
 from ccedit.errors import UserError
 from ccedit.methods import build_method
 from tests.eval.baseline_eval import check_baseline_rows
-from tests.conftest import VIDEOS, require
+from tests.conftest import VIDEOS
 
 VIDEO = {"num_frames": 3, "height": 64, "width": 64}
 PROMPT = "a watercolor painting of a kitten"
@@ -25,7 +25,7 @@ def animatediff(**options):
 @pytest.fixture
 def animatediff_edit():  # function scope: runs after the suite's one-thread setting, like the direct call
     method = animatediff()
-    job = EditJob(input=str(require(VIDEOS / "kitten.mp4")), prompt=PROMPT)
+    job = EditJob(input=str(VIDEOS / "kitten.mp4"), prompt=PROMPT)
     return method, job, method.run(job, {})
 
 
@@ -79,7 +79,7 @@ def test_an_offline_hub_id_names_the_option_for_a_local_folder(monkeypatch, tmp_
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
     method = build_method("animatediff", base="nobody/no-such-base", annotator="canny", video=VIDEO)
     with pytest.raises(UserError, match="base=DIR"):
-        method.run(EditJob(input=str(require(VIDEOS / "kitten.mp4")), prompt=PROMPT), {})
+        method.run(EditJob(input=str(VIDEOS / "kitten.mp4"), prompt=PROMPT), {})
 
 
 def test_animatediff_rows_come_through_ccedit_eval(tmp_path):

@@ -10,9 +10,8 @@ from ccedit.errors import UserError
 from ccedit.eval import load_eval_config
 from ccedit.eval.benchmark import read_benchmark
 from ccedit.eval.config import BenchmarkConfig
-from tests.conftest import SHARED, VIDEOS, require
+from tests.conftest import BALANCECC, VIDEOS
 
-BALANCECC = SHARED / "data" / "balancecc_example.json"
 
 
 def one_error_line(capsys) -> str:
@@ -25,7 +24,7 @@ def write_config(tmp_path, benchmark, **changes) -> str:
     """A fast evaluation: the unedited clips as a results folder, 2 frames at 32x32, one tiny metric."""
     config = {
         "output": str(tmp_path / "out"),
-        "benchmark": {"path": str(benchmark), "videos": str(require(VIDEOS))},
+        "benchmark": {"path": str(benchmark), "videos": str(VIDEOS)},
         "video": {"num_frames": 2, "height": 32, "width": 32},
         "methods": [{"name": "source", "type": "folder",
                      "options": {"root": str(VIDEOS), "pattern": "{video}.mp4"}}],
@@ -39,7 +38,7 @@ def write_config(tmp_path, benchmark, **changes) -> str:
 
 
 def small_benchmark(tmp_path, videos=("kitten",), edits=1) -> str:
-    data = [v for v in json.loads(require(BALANCECC).read_text()) if v["Video Name"] in videos]
+    data = [v for v in json.loads(BALANCECC.read_text()) if v["Video Name"] in videos]
     for v in data:
         v["Editing"] = v["Editing"][:edits]
     path = tmp_path / "bench.json"
@@ -56,7 +55,7 @@ def test_a_benchmark_that_is_not_json_is_named_with_its_line(tmp_path, capsys):
 
 
 def test_a_missing_field_names_the_item_and_the_field(tmp_path):
-    data = json.loads(require(BALANCECC).read_text())
+    data = json.loads(BALANCECC.read_text())
     del data[1]["Editing"][2]["Target Prompt"]
     path = tmp_path / "bench.json"
     path.write_text(json.dumps(data))

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import REPO, VIDEOS, require
+from tests.conftest import REPO
 
 CONFIG = "configs/eval/tiny.yaml"
 METRICS = ["clip_text", "clip_frame", "clip_frame_consecutive", "pickscore", "edit_success", "warp_error",
@@ -36,7 +36,6 @@ def rows(output: Path) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def first_run(tmp_path_factory):
-    require(VIDEOS / "kitten.mp4")
     output = tmp_path_factory.mktemp("eval") / "tiny"
     done, seconds = run_cli([sys.executable, "-m", "ccedit", "eval", CONFIG, f"output={output}", "--no-progress"])
     return output, seconds, done.stdout

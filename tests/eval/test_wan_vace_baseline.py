@@ -11,7 +11,7 @@ from ccedit.errors import UserError
 from ccedit.methods import build_method
 from ccedit.methods.wan_vace import tiny_t5_tokenizer, wan_frame_count
 from tests.eval.baseline_eval import check_baseline_rows
-from tests.conftest import KEYFRAMES, VIDEOS, require
+from tests.conftest import KEYFRAME, VIDEOS
 
 VIDEO = {"num_frames": 3, "height": 32, "width": 32}
 PROMPT = "a watercolor painting of a kitten"
@@ -41,7 +41,7 @@ def test_wan_vace_equals_the_diffusers_pipeline_called_directly():
     from ccedit.io import fit_frames, read_video
     from ccedit.methods.wan_vace import tiny_wan_vace_parts
 
-    job = EditJob(input=str(require(VIDEOS / "kitten.mp4")), prompt=PROMPT)
+    job = EditJob(input=str(VIDEOS / "kitten.mp4"), prompt=PROMPT)
     out = wan_vace().run(job, {})
     frames = fit_frames(read_video(job.input, num_frames=3).frames, (32, 32), "crop")[0]
     maps = hold(build_annotator("canny")(frames)).permute(0, 2, 3, 1).numpy()
@@ -59,9 +59,9 @@ def test_wan_vace_equals_the_diffusers_pipeline_called_directly():
 
 
 def test_keyframe_images_become_reference_images():
-    keyframe = require(KEYFRAMES / "kitten__frame0__dog.png")
+    keyframe = KEYFRAME
     method = wan_vace()
-    plain = EditJob(input=str(require(VIDEOS / "kitten.mp4")), prompt=PROMPT)
+    plain = EditJob(input=str(VIDEOS / "kitten.mp4"), prompt=PROMPT)
     guided = EditJob(input=plain.input, prompt=PROMPT, keyframes=[KeyframeSpec(str(keyframe))])
     refs = method.reference_images(guided, (32, 32))
     assert len(refs) == 1 and refs[0].size == (32, 32) and method.reference_images(plain, (32, 32)) is None
@@ -83,7 +83,7 @@ def test_an_offline_hub_id_names_the_option_for_a_local_folder(monkeypatch, tmp_
     method = build_method("wan_vace", model="nobody/no-such-vace", annotator="canny", video=VIDEO)
     assert method.describe()["model"] == "nobody/no-such-vace"
     with pytest.raises(UserError, match="model=DIR"):
-        method.run(EditJob(input=str(require(VIDEOS / "kitten.mp4")), prompt=PROMPT), {})
+        method.run(EditJob(input=str(VIDEOS / "kitten.mp4"), prompt=PROMPT), {})
 
 
 def test_wan_vace_rows_come_through_ccedit_eval(tmp_path):

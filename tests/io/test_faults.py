@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def kitten():
-    return str(require(VIDEOS / "kitten.mp4"))
+    return str(VIDEOS / "kitten.mp4")
 
 
 def _edit(kitten, out: Path, cache: Path, *extra: str) -> list[str]:

@@ -10,7 +10,7 @@ import pytest
 
 from ccedit.errors import UserError
 from ccedit.io import fit_frames, fit_image, read_video, working_size
-from tests.conftest import VIDEOS, require
+from tests.conftest import VIDEOS
 
 
 @pytest.mark.parametrize(
@@ -93,7 +93,7 @@ def test_enlarging_and_identity():
 @pytest.mark.parametrize(("name", "portrait"), [("ballet-portrait.mp4", True), ("sailboat.mp4", False)])
 @pytest.mark.parametrize("mode", ["crop", "pad"])
 def test_orientation_survives_working_size_and_fit(name, portrait, mode):
-    clip = read_video(require(VIDEOS / name), num_frames=2)
+    clip = read_video(VIDEOS / name, num_frames=2)
     size = working_size(clip.source_size)
     out, record = fit_frames(clip.frames, size, mode=mode)
     height, width = out.shape[1:3]

@@ -12,17 +12,17 @@ from PIL import Image
 
 from ccedit.errors import UserError
 from ccedit.io import read_video, video_info
-from tests.conftest import VIDEOS, require
+from tests.conftest import VIDEOS
 
 
 @pytest.fixture(scope="module")
 def car_turn_all():
     """All 80 frames of car-turn.mp4, decoded once for the comparisons below."""
-    return read_video(require(VIDEOS / "car-turn.mp4"))
+    return read_video(VIDEOS / "car-turn.mp4")
 
 
 def test_reads_every_frame_by_default():
-    clip = read_video(require(VIDEOS / "kitten.mp4"))
+    clip = read_video(VIDEOS / "kitten.mp4")
     assert clip.frames.shape == (16, 512, 512, 3)
     assert clip.frames.dtype == np.uint8
     assert clip.fps == clip.source_fps == 8.0
@@ -50,14 +50,14 @@ def test_target_fps_takes_every_gap_th_frame(car_turn_all):
     ],
 )
 def test_gap_follows_numpy_rounding(target_fps, gap):
-    clip = read_video(require(VIDEOS / "car-turn.mp4"), fps=target_fps, num_frames=5)
+    clip = read_video(VIDEOS / "car-turn.mp4", fps=target_fps, num_frames=5)
     assert clip.indices == [i * gap for i in range(5)]
     assert clip.fps == pytest.approx(10.0 / gap)
 
 
 def test_mismatched_fps_is_logged(caplog):
     with caplog.at_level(logging.WARNING, logger="ccedit.io.video"):
-        clip = read_video(require(VIDEOS / "sailboat.mp4"), fps=8)
+        clip = read_video(VIDEOS / "sailboat.mp4", fps=8)
     assert clip.fps == 4.0
     assert "sailboat.mp4" in caplog.text
 
@@ -70,7 +70,7 @@ def test_start_and_num_frames(car_turn_all):
 
 def test_too_few_frames_says_what_to_pass():
     with pytest.raises(UserError) as info:
-        read_video(require(VIDEOS / "kitten.mp4"), num_frames=32)
+        read_video(VIDEOS / "kitten.mp4", num_frames=32)
     message = str(info.value)
     assert "kitten.mp4" in message and "16 frames" in message and "--frames 16" in message
     assert "\n" not in message
@@ -79,18 +79,18 @@ def test_too_few_frames_says_what_to_pass():
 def test_too_few_frames_counts_after_fps_and_start():
     # car-turn from 6 s at 5 fps: source frames 60, 62, ..., 78.
     with pytest.raises(UserError, match=r"car-turn\.mp4 has 10 frames at 5 fps from 6 s.*--frames 10"):
-        read_video(require(VIDEOS / "car-turn.mp4"), fps=5, start=6.0, num_frames=11)
+        read_video(VIDEOS / "car-turn.mp4", fps=5, start=6.0, num_frames=11)
 
 
 def test_start_past_the_end():
     with pytest.raises(UserError, match=r"kitten\.mp4 is 2\.00 s long.*past the end"):
-        read_video(require(VIDEOS / "kitten.mp4"), start=2.5)
+        read_video(VIDEOS / "kitten.mp4", start=2.5)
 
 
 @pytest.mark.parametrize("kwargs", [{"num_frames": 0}, {"fps": 0}, {"fps": -2.0}, {"start": -1.0}])
 def test_invalid_selection_arguments(kwargs):
     with pytest.raises(UserError):
-        read_video(require(VIDEOS / "kitten.mp4"), **kwargs)
+        read_video(VIDEOS / "kitten.mp4", **kwargs)
 
 
 @pytest.mark.parametrize(
@@ -103,7 +103,7 @@ def test_invalid_selection_arguments(kwargs):
     ],
 )
 def test_video_info_matches_manifest(name, expected):
-    assert video_info(require(VIDEOS / name)) == expected
+    assert video_info(VIDEOS / name) == expected
 
 
 # ---- frame folders -------------------------------------------------------------------------------------------------
@@ -179,7 +179,7 @@ def test_random_bytes(tmp_path):
 def test_truncated_copy(tmp_path, name):
     # kitten.mp4 keeps its index at the end, so a cut copy does not open; car-turn.mp4 keeps it at the start, so a
     # cut copy opens and fails while decoding.
-    data = require(VIDEOS / name).read_bytes()
+    data = (VIDEOS / name).read_bytes()
     path = tmp_path / f"cut-{name}"
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(UserError, match="could not be decoded") as info:
@@ -200,7 +200,7 @@ def test_zero_frame_video(tmp_path):
 
 def test_unsupported_extension_lists_supported_ones(tmp_path):
     path = tmp_path / "clip.txt"
-    shutil.copy(require(VIDEOS / "kitten.mp4"), path)
+    shutil.copy(VIDEOS / "kitten.mp4", path)
     with pytest.raises(UserError, match=r"unsupported input type \.txt.*mp4.*gif") as info:
         read_video(path)
     _assert_one_line_naming(info, "clip.txt")
@@ -281,7 +281,7 @@ def test_variable_frame_rate_gif_is_read_by_timestamps(tmp_path, caplog):
 
 def test_constant_rate_clips_keep_their_frames(caplog):
     with caplog.at_level(logging.WARNING):
-        clip = read_video(require(VIDEOS / "car-turn.mp4"), num_frames=12)
+        clip = read_video(VIDEOS / "car-turn.mp4", num_frames=12)
     assert clip.indices == list(range(12)) and clip.fps == 10.0
     assert "variable frame rate" not in caplog.text
 
@@ -308,7 +308,7 @@ def test_out_of_memory_while_decoding_is_reported_as_such(monkeypatch, error):
         raise error
 
     monkeypatch.setattr(decord.VideoReader, "get_batch", runs_out_of_memory)
-    path = require(VIDEOS / "kitten.mp4")
+    path = VIDEOS / "kitten.mp4"
     with pytest.raises(UserError, match="out of memory decoding 4 frames of") as info:
         read_video(path, num_frames=4)
     _assert_one_line_naming(info, "kitten.mp4")

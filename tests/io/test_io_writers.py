@@ -12,12 +12,12 @@ import pytest
 import ccedit.io.writers as writers
 from ccedit.errors import UserError
 from ccedit.io import read_video, side_by_side, write_frames, write_gif, write_video
-from tests.conftest import VIDEOS, require
+from tests.conftest import VIDEOS
 
 
 @pytest.fixture(scope="module")
 def kitten():
-    return read_video(require(VIDEOS / "kitten.mp4"))
+    return read_video(VIDEOS / "kitten.mp4")
 
 
 def _mean_abs_diff(a: np.ndarray, b: np.ndarray) -> float:

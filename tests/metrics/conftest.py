@@ -8,7 +8,7 @@ import pytest
 
 from ccedit.io import read_video
 from ccedit.metrics.tiny import save_tiny_clip, save_tiny_raft
-from tests.conftest import VIDEOS, require
+from tests.conftest import VIDEOS
 
 
 def _small(frames: np.ndarray, width: int) -> np.ndarray:
@@ -19,13 +19,13 @@ def _small(frames: np.ndarray, width: int) -> np.ndarray:
 @pytest.fixture(scope="session")
 def sailboat() -> np.ndarray:
     """Four consecutive real 16:9 frames (a tracking shot, so the content moves), full size 288x512."""
-    return read_video(require(VIDEOS / "sailboat.mp4"), num_frames=4).frames
+    return read_video(VIDEOS / "sailboat.mp4", num_frames=4).frames
 
 
 @pytest.fixture(scope="session")
 def kitten() -> np.ndarray:
     """Four real square frames of another scene, 128x128."""
-    return _small(read_video(require(VIDEOS / "kitten.mp4"), num_frames=4).frames, 128)
+    return _small(read_video(VIDEOS / "kitten.mp4", num_frames=4).frames, 128)
 
 
 @pytest.fixture(scope="session")

@@ -77,10 +77,10 @@ def test_the_open_trident_edits_from_the_command_line(tmp_path):
 
     from ccedit.cli import main
     from ccedit.io import video_info
-    from tests.conftest import VIDEOS, require
+    from tests.conftest import VIDEOS
 
     out = tmp_path / "o.mp4"
-    assert main(["edit", str(require(VIDEOS / "kitten.mp4")), "--prompt", "x", "--model", "animatediff-tiny",
+    assert main(["edit", str(VIDEOS / "kitten.mp4"), "--prompt", "x", "--model", "animatediff-tiny",
                  "--frames", "6", "--steps", "1", "--window", "4", "-o", str(out),
                  f"structure.cache_dir={tmp_path / 'cache'}"]) == 0
     assert video_info(out)[0] == 6
@@ -159,9 +159,9 @@ def test_the_open_trident_is_keyframe_guided_from_the_command_line(tmp_path):
     import json
 
     from ccedit.cli import main
-    from tests.conftest import VIDEOS, require
+    from tests.conftest import VIDEOS
 
-    clip = str(require(VIDEOS / "kitten.mp4"))
+    clip = str(VIDEOS / "kitten.mp4")
     args = ["edit", clip, "--prompt", "x", "--model", "animatediff-tiny", "--frames", "6", "--steps", "1",
             f"structure.cache_dir={tmp_path / 'cache'}"]
     assert main([*args, "--keyframe", "auto@2", "-o", str(tmp_path / "o.mp4")]) == 0

@@ -141,10 +141,10 @@ def test_model_lora_from_the_command_line_is_recorded_in_the_sidecar(loras, tmp_
     import json
 
     from ccedit.cli import main
-    from tests.conftest import VIDEOS, require
+    from tests.conftest import VIDEOS
 
     out = tmp_path / "o.mp4"
-    args = ["edit", str(require(VIDEOS / "kitten.mp4")), "--prompt", "x", "--model", "tiny", "--frames", "3",
+    args = ["edit", str(VIDEOS / "kitten.mp4"), "--prompt", "x", "--model", "tiny", "--frames", "3",
             "--steps", "1", f"structure.cache_dir={tmp_path / 'cache'}"]
     assert main([*args, "-o", str(out), f"model.lora=[{{path: {loras[0]}, scale: 0.5}}]"]) == 0
     side = json.loads((tmp_path / "o.mp4.json").read_text())
