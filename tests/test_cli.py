@@ -1,7 +1,6 @@
 """`ccedit` command line end to end on the tiny model: outputs, sidecar, keyframes and one-line user errors."""
 
 import json
-import shutil
 
 import numpy as np
 import pytest

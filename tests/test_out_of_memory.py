@@ -42,7 +42,7 @@ def test_a_model_that_does_not_fit_in_memory_is_not_called_damaged(tmp_path, mon
 
     monkeypatch.setattr(AutoencoderKL, "from_pretrained", allocation_fails)
     with pytest.raises(UserError) as raised:
-        loading._load(AutoencoderKL, str(tmp_path), "vae", "VAE")
+        loading.load_component(AutoencoderKL, str(tmp_path), "vae", "VAE")
     line = str(raised.value)
     assert line.startswith("out of ") and "loading the VAE from" in line, line
     assert "model.dtype=float16" in line, line  # what reduces the need

@@ -242,18 +242,18 @@ def load_animatediff_parts(parts: Mapping[str, str], dtype: torch.dtype) -> dict
     from transformers import CLIPTextModel
 
     from ..hub import load_tokenizer
-    from ..pipelines.loading import _load, resolve_model_folder
+    from ..pipelines.model_folders import load_component, resolve_model_folder
 
     hint = "method option {}=DIR"
     base = str(resolve_model_folder(parts["base"], "base model", hint.format("base")))
     adapter = str(resolve_model_folder(parts["motion_adapter"], "motion adapter", hint.format("motion_adapter")))
     net = str(resolve_model_folder(parts["controlnet"], "ControlNet", hint.format("controlnet")))
     return {
-        "vae": _load(AutoencoderKL, base, "vae", "VAE", torch_dtype=dtype),
-        "text_encoder": _load(CLIPTextModel, base, "text_encoder", "text encoder", dtype=dtype,
+        "vae": load_component(AutoencoderKL, base, "vae", "VAE", torch_dtype=dtype),
+        "text_encoder": load_component(CLIPTextModel, base, "text_encoder", "text encoder", dtype=dtype,
                               trust_remote_code=False),
         "tokenizer": load_tokenizer(base),
-        "unet": _load(UNet2DConditionModel, base, "unet", "base UNet", torch_dtype=dtype),
-        "motion_adapter": _load(MotionAdapter, adapter, None, "motion adapter", torch_dtype=dtype),
-        "controlnet": _load(ControlNetModel, net, None, "ControlNet", torch_dtype=dtype),
+        "unet": load_component(UNet2DConditionModel, base, "unet", "base UNet", torch_dtype=dtype),
+        "motion_adapter": load_component(MotionAdapter, adapter, None, "motion adapter", torch_dtype=dtype),
+        "controlnet": load_component(ControlNetModel, net, None, "ControlNet", torch_dtype=dtype),
     }

@@ -84,14 +84,14 @@ class WanVACEMethod(DiffusersVideoMethod):
     def load(self, device: torch.device, dtype: torch.dtype):
         from diffusers import AutoencoderKLWan, WanVACEPipeline
 
-        from ..pipelines.loading import _load, resolve_model_folder
+        from ..pipelines.model_folders import load_component, resolve_model_folder
 
         if self.tiny:
             pipe = WanVACEPipeline(**tiny_wan_vace_parts())
             return pipe.to(device) if dtype == torch.float32 else pipe.to(device=device, dtype=dtype)
         folder = str(resolve_model_folder(self.model, "Wan VACE model", "method option model=DIR"))
-        vae = _load(AutoencoderKLWan, folder, "vae", "Wan VAE", torch_dtype=torch.float32)
-        return _load(WanVACEPipeline, folder, None, "Wan VACE pipeline", vae=vae, torch_dtype=dtype).to(device)
+        vae = load_component(AutoencoderKLWan, folder, "vae", "Wan VAE", torch_dtype=torch.float32)
+        return load_component(WanVACEPipeline, folder, None, "Wan VACE pipeline", vae=vae, torch_dtype=dtype).to(device)
 
     def reference_images(self, job, size: tuple[int, int]) -> list | None:
         from ..editing import load_keyframe

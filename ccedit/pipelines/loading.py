@@ -10,18 +10,23 @@ import torch
 from diffusers import AutoencoderKL, ControlNetModel, MotionAdapter, SparseControlNetModel, UNet2DConditionModel
 from transformers import CLIPTextModel
 
-from .. import hub
 from ..config_checks import DTYPE_NAMES
-from ..errors import ModelNotFoundError, weights_load_error
+from ..errors import ModelNotFoundError
 from ..models import AppearanceEncoder, CCEditTemporalAdapter
 from ..schedulers import build_scheduler
 from ..hub import load_tokenizer
+from .model_folders import (  # noqa: F401 - the loaders' public names
+    HOW_TO_GET,
+    REQUIRED_SUBFOLDERS,
+    check_model_folder,
+    how_to_make,
+    load_component,
+    resolve_model_folder,
+)
 from .pipeline_ccedit import CCEditPipeline
 
 logger = logging.getLogger(__name__)
 
-# The folder layout `ccedit convert` writes (diffusers-style, one sub-folder per component).
-REQUIRED_SUBFOLDERS = ("unet", "temporal", "controlnet", "vae", "text_encoder")
 DEPTH_SUBFOLDER = "depth_estimator"
 # The class of each network of a model folder, by subfolder (`_load_model` loads them, `skeleton` builds them
 # from their configs alone).
@@ -29,15 +34,6 @@ MODEL_NETWORKS = {
     "unet": UNet2DConditionModel, "temporal": CCEditTemporalAdapter, "controlnet": ControlNetModel,
     "vae": AutoencoderKL, "text_encoder": CLIPTextModel, "appearance": AppearanceEncoder,
 }
-HOW_TO_GET = "convert a released CCEdit checkpoint with `ccedit convert CKPT --out DIR` and pass --model DIR"
-
-
-def how_to_make(model: str) -> str:
-    """The advice for a ccedit model folder `model` that is missing: the command that makes it under that name."""
-    from ..config import NAMED_MODELS
-
-    named = f" (the named models are {', '.join(NAMED_MODELS)})" if "/" not in model else ""
-    return f"make it from a released CCEdit checkpoint with `ccedit convert CKPT --out {model}`{named}"
 
 
 DTYPES = {name: getattr(torch, dtype) for name, dtype in DTYPE_NAMES.items()}  # besides "auto"
@@ -60,43 +56,6 @@ def resolve_device(device: str) -> torch.device:
 def offloads(cpu_offload: bool, device: torch.device) -> bool:
     """Whether `model.cpu_offload` takes effect: model offload needs a CUDA device (elsewhere it is ignored)."""
     return cpu_offload and device.type == "cuda"
-
-
-def resolve_model_folder(model: str, what: str = "model", option: str = "--model DIR") -> Path:
-    """`hub.resolve_model_folder` with the advice for ccedit model folders; `option` is the setting that takes a
-    local folder instead (only the local cache is used when the hub does not answer)."""
-    hint = how_to_make(model) if option == "--model DIR" else f"pass a local folder with {option}"
-    return hub.resolve_model_folder(model, what, hint=hint)
-
-
-def check_model_folder(model: str, folder: Path) -> Path:
-    """`folder` if it has the layout `ccedit convert` writes, else the one-line refusal naming what is missing."""
-    missing = [s for s in REQUIRED_SUBFOLDERS if not (folder / s).is_dir()]
-    if missing:
-        # Say which folder was found: a bare name such as `ccedit` may be a folder of the current one (the package's
-        # own source folder, in a clone of the repository).
-        what = "a Python package" if (folder / "__init__.py").is_file() else "a folder"
-        raise ModelNotFoundError(
-            f"{model} is {what} here ({folder.resolve()}), not a ccedit model folder (no "
-            f"{', '.join(m + '/' for m in missing)}): {HOW_TO_GET}"
-        )
-    return folder
-
-
-def _load(cls, path: str, subfolder: str | None, what: str, **kwargs):
-    try:
-        if subfolder is None:
-            return cls.from_pretrained(path, **kwargs)
-        return cls.from_pretrained(path, subfolder=subfolder, **kwargs)
-    except Exception as e:
-        failure = weights_load_error(what, Path(path) / (subfolder or ""), e)
-        if failure is not None:
-            raise failure from None
-        if not isinstance(e, (OSError, ValueError)):
-            raise
-        where = f"{path}/{subfolder}" if subfolder else path
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ModelNotFoundError(f"cannot load the {what} from {where} ({reason}); {HOW_TO_GET}") from None
 
 
 # The parts of the open trident (`model.path=animatediff`), each a local folder or a hub id.
@@ -139,20 +98,20 @@ def load_open_trident(parts: dict, controlnets: Sequence[str | None], scheduler:
     base, adapter_path, own_net = (str(folders[p]) for p in ("base", "motion_adapter", "controlnet"))
     kwargs = dict(torch_dtype=dtype)
     nets = [
-        _load(cls["controlnet"], own_net if c is None else str(
+        load_component(cls["controlnet"], own_net if c is None else str(
             resolve_model_folder(c, "ControlNet", "structure.controlnets=[..., DIR]")), None, "ControlNet", **kwargs)
         for c in controlnets
     ]
     sparse = None
     if "sparsectrl" in folders:
-        sparse = _load(cls["appearance"], str(folders["sparsectrl"]), None, "SparseCtrl appearance branch", **kwargs)
+        sparse = load_component(cls["appearance"], str(folders["sparsectrl"]), None, "SparseCtrl appearance branch", **kwargs)
     return CCEditPipeline(
-        vae=_load(cls["vae"], base, "vae", "VAE", **kwargs),
-        text_encoder=_load(cls["text_encoder"], base, "text_encoder", "text encoder", dtype=dtype,
+        vae=load_component(cls["vae"], base, "vae", "VAE", **kwargs),
+        text_encoder=load_component(cls["text_encoder"], base, "text_encoder", "text encoder", dtype=dtype,
                            trust_remote_code=False),
         tokenizer=load_tokenizer(base),
-        unet=_load(cls["unet"], base, "unet", "base UNet", **kwargs),
-        temporal=_load(cls["temporal"], adapter_path, None, "motion adapter", **kwargs),
+        unet=load_component(cls["unet"], base, "unet", "base UNet", **kwargs),
+        temporal=load_component(cls["temporal"], adapter_path, None, "motion adapter", **kwargs),
         controlnet=nets, scheduler=build_scheduler(scheduler), appearance=sparse, sampling_convention="diffusers",
     )
 
@@ -215,19 +174,19 @@ def _load_model(model, controlnets, tokenizer, scheduler, dtype, device) -> CCEd
     path = str(folder)
     kwargs = dict(torch_dtype=dtype_)
     cls = MODEL_NETWORKS
-    unet = _load(cls["unet"], path, "unet", "base UNet", **kwargs)
-    temporal = _load(cls["temporal"], path, "temporal", "temporal layers", **kwargs)
-    vae = _load(cls["vae"], path, "vae", "VAE", **kwargs)
+    unet = load_component(cls["unet"], path, "unet", "base UNet", **kwargs)
+    temporal = load_component(cls["temporal"], path, "temporal", "temporal layers", **kwargs)
+    vae = load_component(cls["vae"], path, "vae", "VAE", **kwargs)
     # transformers classes take `trust_remote_code`: never run code shipped in a model folder. (diffusers' model
     # classes have no such option; they only ever build their own class.)
-    text_encoder = _load(cls["text_encoder"], path, "text_encoder", "text encoder", dtype=dtype_,
+    text_encoder = load_component(cls["text_encoder"], path, "text_encoder", "text encoder", dtype=dtype_,
                          trust_remote_code=False)
     has_appearance = (folder / "appearance").is_dir()
-    appearance = (_load(cls["appearance"], path, "appearance", "appearance encoder", **kwargs) if has_appearance
+    appearance = (load_component(cls["appearance"], path, "appearance", "appearance encoder", **kwargs) if has_appearance
                   else None)
     nets = [
-        _load(cls["controlnet"], path, "controlnet", "ControlNet", **kwargs) if c is None
-        else _load(cls["controlnet"], str(resolve_model_folder(c, "ControlNet", "structure.controlnets=[..., DIR]")),
+        load_component(cls["controlnet"], path, "controlnet", "ControlNet", **kwargs) if c is None
+        else load_component(cls["controlnet"], str(resolve_model_folder(c, "ControlNet", "structure.controlnets=[..., DIR]")),
                    None, "ControlNet", **kwargs)
         for c in controlnets
     ]

@@ -18,6 +18,7 @@ import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 
 from ..errors import ModelNotFoundError, UserError
+from .model_folders import load_component, resolve_model_folder
 
 logger = logging.getLogger(__name__)
 
@@ -100,23 +101,22 @@ def _read_base(base: str, unet_config, dtype: torch.dtype):
         if not location.is_file():
             raise ModelNotFoundError(f"base model file not found: {base}")
         return _read_single_file(location, unet_config, dtype)
-    from .loading import _load, resolve_model_folder
 
     folder = resolve_model_folder(base, "base model")
     if (folder / "unet").is_dir():
-        unet = _load(UNet2DConditionModel, str(folder), "unet", "base UNet", torch_dtype=dtype)
+        unet = load_component(UNet2DConditionModel, str(folder), "unet", "base UNet", torch_dtype=dtype)
     elif (folder / "config.json").is_file():
-        unet = _load(UNet2DConditionModel, str(folder), None, "base UNet", torch_dtype=dtype)
+        unet = load_component(UNet2DConditionModel, str(folder), None, "base UNet", torch_dtype=dtype)
     else:
         raise ModelNotFoundError(f"{base} holds no UNet (no unet/ or config.json): pass an SD-1.5 model folder or file")
     text_encoder = vae = None
     if (folder / "text_encoder").is_dir():
         from transformers import CLIPTextModel
 
-        text_encoder = _load(CLIPTextModel, str(folder), "text_encoder", "base text encoder", dtype=dtype,
+        text_encoder = load_component(CLIPTextModel, str(folder), "text_encoder", "base text encoder", dtype=dtype,
                              trust_remote_code=False)
     if (folder / "vae").is_dir():
-        vae = _load(AutoencoderKL, str(folder), "vae", "base VAE", torch_dtype=dtype)
+        vae = load_component(AutoencoderKL, str(folder), "vae", "base VAE", torch_dtype=dtype)
     return unet, text_encoder, vae
 
 

@@ -7,7 +7,6 @@ import os
 import pickle
 import zipfile
 
-import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
