@@ -238,7 +238,7 @@ def _edit_command(args: argparse.Namespace, keyframe: Path | str, index: int) ->
 
 def _match_keyframe(args: argparse.Namespace) -> int:
     """`ccedit keyframe INPUT --match IMAGE`: the frame IMAGE shows, how sure, and the edit command when sure."""
-    from .keyframe_match import find_keyframe_frame
+    from .editing import find_keyframe_frame
 
     if args.index is not None or args.output is not None:
         raise UserError("--match finds the frame and writes nothing: drop --index and -o")

@@ -24,7 +24,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .config import EditConfig, KeyframeSpec
+from .config import KeyframeSpec
 from .errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -174,17 +174,3 @@ def match_record(clip: ClipStructure, image: np.ndarray, index: int) -> dict:
     uses) and the frame it matches best."""
     found = clip.match(image)
     return {"score": float(found.scores[index]), "best_frame": found.best, "best_score": found.best_score}
-
-
-def find_keyframe_frame(input_path: str | Path, image_path: str | Path, cfg: EditConfig) -> KeyframeMatch:
-    """`ccedit keyframe --match IMAGE`: the frame of the edit's frames (the same settings select the same frames)
-    that `image_path` shows."""
-    from .editing import check_memory_before_decoding, prepare_clip
-    from .io import fit_image, read_image
-
-    image = read_image(image_path)  # an unreadable image is refused before any frame is decoded
-    check_memory_before_decoding(input_path, cfg, with_model=False)
-    prepared = prepare_clip(input_path, cfg)
-    # Fitted as an edit would fit it, so the frame's framing is compared; its size alone changes nothing here.
-    fitted, _ = fit_image(image, prepared.size, cfg.video.resize_mode)
-    return ClipStructure(prepared.frames).match(fitted)

@@ -71,7 +71,7 @@ def auto_keyframe_paths(input_path: str | Path, output: Path, cfg: EditConfig,
     num_frames = selected_count(input_path, cfg)
     if not num_frames:
         return []
-    from .editing import resolve_keyframe_index
+    from .preparation import resolve_keyframe_index
 
     return [auto_keyframe_path(output, resolve_keyframe_index(spec.index, num_frames))
             for spec in keyframes if spec.is_auto]

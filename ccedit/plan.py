@@ -105,7 +105,8 @@ def plan_edit(cfg: EditConfig, num_frames: int, height: int, width: int, keyfram
 
 def dry_run(input_path: str | Path, cfg: EditConfig, keyframes: list) -> list[str]:
     """`ccedit edit --dry-run`: the frames are read and fitted (to know their number and size); no model loads."""
-    from .editing import check_keyframe_specs, load_keyframe, prepare_clip, resolve_keyframe_indices
+    from .edit_checks import check_keyframe_specs
+    from .preparation import load_keyframe, prepare_clip, resolve_keyframe_indices
     from .keyframe_match import ClipStructure, place_matched_keyframes
 
     check_keyframe_specs(keyframes)

@@ -76,6 +76,16 @@ def capture_network_inputs(monkeypatch) -> list[NetworkInputs]:
     return seen
 
 
+def register_annotator(monkeypatch, cls) -> None:
+    """Make annotator class `cls` available by its name for this test, as the built-in ones are (the registry, and
+    the torch-free name list the settings are checked against)."""
+    from ccedit import config_checks
+    from ccedit.annotators import registry
+
+    monkeypatch.setitem(registry.ANNOTATORS, cls.name, cls)
+    monkeypatch.setattr(config_checks, "ANNOTATOR_NAMES", (*config_checks.ANNOTATOR_NAMES, cls.name))
+
+
 def initial_noise(seed: int, num_frames: int, height: int, width: int) -> torch.Tensor:
     """The clip's initial noise `(4, T, h, w)` as an edit with `--seed seed` draws it (one CPU generator, first draw)."""
     generator = torch.Generator().manual_seed(seed)

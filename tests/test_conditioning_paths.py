@@ -25,6 +25,7 @@ from tests.conditioning import (
     frame_identity,
     held_unit,
     initial_noise,
+    register_annotator,
     write_moving_disk_clip,
 )
 
@@ -57,9 +58,7 @@ class SoftLuma(Annotator):
 
 @pytest.fixture
 def soft_luma(monkeypatch):
-    from ccedit.annotators import registry
-
-    monkeypatch.setitem(registry.ANNOTATORS, SoftLuma.name, SoftLuma)
+    register_annotator(monkeypatch, SoftLuma)
     return SoftLuma
 
 
@@ -287,9 +286,8 @@ class Broken(Annotator):
 def test_an_annotator_breaking_the_contract_is_one_line_before_denoising(tmp_path, clip_folder, monkeypatch, capsys,
                                                                          fault, words):
     import ccedit.pipelines.pipeline_ccedit as pipeline_module
-    from ccedit.annotators import registry
 
-    monkeypatch.setitem(registry.ANNOTATORS, Broken.name, Broken)
+    register_annotator(monkeypatch, Broken)
 
     def no_denoising(*args, **kwargs):
         raise AssertionError("denoising started")
