@@ -148,11 +148,11 @@ def no_model_loads(monkeypatch):
 
 
 def test_an_edit_too_big_for_the_machine_is_refused_before_decoding(tmp_path, capsys, monkeypatch, no_model_loads):
-    from ccedit import editing
+    from ccedit import preparation
 
     clip = moving_square_clip(tmp_path / "in.mp4", frames=64)
     monkeypatch.setattr(resources, "available_host_memory", lambda: 100 * 10**6)
-    monkeypatch.setattr(editing, "read_video", lambda *a, **k: pytest.fail("nothing should be decoded"))
+    monkeypatch.setattr(preparation, "read_video", lambda *a, **k: pytest.fail("nothing should be decoded"))
     args = ["edit", str(clip), "--prompt", "x", "-o", str(tmp_path / "o.mp4"), "--model", "tiny", "--height", "96",
             "--width", "160", "--window", "64"]  # fmt: skip
     assert main(args) == 2
