@@ -245,7 +245,7 @@ def estimate_edit_memory(
         networks (`NetworkSkeleton`, *optional*): the model's own networks on the meta device
             (`skeleton.model_skeleton`), instead of a named geometry's; cast to `dtype` in place.
     """
-    from .models import TridentModel
+    from .models import TridentModel, centre_frame
     from .models.trident import build_trident
     from .pipelines.clip_denoiser import APPEARANCE_TIMESTEPS_PER_CALL, ENCODE_CHUNK_FRAMES, HINT_CACHE_BYTES
     from .pipelines.skeleton import geometry_skeleton
@@ -289,7 +289,7 @@ def estimate_edit_memory(
             keys = torch.empty(1, latent_channels, h, w, **meta)
             appearance = trident.appearance_residuals(keys, torch.tensor(500), range(1)).repeat_to(n)
         elif keyframe:
-            condition = (torch.empty(1, 1, latent_channels, h, w, **meta), [window // 2])
+            condition = (torch.empty(1, 1, latent_channels, h, w, **meta), [centre_frame(window)])
         return trident(
             sample, torch.full((n,), 500, device="meta"), text,
             structure_hints=[x.expand(n, -1, -1, -1, -1) for x in hints], structure_scale=[1.0] * len(structure),

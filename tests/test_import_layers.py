@@ -46,7 +46,7 @@ ALLOWED = {
     "methods": {"annotators", "config", "editing", "errors", "hub", "io", "pipelines", "registry", "schedulers"},
     "eval": {"annotators", "config", "editing", "errors", "io", "methods", "metrics"},
     "training": {"annotators", "config", "config_checks", "errors", "io", "models", "pipelines", "schedulers"},
-    "parity": {"convert", "errors", "pipelines", "schedulers"},
+    "parity": {"convert", "errors", "models", "pipelines", "schedulers"},
     "cli": {"catalog", "ccedit", "config", "convert", "edit_checks", "editing", "errors", "eval", "plan", "training",
             "versions"},
     "__main__": {"cli"},

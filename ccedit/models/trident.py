@@ -13,6 +13,7 @@ from diffusers import ControlNetModel, UNet2DConditionModel
 from torch import nn
 
 from .appearance import AppearanceEncoder
+from .centre import centre_frame, nearest_centre
 from .residuals import BranchResiduals
 from .temporal_adapter import CCEditTemporalAdapter
 from .video_unet import VideoUNet
@@ -307,7 +308,7 @@ class TridentModel(nn.Module):
         if keyframe_latent is not None and appearance_scale != 0:
             if self.appearance is None:
                 raise ValueError("a keyframe was given but this model has no appearance branch")
-            keyframe_index = f // 2 if keyframe_index is None else keyframe_index
+            keyframe_index = centre_frame(f) if keyframe_index is None else keyframe_index
             if not 0 <= keyframe_index < f:
                 raise ValueError(f"`keyframe_index` must be in [0, {f - 1}], got {keyframe_index}")
             appearance = BranchResiduals.per_sample(
@@ -321,7 +322,7 @@ class TridentModel(nn.Module):
             if appearance.frames is not None and any(not 0 <= frame < f for frame in appearance.frames):
                 raise ValueError(f"appearance residuals aimed at frames {appearance.frames} of a {f}-frame window")
             if anchor_index is None and appearance.frames:
-                anchor_index = min(appearance.frames, key=lambda frame: abs(frame - f // 2))
+                anchor_index = nearest_centre(appearance.frames, f)
             # the original adds appearance before structure into the middle output: stream residuals go first
             residuals.insert(0, appearance)
         return self.main(sample, timestep, encoder_hidden_states, residuals=residuals, anchor_index=anchor_index)

@@ -12,6 +12,7 @@ from diffusers import UNet2DConditionModel
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
+from .centre import centre_frame
 from .residuals import BranchResiduals
 from .temporal_adapter import CCEditTemporalAdapter, TemporalAttention, TemporalResnet
 
@@ -193,7 +194,7 @@ class VideoUNet(ModelMixin):
         unet, temporal = self.unet, self.temporal
         b, c, f, h, w = sample.shape
         if anchor_index is None:
-            anchor_index = f // 2
+            anchor_index = centre_frame(f)
 
         # 1. Time embedding once per sample, shared by its frames.
         timestep = torch.as_tensor(timestep, device=sample.device)

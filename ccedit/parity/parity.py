@@ -12,6 +12,7 @@ import torch
 
 from ..convert.fixtures import Fixture
 from ..convert.networks import load_trident
+from ..models.centre import centre_frame
 
 # Float32 re-implementation tolerances given with the fixtures.
 NETWORK_ATOL, NETWORK_RTOL = 1e-5, 1e-4
@@ -56,7 +57,7 @@ def check_network_fixture(fixture: Fixture) -> ParityResult:
             app_down, app_mid = model.appearance(t["input.cond_feat"], timesteps)
             for i, r in enumerate([*app_down, app_mid]):
                 compare(f"controlnet_img_out.{i}", r)
-            keyframe = dict(keyframe_latent=t["input.cond_feat"], keyframe_index=f // 2)
+            keyframe = dict(keyframe_latent=t["input.cond_feat"], keyframe_index=centre_frame(f))
         compare("output", model(x, timesteps, context, structure_maps=[maps], **keyframe))
     return ParityResult(fixture.path.name, max(details.values()), allclose, details)
 

@@ -14,8 +14,14 @@ import torch
 from ..convert.fixtures import Fixture, default_geometry_file
 from ..convert.networks import load_trident
 from ..errors import UserError
+from ..models.centre import centre_frame
 from ..pipelines.denoise import denoise, prepare_initial_latents
-from ..schedulers import build_scheduler, completes_step, evaluation_steps, set_sampling_timesteps
+from ..schedulers import (
+    build_scheduler,
+    completes_step,
+    evaluation_steps,
+    set_sampling_timesteps,
+)
 from .parity import SAMPLING_ATOL, ParityResult, original_hint_remap
 
 # The original sampler classes and the ccedit scheduler that reproduces each (ref §6.6).
@@ -61,7 +67,7 @@ def check_sampling_fixture(fixture: Fixture) -> ParityResult:
     def model_fn(x: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
         timesteps_seen.append(torch.as_tensor(timestep))
         return model(x, torch.as_tensor(timestep).expand(x.shape[0]), context, structure_maps=[maps],
-                     keyframe_latent=keyframe, keyframe_index=frames // 2 if keyframe is not None else None)
+                     keyframe_latent=keyframe, keyframe_index=centre_frame(frames) if keyframe is not None else None)
 
     # Each evaluation belongs to a sampler step; Euler has one evaluation per step, DPM++(2S) two.
     steps = evaluation_steps(scheduler)

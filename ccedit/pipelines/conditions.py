@@ -15,11 +15,12 @@ import torch
 
 from ..annotators.maps import as_unit
 from ..errors import InvalidInputError
+from ..models.centre import centre_frame, nearest_centre
 
 
 def default_keyframe_index(num_frames: int) -> int:
     """The frame a keyframe shows when none is named: the centre frame, where CCEdit trained its keyframe."""
-    return num_frames // 2
+    return centre_frame(num_frames)
 
 
 def keyframes_act(num_keyframes: int, appearance_scale: float) -> bool:
@@ -161,6 +162,6 @@ class TridentConditions:
                 targets.append(position)
         if targets:
             # CCEdit's anchor is the keyframe's frame; with several, the one nearest the window's centre.
-            anchor = min(targets, key=lambda position: abs(position - len(frames) // 2))
+            anchor = nearest_centre(targets, len(frames))
         return WindowConditions(maps, tuple(chosen), tuple(targets), anchor)
 

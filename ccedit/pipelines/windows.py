@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from ..config_checks import check_window, default_overlap  # noqa: F401 - the window settings' rules, re-exported
+from ..models.centre import centre_frame
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ class Window:
 
     @property
     def centre(self) -> int:
-        return len(self.frames) // 2
+        return centre_frame(len(self.frames))
 
     def keyframe_frames(self) -> dict[int, int] | None:
         """Clip keyframe -> window frame for the appearance branch, or `None` to take every keyframe inside."""
@@ -62,8 +63,9 @@ def reflect(index: int, num_frames: int) -> int:
 
 
 def centred_window(centre: int, length: int, num_frames: int) -> tuple[int, ...]:
-    """`length` frames with `centre` at position `length // 2`, reflect-padded at the clip's edges."""
-    return tuple(reflect(centre - length // 2 + p, num_frames) for p in range(length))
+    """`length` frames with `centre` at the window's centre position (`centre_frame`), reflect-padded at the
+    clip's edges."""
+    return tuple(reflect(centre - centre_frame(length) + p, num_frames) for p in range(length))
 
 
 def plan_windows(

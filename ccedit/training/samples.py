@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..models.centre import centre_frame
 from .config import TrainConfig
 from .data import VideoEntry
 from .model import TrainingModels
@@ -34,7 +35,7 @@ def write_sample(models: TrainingModels, trident, entry: VideoEntry, config: Tra
     )
     was_training = trident.training
     trident.eval()
-    keyframe = {"keyframe": frames[len(frames) // 2]} if trident.appearance is not None else {}
+    keyframe = {"keyframe": frames[centre_frame(len(frames))]} if trident.appearance is not None else {}
     result = pipe(t.sample_prompt, frames, [maps], num_inference_steps=t.sample_steps, progress=False,
                   generator=torch.Generator().manual_seed(t.seed), **keyframe)
     trident.train(was_training)

@@ -15,19 +15,39 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from einops import rearrange
 import torch.nn.functional as F
+from einops import rearrange
 
 from ..config_checks import TRAIN_BOUNDS, check_numbers
 from ..errors import UserError
 from ..io import atomic_path
+from ..models.centre import centre_frame
 from ..schedulers import DiscreteEpsDenoiser
-from .checkpoint import (TrainingState, check_fits, load_checkpoint, restore_random_states, save_checkpoint,
-                         select_checkpoint)
+from .checkpoint import (
+    TrainingState,
+    check_fits,
+    load_checkpoint,
+    restore_random_states,
+    save_checkpoint,
+    select_checkpoint,
+)
 from .config import TrainConfig
-from .data import StreamPositions, VideoWindows, collate, scan_videos, step_rng, worker_count
+from .data import (
+    StreamPositions,
+    VideoWindows,
+    collate,
+    scan_videos,
+    step_rng,
+    worker_count,
+)
 from .model import TrainingModels, build_models, check_roles
-from .run_folder import TRACKER_NAME, RunFolder, check_run_folder, claim_run_folder, inputs_inside
+from .run_folder import (
+    TRACKER_NAME,
+    RunFolder,
+    check_run_folder,
+    claim_run_folder,
+    inputs_inside,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -297,7 +317,7 @@ def training_loss(trident, models: TrainingModels, batch: dict, denoiser: Discre
     kwargs = {}
     if config.model.keyframe:
         # The appearance keyframe is a clean frame of the same window: the centre one, or one chosen per step.
-        k = f // 2 if d.keyframe_index == "centre" else int(step_rng(t.seed, step).integers(f))
+        k = centre_frame(f) if d.keyframe_index == "centre" else int(step_rng(t.seed, step).integers(f))
         kwargs = dict(keyframe_latent=latents[:, :, k], keyframe_index=k)
     prediction = trident(model_input, timesteps, text, structure_maps=[structure], structure_scale=1.0, **kwargs)
     return F.mse_loss(prediction.float(), noise.float())
