@@ -27,6 +27,13 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 
 
+def first_line(error: BaseException, limit: int = 160) -> str:
+    """A library error's own words for a one-line message: its first line (at most `limit` characters), or the
+    error's type when it says nothing."""
+    text = str(error).strip().splitlines()
+    return text[0][:limit] if text else type(error).__name__
+
+
 def unreadable_weights(what: str, location: str | os.PathLike, error: BaseException) -> UserError:
     """The one-line error for weights that exist but cannot be loaded: damaged, not weights, or a pickle that
     would run code (which weights-only loading refuses). Names the component and its weight file(s).
@@ -47,8 +54,7 @@ def unreadable_weights(what: str, location: str | os.PathLike, error: BaseExcept
     if is_pickle_refused:
         reason = "not a plain pickle of tensors: damaged, or it would run code when loaded, which is refused"
     else:
-        text = str(error).strip().splitlines()
-        reason = text[0][:160] if text else type(error).__name__
+        reason = first_line(error)
     return UserError(f"cannot load the {what}: {named} is unreadable ({reason}); replace it with a safetensors file")
 
 
@@ -89,8 +95,7 @@ def out_of_memory(doing: str, advice: str, error: BaseException) -> UserError:
 
     Out of memory is never a damaged file: every reader checks `is_out_of_memory` before blaming its input.
     """
-    text = str(error).strip().splitlines()
-    reason = text[0][:160] if text else type(error).__name__
+    reason = first_line(error)
     memory = "the GPU's memory" if "cuda" in reason.lower() or type(error).__name__ == "OutOfMemoryError" else "memory"
     return UserError(f"out of {memory} {doing} ({reason}): {advice}")
 

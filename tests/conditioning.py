@@ -14,7 +14,7 @@ import functools
 import numpy as np
 import torch
 
-from ccedit.annotators.maps import hold
+from ccedit.annotators.maps import as_unit, hold
 
 
 class NetworkInputs:
@@ -107,7 +107,7 @@ def frame_identity(rows: torch.Tensor, noise: torch.Tensor, threshold: float = 0
 
 def held_unit(maps: torch.Tensor) -> torch.Tensor:
     """Unit-form maps as an edit hands them to a ControlNet: quantised once, to 256 levels."""
-    return hold(maps).float() / 255
+    return as_unit(hold(maps))
 
 
 def check_controlnet_pairing(inputs: NetworkInputs, expected_maps: torch.Tensor, noise: torch.Tensor, net: int = 0):

@@ -302,11 +302,11 @@ class ItemEvaluator:
 
     def structure(self, frames: np.ndarray) -> np.ndarray:
         from ..annotators import build_annotator
-        from ..annotators.maps import annotate, hold
+        from ..annotators.maps import held_maps
 
         if self._annotator is None:
             self._annotator = build_annotator(self.config.report.structure)
-        return hold(annotate(self._annotator, frames)).permute(0, 2, 3, 1).numpy()
+        return held_maps(self._annotator, frames).permute(0, 2, 3, 1).numpy()
 
 
 def fit_output(out: MethodOutput, source: np.ndarray, mode: str = "crop") -> tuple[np.ndarray, dict[int, np.ndarray]]:

@@ -118,9 +118,9 @@ class DiffusersVideoMethod(Method):
 
     def control_frames(self, frames: np.ndarray) -> np.ndarray:
         """The annotator's structure maps of `frames`, uint8 `(frames, height, width, 3)`."""
-        from ..annotators.maps import annotate, hold
+        from ..annotators.maps import held_maps
 
-        return hold(annotate(self.annotator(), frames)).permute(0, 2, 3, 1).numpy()
+        return held_maps(self.annotator(), frames).permute(0, 2, 3, 1).numpy()
 
     def generator(self, device: torch.device) -> torch.Generator:
         return torch.Generator(device).manual_seed(self.seed)

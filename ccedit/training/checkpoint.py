@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import LOAD_ADVICE, UserError, is_out_of_memory, out_of_memory
+from ..errors import LOAD_ADVICE, UserError, first_line, is_out_of_memory, out_of_memory
 from ..io import atomic_path
 from ..io.fingerprint import file_fingerprint
 from .state_files import DamagedStateError, read_state, write_state
@@ -239,7 +239,7 @@ def load_checkpoint(state: TrainingState, folder: Path) -> None:
     except (DamagedStateError, RuntimeError, ValueError, KeyError, TypeError, OSError, MemoryError) as error:
         if is_out_of_memory(error):  # the checkpoint is fine; the machine is short of memory
             raise out_of_memory(f"loading checkpoint {folder}", LOAD_ADVICE, error) from None
-        reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        reason = first_line(error, limit=200)
         raise UserError(f"checkpoint {folder} does not fit the networks of these settings ({reason}): resume with "
                         "the run's model settings") from error
 

@@ -19,6 +19,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from ..errors import first_line
+
 METADATA_KEY = "ccedit_state"
 # Tags of the values plain JSON cannot tell apart; a dict with any key starting with "$" is written as `$items`.
 _TENSOR, _TUPLE, _ITEMS, _ARRAY = "$tensor", "$tuple", "$items", "$ndarray"
@@ -46,7 +48,7 @@ def read_state(path: str | os.PathLike) -> Any:
     except DamagedStateError:
         raise
     except Exception as error:  # safetensors, JSON and shape errors all mean the same here: not a state file
-        reason = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
+        reason = first_line(error)
         raise DamagedStateError(f"{Path(path).name} is not a readable state file ({reason})") from error
 
 
