@@ -22,6 +22,7 @@ from .edit_checks import check_edit_request, check_keyframe_request, check_keyfr
 from .errors import UserError
 from .io import atomic_path, video_info, write_image
 from .io.resize import FitRecord
+from .memory_guard import check_memory_before_decoding
 from .outputs import auto_keyframe_path, edit_output_paths, publish_edit_outputs, selected_extras
 from .preparation import (  # noqa: F401 - re-exported: the workflows' building blocks
     PreparedClip,
@@ -35,49 +36,11 @@ from .preparation import (  # noqa: F401 - re-exported: the workflows' building 
     resolve_keyframe_index,
     resolve_keyframe_indices,
 )
-from .selection import clip_working_size, selected_frame_count  # noqa: F401 - re-exported
 
 if TYPE_CHECKING:
     from .keyframe_match import KeyframeMatch
 
 logger = logging.getLogger(__name__)
-
-
-def check_memory_before_decoding(
-    input_path: str | Path, cfg: EditConfig, *, keyframes: list[KeyframeSpec] = (), with_model: bool = True
-) -> None:
-    """Refuse with one line, before any frame is decoded, an edit whose memory exceeds what the machine has: the
-    networks' from the memory model (`plan.estimate_network_memory`), the frames' and maps' from the clip's header
-    (`resources.py`); `model.check_memory=false` (--force) skips it. A clip that cannot be read is left to the
-    reader, which says why in its own words.
-
-    `keyframes` are the job's keyframe specs: only whether there are any matters here (with them the keyframe model
-    runs its appearance branch); the frames they show are resolved after decoding and are not needed.
-    `with_model=False` (`ccedit keyframe`) only decodes and fits the frames: no network is traced.
-    """
-    from .resources import available_device_memory, available_host_memory, check_memory, edit_memory_need
-
-    if not cfg.model.check_memory:
-        return
-    try:
-        total, source_fps, source_size = video_info(input_path, folder_fps=cfg.video.folder_fps)
-    except UserError:
-        return
-    size = clip_working_size(source_size, cfg)
-    num_frames = selected_frame_count(total, source_fps, cfg)
-    if num_frames == 0:
-        return
-    network, device = None, None
-    if with_model:
-        from .pipelines.loading import resolve_device
-        from .plan import estimate_network_memory
-
-        device = resolve_device(cfg.model.device)
-        network = estimate_network_memory(cfg, num_frames=num_frames, height=size[0], width=size[1],
-                                          keyframes=keyframes, device=device)
-    need = edit_memory_need(network, num_frames=num_frames, size=size, source_size=source_size,
-                            num_maps=len(cfg.structure.annotators))
-    check_memory(need, available_host_memory(), available_device_memory(device) if need.device else None)
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:

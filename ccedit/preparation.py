@@ -22,6 +22,9 @@ from .selection import clip_working_size, selected_frame_count
 
 logger = logging.getLogger(__name__)
 
+# Source-size frames decoded at once before they are fitted: the memory guard counts this many.
+DECODE_CHUNK_FRAMES = 32
+
 
 @dataclass
 class PreparedClip:
@@ -55,7 +58,7 @@ def prepare_clip(path: str | Path, cfg: EditConfig) -> PreparedClip:
 
     with bar:
         clip = read_video(path, num_frames=v.num_frames, fps=v.fps, start=v.start, folder_fps=v.folder_fps,
-                          frame_transform=fit)
+                          frame_transform=fit, chunk_size=DECODE_CHUNK_FRAMES)
     return PreparedClip(clip, clip.frames, records[0])
 
 
