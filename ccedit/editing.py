@@ -1,30 +1,34 @@
-"""The `ccedit edit` and `ccedit keyframe` workflows: clip in, edited video plus a JSON sidecar out."""
+"""The `ccedit edit` and `ccedit keyframe` workflows: clip in, edited video plus a JSON sidecar out.
+
+`EditSession` edits a job in memory (`EditResult`), `write_edit_outputs` publishes it as one set; `run_edit` is the
+checks, the memory guard, one session edit and the write. What they are built from lives beside: the clip, keyframes
+and maps in `preparation.py`, the model in `edit_model.py`, the sidecar in `edit_record.py`, the output names in
+`outputs.py`, the memory guard in `memory_guard.py`.
+"""
 
 from __future__ import annotations
 
-import json
-import logging
-import platform
-import subprocess
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from . import __version__
-from .config import (  # noqa: F401 - KeyframeSpec re-exported
-    AUTO_KEYFRAME, BUILTIN_MODELS, NAMED_MODELS, EditConfig, EditJob, KeyframeSpec, structure_controlnets,
-)
+from .config import EditConfig, EditJob, KeyframeSpec, hierarchical_setting, window_length
 from .edit_checks import check_edit_request, check_keyframe_request, check_keyframe_specs
-from .errors import UserError
-from .io import atomic_path, video_info, write_image
+from .edit_model import check_model_reference, checked_structure_controlnets, load_edit_pipeline
+from .edit_record import EditRecord, keyframe_entries, package_versions, video_entry
+from .io import write_image
 from .io.resize import FitRecord
-from .outputs import auto_keyframe_path, edit_output_paths, publish_edit_outputs, selected_extras
-from .preparation import (  # noqa: F401 - re-exported: the workflows' building blocks
+from .memory_guard import check_memory_before_decoding
+from .outputs import (
+    auto_keyframe_path, comparison_panels, edit_output_paths, publish_edit_outputs, selected_extras, write_sidecar,
+)
+from .preparation import (  # noqa: F401 - load_keyframe re-exported for the methods
     PreparedClip,
+    PreparedKeyframes,
     build_annotators,
     compute_structure,
     crop_frames,
@@ -32,88 +36,18 @@ from .preparation import (  # noqa: F401 - re-exported: the workflows' building 
     output_crop,
     padded_content,
     prepare_clip,
+    prepare_keyframes,
     resolve_keyframe_index,
-    resolve_keyframe_indices,
 )
-from .selection import clip_working_size, selected_frame_count  # noqa: F401 - re-exported
 
 if TYPE_CHECKING:
     from .keyframe_match import KeyframeMatch
-
-logger = logging.getLogger(__name__)
-
-
-def check_memory_before_decoding(
-    input_path: str | Path, cfg: EditConfig, *, keyframes: list[KeyframeSpec] = (), with_model: bool = True
-) -> None:
-    """Refuse with one line, before any frame is decoded, an edit whose memory exceeds what the machine has: the
-    networks' from the memory model (`plan.estimate_network_memory`), the frames' and maps' from the clip's header
-    (`resources.py`); `model.check_memory=false` (--force) skips it. A clip that cannot be read is left to the
-    reader, which says why in its own words.
-
-    `keyframes` are the job's keyframe specs: only whether there are any matters here (with them the keyframe model
-    runs its appearance branch); the frames they show are resolved after decoding and are not needed.
-    `with_model=False` (`ccedit keyframe`) only decodes and fits the frames: no network is traced.
-    """
-    from .resources import available_device_memory, available_host_memory, check_memory, edit_memory_need
-
-    if not cfg.model.check_memory:
-        return
-    try:
-        total, source_fps, source_size = video_info(input_path, folder_fps=cfg.video.folder_fps)
-    except UserError:
-        return
-    size = clip_working_size(source_size, cfg)
-    num_frames = selected_frame_count(total, source_fps, cfg)
-    if num_frames == 0:
-        return
-    network, device = None, None
-    if with_model:
-        from .pipelines.loading import resolve_device
-        from .plan import estimate_network_memory
-
-        device = resolve_device(cfg.model.device)
-        network = estimate_network_memory(cfg, num_frames=num_frames, height=size[0], width=size[1],
-                                          keyframes=keyframes, device=device)
-    need = edit_memory_need(network, num_frames=num_frames, size=size, source_size=source_size,
-                            num_maps=len(cfg.structure.annotators))
-    check_memory(need, available_host_memory(), available_device_memory(device) if need.device else None)
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """Peak signal-to-noise ratio of two uint8 images in dB (inf when equal)."""
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
-
-
-def package_versions() -> dict[str, str]:
-    import diffusers
-    import transformers
-
-    versions = {"ccedit": __version__, "python": platform.python_version(), "torch": torch.__version__,
-                "diffusers": diffusers.__version__, "transformers": transformers.__version__}
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                                text=True, timeout=5)
-        if commit.returncode == 0:
-            versions["ccedit_commit"] = commit.stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return versions
-
-
-def write_json(path: Path, data: dict) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    from .pipelines.pipeline_ccedit import CCEditPipelineOutput
 
 
 @dataclass
 class EditResult:
-    """One finished edit, in memory: what `EditSession.edit` returns and `write_edit_outputs` publishes.
-
-    `record` is the sidecar without the output names (which only the writing step knows); `timings` is the same
-    dict as `record["timings_seconds"]`.
-    """
+    """One finished edit, in memory: what `EditSession.edit` returns and `write_edit_outputs` publishes."""
 
     job: EditJob
     source: PreparedClip
@@ -121,13 +55,14 @@ class EditResult:
     maps: list[torch.Tensor]  # per annotator, uint8 (T, 3, H, W)
     keyframes: list[np.ndarray]  # the keyframe images used (edited here for `auto`), one per job keyframe
     keyframe_indices: list[int]
-    record: dict
+    record: EditRecord  # the sidecar, without the output names (which only the writing step knows)
     started: float  # perf_counter at the start of the edit, for the wall time including the writing
     conditions: object = None  # `pipelines.recording.ConditionsRecord` when `output.conditions` asked for it
 
     @property
     def timings(self) -> dict:
-        return self.record["timings_seconds"]
+        """Seconds per stage: the record's `timings_seconds` itself, which the later steps complete."""
+        return self.record.timings_seconds
 
 
 class EditSession:
@@ -149,42 +84,11 @@ class EditSession:
 
         return resolve_device(self.cfg.model.device)
 
-    def structure_controlnets(self) -> list[str | None]:
-        """One ControlNet per annotator (None: the model's own), refused at once when the model has too few."""
-        nets = structure_controlnets(self.cfg)
-        if nets.count(None) > 1:
-            raise UserError(
-                f"{len(nets)} structure annotators need {len(nets)} ControlNets but the model has one: add the "
-                "others with structure.controlnets=[null,<path or hub id>]"
-            )
-        return nets
-
     @property
     def pipe(self):
         if self._pipe is None:
-            from .pipelines.loading import load_pipeline, offloads
-
-            cfg = self.cfg
-            if cfg.model.path in BUILTIN_MODELS:
-                real = ("--model DIR (a converted CCEdit model)" if cfg.model.path == "tiny" else
-                        "--model animatediff (the open trident; `ccedit models --model animatediff` lists its parts)")
-                logger.warning("using a built-in tiny model: its weights are random, so the edit is noise-like; "
-                               "pass %s for real edits", real)
             t0 = time.perf_counter()
-            pipe = load_pipeline(cfg.model.path, controlnets=self.structure_controlnets(),
-                                 tokenizer=cfg.model.tokenizer,
-                                 scheduler=cfg.sampling.scheduler, dtype=cfg.model.dtype, device=cfg.model.device,
-                                 base=cfg.model.base, loras=cfg.model.lora, fuse_lora=cfg.model.fuse_lora,
-                                 parts=cfg.model.parts)
-            if offloads(cfg.model.cpu_offload, self.device):
-                pipe.enable_model_cpu_offload(device=self.device)
-            if cfg.model.vae_slicing:
-                pipe.enable_vae_slicing()
-            if cfg.model.channels_last:
-                pipe.enable_channels_last()
-            if cfg.model.compile:
-                pipe.compile_networks()
-            self._pipe = pipe
+            self._pipe = load_edit_pipeline(self.cfg, self.device)
             self.load_seconds += time.perf_counter() - t0
         return self._pipe
 
@@ -209,99 +113,97 @@ class EditSession:
 
     def edit(self, job: EditJob) -> EditResult:
         """Edit `job.input` with `job.prompt` (and its keyframes); nothing is written."""
-        from .config import hierarchical_setting, window_length
-        from .keyframe_match import ClipStructure, match_record, place_matched_keyframes
-        from .pipelines.conditions import keyframes_act
-
-        cfg, s = self.cfg, self.cfg.sampling
         started = time.perf_counter()
-        keyframes = list(job.keyframes)
-        check_keyframe_specs(keyframes)
-
-        # 1. Frames at the working size, and the keyframes.
-        prepared = prepare_clip(job.input, cfg)
-        num_frames = prepared.frames.shape[0]
-        images: list[np.ndarray | None] = [
-            None if spec.is_auto else load_keyframe(spec.source, prepared.size, cfg.video.resize_mode)
-            for spec in keyframes
-        ]
-        clip_structure = ClipStructure(prepared.frames) if keyframes else None  # to place and check the keyframes
-        keyframes = place_matched_keyframes(keyframes, images, clip_structure)
-        indices = resolve_keyframe_indices(keyframes, num_frames)
-
-        # 2. Model and structure maps.
-        self.structure_controlnets()  # a missing ControlNet is refused before any model loads
-        pipe = self.pipe
+        check_keyframe_specs(list(job.keyframes))
+        # 1. Frames at the working size, and the keyframes placed on them.
+        prepared = prepare_clip(job.input, self.cfg)
+        keyframes = prepare_keyframes(list(job.keyframes), prepared, self.cfg)
+        # 2. Model and structure maps; a missing ControlNet is refused before any model loads.
+        checked_structure_controlnets(self.cfg)
+        self.pipe  # noqa: B018 - the model loads here, after the clip is read and before the maps are timed
         t0 = time.perf_counter()
         maps = self.structure(prepared.frames, prepared.fit)
-        structure_seconds = time.perf_counter() - t0
-
+        timings = {"structure": time.perf_counter() - t0}
         # 3. Keyframes left to ccedit are edited from the prompt, then everything is sampled.
-        names = cfg.structure.annotators
-        full_prompt = f"{s.add_prompt}, {job.prompt}" if s.add_prompt else job.prompt
-        scales = [s.structure_scale] * len(names) if s.structure_scale is not None else (
-            cfg.structure.scales * len(names) if len(cfg.structure.scales) == 1 else cfg.structure.scales
-        )
-        generator = torch.Generator(device="cpu").manual_seed(s.seed)
         t0 = time.perf_counter()
-        for i, spec in enumerate(keyframes):
-            if not spec.is_auto:
-                continue
-            from .pipelines.keyframe_edit import edit_keyframe
+        self._make_auto_keyframes(job, prepared, keyframes, maps)
+        timings["auto_keyframes"] = time.perf_counter() - t0
+        result = self._sample(job, prepared, keyframes, maps)
+        edited = result.frames[0]
+        timings.update(result.timings, wall=time.perf_counter() - started)
+        record = self._record(job, prepared, keyframes, edited, result, timings)
+        return EditResult(job, prepared, edited, maps, keyframes.images, keyframes.indices, record, started,
+                          result.conditions)
 
-            images[i] = edit_keyframe(
-                pipe, full_prompt, prepared.frames[indices[i]], [m[indices[i]] for m in maps],
-                negative_prompt=s.negative_prompt, strength=s.auto_keyframe_strength,
-                num_inference_steps=s.num_inference_steps, guidance_scale=s.guidance_scale, structure_scale=scales,
-                generator=torch.Generator(device="cpu").manual_seed(s.seed + 1 + i),
-            )
-        auto_seconds = time.perf_counter() - t0
-        # auto: CCEdit's anchor prior from keyframes that act, unless SDEdit starts from the source instead
-        acting = keyframes_act(len(keyframes), s.appearance_scale)
-        prior = s.prior if s.prior != "auto" else ("keyframe" if acting and s.strength == 1 else "none")
-        result = pipe(
-            full_prompt, prepared.frames, maps,
-            negative_prompt=s.negative_prompt, keyframe=images or None, keyframe_index=indices or None,
-            num_inference_steps=s.num_inference_steps, guidance_scale=s.guidance_scale, structure_scale=scales,
+    def full_prompt(self, prompt: str) -> str:
+        """The prompt the networks see: `sampling.add_prompt` before the job's."""
+        add = self.cfg.sampling.add_prompt
+        return f"{add}, {prompt}" if add else prompt
+
+    def structure_scales(self) -> list[float]:
+        """One ControlNet scale per annotator: `sampling.structure_scale` for all, else `structure.scales`."""
+        s, names = self.cfg.sampling, self.cfg.structure.annotators
+        if s.structure_scale is not None:
+            return [s.structure_scale] * len(names)
+        scales = self.cfg.structure.scales
+        return scales * len(names) if len(scales) == 1 else scales
+
+    def prior(self, num_keyframes: int) -> str:
+        """`sampling.prior` resolved: `auto` is CCEdit's anchor prior from keyframes that act, unless SDEdit
+        starts from the source instead."""
+        from .pipelines.conditions import keyframes_act
+
+        s = self.cfg.sampling
+        if s.prior != "auto":
+            return s.prior
+        return "keyframe" if keyframes_act(num_keyframes, s.appearance_scale) and s.strength == 1 else "none"
+
+    def _make_auto_keyframes(self, job: EditJob, prepared: PreparedClip, keyframes: PreparedKeyframes,
+                             maps: list[torch.Tensor]) -> None:
+        """Edit each `auto` keyframe's frame from the prompt, into `keyframes.images`."""
+        from .pipelines.keyframe_edit import edit_keyframe
+
+        s = self.cfg.sampling
+        for i, (spec, index) in enumerate(zip(keyframes.specs, keyframes.indices)):
+            if spec.is_auto:
+                keyframes.images[i] = edit_keyframe(
+                    self.pipe, self.full_prompt(job.prompt), prepared.frames[index], [m[index] for m in maps],
+                    negative_prompt=s.negative_prompt, strength=s.auto_keyframe_strength,
+                    num_inference_steps=s.num_inference_steps, guidance_scale=s.guidance_scale,
+                    structure_scale=self.structure_scales(),
+                    generator=torch.Generator(device="cpu").manual_seed(s.seed + 1 + i),
+                )
+
+    def _sample(self, job: EditJob, prepared: PreparedClip, keyframes: PreparedKeyframes,
+                maps: list[torch.Tensor]) -> CCEditPipelineOutput:
+        """The pipeline's edit of the clip with its maps and keyframes, in the configured windows."""
+        cfg, s = self.cfg, self.cfg.sampling
+        prior = self.prior(len(keyframes.specs))
+        return self.pipe(
+            self.full_prompt(job.prompt), prepared.frames, maps,
+            negative_prompt=s.negative_prompt, keyframe=keyframes.images or None,
+            keyframe_index=keyframes.indices or None, num_inference_steps=s.num_inference_steps,
+            guidance_scale=s.guidance_scale, structure_scale=self.structure_scales(),
             appearance_scale=s.appearance_scale, prior=prior,
             prior_coefficient=s.prior_coefficient if prior != "none" else 0.0,
-            strength=s.strength, generator=generator, window_length=window_length(cfg),
-            window_overlap=cfg.windows.overlap, hierarchical=hierarchical_setting(cfg), pin_keyframes=s.pin_keyframes,
-            window_noise=cfg.windows.noise, record_conditions=cfg.output.conditions,
+            strength=s.strength, generator=torch.Generator(device="cpu").manual_seed(s.seed),
+            window_length=window_length(cfg), window_overlap=cfg.windows.overlap,
+            hierarchical=hierarchical_setting(cfg), pin_keyframes=s.pin_keyframes, window_noise=cfg.windows.noise,
+            record_conditions=cfg.output.conditions,
         )
-        edited = result.frames[0]
-        timings = {"structure": structure_seconds, "auto_keyframes": auto_seconds, **result.timings,
-                   "wall": time.perf_counter() - started}
-        record = {
-            "input": str(job.input),
-            "prompt": job.prompt,
-            "full_prompt": full_prompt,
-            "seed": s.seed,
-            "keyframes": [
-                {"path": spec.source, "auto": spec.is_auto, "index": index,
-                 # whether the keyframe shows the source frame it was placed at (the score --match uses)
-                 "match": match_record(clip_structure, images[i], index),
-                 # how closely the output shows the keyframe at its frame: as high wherever it was placed
-                 "output_psnr_db": psnr(edited[index], images[i])}
-                for i, (spec, index) in enumerate(zip(keyframes, indices))
-            ],
-            "prior": prior,
-            "video": {
-                "num_frames": num_frames, "fps": prepared.clip.fps, "source_fps": prepared.clip.source_fps,
-                "source_size": list(prepared.clip.source_size), "working_size": list(prepared.size),
-                "frame_indices": list(map(int, prepared.clip.indices)), "fit": asdict(prepared.fit),
-                # the working size, less pad mode's letterbox: what the outputs show
-                "output_size": list(crop_frames(edited[:1], output_crop(prepared.fit)).shape[1:3]),
-            },
-            "windows": {"length": window_length(cfg), "overlap": cfg.windows.overlap, "per_pass": result.windows},
-            "config": cfg.to_dict(),
-            "device": str(self.device),
-            "dtype": str(pipe.unet.dtype).replace("torch.", ""),
-            "versions": package_versions(),
-            "timings_seconds": timings,
-            "peak_memory_bytes": result.peak_memory_bytes,
-        }
-        return EditResult(job, prepared, edited, maps, images, indices, record, started, result.conditions)
+
+    def _record(self, job: EditJob, prepared: PreparedClip, keyframes: PreparedKeyframes, edited: np.ndarray,
+                result: CCEditPipelineOutput, timings: dict[str, float]) -> EditRecord:
+        cfg = self.cfg
+        return EditRecord(
+            input=str(job.input), prompt=job.prompt, full_prompt=self.full_prompt(job.prompt), seed=cfg.sampling.seed,
+            keyframes=keyframe_entries(keyframes.specs, keyframes.indices, keyframes.images,
+                                       keyframes.clip_structure, edited),
+            prior=self.prior(len(keyframes.specs)), video=video_entry(prepared, edited),
+            windows={"length": window_length(cfg), "overlap": cfg.windows.overlap, "per_pass": result.windows},
+            config=cfg.to_dict(), device=str(self.device), dtype=str(self.pipe.unet.dtype).replace("torch.", ""),
+            versions=package_versions(), timings_seconds=timings, peak_memory_bytes=result.peak_memory_bytes,
+        )
 
 
 def write_edit_outputs(result: EditResult, output: Path, cfg: EditConfig, *, overwrite: bool = False) -> dict:
@@ -309,18 +211,12 @@ def write_edit_outputs(result: EditResult, output: Path, cfg: EditConfig, *, ove
     sidecar last, so its presence means the set is complete (outputs.py). Returns the sidecar."""
     from .io import side_by_side, write_frames, write_gif, write_video
 
-    sidecar_path = edit_output_paths(output)["sidecar"]
     extras = selected_extras(output, cfg)
     auto_paths = {i: auto_keyframe_path(output, index) for i, (spec, index)
                   in enumerate(zip(result.job.keyframes, result.keyframe_indices)) if spec.is_auto}
-    record = dict(result.record)
-    keyframes = [dict(k, path=str(auto_paths[i])) if i in auto_paths else k for i, k in enumerate(record["keyframes"])]
-    sidecar = {"output": str(output), **record, "keyframes": keyframes,
-               "outputs": {**{k: str(v) for k, v in extras.items() if v},
-                           **{f"keyframe{result.keyframe_indices[i]}": str(p) for i, p in auto_paths.items()}}}
-    # Key order as before the split: the outputs follow the windows.
-    order = ["output", "input", "prompt", "full_prompt", "seed", "keyframes", "prior", "video", "windows", "outputs"]
-    sidecar = {**{k: sidecar[k] for k in order}, **{k: v for k, v in sidecar.items() if k not in order}}
+    outputs = {**{k: str(v) for k, v in extras.items() if v},
+               **{f"keyframe{result.keyframe_indices[i]}": str(p) for i, p in auto_paths.items()}}
+    record = result.record.published(output, outputs, auto_paths)
     fps = result.source.clip.fps
     crop = output_crop(result.source.fit)
     written = crop_frames(result.frames, crop)  # what the outputs show: the source's framing
@@ -344,8 +240,8 @@ def write_edit_outputs(result: EditResult, output: Path, cfg: EditConfig, *, ove
             write_video(stage.path(extras["side_by_side"]), side_by_side(*panels, labels=labels), fps)
         # The sidecar's timings are the result's: the wall time counts the writing too.
         result.timings["wall"] = time.perf_counter() - result.started
-        sidecar["timings_seconds"] = result.timings
-        write_json(stage.path(sidecar_path), sidecar)
+        sidecar = record.to_json()
+        write_sidecar(stage.path(edit_output_paths(output)["sidecar"]), sidecar)
     return sidecar
 
 
@@ -366,39 +262,11 @@ def run_edit(
     job = EditJob(input=str(input_path), prompt=prompt, keyframes=list(keyframes), output=str(output))
     check_edit_request(input_path, output, cfg, overwrite=overwrite, keyframes=job.keyframes)
     check_memory_before_decoding(input_path, cfg, keyframes=job.keyframes)
-    # A model folder or hub id that cannot be found fails before any frame is decoded.
-    if cfg.model.path == "animatediff":
-        from .pipelines.loading import open_trident_folders
-
-        open_trident_folders(cfg.model.parts)
-    elif cfg.model.path not in NAMED_MODELS:
-        from .pipelines.loading import resolve_model_folder
-
-        resolve_model_folder(cfg.model.path)
+    check_model_reference(cfg)
     session = EditSession(cfg)
     result = session.edit(job)
     result.timings["model_load"] = session.load_seconds
     return write_edit_outputs(result, output, cfg, overwrite=overwrite)
-
-
-def comparison_panels(
-    source: np.ndarray,
-    maps: list[tuple[str, torch.Tensor]],
-    keyframes: list[tuple[int, np.ndarray]],
-    edited: np.ndarray,
-) -> tuple[list[np.ndarray], list[str]]:
-    """The side-by-side's panels and labels: the source, every structure map (by annotator), every keyframe (held
-    still for the whole clip, labelled with its frame) and the result, all uint8 `(T, H, W, 3)`."""
-    panels, labels = [source], ["source"]
-    for name, m in maps:
-        panels.append(m.permute(0, 2, 3, 1).numpy())
-        labels.append(name)
-    for index, image in sorted(keyframes, key=lambda pair: pair[0]):
-        panels.append(np.broadcast_to(image[None], source.shape))
-        labels.append(f"keyframe {index}")
-    panels.append(edited)
-    labels.append("result")
-    return panels, labels
 
 
 def extract_keyframe(input_path: str | Path, output: Path, cfg: EditConfig, index: int | None, overwrite: bool) -> int:

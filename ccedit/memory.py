@@ -14,13 +14,14 @@ memory-efficient attention: the output only), which is what `scaled_dot_product_
 precision and on the CPU; the meta device alone would materialise the full attention matrix.
 
 Not counted: the CUDA context and kernel workspaces (cuBLAS, cuDNN: a few hundred MiB, reported separately as
-`runtime_bytes`), fragmentation of the caching allocator, the host side (decoded frames, structure maps,
-outputs), which the memory guard adds (`resources.host_memory_terms`), and the structure annotators' networks (a
+`runtime_bytes`), fragmentation of the caching allocator, the host side (decoded source frames, structure maps),
+which the memory guard adds (`memory_guard.host_memory_terms`), and the structure annotators' networks (a
 depth estimator), which make the maps before denoising, beside the loaded model, and leave the accelerator once
 the maps are made (`Annotator.release`). Traced the same way, CCEdit's depth estimator (DPT-Hybrid, float16, 4
 frames per pass at the working size) needs 0.23 GiB of weights and 0.9 GiB of working memory at 512x768 (2.3 GiB
 at 768x1280), where one denoising window of the keyframe model needs 4.1 GiB at 512x768: that stage stays below
-the denoising peak.
+the denoising peak. The decoded output frames are counted (`edited_frames_bytes`): on the host, which on a CPU run
+is the device, so they are then a term of the decoding stage.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 if TYPE_CHECKING:
+    from .models import TridentModel
     from .pipelines.skeleton import NetworkSkeleton
 
 
@@ -159,6 +161,8 @@ class MemoryEstimate:
         held (`dict[str, int]`): tensors held while denoising. working (`dict[str, int]`): one call's working
             memory, by network call.
         runtime_bytes (`int`): the CUDA context and workspaces, on a GPU only.
+        edited_frames_bytes (`int`): the decoded uint8 frames, the edit's output: on the host (on a CPU run, in the
+            decoding stage's `edited frames`).
         dtype, device_type, cpu_offload, vae_slicing: the settings estimated for.
     """
 
@@ -167,6 +171,7 @@ class MemoryEstimate:
     held: dict[str, int]
     working: dict[str, int]
     runtime_bytes: int
+    edited_frames_bytes: int
     dtype: torch.dtype
     device_type: str
     cpu_offload: bool
@@ -208,6 +213,170 @@ class MemoryEstimate:
         return out
 
 
+@dataclass(frozen=True)
+class CallShapes:
+    """The shapes of an edit's network calls: latent sizes, the batch of one call, the text and hint widths."""
+
+    batch: int  # prompts edited together
+    calls: int  # the batch of one network call: `batch`, twice over with classifier-free guidance
+    num_frames: int  # frames of the clip
+    window: int  # frames per window call
+    height: int  # frame height in pixels
+    width: int  # frame width in pixels
+    h: int  # latent height
+    w: int  # latent width
+    latent_channels: int
+    tokens: int  # prompt tokens (the text encoder's length)
+    context_dim: int  # the UNet's cross-attention width
+    hint_channels: tuple[int, ...]  # per ControlNet, the channels of its hint encoding
+    dtype: torch.dtype  # the networks' precision
+
+    @property
+    def meta(self) -> dict:
+        return dict(device="meta", dtype=self.dtype)
+
+    @property
+    def element_size(self) -> int:
+        return torch.finfo(self.dtype).bits // 8
+
+    @property
+    def hint_bytes(self) -> int:
+        """The clip's hint encodings, every ControlNet's."""
+        return sum(self.hint_channels) * self.num_frames * self.h * self.w * self.element_size
+
+    @property
+    def clip_latent_bytes(self) -> int:
+        """One float32 copy of the clip's latents."""
+        return self.batch * self.latent_channels * self.num_frames * self.h * self.w * 4
+
+    @property
+    def edited_frames_bytes(self) -> int:
+        """The decoded uint8 RGB frames of the clip."""
+        return self.batch * self.num_frames * self.height * self.width * 3
+
+
+def call_shapes(nets: NetworkSkeleton, *, height: int, width: int, num_frames: int, window_length: int | None,
+                batch: int, guidance: bool, dtype: torch.dtype) -> CallShapes:
+    """The shapes of the calls of `nets` for a clip of `num_frames` frames at `height` x `width`."""
+    factor = 2 ** (len(nets.vae.config.block_out_channels) - 1)
+    if height % factor or width % factor:
+        raise ValueError(f"frame size must be a multiple of {factor}, got {width}x{height}")
+    return CallShapes(
+        batch=batch, calls=batch * (2 if guidance else 1), num_frames=num_frames,
+        window=num_frames if window_length is None else min(window_length, num_frames),
+        height=height, width=width, h=height // factor, w=width // factor,
+        latent_channels=nets.unet.config.in_channels, tokens=nets.text_encoder.config.max_position_embeddings,
+        context_dim=nets.unet.config.cross_attention_dim,
+        hint_channels=tuple(net.config.block_out_channels[0] for net in nets.controlnets), dtype=dtype,
+    )
+
+
+def network_weights(nets: NetworkSkeleton) -> dict[str, int]:
+    """Every network's weights (and buffers) in bytes, resident or not."""
+    return {
+        "unet": _bytes(nets.unet), "temporal": _bytes(nets.temporal),
+        "controlnet": sum(_bytes(c) for c in nets.controlnets), "appearance": _bytes(nets.appearance),
+        "vae": _bytes(nets.vae), "text_encoder": _bytes(nets.text_encoder),
+    }
+
+
+def window_call_bytes(trident: TridentModel, shapes: CallShapes, *, keyframe: bool, device_type: str) -> int:
+    """Working memory of one window call: appearance residuals (once per timestep, held across the windows, or
+    SparseCtrl's own call on the window), the window's hints sliced from the clip's and the network call itself,
+    plus the model input of the call."""
+    from .models import centre_frame
+
+    s, meta = shapes, shapes.meta
+    per_timestep = keyframe and trident.appearance_per_timestep
+
+    def window_call():
+        sample = torch.empty(s.calls, s.latent_channels, s.window, s.h, s.w, **meta)
+        text = torch.empty(s.calls, s.tokens, s.context_dim, **meta)
+        hints = [torch.empty(1, c, s.window, s.h, s.w, **meta)[:, :, :].clone() for c in s.hint_channels]
+        appearance, condition = None, None
+        if per_timestep:
+            keys = torch.empty(1, s.latent_channels, s.h, s.w, **meta)
+            appearance = trident.appearance_residuals(keys, torch.tensor(500), range(1)).repeat_to(s.calls)
+        elif keyframe:
+            condition = (torch.empty(1, 1, s.latent_channels, s.h, s.w, **meta), [centre_frame(s.window)])
+        return trident(
+            sample, torch.full((s.calls,), 500, device="meta"), text,
+            structure_hints=[x.expand(s.calls, -1, -1, -1, -1) for x in hints],
+            structure_scale=[1.0] * len(s.hint_channels), appearance=appearance, appearance_condition=condition,
+        )
+
+    model_input = s.calls * s.latent_channels * s.window * s.h * s.w * s.element_size
+    return traced_peak_bytes(window_call, device_type) + model_input
+
+
+def hint_chunk_bytes(trident: TridentModel, shapes: CallShapes, *, device_type: str) -> int:
+    """Working memory of encoding one chunk of `ENCODE_CHUNK_FRAMES` frames' structure maps."""
+    from .pipelines.clip_denoiser import ENCODE_CHUNK_FRAMES
+
+    s = shapes
+
+    def hint_chunk():
+        maps = [torch.empty(1, 3, min(ENCODE_CHUNK_FRAMES, s.num_frames), s.height, s.width, **s.meta)
+                for _ in s.hint_channels]
+        return trident.encode_structure(maps)
+
+    return traced_peak_bytes(hint_chunk, device_type)
+
+
+def decode_chunk_bytes(vae: torch.nn.Module, shapes: CallShapes, *, decode_chunk_size: int, device_type: str) -> int:
+    """Working memory of one VAE decode of `decode_chunk_size` frames."""
+    s = shapes
+
+    def decode_chunk():
+        latents = torch.empty(min(decode_chunk_size, s.num_frames * s.batch), vae.config.latent_channels, s.h, s.w,
+                              **s.meta)
+        return vae.decode(latents).sample
+
+    return traced_peak_bytes(decode_chunk, device_type)
+
+
+def held_tensors(trident: TridentModel, shapes: CallShapes, *, guidance: bool, keep_hints: bool,
+                 keyframe: bool) -> dict[str, int]:
+    """The tensors held across the denoising stage, by term."""
+    from .pipelines.clip_denoiser import APPEARANCE_TIMESTEPS_PER_CALL
+
+    s = shapes
+    held = {
+        "clip latents and scheduler state": CLIP_LATENT_COPIES * s.clip_latent_bytes * (2 if guidance else 1) // 2,
+        "clip hint encodings": s.hint_bytes if keep_hints else 0,
+    }
+    if keyframe and trident.appearance_per_timestep:
+        # the appearance branch runs for several coming timesteps at once; the window call holds one
+        with torch.no_grad():
+            step = trident.appearance_residuals(torch.empty(1, s.latent_channels, s.h, s.w, **s.meta),
+                                                torch.tensor(500), [0])
+        step_bytes = sum(t.numel() * t.element_size() for t in (*step.down, step.mid))
+        held["appearance residuals of the next timesteps"] = (APPEARANCE_TIMESTEPS_PER_CALL - 1) * step_bytes
+    return held
+
+
+def stage_terms(weights: dict[str, int], held: dict[str, int], working: dict[str, int], shapes: CallShapes, *,
+                cpu_offload: bool, device_type: str) -> dict[str, dict[str, int]]:
+    """Each stage's bytes by term: the weights resident in it, the tensors held across it and one call's working
+    memory."""
+    denoising_networks = ("unet", "temporal", "controlnet", "appearance")
+    others = 0 if cpu_offload else weights["vae"] + weights["text_encoder"]
+    denoise_weights = sum(weights[k] for k in denoising_networks) + others
+    decode_weights = weights["vae"] if cpu_offload else sum(weights.values())
+    terms = {
+        "prompt encoding": {"weights": weights["text_encoder"] if cpu_offload else sum(weights.values())},
+        "hint encoding": {"weights": denoise_weights, "clip hint encodings": held["clip hint encodings"],
+                          "hint encoding": working["hint encoding"]},
+        "denoising": {"weights": denoise_weights, **held, "window call": working["window call"]},
+        # Frames are decoded chunk by chunk into uint8 on the host; the clip's latents stay on the device.
+        "decoding": {"weights": decode_weights, "clip latents": shapes.clip_latent_bytes,
+                     "VAE decode": working["VAE decode"]},
+    }
+    if device_type == "cpu":  # the decoded uint8 frames are then in the same memory
+        terms["decoding"]["edited frames"] = shapes.edited_frames_bytes
+    return terms
+
+
 def estimate_edit_memory(
     *,
     height: int,
@@ -245,98 +414,33 @@ def estimate_edit_memory(
         networks (`NetworkSkeleton`, *optional*): the model's own networks on the meta device
             (`skeleton.model_skeleton`), instead of a named geometry's; cast to `dtype` in place.
     """
-    from .models import TridentModel, centre_frame
     from .models.trident import build_trident
-    from .pipelines.clip_denoiser import APPEARANCE_TIMESTEPS_PER_CALL, ENCODE_CHUNK_FRAMES, HINT_CACHE_BYTES
+    from .pipelines.clip_denoiser import HINT_CACHE_BYTES
     from .pipelines.skeleton import geometry_skeleton
 
     nets = (networks or geometry_skeleton(geometry, keyframe, num_controlnets)).to(dtype)
-    vae, text_encoder, structure = nets.vae, nets.text_encoder, nets.controlnets
-    factor = 2 ** (len(vae.config.block_out_channels) - 1)
-    if height % factor or width % factor:
-        raise ValueError(f"frame size must be a multiple of {factor}, got {width}x{height}")
-    size = torch.finfo(dtype).bits // 8
-    window = num_frames if window_length is None else min(window_length, num_frames)
-    h, w = height // factor, width // factor
-    n = batch * (2 if guidance else 1)
+    shapes = call_shapes(nets, height=height, width=width, num_frames=num_frames, window_length=window_length,
+                         batch=batch, guidance=guidance, dtype=dtype)
     if vae_slicing:
-        vae.enable_slicing()
+        nets.vae.enable_slicing()
     with torch.device("meta"):  # a main branch may assemble a model around the base (AnimateDiff's motion UNet)
-        trident: TridentModel = build_trident(nets.unet, nets.temporal, structure, nets.appearance).eval()
+        trident: TridentModel = build_trident(nets.unet, nets.temporal, nets.controlnets, nets.appearance).eval()
     keyframe = keyframe and nets.appearance is not None
-    per_timestep = keyframe and trident.appearance_per_timestep
-    weights = {
-        "unet": _bytes(nets.unet), "temporal": _bytes(nets.temporal),
-        "controlnet": sum(_bytes(c) for c in structure), "appearance": _bytes(nets.appearance),
-        "vae": _bytes(vae), "text_encoder": _bytes(text_encoder),
-    }
-
-    meta = dict(device="meta", dtype=dtype)
-    latent_channels = nets.unet.config.in_channels
-    tokens, context_dim = text_encoder.config.max_position_embeddings, nets.unet.config.cross_attention_dim
-    hint_channels = [net.config.block_out_channels[0] for net in structure]
-    hint_bytes = sum(hint_channels) * num_frames * h * w * size
-    keep_hints = hint_bytes <= (HINT_CACHE_BYTES if hint_cache_bytes is None else hint_cache_bytes)
-
-    # Working memory of one window call: appearance residuals (once per timestep, held across the windows, or
-    # SparseCtrl's own call on the window), the window's hints sliced from the clip's and the network call itself.
-    def window_call():
-        sample = torch.empty(n, latent_channels, window, h, w, **meta)
-        text = torch.empty(n, tokens, context_dim, **meta)
-        hints = [torch.empty(1, c, window, h, w, **meta)[:, :, :].clone() for c in hint_channels]
-        appearance, condition = None, None
-        if per_timestep:
-            keys = torch.empty(1, latent_channels, h, w, **meta)
-            appearance = trident.appearance_residuals(keys, torch.tensor(500), range(1)).repeat_to(n)
-        elif keyframe:
-            condition = (torch.empty(1, 1, latent_channels, h, w, **meta), [centre_frame(window)])
-        return trident(
-            sample, torch.full((n,), 500, device="meta"), text,
-            structure_hints=[x.expand(n, -1, -1, -1, -1) for x in hints], structure_scale=[1.0] * len(structure),
-            appearance=appearance, appearance_condition=condition,
-        )
-
-    def hint_chunk():
-        maps = [torch.empty(1, 3, min(ENCODE_CHUNK_FRAMES, num_frames), height, width, **meta) for _ in structure]
-        return trident.encode_structure(maps)
-
-    def decode_chunk():
-        return vae.decode(torch.empty(min(decode_chunk_size, num_frames * batch), vae.config.latent_channels, h, w,
-                                      **meta)).sample
-
+    keep_hints = shapes.hint_bytes <= (HINT_CACHE_BYTES if hint_cache_bytes is None else hint_cache_bytes)
+    weights = network_weights(nets)
     working = {
-        "window call": traced_peak_bytes(window_call, device_type) + n * latent_channels * window * h * w * size,
-        "hint encoding": traced_peak_bytes(hint_chunk, device_type) if keep_hints else 0,
-        "VAE decode": traced_peak_bytes(decode_chunk, device_type),
+        "window call": window_call_bytes(trident, shapes, keyframe=keyframe, device_type=device_type),
+        "hint encoding": hint_chunk_bytes(trident, shapes, device_type=device_type) if keep_hints else 0,
+        "VAE decode": decode_chunk_bytes(nets.vae, shapes, decode_chunk_size=decode_chunk_size,
+                                         device_type=device_type),
     }
-    clip_latents = batch * latent_channels * num_frames * h * w * 4
-    held = {
-        "clip latents and scheduler state": CLIP_LATENT_COPIES * clip_latents * (2 if guidance else 1) // 2,
-        "clip hint encodings": hint_bytes if keep_hints else 0,
-    }
-    if per_timestep:  # the appearance branch runs for several coming timesteps at once; the window call holds one
-        with torch.no_grad():
-            step = trident.appearance_residuals(torch.empty(1, latent_channels, h, w, **meta), torch.tensor(500), [0])
-        step_bytes = sum(t.numel() * t.element_size() for t in (*step.down, step.mid))
-        held["appearance residuals of the next timesteps"] = (APPEARANCE_TIMESTEPS_PER_CALL - 1) * step_bytes
-    networks = ("unet", "temporal", "controlnet", "appearance")
-    others = 0 if cpu_offload else weights["vae"] + weights["text_encoder"]
-    denoise_weights = sum(weights[k] for k in networks) + others
-    decode_weights = weights["vae"] if cpu_offload else sum(weights.values())
-    stage_terms = {
-        "prompt encoding": {"weights": weights["text_encoder"] if cpu_offload else sum(weights.values())},
-        "hint encoding": {"weights": denoise_weights, "clip hint encodings": held["clip hint encodings"],
-                          "hint encoding": working["hint encoding"]},
-        "denoising": {"weights": denoise_weights, **held, "window call": working["window call"]},
-        # Frames are decoded chunk by chunk into uint8 on the host; the clip's latents stay on the device.
-        "decoding": {"weights": decode_weights, "clip latents": clip_latents, "VAE decode": working["VAE decode"]},
-    }
-    if device_type == "cpu":  # the decoded uint8 frames are then in the same memory
-        stage_terms["decoding"]["edited frames"] = batch * num_frames * height * width * 3
+    held = held_tensors(trident, shapes, guidance=guidance, keep_hints=keep_hints, keyframe=keyframe)
     notes = []
     if not keep_hints:
         notes.append("the clip's hint encodings exceed the cache budget: each window call encodes its own")
     return MemoryEstimate(
-        stage_terms=stage_terms, weights=weights, held=held, working=working, runtime_bytes=CUDA_RUNTIME_BYTES,
-        dtype=dtype, device_type=device_type, cpu_offload=cpu_offload, vae_slicing=vae_slicing, notes=notes,
+        stage_terms=stage_terms(weights, held, working, shapes, cpu_offload=cpu_offload, device_type=device_type),
+        weights=weights, held=held, working=working, runtime_bytes=CUDA_RUNTIME_BYTES,
+        edited_frames_bytes=shapes.edited_frames_bytes, dtype=dtype, device_type=device_type,
+        cpu_offload=cpu_offload, vae_slicing=vae_slicing, notes=notes,
     )

@@ -1,20 +1,29 @@
-"""An edit's output set: the names next to `-o`, the destination check before the work, and publishing them.
+"""An edit's output set: the names next to `-o`, the destination check before the work, the side-by-side's panels,
+the sidecar's JSON, and publishing them.
 
 The one place that knows which files an edit writes for an output `o.mp4`: `o.mp4`, `o.gif`,
 `o.side_by_side.mp4`, `o_frames/`, `o.conditions/` and the sidecar `o.mp4.json`. Publishing goes through
-`io.publish`, so the set
-appears all together, the sidecar last, and replaces an earlier set as a whole (see docs/architecture.md).
+`io.publish`, so the set appears all together, the sidecar last, and replaces an earlier set as a whole (see
+docs/architecture.md).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from .config import EditConfig, KeyframeSpec
 from .errors import UserError
+from .io.atomic import atomic_path
 from .io.publish import Stage, check_destination, publish_set
+
+if TYPE_CHECKING:
+    import torch
 
 EXTRAS = ("gif", "side_by_side", "frames", "conditions")
 FOLDER_EXTRAS = ("frames", "conditions")
@@ -121,3 +130,29 @@ def publish_edit_outputs(
     with publish_set([output, *extra_paths, *extras, paths["sidecar"]], overwrite=overwrite,
                      replaces=[paths[kind] for kind in EXTRAS]) as stage:
         yield stage
+
+
+def write_sidecar(path: Path, sidecar: dict[str, Any]) -> None:
+    """The sidecar as indented JSON, written atomically (values JSON cannot hold are written as text)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(sidecar, indent=2, default=str) + "\n")
+
+
+def comparison_panels(
+    source: np.ndarray,
+    maps: list[tuple[str, torch.Tensor]],
+    keyframes: list[tuple[int, np.ndarray]],
+    edited: np.ndarray,
+) -> tuple[list[np.ndarray], list[str]]:
+    """The side-by-side's panels and labels: the source, every structure map (by annotator), every keyframe (held
+    still for the whole clip, labelled with its frame) and the result, all uint8 `(T, H, W, 3)`."""
+    panels, labels = [source], ["source"]
+    for name, m in maps:
+        panels.append(m.permute(0, 2, 3, 1).numpy())
+        labels.append(name)
+    for index, image in sorted(keyframes, key=lambda pair: pair[0]):
+        panels.append(np.broadcast_to(image[None], source.shape))
+        labels.append(f"keyframe {index}")
+    panels.append(edited)
+    labels.append("result")
+    return panels, labels

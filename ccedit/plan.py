@@ -1,24 +1,20 @@
 """What an edit will do and need, before anything is loaded: `ccedit edit --dry-run`.
 
 The plan (passes, windows per pass, network calls) comes from the same pure planner the pipeline uses
-(`pipelines.windows.plan_passes`), the networks' memory from `memory.estimate_edit_memory` under the edit's
-settings (`estimate_network_memory`, which the memory guard uses too), and what the guard checks from
-`resources.edit_memory_need`; nothing reads a weight.
+(`pipelines.windows.plan_passes`), the memory from the function the memory guard checks
+(`memory_guard.edit_memory_need`: the memory model under the edit's settings, and the host side); nothing reads a
+weight.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
-from .config import EditConfig, hierarchical_setting, structure_controlnets, window_length
-from .memory import MemoryEstimate, estimate_edit_memory
-from .pipelines.conditions import keyframes_act
+from .config import EditConfig, hierarchical_setting, window_length
+from .memory import MemoryEstimate
+from .memory_guard import MemoryNeed, acting_keyframes, edit_memory_need
 from .pipelines.windows import plan_passes
-from .resources import MemoryNeed, edit_memory_need
 from .schedulers import build_scheduler, set_sampling_timesteps
 
 
@@ -29,8 +25,12 @@ class EditPlan:
     width: int
     windows_per_pass: list[int]
     evaluations: int  # network evaluations per window and pass (scheduler steps x calls per step)
-    memory: MemoryEstimate
     memory_need: MemoryNeed  # what the memory guard checks, where it lives
+
+    @property
+    def memory(self) -> MemoryEstimate:
+        """The memory model's estimate of the networks."""
+        return self.memory_need.network
 
     @property
     def model_calls(self) -> int:
@@ -50,41 +50,10 @@ class EditPlan:
         ]
 
 
-def acting_keyframes(cfg: EditConfig, keyframes: Sequence) -> list:
-    """The keyframes that act on the edit: none at `sampling.appearance_scale=0`, where they get no windows of
-    their own and no appearance branch."""
-    return list(keyframes) if keyframes_act(len(keyframes), cfg.sampling.appearance_scale) else []
-
-
-def estimate_network_memory(
-    cfg: EditConfig, *, num_frames: int, height: int, width: int, keyframes: Sequence, device: torch.device
-) -> MemoryEstimate:
-    """The memory model's estimate of an edit under `cfg` on `device`: the dtype, geometry, offload and VAE slicing
-    the edit will load with; `keyframes` (indices or `KeyframeSpec`s) only count when they act."""
-    from .pipelines.loading import offloads, resolve_dtype
-    from .pipelines.skeleton import model_skeleton
-
-    controlnets = structure_controlnets(cfg)
-    networks = model_skeleton(cfg.model.path, controlnets, cfg.model.parts)
-    estimate = estimate_edit_memory(
-        height=height, width=width, num_frames=num_frames, window_length=window_length(cfg),
-        dtype=resolve_dtype(cfg.model.dtype, device), guidance=cfg.sampling.guidance_scale > 1,
-        keyframe=bool(acting_keyframes(cfg, keyframes)), num_controlnets=len(controlnets),
-        cpu_offload=offloads(cfg.model.cpu_offload, device), vae_slicing=cfg.model.vae_slicing,
-        networks=networks, device_type=device.type,
-    )
-    if networks is None:  # a hub id not in the local cache: nothing is fetched for an estimate
-        estimate.notes.append(f"the configs of model {cfg.model.path} are not on this computer: estimated for "
-                              "CCEdit's released size (SD-1.5)")
-    return estimate
-
-
 def plan_edit(cfg: EditConfig, num_frames: int, height: int, width: int, keyframe_frames: list[int],
               source_size: tuple[int, int]) -> EditPlan:
     """The plan and memory estimate of an edit of `num_frames` frames at `height` x `width` (read from a clip of
     `source_size`) under `cfg`."""
-    from .pipelines.loading import resolve_device
-
     s = cfg.sampling
     keyframe_frames = acting_keyframes(cfg, keyframe_frames)
     passes = plan_passes(num_frames, window_length(cfg), cfg.windows.overlap, keyframe_frames,
@@ -96,11 +65,9 @@ def plan_edit(cfg: EditConfig, num_frames: int, height: int, width: int, keyfram
         from .pipelines.denoise import sdedit_timesteps
 
         evaluations = len(sdedit_timesteps(scheduler, s.strength))
-    memory = estimate_network_memory(cfg, num_frames=num_frames, height=height, width=width,
-                                     keyframes=keyframe_frames, device=resolve_device(cfg.model.device))
-    need = edit_memory_need(memory, num_frames=num_frames, size=(height, width), source_size=source_size,
-                            num_maps=len(cfg.structure.annotators))
-    return EditPlan(num_frames, height, width, [len(w) for _, w in passes], evaluations, memory, need)
+    need = edit_memory_need(cfg, num_frames=num_frames, size=(height, width), source_size=source_size,
+                            keyframes=keyframe_frames)
+    return EditPlan(num_frames, height, width, [len(w) for _, w in passes], evaluations, need)
 
 
 def dry_run(input_path: str | Path, cfg: EditConfig, keyframes: list) -> list[str]:

@@ -9,6 +9,7 @@ import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -20,7 +21,13 @@ from .io.resize import FitRecord
 from .io.video import VideoClip
 from .selection import clip_working_size, selected_frame_count
 
+if TYPE_CHECKING:
+    from .keyframe_match import ClipStructure
+
 logger = logging.getLogger(__name__)
+
+# Source-size frames decoded at once before they are fitted: the memory guard counts this many.
+DECODE_CHUNK_FRAMES = 32
 
 
 @dataclass
@@ -55,7 +62,7 @@ def prepare_clip(path: str | Path, cfg: EditConfig) -> PreparedClip:
 
     with bar:
         clip = read_video(path, num_frames=v.num_frames, fps=v.fps, start=v.start, folder_fps=v.folder_fps,
-                          frame_transform=fit)
+                          frame_transform=fit, chunk_size=DECODE_CHUNK_FRAMES)
     return PreparedClip(clip, clip.frames, records[0])
 
 
@@ -80,6 +87,30 @@ def resolve_keyframe_index(index: int | None, num_frames: int) -> int:
     from .pipelines.conditions import check_keyframe_indices, default_keyframe_index
 
     return check_keyframe_indices([default_keyframe_index(num_frames) if index is None else index], num_frames)[0]
+
+
+@dataclass
+class PreparedKeyframes:
+    """A job's keyframes, placed on the clip's frames."""
+
+    specs: list[KeyframeSpec]  # the job's, each `IMAGE@match` given the frame its image shows
+    images: list[np.ndarray | None]  # uint8 (H, W, 3) at the working size; None for `auto` until it is made
+    indices: list[int]  # each keyframe's clip frame
+    clip_structure: ClipStructure | None  # the clip's structure, to place and check the keyframes (None without any)
+
+
+def prepare_keyframes(specs: list[KeyframeSpec], prepared: PreparedClip, cfg: EditConfig) -> PreparedKeyframes:
+    """Read the keyframe images at the working size and place each on its frame: `IMAGE@match` by its structure,
+    one placed by index checked against it, the default frame said aloud."""
+    from .keyframe_match import ClipStructure, place_matched_keyframes
+
+    images: list[np.ndarray | None] = [
+        None if spec.is_auto else load_keyframe(spec.source, prepared.size, cfg.video.resize_mode) for spec in specs
+    ]
+    clip_structure = ClipStructure(prepared.frames) if specs else None
+    placed = place_matched_keyframes(specs, images, clip_structure)
+    return PreparedKeyframes(placed, images, resolve_keyframe_indices(placed, prepared.frames.shape[0]),
+                             clip_structure)
 
 
 def load_keyframe(path: str | Path, size: tuple[int, int], mode: str) -> np.ndarray:

@@ -13,7 +13,8 @@ from ccedit.annotators import build_annotator
 from ccedit.cli import main
 from ccedit.config import load_edit_config
 from ccedit.annotators.maps import hold
-from ccedit.editing import comparison_panels, compute_structure, padded_content, prepare_clip
+from ccedit.outputs import comparison_panels
+from ccedit.preparation import compute_structure, padded_content, prepare_clip
 from ccedit.io import side_by_side, video_info, write_image
 from tests.conftest import VIDEOS
 

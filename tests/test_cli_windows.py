@@ -65,7 +65,7 @@ def vae_round_trip_psnr(image: np.ndarray) -> float:
     """The PSNR a perfectly kept keyframe can reach: through the tiny model's VAE and back."""
     import torch
 
-    from ccedit.editing import psnr
+    from ccedit.edit_record import psnr
     from ccedit.pipelines.tiny import tiny_components
 
     vae = tiny_components(keyframe=False)["vae"]

@@ -76,7 +76,7 @@ def test_the_tiny_open_trident_points_at_the_open_trident(caplog):
     from ccedit.editing import EditSession
 
     session = EditSession(load_edit_config(dotlist=["model.path=animatediff-tiny", "structure.annotators=[canny]"]))
-    with caplog.at_level(logging.WARNING, logger="ccedit.editing"):
+    with caplog.at_level(logging.WARNING, logger="ccedit.edit_model"):
         session.pipe
     (said,) = [r.getMessage() for r in caplog.records if "tiny model" in r.getMessage()]
     assert "--model animatediff" in said and "converted CCEdit" not in said, said

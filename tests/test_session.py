@@ -1,5 +1,6 @@
 """The edit session and the edit job: one model load for many jobs, results in memory, writing a separate step."""
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -9,6 +10,7 @@ import pytest
 import torch
 
 from ccedit.config import EditJob, KeyframeSpec, load_edit_config
+from ccedit.edit_record import EditRecord
 from ccedit.editing import EditSession, run_edit, write_edit_outputs
 from ccedit.errors import UserError
 from ccedit.io import read_video
@@ -38,7 +40,7 @@ def test_a_session_loads_once_edits_in_memory_and_writes_only_when_asked(tmp_pat
     second = session.edit(EditJob(input=kitten, prompt="a cat", keyframes=[KeyframeSpec("auto", 1)]))
     assert len(loads) == 1
     assert first.frames.dtype == np.uint8 and first.frames.shape == (3, 128, 128, 3)
-    assert first.maps[0].shape == (3, 3, 128, 128) and first.record["prompt"] == "a dog"
+    assert first.maps[0].shape == (3, 3, 128, 128) and first.record.prompt == "a dog"
     assert second.keyframe_indices == [1] and second.keyframes[0].shape == (128, 128, 3)
     assert not (first.frames == second.frames).all()  # the prompts differ
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache"]  # nothing written but the structure cache
@@ -50,6 +52,36 @@ def test_a_session_loads_once_edits_in_memory_and_writes_only_when_asked(tmp_pat
     assert len(read_video(out).frames) == 3
 
 
+SIDECAR_KEYS = ["output", "input", "prompt", "full_prompt", "seed", "keyframes", "prior", "video", "windows", "outputs",
+                "config", "device", "dtype", "versions", "timings_seconds", "peak_memory_bytes"]
+
+
+def test_the_sidecar_is_the_edit_record_field_by_field_in_its_order(tmp_path, kitten):
+    cfg = tiny_config(tmp_path, "output.gif=true")
+    result = EditSession(cfg).edit(EditJob(input=kitten, prompt="a dog", keyframes=[KeyframeSpec("auto", 2)]))
+    record = result.record
+    assert isinstance(record, EditRecord) and record.output is None and record.outputs is None  # not written yet
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        record.prompt = "a cat"
+    assert [f.name for f in dataclasses.fields(EditRecord)] == SIDECAR_KEYS
+    assert record.full_prompt == f"{cfg.sampling.add_prompt}, a dog" and record.seed == cfg.sampling.seed
+    assert record.keyframes[0]["path"] == "auto" and record.keyframes[0]["index"] == 2
+    assert result.timings is record.timings_seconds and list(record.timings_seconds)[:2] == ["structure",
+                                                                                             "auto_keyframes"]
+
+    out = tmp_path / "o.mp4"
+    returned = write_edit_outputs(result, out, cfg)
+    text = (tmp_path / "o.mp4.json").read_text()
+    written = json.loads(text)
+    assert list(written) == SIDECAR_KEYS and written == json.loads(json.dumps(returned))
+    assert text == json.dumps(returned, indent=2) + "\n"
+    assert written["output"] == str(out) and written["outputs"] == {
+        "gif": str(tmp_path / "o.gif"), "keyframe2": str(tmp_path / "o.keyframe2.png")}
+    assert written["keyframes"][0]["path"] == str(tmp_path / "o.keyframe2.png")
+    assert record.keyframes[0]["path"] == "auto"  # the in-memory record is left as it was
+    assert written["timings_seconds"]["wall"] >= record.timings_seconds["structure"]
+
+
 def test_run_edit_is_a_session_edit_then_the_write(tmp_path, kitten):
     cfg = tiny_config(tmp_path, "output.frames=true")
     sidecar = run_edit(kitten, "a dog", tmp_path / "a.mp4", cfg)
@@ -57,7 +89,7 @@ def test_run_edit_is_a_session_edit_then_the_write(tmp_path, kitten):
     # The same seed and settings: the lossless frames written equal the frames held in memory.
     written = read_video(tmp_path / "a_frames", folder_fps=cfg.video.folder_fps).frames
     np.testing.assert_array_equal(written, in_memory.frames)
-    assert sidecar["video"] == in_memory.record["video"] and sidecar["output"] == str(tmp_path / "a.mp4")
+    assert sidecar["video"] == in_memory.record.video and sidecar["output"] == str(tmp_path / "a.mp4")
 
 
 def test_the_ccedit_method_runs_a_job_and_describes_its_resolved_settings(tmp_path, kitten):

@@ -46,5 +46,5 @@ class CCEditMethod(Method):
         return MethodOutput(
             frames=result.frames, fps=result.source.clip.fps, structure=structure,
             keyframes=dict(zip(result.keyframe_indices, result.keyframes)),
-            seconds=result.timings["wall"], peak_memory_bytes=result.record["peak_memory_bytes"],
+            seconds=result.timings["wall"], peak_memory_bytes=result.record.peak_memory_bytes,
         )

@@ -1,0 +1,60 @@
+"""The model an edit runs: checked before any frame is decoded (it exists; the annotators have their ControlNets)
+and loaded with the edit's settings (offload, VAE slicing, convolution layout, compilation)."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from .config import BUILTIN_MODELS, NAMED_MODELS, EditConfig, structure_controlnets
+from .errors import UserError
+
+logger = logging.getLogger(__name__)
+
+
+def check_model_reference(cfg: EditConfig) -> None:
+    """A model folder or hub id that cannot be found fails here, in one line, before any frame is decoded."""
+    if cfg.model.path == "animatediff":
+        from .pipelines.loading import open_trident_folders
+
+        open_trident_folders(cfg.model.parts)
+    elif cfg.model.path not in NAMED_MODELS:
+        from .pipelines.loading import resolve_model_folder
+
+        resolve_model_folder(cfg.model.path)
+
+
+def checked_structure_controlnets(cfg: EditConfig) -> list[str | None]:
+    """One ControlNet per annotator (None: the model's own), refused at once when the model has too few."""
+    nets = structure_controlnets(cfg)
+    if nets.count(None) > 1:
+        raise UserError(
+            f"{len(nets)} structure annotators need {len(nets)} ControlNets but the model has one: add the "
+            "others with structure.controlnets=[null,<path or hub id>]"
+        )
+    return nets
+
+
+def load_edit_pipeline(cfg: EditConfig, device: torch.device):
+    """The edit's `CCEditPipeline`, loaded with its settings; a built-in tiny model is named aloud as noise."""
+    from .pipelines.loading import load_pipeline, offloads
+
+    if cfg.model.path in BUILTIN_MODELS:
+        real = ("--model DIR (a converted CCEdit model)" if cfg.model.path == "tiny" else
+                "--model animatediff (the open trident; `ccedit models --model animatediff` lists its parts)")
+        logger.warning("using a built-in tiny model: its weights are random, so the edit is noise-like; "
+                       "pass %s for real edits", real)
+    pipe = load_pipeline(cfg.model.path, controlnets=checked_structure_controlnets(cfg), tokenizer=cfg.model.tokenizer,
+                         scheduler=cfg.sampling.scheduler, dtype=cfg.model.dtype, device=cfg.model.device,
+                         base=cfg.model.base, loras=cfg.model.lora, fuse_lora=cfg.model.fuse_lora,
+                         parts=cfg.model.parts)
+    if offloads(cfg.model.cpu_offload, device):
+        pipe.enable_model_cpu_offload(device=device)
+    if cfg.model.vae_slicing:
+        pipe.enable_vae_slicing()
+    if cfg.model.channels_last:
+        pipe.enable_channels_last()
+    if cfg.model.compile:
+        pipe.compile_networks()
+    return pipe
