@@ -19,12 +19,10 @@ from .config_checks import (
     check_annotator_names, check_component_names, check_numbers, check_window, reject_resolvers,
 )
 from .errors import UserError
+from .kinds.registry import kind_for
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 T = TypeVar("T")
-BUILTIN_MODELS = ("tiny", "animatediff-tiny")
-# Models with shipped defaults of their own (configs/model/<name>.yaml); any other path is a converted CCEdit folder.
-NAMED_MODELS = (*BUILTIN_MODELS, "animatediff")
 
 
 @dataclass
@@ -163,9 +161,8 @@ class EditJob:
 
 
 def model_defaults_file(model: str) -> Path:
-    """The shipped defaults for a model: `configs/model/<name>.yaml` for built-ins, else the CCEdit ones."""
-    name = model if model in NAMED_MODELS else "ccedit"
-    return CONFIG_DIR / "model" / f"{name}.yaml"
+    """The shipped defaults of the model's kind: `configs/model/<kind>.yaml`."""
+    return CONFIG_DIR / "model" / f"{kind_for(model).name}.yaml"
 
 
 def load_config(

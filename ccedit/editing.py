@@ -16,7 +16,7 @@ import torch
 
 from . import __version__
 from .config import (  # noqa: F401 - KeyframeSpec re-exported
-    AUTO_KEYFRAME, BUILTIN_MODELS, NAMED_MODELS, EditConfig, EditJob, KeyframeSpec, structure_controlnets,
+    AUTO_KEYFRAME, EditConfig, EditJob, KeyframeSpec, structure_controlnets,
 )
 from .edit_checks import check_edit_request, check_keyframe_request, check_keyframe_specs
 from .errors import UserError
@@ -162,14 +162,14 @@ class EditSession:
     @property
     def pipe(self):
         if self._pipe is None:
-            from .pipelines.loading import load_pipeline, offloads
+            from .kinds import kind_for, load_pipeline
+            from .pipelines.loading import offloads
 
             cfg = self.cfg
-            if cfg.model.path in BUILTIN_MODELS:
-                real = ("--model DIR (a converted CCEdit model)" if cfg.model.path == "tiny" else
-                        "--model animatediff (the open trident; `ccedit models --model animatediff` lists its parts)")
+            kind = kind_for(cfg.model.path)
+            if kind.builtin:
                 logger.warning("using a built-in tiny model: its weights are random, so the edit is noise-like; "
-                               "pass %s for real edits", real)
+                               "pass %s for real edits", kind.real_model)
             t0 = time.perf_counter()
             pipe = load_pipeline(cfg.model.path, controlnets=self.structure_controlnets(),
                                  tokenizer=cfg.model.tokenizer,
@@ -367,14 +367,9 @@ def run_edit(
     check_edit_request(input_path, output, cfg, overwrite=overwrite, keyframes=job.keyframes)
     check_memory_before_decoding(input_path, cfg, keyframes=job.keyframes)
     # A model folder or hub id that cannot be found fails before any frame is decoded.
-    if cfg.model.path == "animatediff":
-        from .pipelines.loading import open_trident_folders
+    from .kinds import ModelRef, kind_for
 
-        open_trident_folders(cfg.model.parts)
-    elif cfg.model.path not in NAMED_MODELS:
-        from .pipelines.loading import resolve_model_folder
-
-        resolve_model_folder(cfg.model.path)
+    kind_for(cfg.model.path).check(ModelRef.of(cfg.model))
     session = EditSession(cfg)
     result = session.edit(job)
     result.timings["model_load"] = session.load_seconds
