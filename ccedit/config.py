@@ -19,7 +19,7 @@ from .config_checks import (
     check_annotator_names, check_component_names, check_numbers, check_window, reject_resolvers,
 )
 from .errors import UserError
-from .kinds.registry import kind_for
+from .kinds.registry import DEFAULT_MODEL, kind_for
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 T = TypeVar("T")
@@ -27,7 +27,7 @@ T = TypeVar("T")
 
 @dataclass
 class ModelConfig:
-    path: str = "tiny"  # "tiny" (built in, random), a converted ccedit folder, or a hub id
+    path: str = DEFAULT_MODEL  # a named model (`ccedit models` lists them), a converted ccedit folder, or a hub id
     dtype: str = "auto"  # auto: float16 on CUDA, float32 on CPU; or float32 / float16 / bfloat16
     device: str = "auto"  # auto: cuda when available, else cpu
     num_frames: int = 17  # the window length the model was trained on (CCEdit: 17 key frames)
@@ -252,7 +252,7 @@ def load_edit_config(
                       OmegaConf.from_dotlist(list(dotlist))):
             chosen = OmegaConf.select(layer, "model.path", default=chosen)
     defaults = [CONFIG_DIR / "edit" / "default.yaml"]
-    model_file = model_defaults_file(chosen or "tiny")
+    model_file = model_defaults_file(chosen or DEFAULT_MODEL)
     if model_file.is_file():
         defaults.append(model_file)
     config = load_config(EditConfig, defaults, files, overrides, dotlist, hint=hint)

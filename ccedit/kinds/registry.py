@@ -5,6 +5,7 @@ from __future__ import annotations
 from .base import ModelKind
 
 KINDS: dict[str, ModelKind] = {}
+DEFAULT_MODEL = "tiny"  # what an edit uses when no model is named: built in, offline, seconds on a CPU
 
 
 def register_kind(kind: ModelKind) -> ModelKind:
