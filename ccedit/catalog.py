@@ -9,11 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import BUILTIN_MODELS, EditConfig
+from .config import EditConfig
+from .kinds.base import ModelRef
+from .kinds.registry import builtin_models, folder_kind, kind_for, named_models
 
 
 @dataclass(frozen=True)
-class Part:
+class PartRow:
     role: str  # what the part does in the trident
     reference: str  # as configured
     where: str  # where it comes from now
@@ -45,39 +47,35 @@ def where(reference: str, needs: str = "", make: str = "") -> str:
     return f"hub id, not downloaded: run `hf download {reference}` once while online"
 
 
-def model_parts(cfg: EditConfig) -> list[Part]:
-    """The parts of the model `cfg` names, in trident roles, then the user's base and LoRAs."""
+def model_parts(cfg: EditConfig) -> list[PartRow]:
+    """The parts of the model `cfg` names, in trident roles (its kind says which), then the user's ControlNets,
+    base and LoRAs."""
     m = cfg.model
-    parts: list[Part] = []
-    if m.path in BUILTIN_MODELS:
-        kind = "CCEdit trident" if m.path == "tiny" else "open trident (AnimateDiff + ControlNet + SparseCtrl)"
-        parts.append(Part("model", m.path, f"built in: a tiny random {kind}, offline"))
-    elif m.path == "animatediff":
-        roles = {"base": "main branch: SD-1.5 base", "motion_adapter": "main branch: AnimateDiff motion modules",
-                 "controlnet": "structure branch: ControlNet", "sparsectrl": "appearance branch: SparseCtrl-RGB"}
-        for key, role in roles.items():
-            reference = m.parts.get(key)
-            parts.append(Part(role, str(reference), where(str(reference)) if reference else "not configured"))
-    else:
-        for sub, role in (("unet", "main branch: SD-1.5 base"), ("temporal", "main branch: CCEdit temporal layers"),
-                          ("controlnet", "structure branch: ControlNet"), ("appearance", "appearance branch: keyframe encoder"),
-                          ("depth_estimator", "structure maps: depth estimator")):
-            parts.append(Part(role, f"{m.path}/{sub}", where(m.path, sub, f"ccedit convert CKPT --out {m.path}")))
+    parts = []
+    for part in kind_for(m.path).parts(ModelRef.of(m)):
+        if part.built_in:
+            parts.append(PartRow(part.role, str(part.reference), f"built in: {part.built_in}, offline"))
+        elif part.reference is None:
+            parts.append(PartRow(part.role, "None", "not configured"))
+        else:
+            shown = f"{part.reference}/{part.needs}" if part.needs else part.reference
+            parts.append(PartRow(part.role, shown, where(part.reference, part.needs, part.make)))
     for i, reference in enumerate(c for c in cfg.structure.controlnets if c):
-        parts.append(Part(f"structure branch: extra ControlNet {i + 1}", reference, where(reference)))
+        parts.append(PartRow(f"structure branch: extra ControlNet {i + 1}", reference, where(reference)))
     if m.base:
-        parts.append(Part("personalised base (replaces the frozen UNet)", m.base, where(m.base)))
+        parts.append(PartRow("personalised base (replaces the frozen UNet)", m.base, where(m.base)))
     for lora in m.lora:
         path = lora["path"] if isinstance(lora, dict) else str(lora)
         scale = lora.get("scale", 1.0) if isinstance(lora, dict) else 1.0
-        parts.append(Part(f"LoRA (scale {scale:g})", path, where(path)))
+        parts.append(PartRow(f"LoRA (scale {scale:g})", path, where(path)))
     return parts
 
 
 def format_parts(cfg: EditConfig) -> str:
     rows = model_parts(cfg)
     width = max(len(p.role) for p in rows)
-    lines = [f"model: {cfg.model.path}  (built-in models: {', '.join(BUILTIN_MODELS)}; named: animatediff; "
-             "anything else is a converted CCEdit folder or hub id)"]
+    named = [name for name in named_models() if name not in builtin_models()]
+    lines = [f"model: {cfg.model.path}  (built-in models: {', '.join(builtin_models())}; named: {', '.join(named)}; "
+             f"anything else is {folder_kind().description})"]
     lines += [f"  {p.role:<{width}}  {p.reference}  [{p.where}]" for p in rows]
     return "\n".join(lines)

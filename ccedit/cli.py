@@ -49,8 +49,9 @@ def _add_sampling_options(p: argparse.ArgumentParser) -> None:
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
     """The options that choose the model and the settings files: shared by `edit`, `keyframe` and `models`."""
-    p.add_argument("--model", help="tiny or animatediff-tiny (built-in random models), animatediff (the open trident), "
-                   "a converted CCEdit folder, or a hub id (default: tiny)")
+    from .kinds.registry import DEFAULT_MODEL, models_help
+
+    p.add_argument("--model", help=f"{models_help()} (default: {DEFAULT_MODEL})")
     p.add_argument("--config", action="append", default=[], metavar="YAML", help="settings file (repeatable; later wins)")
 
 

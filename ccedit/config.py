@@ -19,17 +19,15 @@ from .config_checks import (
     check_annotator_names, check_component_names, check_numbers, check_window, reject_resolvers,
 )
 from .errors import UserError
+from .kinds.registry import DEFAULT_MODEL, kind_for
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 T = TypeVar("T")
-BUILTIN_MODELS = ("tiny", "animatediff-tiny")
-# Models with shipped defaults of their own (configs/model/<name>.yaml); any other path is a converted CCEdit folder.
-NAMED_MODELS = (*BUILTIN_MODELS, "animatediff")
 
 
 @dataclass
 class ModelConfig:
-    path: str = "tiny"  # "tiny" (built in, random), a converted ccedit folder, or a hub id
+    path: str = DEFAULT_MODEL  # a named model (`ccedit models` lists them), a converted ccedit folder, or a hub id
     dtype: str = "auto"  # auto: float16 on CUDA, float32 on CPU; or float32 / float16 / bfloat16
     device: str = "auto"  # auto: cuda when available, else cpu
     num_frames: int = 17  # the window length the model was trained on (CCEdit: 17 key frames)
@@ -163,9 +161,8 @@ class EditJob:
 
 
 def model_defaults_file(model: str) -> Path:
-    """The shipped defaults for a model: `configs/model/<name>.yaml` for built-ins, else the CCEdit ones."""
-    name = model if model in NAMED_MODELS else "ccedit"
-    return CONFIG_DIR / "model" / f"{name}.yaml"
+    """The shipped defaults of the model's kind: `configs/model/<kind>.yaml`."""
+    return CONFIG_DIR / "model" / f"{kind_for(model).name}.yaml"
 
 
 def load_config(
@@ -255,7 +252,7 @@ def load_edit_config(
                       OmegaConf.from_dotlist(list(dotlist))):
             chosen = OmegaConf.select(layer, "model.path", default=chosen)
     defaults = [CONFIG_DIR / "edit" / "default.yaml"]
-    model_file = model_defaults_file(chosen or "tiny")
+    model_file = model_defaults_file(chosen or DEFAULT_MODEL)
     if model_file.is_file():
         defaults.append(model_file)
     config = load_config(EditConfig, defaults, files, overrides, dotlist, hint=hint)

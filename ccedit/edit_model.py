@@ -7,7 +7,7 @@ import logging
 
 import torch
 
-from .config import BUILTIN_MODELS, NAMED_MODELS, EditConfig, structure_controlnets
+from .config import EditConfig, structure_controlnets
 from .errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -15,14 +15,9 @@ logger = logging.getLogger(__name__)
 
 def check_model_reference(cfg: EditConfig) -> None:
     """A model folder or hub id that cannot be found fails here, in one line, before any frame is decoded."""
-    if cfg.model.path == "animatediff":
-        from .pipelines.loading import open_trident_folders
+    from .kinds import ModelRef, kind_for
 
-        open_trident_folders(cfg.model.parts)
-    elif cfg.model.path not in NAMED_MODELS:
-        from .pipelines.loading import resolve_model_folder
-
-        resolve_model_folder(cfg.model.path)
+    kind_for(cfg.model.path).check(ModelRef.of(cfg.model))
 
 
 def checked_structure_controlnets(cfg: EditConfig) -> list[str | None]:
@@ -38,13 +33,13 @@ def checked_structure_controlnets(cfg: EditConfig) -> list[str | None]:
 
 def load_edit_pipeline(cfg: EditConfig, device: torch.device):
     """The edit's `CCEditPipeline`, loaded with its settings; a built-in tiny model is named aloud as noise."""
-    from .pipelines.loading import load_pipeline, offloads
+    from .kinds import kind_for, load_pipeline
+    from .pipelines.loading import offloads
 
-    if cfg.model.path in BUILTIN_MODELS:
-        real = ("--model DIR (a converted CCEdit model)" if cfg.model.path == "tiny" else
-                "--model animatediff (the open trident; `ccedit models --model animatediff` lists its parts)")
+    kind = kind_for(cfg.model.path)
+    if kind.builtin:
         logger.warning("using a built-in tiny model: its weights are random, so the edit is noise-like; "
-                       "pass %s for real edits", real)
+                       "pass %s for real edits", kind.real_model)
     pipe = load_pipeline(cfg.model.path, controlnets=checked_structure_controlnets(cfg), tokenizer=cfg.model.tokenizer,
                          scheduler=cfg.sampling.scheduler, dtype=cfg.model.dtype, device=cfg.model.device,
                          base=cfg.model.base, loras=cfg.model.lora, fuse_lora=cfg.model.fuse_lora,

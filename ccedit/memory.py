@@ -412,7 +412,7 @@ def estimate_edit_memory(
         geometry: a name of `ccedit.pipelines.tiny.GEOMETRIES`: `tiny`, `medium` or `sd15` (the released size);
             the VAE and text encoder are those of the same name.
         networks (`NetworkSkeleton`, *optional*): the model's own networks on the meta device
-            (`skeleton.model_skeleton`), instead of a named geometry's; cast to `dtype` in place.
+            (`kinds.model_skeleton`), instead of a named geometry's; cast to `dtype` in place.
     """
     from .models.trident import build_trident
     from .pipelines.clip_denoiser import HINT_CACHE_BYTES

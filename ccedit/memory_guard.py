@@ -159,7 +159,7 @@ def estimate_network_memory(
     """The memory model's estimate of an edit under `cfg` on `device`: the dtype, geometry, offload and VAE slicing
     the edit will load with; `keyframes` (indices or `KeyframeSpec`s) only count when they act."""
     from .pipelines.loading import offloads, resolve_dtype
-    from .pipelines.skeleton import model_skeleton
+    from .kinds import model_skeleton
 
     controlnets = structure_controlnets(cfg)
     networks = model_skeleton(cfg.model.path, controlnets, cfg.model.parts)

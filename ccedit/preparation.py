@@ -130,14 +130,14 @@ def build_annotators(cfg: EditConfig, device: torch.device):
     from .annotators import build_annotator
     from .annotators.loading import LOCAL_FOLDER_ADVICE
     from .errors import ModelNotFoundError
-    from .pipelines.loading import depth_estimator_path
+    from .kinds import ModelRef, kind_for
 
     annotators = []
     for name in cfg.structure.annotators:
         options = dict(cfg.structure.options.get(name, {}) or {})
         try:
             if name == "depth":
-                own = depth_estimator_path(cfg.model.path)
+                own = kind_for(cfg.model.path).depth_estimator(ModelRef.of(cfg.model))
                 if own is not None:
                     options.setdefault("model", own)
                 options.setdefault("preprocess", "ccedit")

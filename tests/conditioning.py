@@ -1,6 +1,6 @@
 """What the networks of a loaded pipeline receive, captured with hooks, for tests that enter where the user does.
 
-`capture_network_inputs(monkeypatch)` makes every pipeline that `ccedit.pipelines.loading.load_pipeline` builds
+`capture_network_inputs(monkeypatch)` makes every pipeline that `ccedit.pipelines.kinds.load_pipeline` builds
 record, call by call: the maps each ControlNet's hint encoder encodes, each ControlNet call's noisy latent and hint,
 the latents CCEdit's appearance encoder takes, SparseCtrl's conditioning latents and mask, and the images the VAE
 encodes. `frame_identity` names the clip frame each row of a network's noisy latent shows, from the initial noise
@@ -62,17 +62,17 @@ class NetworkInputs:
 
 def capture_network_inputs(monkeypatch) -> list[NetworkInputs]:
     """Hook every pipeline the edit loads from now on; returns the list their `NetworkInputs` are appended to."""
-    import ccedit.pipelines.loading as loading
+    import ccedit.kinds as kinds
 
     seen: list[NetworkInputs] = []
-    load = loading.load_pipeline
+    load = kinds.load_pipeline
 
     def load_and_hook(*args, **kwargs):
         pipe = load(*args, **kwargs)
         seen.append(NetworkInputs(pipe))
         return pipe
 
-    monkeypatch.setattr(loading, "load_pipeline", load_and_hook)
+    monkeypatch.setattr(kinds, "load_pipeline", load_and_hook)
     return seen
 
 

@@ -18,13 +18,14 @@ def kitten():
 def no_model_loads(monkeypatch):
     import ccedit.annotators
     import ccedit.annotators.registry
-    from ccedit.pipelines import loading
+    import ccedit.kinds as kinds
+    from ccedit.pipelines import model_folders
 
     def must_not_load(*args, **kwargs):
         raise AssertionError("a model was loaded before a cheap check")
 
-    monkeypatch.setattr(loading, "load_pipeline", must_not_load)
-    monkeypatch.setattr(loading, "resolve_model_folder", must_not_load)
+    monkeypatch.setattr(kinds, "load_pipeline", must_not_load)
+    monkeypatch.setattr(model_folders, "resolve_model_folder", must_not_load)
     monkeypatch.setattr(ccedit.annotators, "build_annotator", must_not_load)
     monkeypatch.setattr(ccedit.annotators.registry, "build_annotator", must_not_load)
 

@@ -64,12 +64,12 @@ def test_an_edit_over_a_damaged_cache_equals_a_cold_run(tmp_path, kitten):
     ],
 )
 def test_bad_settings_are_one_line(tmp_path, kitten, capsys, monkeypatch, setting, expected):
-    from ccedit.pipelines import loading
+    import ccedit.kinds as kinds
 
     def must_not_load(*args, **kwargs):
         raise AssertionError("the model should not load")
 
-    monkeypatch.setattr(loading, "load_pipeline", must_not_load)
+    monkeypatch.setattr(kinds, "load_pipeline", must_not_load)
     assert main(["edit", kitten, "--prompt", "x", "-o", str(tmp_path / "o.mp4"), *FAST, *setting]) == 2
     line = one_error_line(capsys)
     assert expected in line, line
@@ -182,9 +182,9 @@ def test_verbose_is_accepted_before_and_after_the_subcommand():
 
 
 def test_an_unknown_annotator_lists_depth_before_any_model_loads(tmp_path, kitten, capsys, monkeypatch):
-    from ccedit.pipelines import loading
+    import ccedit.kinds as kinds
 
-    monkeypatch.setattr(loading, "load_pipeline", lambda *a, **k: pytest.fail("the model should not load"))
+    monkeypatch.setattr(kinds, "load_pipeline", lambda *a, **k: pytest.fail("the model should not load"))
     assert main(["edit", kitten, "--prompt", "x", "-o", str(tmp_path / "o.mp4"), *FAST, "--structure", "canny,dept"]) == 2
     line = one_error_line(capsys)
     assert "'dept'" in line and "depth" in line and "canny" in line and "softedge" in line

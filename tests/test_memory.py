@@ -12,7 +12,7 @@ import torch
 
 from ccedit.cli import main
 from ccedit.memory import LiveTensorBytes, estimate_edit_memory, traced_peak_bytes
-from ccedit.pipelines.loading import load_pipeline
+from ccedit.kinds import load_pipeline
 from ccedit.pipelines.windows import plan_passes
 from tests.test_cli_windows import moving_square_clip
 
@@ -43,7 +43,7 @@ def test_live_tensor_bytes_follows_allocations_frees_and_views():
 MEASURE = textwrap.dedent("""
     import json, sys, numpy as np, torch
     from ccedit.memory import measured_peak_bytes
-    from ccedit.pipelines.loading import load_pipeline
+    from ccedit.kinds import load_pipeline
     torch.set_num_threads(1)
     model, sizes, keyframe = json.loads(sys.argv[1])
     pipe = load_pipeline(model, device="cpu", dtype="float32")
@@ -81,7 +81,7 @@ def test_estimate_is_within_15_percent_of_the_measured_peak():
 def test_the_open_trident_is_estimated_from_its_own_networks(tmp_path, capsys):
     """AnimateDiff motion modules and SparseCtrl: the estimate traces them (no CCEdit stand-in of another size),
     at a size where denoising is the peak; the dry run prints the same estimate."""
-    from ccedit.pipelines.skeleton import model_skeleton
+    from ccedit.kinds import model_skeleton
 
     h, w, t = 64, 96, 32
     [peak] = measure_edits("animatediff-tiny", [(h, w, t)])
@@ -103,7 +103,7 @@ def test_a_model_folder_is_estimated_from_its_own_configs(tmp_path, monkeypatch)
     from ccedit.convert.geometry import Geometry
     from ccedit.convert.networks import build_network_modules
     from ccedit.pipelines import CCEditPipeline
-    from ccedit.pipelines.skeleton import model_skeleton
+    from ccedit.kinds import model_skeleton
     from ccedit.pipelines.tiny import tiny_components
 
     geometry = Geometry(model_channels=32, channel_mult=[1, 1, 2], num_res_blocks=1, attention_resolutions=[1, 2],
@@ -197,9 +197,9 @@ def test_plan_passes_is_what_the_pipeline_runs(frames, length, keyframes):
 
 
 def test_dry_run_prints_the_plan_and_memory_without_loading_a_model(tmp_path, capsys, monkeypatch):
-    import ccedit.pipelines.loading as loading
+    import ccedit.kinds as kinds
 
-    monkeypatch.setattr(loading, "load_pipeline", lambda *a, **k: pytest.fail("--dry-run loaded a model"))
+    monkeypatch.setattr(kinds, "load_pipeline", lambda *a, **k: pytest.fail("--dry-run loaded a model"))
     clip = moving_square_clip(tmp_path / "in.mp4", frames=40)
     out = tmp_path / "out.mp4"
     assert main(["edit", str(clip), "--prompt", "x", "-o", str(out), "--model", "tiny", "--steps", "2",

@@ -176,9 +176,9 @@ def kitten():
 
 @pytest.fixture
 def no_model_loads(monkeypatch):
-    from ccedit.pipelines import loading
+    import ccedit.kinds as kinds
 
-    monkeypatch.setattr(loading, "load_pipeline", lambda *a, **k: pytest.fail("the model should not load"))
+    monkeypatch.setattr(kinds, "load_pipeline", lambda *a, **k: pytest.fail("the model should not load"))
 
 
 def test_an_edit_too_big_for_the_machine_is_refused_before_decoding(tmp_path, capsys, monkeypatch, no_model_loads):

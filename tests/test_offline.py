@@ -79,5 +79,6 @@ def test_an_uncached_hub_id_fails_at_once_naming_the_option(request, tmp_path, k
     assert "Retrying" not in err and "Traceback" not in err, err
     (line,) = [line for line in err.splitlines() if line.startswith("error:")]
     assert option in line and reason in line, line
-    assert seconds < 10, seconds  # huggingface_hub's retries alone took about 25 s
+    # huggingface_hub's retries alone took about 25 s; the bound leaves room for a busy computer
+    assert seconds < 20, seconds
     assert not (tmp_path / "o.mp4").exists()

@@ -16,7 +16,7 @@ from safetensors import SafetensorError
 from ccedit.cli import main
 from ccedit.errors import UserError
 from ccedit.io import read_image
-from ccedit.pipelines import loading
+from ccedit.pipelines import model_folders
 from tests.conftest import REPO
 from tests.test_cli_safety import one_error_line
 
@@ -42,7 +42,7 @@ def test_a_model_that_does_not_fit_in_memory_is_not_called_damaged(tmp_path, mon
 
     monkeypatch.setattr(AutoencoderKL, "from_pretrained", allocation_fails)
     with pytest.raises(UserError) as raised:
-        loading.load_component(AutoencoderKL, str(tmp_path), "vae", "VAE")
+        model_folders.load_component(AutoencoderKL, str(tmp_path), "vae", "VAE")
     line = str(raised.value)
     assert line.startswith("out of ") and "loading the VAE from" in line, line
     assert "model.dtype=float16" in line, line  # what reduces the need

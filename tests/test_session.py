@@ -29,11 +29,11 @@ def tiny_config(tmp_path, *more):
 
 
 def test_a_session_loads_once_edits_in_memory_and_writes_only_when_asked(tmp_path, kitten, monkeypatch):
-    import ccedit.pipelines.loading as loading
+    import ccedit.kinds as kinds
 
     loads = []
-    real = loading.load_pipeline
-    monkeypatch.setattr(loading, "load_pipeline", lambda *a, **k: loads.append(1) or real(*a, **k))
+    real = kinds.load_pipeline
+    monkeypatch.setattr(kinds, "load_pipeline", lambda *a, **k: loads.append(1) or real(*a, **k))
     cfg = tiny_config(tmp_path)
     session = EditSession(cfg)
     first = session.edit(EditJob(input=kitten, prompt="a dog"))

@@ -82,7 +82,7 @@ def seams(clip: Path, frames: int, window: int) -> dict:
 
     from ccedit.annotators import build_annotator
     from ccedit.io import fit_frames, read_video
-    from ccedit.pipelines.loading import load_pipeline
+    from ccedit.kinds import load_pipeline
     from ccedit.pipelines.windows import plan_windows
 
     video = fit_frames(read_video(clip, num_frames=frames).frames, (128, 224))[0]

@@ -5,6 +5,7 @@ bases and the evaluation baselines.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from .. import hub
@@ -15,19 +16,17 @@ REQUIRED_SUBFOLDERS = ("unet", "temporal", "controlnet", "vae", "text_encoder")
 HOW_TO_GET = "convert a released CCEdit checkpoint with `ccedit convert CKPT --out DIR` and pass --model DIR"
 
 
-def how_to_make(model: str) -> str:
-    """The advice for a ccedit model folder `model` that is missing: the command that makes it under that name."""
-    from ..config import NAMED_MODELS
+def how_to_make(model: str, named: Sequence[str] = ()) -> str:
+    """The advice for a ccedit model folder `model` that is missing: the command that makes it under that name
+    (and, for a bare name, the models known by name, `named`)."""
+    others = f" (the named models are {', '.join(named)})" if named and "/" not in model else ""
+    return f"make it from a released CCEdit checkpoint with `ccedit convert CKPT --out {model}`{others}"
 
-    named = f" (the named models are {', '.join(NAMED_MODELS)})" if "/" not in model else ""
-    return f"make it from a released CCEdit checkpoint with `ccedit convert CKPT --out {model}`{named}"
 
-
-def resolve_model_folder(model: str, what: str = "model", option: str = "--model DIR") -> Path:
-    """`hub.resolve_model_folder` with the advice for ccedit model folders; `option` is the setting that takes a
-    local folder instead (only the local cache is used when the hub does not answer)."""
-    hint = how_to_make(model) if option == "--model DIR" else f"pass a local folder with {option}"
-    return hub.resolve_model_folder(model, what, hint=hint)
+def resolve_model_folder(model: str, what: str = "model", option: str = "model.path=DIR", *, hint: str = "") -> Path:
+    """`hub.resolve_model_folder` with ccedit's advice: `hint`, else to pass a local folder with `option` (only the
+    local cache is used when the hub does not answer)."""
+    return hub.resolve_model_folder(model, what, hint=hint or f"pass a local folder with {option}")
 
 
 def check_model_folder(model: str, folder: Path) -> Path:

@@ -85,6 +85,14 @@ def load_loras(pipe, loras: Sequence[LoraSpec], fuse: bool = False) -> list[str]
     return names
 
 
+def personalise(pipe, base: str | None, loras: Sequence, fuse: bool = False) -> None:
+    """A personalised `base` under the main branch's temporal layers, then `loras` (`LoraSpec`s or config entries
+    `{path, scale}`), folded into the weights when `fuse`."""
+    if base is not None:
+        load_base(pipe, base)
+    load_loras(pipe, [l if isinstance(l, LoraSpec) else LoraSpec.from_config(l) for l in loras], fuse=fuse)
+
+
 def _lora_location(path: str) -> str:
     location = Path(path).expanduser()
     if location.exists():
@@ -102,7 +110,7 @@ def _read_base(base: str, unet_config, dtype: torch.dtype):
             raise ModelNotFoundError(f"base model file not found: {base}")
         return _read_single_file(location, unet_config, dtype)
 
-    folder = resolve_model_folder(base, "base model")
+    folder = resolve_model_folder(base, "base model", "model.base=DIR")
     if (folder / "unet").is_dir():
         unet = load_component(UNet2DConditionModel, str(folder), "unet", "base UNet", torch_dtype=dtype)
     elif (folder / "config.json").is_file():

@@ -19,8 +19,8 @@ from transformers import PreTrainedModel
 from ..convert.networks import build_network_modules
 from ..errors import ModelNotFoundError
 from ..hub import cached_model_folder
-from .loading import HOW_TO_GET, MODEL_NETWORKS, OPEN_TRIDENT_NETWORKS, check_model_folder
-from .tiny import GEOMETRIES, build_text_encoder, build_vae, tiny_animatediff_components
+from .model_folders import HOW_TO_GET
+from .tiny import GEOMETRIES, build_text_encoder, build_vae
 
 
 @dataclass
@@ -57,7 +57,8 @@ def geometry_skeleton(geometry: str, keyframe: bool, num_controlnets: int = 1) -
     return NetworkSkeleton(nets["unet"], nets["temporal"], controlnets, nets.get("appearance"), vae, text_encoder)
 
 
-def _from_config(cls, folder: Path) -> nn.Module:
+def from_config(cls, folder: Path) -> nn.Module:
+    """A `cls` network from the config in `folder`, on the meta device; a missing or malformed config is one line."""
     try:
         with torch.device("meta"):
             if issubclass(cls, PreTrainedModel):  # transformers: a config object, then the model
@@ -70,47 +71,18 @@ def _from_config(cls, folder: Path) -> nn.Module:
         ) from None
 
 
-def _local_folder(reference: str | None) -> Path | None:
+def local_folder(reference: str | None) -> Path | None:
     """`reference` as a local folder (a hub id's cached snapshot included), or None: nothing is fetched."""
     return cached_model_folder(reference) if reference else None
 
 
-def _structure(own: nn.Module, controlnets: Sequence[str | None]) -> list[nn.Module]:
+def structure_skeletons(own: nn.Module, controlnets: Sequence[str | None]) -> list[nn.Module]:
     """One ControlNet per entry: the model's own for None, else the named folder's (a copy of the model's own shape
     when that is not a local folder: structure ControlNets share the base's architecture)."""
+    from diffusers import ControlNetModel
+
     nets = []
     for reference in controlnets:
-        folder = _local_folder(reference)
-        nets.append(_from_config(MODEL_NETWORKS["controlnet"], folder) if folder else copy.deepcopy(own))
+        folder = local_folder(reference)
+        nets.append(from_config(ControlNetModel, folder) if folder else copy.deepcopy(own))
     return nets
-
-
-def model_skeleton(model: str, controlnets: Sequence[str | None] = (None,), parts: dict | None = None
-                   ) -> NetworkSkeleton | None:
-    """The networks `load_pipeline(model, controlnets=..., parts=...)` would build, on the meta device; None when
-    their configs are not on this computer (a hub id that is not in the local cache)."""
-    if model == "tiny":
-        return geometry_skeleton("tiny", keyframe=True, num_controlnets=len(controlnets))
-    if model == "animatediff-tiny":  # tiny random networks: built for real (a fraction of a second), then dropped
-        c = {k: v.to("meta") if isinstance(v, nn.Module) else v for k, v in tiny_animatediff_components().items()}
-        return NetworkSkeleton(c["unet"], c["temporal"], _structure(c["controlnet"], [None] * len(controlnets)),
-                               c["appearance"], c["vae"], c["text_encoder"])
-    if model == "animatediff":
-        folders = {name: _local_folder((parts or {}).get(name)) for name in ("base", "motion_adapter", "controlnet")}
-        if None in folders.values():
-            return None
-        nets = {name: _from_config(cls, folders[part] / sub if sub else folders[part])
-                for name, (cls, part, sub) in OPEN_TRIDENT_NETWORKS.items() if name != "appearance"}
-        sparse = _local_folder((parts or {}).get("sparsectrl"))
-        appearance = _from_config(OPEN_TRIDENT_NETWORKS["appearance"][0], sparse) if sparse else None
-    else:
-        folder = _local_folder(model)
-        if folder is None:
-            return None
-        check_model_folder(model, folder)
-        nets = {name: _from_config(cls, folder / name) for name, cls in MODEL_NETWORKS.items()
-                if name != "appearance"}
-        has_appearance = (folder / "appearance").is_dir()
-        appearance = _from_config(MODEL_NETWORKS["appearance"], folder / "appearance") if has_appearance else None
-    return NetworkSkeleton(nets["unet"], nets["temporal"], _structure(nets["controlnet"], controlnets), appearance,
-                           nets["vae"], nets["text_encoder"])

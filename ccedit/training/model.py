@@ -43,9 +43,9 @@ def check_roles(config: TrainModelConfig) -> list[str]:
 
 def _component_folder(reference: str, subfolder: str) -> Path:
     """`reference/subfolder` when a model folder holds it, else `reference` itself (a component folder)."""
-    from ..pipelines.loading import resolve_model_folder
+    from ..pipelines.model_folders import how_to_make, resolve_model_folder
 
-    folder = resolve_model_folder(reference, what=subfolder)
+    folder = resolve_model_folder(reference, what=subfolder, hint=how_to_make(reference))
     return folder / subfolder if (folder / subfolder).is_dir() else folder
 
 
@@ -84,7 +84,7 @@ def build_models(config: TrainModelConfig) -> TrainingModels:
         from diffusers import AutoencoderKL, UNet2DConditionModel
         from transformers import CLIPTextModel
 
-        from ..pipelines.loading import load_tokenizer
+        from ..hub import load_tokenizer
 
         unet = UNet2DConditionModel.from_pretrained(_component_folder(config.base, "unet"))
         vae = AutoencoderKL.from_pretrained(_component_folder(config.base, "vae"))

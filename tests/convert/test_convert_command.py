@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from ccedit.cli import main
 from ccedit.parity.parity import original_hint_remap
 from ccedit.models import TridentModel
-from ccedit.pipelines.loading import load_pipeline
+from ccedit.kinds import load_pipeline
 from ccedit.pipelines.tiny import tiny_components
 from tests.conftest import REFERENCE, VIDEOS, require
 from tests.convert.test_convert_clip import released_layout

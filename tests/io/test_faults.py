@@ -44,12 +44,12 @@ def _error_lines(err: str) -> list[str]:
 
 
 def _no_model_load(monkeypatch):
-    import ccedit.pipelines.loading as loading
+    import ccedit.kinds as kinds
 
     def refuse(*args, **kwargs):
         raise AssertionError("the destination should have been refused before loading a model")
 
-    monkeypatch.setattr(loading, "load_pipeline", refuse)
+    monkeypatch.setattr(kinds, "load_pipeline", refuse)
 
 
 def test_a_full_disk_never_publishes_a_partial_output_nor_destroys_the_old_one(small_disk, tmp_path, kitten, capsys,

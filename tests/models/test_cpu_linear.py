@@ -59,7 +59,7 @@ def test_calls_that_need_a_gradient_or_other_types_keep_torchs_path():
 def test_the_pipeline_uses_onednn_on_the_cpu_unless_disabled():
     import numpy as np
 
-    from ccedit.pipelines.loading import load_pipeline
+    from ccedit.kinds import load_pipeline
 
     pipe = load_pipeline("tiny", device="cpu", dtype="float32")
     video = np.random.default_rng(0).integers(0, 255, (4, 32, 32, 3), dtype=np.uint8)

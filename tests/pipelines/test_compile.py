@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from ccedit.pipelines.loading import load_pipeline
+from ccedit.kinds import load_pipeline
 
 
 def edit(pipe, video, maps):

@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from ccedit.pipelines.loading import load_pipeline
+from ccedit.kinds import load_pipeline
 
 
 def test_the_text_encoder_runs_once_per_prompt_set_whatever_the_windows_passes_and_steps():

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from ccedit.pipelines.keyframe_edit import edit_keyframe
-from ccedit.pipelines.loading import load_pipeline
+from ccedit.kinds import load_pipeline
 
 FRAMES = 6
 

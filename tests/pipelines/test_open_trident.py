@@ -171,7 +171,7 @@ def test_the_open_trident_is_keyframe_guided_from_the_command_line(tmp_path):
 
 def test_the_open_trident_loads_from_its_parts_folders_and_equals_the_tiny_one(tmp_path):
     from ccedit.errors import ModelNotFoundError
-    from ccedit.pipelines.loading import load_pipeline
+    from ccedit.kinds import load_pipeline
 
     parts = tiny_animatediff_components()
     for name in ("vae", "text_encoder", "tokenizer", "unet"):
@@ -196,7 +196,7 @@ def test_the_open_trident_loads_from_its_parts_folders_and_equals_the_tiny_one(t
     torch.testing.assert_close(edit(loaded), edit(tiny))
 
     # the memory model reads the same parts' configs: every network with the loaded one's parameters
-    from ccedit.pipelines.skeleton import model_skeleton
+    from ccedit.kinds import model_skeleton
 
     skeleton = model_skeleton("animatediff", parts=folders)
     for name in ("unet", "temporal", "appearance", "vae", "text_encoder"):

@@ -11,7 +11,7 @@ from peft import LoraConfig
 from peft.utils import get_peft_model_state_dict
 
 from ccedit.errors import UserError
-from ccedit.pipelines.loading import load_pipeline
+from ccedit.kinds import load_pipeline
 from ccedit.pipelines.personalise import LoraSpec, load_base, load_loras
 from ccedit.pipelines.tiny import tiny_components
 

@@ -1,0 +1,66 @@
+"""Model kinds: each family of video models in one module, registered here. Code outside `ccedit/kinds/` asks the
+kind of a model reference (`kind_for`) for its loader, networks, parts, defaults and conventions, and never names a
+family itself.
+
+A new family is a module with a `ModelKind` subclass and one `register_kind` line below.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .base import Conventions, ModelKind, ModelRef, Part
+from .ccedit import CCEDIT, TINY
+from .open_trident import OPEN_TRIDENT, TINY_OPEN_TRIDENT
+from .registry import KINDS, builtin_models, kind_for, named_models, register_kind
+
+__all__ = [
+    "KINDS", "Conventions", "ModelKind", "ModelRef", "Part", "builtin_models", "kind_for", "load_pipeline",
+    "model_skeleton", "named_models", "register_kind",
+]
+
+# Kinds that answer to names first; the kind that takes any folder or hub id last.
+for _kind in (TINY, TINY_OPEN_TRIDENT, OPEN_TRIDENT, CCEDIT):
+    register_kind(_kind)
+
+
+def load_pipeline(
+    model: str,
+    *,
+    controlnets: Sequence[str | None] = (None,),
+    tokenizer: str | None = None,
+    scheduler: str = "dpmpp_2s_ancestral",
+    dtype: str = "auto",
+    device: str = "auto",
+    base: str | None = None,
+    loras: Sequence = (),
+    fuse_lora: bool = False,
+    parts: dict | None = None,
+):
+    """Build the `CCEditPipeline` of `model` with one ControlNet per entry of `controlnets`.
+
+    Args:
+        model (`str`): a named model (`named_models()`: the built-in tiny ones, `animatediff`), a folder written
+            by `ccedit convert`, or a hub id with that layout.
+        controlnets: per structure annotator, `None` for the model's own ControlNet, or a ControlNet path / hub id.
+        tokenizer (`str`, *optional*): tokenizer path or hub id when the model has no `tokenizer/` folder.
+        scheduler (`str`): a name from `ccedit.schedulers.SCHEDULERS`.
+        dtype, device: `"auto"` picks float16 on CUDA and float32 on CPU.
+        base (`str`, *optional*): a personalised SD-1.5 base replacing the model's frozen UNet (`personalise.py`).
+        loras: LoRAs (`LoraSpec`s or config entries `{path, scale}`) on the UNet and text encoder.
+        parts (`dict`, *optional*): for kinds assembled from parts (`animatediff`), each part's folder or hub id.
+    """
+    reference = ModelRef(model, dict(parts or {}), tokenizer)
+    pipe = kind_for(model).load(reference, list(controlnets), scheduler, dtype, device)
+    if base is not None or loras:
+        from ..pipelines.personalise import personalise
+
+        personalise(pipe, base, loras, fuse=fuse_lora)
+    return pipe
+
+
+def model_skeleton(model: str, controlnets: Sequence[str | None] = (None,), parts: dict | None = None):
+    """The networks `load_pipeline(model, controlnets=..., parts=...)` would build, on the meta device
+    (`pipelines.skeleton.NetworkSkeleton`); None when their configs are not on this computer (a hub id that is
+    not in the local cache)."""
+    return kind_for(model).skeleton(ModelRef(model, dict(parts or {})), list(controlnets))

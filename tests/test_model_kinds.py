@@ -1,0 +1,65 @@
+"""Model kinds: the registry, and that no module outside `ccedit/kinds/` names a family."""
+
+from __future__ import annotations
+
+import ast
+
+import pytest
+
+from ccedit.kinds import KINDS, ModelKind, ModelRef, kind_for, named_models
+from ccedit.kinds.registry import folder_kind, register_kind
+from tests.conftest import REPO
+
+# Modules that use a registered name for something else, each with its own namespace: the metrics' tiny backbones
+# (`metrics/loading.TINY`), the baselines' method types (`methods/`, diffusers' pipelines as they are), the tiny
+# geometry the tiny kinds build on (`pipelines/tiny.py`) and training's tiny starting networks.
+OTHER_NAMESPACES = ("ccedit/kinds/", "ccedit/metrics/", "ccedit/methods/", "ccedit/pipelines/tiny.py",
+                    "ccedit/training/")
+
+
+def test_each_named_model_belongs_to_one_kind_and_anything_else_is_a_folder():
+    assert named_models() == ("tiny", "animatediff-tiny", "animatediff")
+    assert {kind_for(name).name for name in named_models()} == {"tiny", "animatediff-tiny", "animatediff"}
+    assert kind_for("models/my-ccedit") is folder_kind() is KINDS["ccedit"]
+    assert kind_for("someone/on-the-hub").folders
+
+
+def test_a_kind_cannot_take_a_name_another_answers_to():
+    with pytest.raises(ValueError, match="registered already"):
+        register_kind(ModelKind(name="copy", description="", conventions=KINDS["tiny"].conventions, names=("tiny",)))
+    assert "copy" not in KINDS
+
+
+def test_conventions_are_the_kinds_own():
+    assert KINDS["ccedit"].conventions.native_frames == 17  # CCEdit's 17-frame training windows
+    assert KINDS["animatediff"].conventions.native_frames == 16  # AnimateDiff's motion modules
+    assert KINDS["animatediff"].conventions.sampling_convention == "diffusers"
+    assert KINDS["ccedit"].conventions.sampling_convention == "ccedit"
+
+
+def test_the_tiny_kinds_build_what_their_skeletons_describe():
+    for name in ("tiny", "animatediff-tiny"):
+        kind = kind_for(name)
+        pipe = kind.load(ModelRef(name), [None, "other"], "ddim", "float32", "cpu")
+        skeleton = kind.skeleton(ModelRef(name), [None, "other"])
+        loaded = [pipe.unet, pipe.temporal, *pipe.controlnets, pipe.appearance, pipe.vae, pipe.text_encoder]
+        assert [sum(p.numel() for p in m.parameters()) for m in skeleton.modules()] == [
+            sum(p.numel() for p in m.parameters()) for m in loaded if m is not None]
+        assert pipe.config.sampling_convention == kind.conventions.sampling_convention
+
+
+def _family_names_outside_kinds() -> list[str]:
+    names = set(named_models())
+    found = []
+    for path in sorted((REPO / "ccedit").rglob("*.py")):
+        relative = path.relative_to(REPO).as_posix()
+        if relative.startswith(OTHER_NAMESPACES):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in names:
+                found.append(f"{relative}:{node.lineno}: {node.value!r}")
+    return found
+
+
+def test_no_module_outside_the_kinds_names_a_family():
+    assert _family_names_outside_kinds() == []
