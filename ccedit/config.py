@@ -32,7 +32,7 @@ class ModelConfig:
     path: str = "tiny"  # "tiny" (built in, random), a converted ccedit folder, or a hub id
     dtype: str = "auto"  # auto: float16 on CUDA, float32 on CPU; or float32 / float16 / bfloat16
     device: str = "auto"  # auto: cuda when available, else cpu
-    num_frames: int = 17  # the window length the model was trained on (CCEdit: 17 key frames)
+    native_frames: int = 17  # the window length the model was trained on (CCEdit: 17 key frames)
     short_side: int = 512  # working size's short side when --height/--width are not given
     size_multiple: int = 8  # frame sides are multiples of this: the VAE's factor (the UNet takes any latent size)
     cpu_offload: bool = False  # keep components on the CPU, move each to the GPU only while it runs
@@ -88,7 +88,7 @@ class VideoConfig:
 
 @dataclass
 class WindowsConfig:
-    length: int | None = None  # frames per network call; null: the model's native length (model.num_frames)
+    length: int | None = None  # frames per network call; null: the model's native length (model.native_frames)
     overlap: int | None = None  # frames neighbouring windows share; null: a quarter of the window
     hierarchical: str = "auto"  # auto: with keyframes on a clip longer than a window; or true / false
     noise: str = "independent"  # initial noise: independent per frame, or "repeat" each window's (FreeNoise)
@@ -317,7 +317,7 @@ def validate(config: EditConfig) -> None:
 
 def window_length(config: EditConfig) -> int:
     """Frames per network call: `windows.length`, else the model's native length."""
-    return config.windows.length if config.windows.length is not None else config.model.num_frames
+    return config.windows.length if config.windows.length is not None else config.model.native_frames
 
 
 def structure_controlnets(config: EditConfig) -> list[str | None]:

@@ -30,7 +30,7 @@ MAX_STEPS = 1000  # the length of the diffusion schedule: more steps than noise 
 
 # key: (lowest, highest, what the value is); None leaves a side open. Unset (null) values are not checked.
 BOUNDS: dict[str, tuple[float | None, float | None, str]] = {
-    "model.num_frames": (1, MAX_FRAMES, "frames in the model's window"),
+    "model.native_frames": (1, MAX_FRAMES, "frames in the model's window"),
     "model.short_side": (64, MAX_SIDE, "pixels"),
     "video.num_frames": (1, MAX_FRAMES, "frames"),
     "video.fps": (1e-3, None, "frames per second"),
