@@ -17,6 +17,40 @@ from .errors import UserError
 logger = logging.getLogger("ccedit")
 
 
+# The flags that set an edit setting, and the setting each sets: the one place where flags meet settings. The
+# library's messages name settings; `main` adds the flag beside each setting a message names.
+SETTING_FLAGS = {
+    "--model": "model.path",
+    "--force": "model.check_memory",
+    "--frames": "video.num_frames",
+    "--fps": "video.fps",
+    "--start": "video.start",
+    "--height": "video.height",
+    "--width": "video.width",
+    "--window": "windows.length",
+    "--overlap": "windows.overlap",
+    "--structure": "structure.annotators",
+    "--structure-scale": "structure.scales",
+    "--steps": "sampling.num_inference_steps",
+    "--seed": "sampling.seed",
+    "--side-by-side": "output.side_by_side",
+    "--dump-conditions": "output.conditions",
+}
+# How a flag's value becomes its setting's, where they differ.
+_FLAG_VALUES = {
+    "--force": lambda force: not force,
+    "--structure": lambda names: [n.strip() for n in names.split(",") if n.strip()],
+}
+
+
+def _scales(text: str) -> list[float]:
+    """`--structure-scale`'s value: one number, or one per annotator, comma-separated."""
+    try:
+        return [float(s) for s in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, e.g. 0.8 or 1,0.5; got {text!r}") from None
+
+
 class _Parser(argparse.ArgumentParser):
     """Usage errors as one line and exit code 2, like every other user error."""
 
@@ -60,6 +94,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="more log output")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
+    _add_edit_parser(sub)
+    _add_keyframe_parser(sub)
+    _add_convert_parser(sub)
+    _add_train_parser(sub)
+    _add_eval_parser(sub)
+    _add_models_parser(sub)
+    env = sub.add_parser("env", help="print versions and devices, for bug reports")
+    env.set_defaults(func=cmd_env)
+    for subcommand in sub.choices.values():
+        # Also after the subcommand; SUPPRESS keeps a `-v` given before it from being reset to False.
+        subcommand.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                                help="more log output")
+    return parser
+
+
+def _add_edit_parser(sub) -> None:
+    """`ccedit edit`: the job's arguments, the flags of common settings, and every setting in the epilog."""
     edit = sub.add_parser("edit", help="edit a video with a text prompt (and optionally an edited keyframe)",
                           formatter_class=_HelpFormatter)
     edit.add_argument("input", help="video file (mp4, mov, webm, mkv, avi, gif) or folder of frames")
@@ -75,6 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     edit.add_argument("--overlap", type=int, metavar="N", help="frames shared by neighbouring windows (default: N/4)")
     edit.add_argument("--structure", metavar="NAME[,NAME]", help="structure annotators: depth, canny, lineart, "
                       "softedge, midas, zoe, depth_dpt (default: depth; canny for the tiny model)")
+    edit.add_argument("--structure-scale", type=_scales, metavar="S[,S]",
+                      help="strength of the structure maps: one for every annotator, or one per annotator (default: 1)")
     edit.add_argument("--steps", type=int, metavar="N", help="denoising steps (default: 30; 4 for the tiny model)")
     edit.add_argument("--seed", type=int, metavar="S", help="random seed (same seed, same output) (default: 0)")
     edit.add_argument("--side-by-side", action="store_true", help="also write source | each structure map | each keyframe | result, labelled")
@@ -86,6 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sampling_options(edit)
     edit.set_defaults(func=cmd_edit)
 
+
+def _add_keyframe_parser(sub) -> None:
+    """`ccedit keyframe`: the frame an edit will use, or the frame an edited image shows."""
     key = sub.add_parser("keyframe", help="write the frame an edit will use, for editing in another program (or, "
                          "with --match, find the frame an edited image shows)", formatter_class=_HelpFormatter)
     key.add_argument("input", help="video file or folder of frames")
@@ -97,6 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sampling_options(key)
     key.set_defaults(func=cmd_keyframe)
 
+
+def _add_convert_parser(sub) -> None:
+    """`ccedit convert`: a released CCEdit checkpoint to a model folder."""
     conv = sub.add_parser("convert", help="turn a released CCEdit checkpoint into a ccedit model folder",
                           formatter_class=_HelpFormatter)
     conv.add_argument("checkpoint", help="a CCEdit .ckpt, or a safetensors state dict in CCEdit's key names")
@@ -109,6 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     conv.set_defaults(func=cmd_convert)
 
+
+def _add_train_parser(sub) -> None:
+    """`ccedit train`: a training run from a settings file."""
     tr = sub.add_parser("train", help="train the temporal layers or the keyframe model's parts on your videos",
                         formatter_class=_HelpFormatter)
     tr.add_argument("config", help="training settings (YAML), e.g. configs/train/tiny.yaml")
@@ -121,6 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="any setting, e.g. output=runs/a train.max_steps=50")
     tr.set_defaults(func=cmd_train)
 
+
+def _add_eval_parser(sub) -> None:
+    """`ccedit eval`: methods over a benchmark."""
     ev = sub.add_parser("eval", help="run methods over a benchmark: scores, tables and an HTML report",
                         formatter_class=_HelpFormatter,
                         epilog="exit status: 0 when every selected edit is scored, 1 when some failed (each with its "
@@ -133,46 +198,31 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="any setting, e.g. output=runs/eval")
     ev.set_defaults(func=cmd_eval)
 
+
+def _add_models_parser(sub) -> None:
+    """`ccedit models`: the configured model's parts."""
     models = sub.add_parser("models", help="show the configured model and where each of its parts comes from",
                             formatter_class=_HelpFormatter)
     _add_model_options(models)
     models.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="any setting, e.g. model.lora=[...]")
     models.set_defaults(func=cmd_models)
 
-    env = sub.add_parser("env", help="print versions and devices, for bug reports")
-    env.set_defaults(func=cmd_env)
-    for subcommand in sub.choices.values():
-        # Also after the subcommand; SUPPRESS keeps a `-v` given before it from being reset to False.
-        subcommand.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
-                                help="more log output")
-    return parser
-
 
 def _flag_overrides(args: argparse.Namespace) -> dict:
-    """The common flags as a nested config dict (only those given)."""
-    o: dict = {"model": {}, "video": {}, "sampling": {}, "structure": {}, "output": {}}
-    if args.model is not None:
-        o["model"]["path"] = args.model
-    if getattr(args, "force", False):
-        o["model"]["check_memory"] = False
-    for flag, key in (("frames", "num_frames"), ("fps", "fps"), ("start", "start"), ("height", "height"), ("width", "width")):
-        if getattr(args, flag, None) is not None:
-            o["video"][key] = getattr(args, flag)
-    if getattr(args, "steps", None) is not None:
-        o["sampling"]["num_inference_steps"] = args.steps
-    if getattr(args, "seed", None) is not None:
-        o["sampling"]["seed"] = args.seed
-    if getattr(args, "structure", None):
-        o["structure"]["annotators"] = [n.strip() for n in args.structure.split(",") if n.strip()]
-    if getattr(args, "side_by_side", False):
-        o["output"]["side_by_side"] = True
-    if getattr(args, "dump_conditions", False):
-        o["output"]["conditions"] = True
-    o["windows"] = {}
-    for flag, key in (("window", "length"), ("overlap", "overlap")):
-        if getattr(args, flag, None) is not None:
-            o["windows"][key] = getattr(args, flag)
-    return {k: v for k, v in o.items() if v}
+    """The setting flags given (`SETTING_FLAGS`) as a nested config dict."""
+    overrides: dict = {}
+    for flag, key in SETTING_FLAGS.items():
+        value = getattr(args, _dest(flag), None)
+        if value is None or value is False:  # not given (store_true flags are False when absent)
+            continue
+        section, name = key.split(".")
+        overrides.setdefault(section, {})[name] = _FLAG_VALUES.get(flag, lambda given: given)(value)
+    return overrides
+
+
+def _dest(flag: str) -> str:
+    """The attribute argparse stores a flag's value under."""
+    return flag.removeprefix("--").replace("-", "_")
 
 
 def _load_config(args: argparse.Namespace):

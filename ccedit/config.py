@@ -50,7 +50,7 @@ class ModelConfig:
 @dataclass
 class StructureConfig:
     annotators: list[str] = field(default_factory=lambda: ["depth"])  # `depth` = the model's own depth estimator
-    scales: list[float] = field(default_factory=lambda: [1.0])  # one per annotator
+    scales: list[float] = field(default_factory=lambda: [1.0])  # one for every annotator, or one per annotator
     # One ControlNet per annotator: null = the model folder's own `controlnet`; else a path or hub id.
     controlnets: list[str | None] = field(default_factory=list)
     cache_dir: str | None = "~/.cache/ccedit/structure"  # null: no cache
@@ -66,7 +66,6 @@ class SamplingConfig:
     negative_prompt: str = "ugly, low quality"  # CCEdit's default uncond text
     add_prompt: str = "masterpiece, high quality"  # prepended as "<add_prompt>, <prompt>" when non-empty
     appearance_scale: float = 1.0
-    structure_scale: float | None = None  # overrides every entry of structure.scales when set
     prior: str = "auto"  # auto: "keyframe" with a keyframe (CCEdit's anchor prior), else "none"; or none/keyframe/video
     prior_coefficient: float = 0.03  # weight of the anchor prior (CCEdit's README setting)
     strength: float = 1.0  # SDEdit: < 1 starts from the noised source video
@@ -324,6 +323,12 @@ def structure_controlnets(config: EditConfig) -> list[str | None]:
     """One ControlNet per structure annotator: `structure.controlnets`, padded with None (the model's own)."""
     names = config.structure.annotators
     return (list(config.structure.controlnets) + [None] * len(names))[: len(names)]
+
+
+def structure_scales(config: EditConfig) -> list[float]:
+    """One ControlNet scale per structure annotator: `structure.scales`, a single entry applying to every one."""
+    scales, names = config.structure.scales, config.structure.annotators
+    return list(scales) * len(names) if len(scales) == 1 else list(scales)
 
 
 def hierarchical_setting(config: EditConfig) -> bool | None:

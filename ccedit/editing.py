@@ -209,7 +209,7 @@ class EditSession:
 
     def edit(self, job: EditJob) -> EditResult:
         """Edit `job.input` with `job.prompt` (and its keyframes); nothing is written."""
-        from .config import hierarchical_setting, window_length
+        from .config import hierarchical_setting, structure_scales, window_length
         from .keyframe_match import ClipStructure, match_record, place_matched_keyframes
         from .pipelines.conditions import keyframes_act
 
@@ -237,11 +237,8 @@ class EditSession:
         structure_seconds = time.perf_counter() - t0
 
         # 3. Keyframes left to ccedit are edited from the prompt, then everything is sampled.
-        names = cfg.structure.annotators
         full_prompt = f"{s.add_prompt}, {job.prompt}" if s.add_prompt else job.prompt
-        scales = [s.structure_scale] * len(names) if s.structure_scale is not None else (
-            cfg.structure.scales * len(names) if len(cfg.structure.scales) == 1 else cfg.structure.scales
-        )
+        scales = structure_scales(cfg)
         generator = torch.Generator(device="cpu").manual_seed(s.seed)
         t0 = time.perf_counter()
         for i, spec in enumerate(keyframes):

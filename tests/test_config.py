@@ -76,3 +76,14 @@ def test_the_names_settings_are_checked_against_are_the_registries():
     assert sorted(ANNOTATOR_NAMES) == sorted(ANNOTATORS)
     assert sorted(SCHEDULER_NAMES) == sorted(SCHEDULERS)
     assert set(DTYPES) == set(DTYPE_NAMES) and all(isinstance(d, torch.dtype) for d in DTYPES.values())
+
+
+def test_one_structure_scale_setting_applies_to_every_annotator_or_one_each():
+    from ccedit.config import load_edit_config, structure_scales
+
+    one = load_edit_config(overrides={"structure": {"annotators": ["canny", "canny"], "scales": [0.5]}})
+    assert structure_scales(one) == [0.5, 0.5]
+    each = load_edit_config(dotlist=["structure.annotators=[canny,canny]", "structure.scales=[1.0,0.25]"])
+    assert structure_scales(each) == [1.0, 0.25]
+    with pytest.raises(UserError, match="`sampling.structure_scale`"):  # structure.scales is the only one
+        load_edit_config(dotlist=["sampling.structure_scale=0.5"])
