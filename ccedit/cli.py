@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import shlex
 import signal
 import sys
@@ -220,6 +221,18 @@ def _flag_overrides(args: argparse.Namespace) -> dict:
     return overrides
 
 
+def _naming_flags(message: str, args: argparse.Namespace) -> str:
+    """`message` with its command's flag beside the first mention of each setting that has one, e.g.
+    `video.num_frames (--frames)` or `model.check_memory=false (--force)`: the library names settings only. A
+    setting quoted back as the user wrote it is left as written."""
+    for flag, key in SETTING_FLAGS.items():
+        if flag in message or not hasattr(args, _dest(flag)):  # already named, or not a flag of this command
+            continue
+        mention = rf"(?<![\w.'\"`]){re.escape(key)}(=[^\s,;)]*)?(?![\w.])"
+        message = re.sub(mention, lambda found: f"{found.group(0)} ({flag})", message, count=1)
+    return message
+
+
 def _dest(flag: str) -> str:
     """The attribute argparse stores a flag's value under."""
     return flag.removeprefix("--").replace("-", "_")
@@ -392,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
             check_torchvision()  # a mismatched torchvision would fail later, deep in an import, with a traceback
         return args.func(args)
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {_naming_flags(str(e), args)}", file=sys.stderr)
         return 2
     except _Terminated:
         print("terminated", file=sys.stderr)

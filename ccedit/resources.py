@@ -35,22 +35,23 @@ SELF_CGROUP = Path("/proc/self/cgroup")
 # cgroup v1 writes "no limit" as the largest page-aligned 64-bit number; anything this large is no limit.
 _NO_CGROUP_LIMIT = 1 << 60
 
-# Which option shrinks each term, for the refusal's advice; the weights' depend on the settings
+# Which setting shrinks each term, for the refusal's advice; the weights' depend on the settings
 # (`_weights_option`). The size shrinks every term, so it is always named; a term it alone reduces maps to it.
+_SIZE = "video.height/video.width"  # the working size, which every term grows with
 _REDUCED_BY = {
     # host side
-    "frames": "--frames",
-    "edited frames": "--frames",
-    "structure": "--frames",
-    "decoding": "--height/--width",
+    "frames": "video.num_frames",
+    "edited frames": "video.num_frames",
+    "structure": "video.num_frames",
+    "decoding": _SIZE,
     # the memory model's terms (`MemoryEstimate.stage_terms`)
-    "clip latents and scheduler state": "--frames",
-    "clip hint encodings": "--frames",
-    "appearance residuals of the next timesteps": "--height/--width",
-    "clip latents": "--frames",
-    "window call": "--window",
-    "hint encoding": "--height/--width",  # one chunk of `ENCODE_CHUNK_FRAMES` frames
-    "VAE decode": "--height/--width",  # `model.vae_slicing=true` when it is off
+    "clip latents and scheduler state": "video.num_frames",
+    "clip hint encodings": "video.num_frames",
+    "appearance residuals of the next timesteps": _SIZE,
+    "clip latents": "video.num_frames",
+    "window call": "windows.length",
+    "hint encoding": _SIZE,  # one chunk of `ENCODE_CHUNK_FRAMES` frames
+    "VAE decode": _SIZE,  # `model.vae_slicing=true` when it is off
     CUDA_RUNTIME: None,
 }
 
@@ -261,11 +262,11 @@ def check_memory(need: MemoryNeed, available_host: int, available_device: int | 
             option = need.reduced_by.get(name)
             if value and option and option not in options:
                 options.append(option)
-        options = [o for o in options if o != "--height/--width"]
-        options.insert(1, "--height/--width")  # the size shrinks every term: always worth naming
+        options = [o for o in options if o != _SIZE]
+        options.insert(1, _SIZE)  # the size shrinks every term: always worth naming
         raise UserError(
             f"this edit needs about {_gb(needed)} of {where} ({shown}) but {_gb(available)} is available: "
-            f"reduce it with {', '.join(options[:3])}, or pass --force to try anyway"
+            f"reduce it with {', '.join(options[:3])}, or set model.check_memory=false to try anyway"
         )
 
 

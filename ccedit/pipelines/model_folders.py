@@ -12,7 +12,7 @@ from ..errors import ModelNotFoundError, weights_load_error
 
 # The folder layout `ccedit convert` writes (diffusers-style, one sub-folder per component).
 REQUIRED_SUBFOLDERS = ("unet", "temporal", "controlnet", "vae", "text_encoder")
-HOW_TO_GET = "convert a released CCEdit checkpoint with `ccedit convert CKPT --out DIR` and pass --model DIR"
+HOW_TO_GET = "convert a released CCEdit checkpoint with `ccedit convert CKPT --out DIR` and set model.path=DIR"
 
 
 def how_to_make(model: str) -> str:
@@ -23,10 +23,10 @@ def how_to_make(model: str) -> str:
     return f"make it from a released CCEdit checkpoint with `ccedit convert CKPT --out {model}`{named}"
 
 
-def resolve_model_folder(model: str, what: str = "model", option: str = "--model DIR") -> Path:
+def resolve_model_folder(model: str, what: str = "model", option: str = "model.path=DIR") -> Path:
     """`hub.resolve_model_folder` with the advice for ccedit model folders; `option` is the setting that takes a
     local folder instead (only the local cache is used when the hub does not answer)."""
-    hint = how_to_make(model) if option == "--model DIR" else f"pass a local folder with {option}"
+    hint = how_to_make(model) if option == "model.path=DIR" else f"pass a local folder with {option}"
     return hub.resolve_model_folder(model, what, hint=hint)
 
 
