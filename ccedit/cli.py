@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import re
 import shlex
 import signal
 import sys
+import textwrap
 import warnings
+from enum import Enum
 from pathlib import Path
 
 from . import __version__
@@ -68,6 +71,30 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+class _SettingsHelpFormatter(argparse.RawDescriptionHelpFormatter, _HelpFormatter):
+    """`_HelpFormatter` that keeps the epilog's lines (the settings list) as written."""
+
+
+def _settings_epilog() -> str:
+    """Every edit setting as `key (default): help`, from the schema: the one place defaults are written."""
+    from .config import schema_settings
+
+    lines = ["settings (KEY=VALUE or --config YAML; configs/model/<name>.yaml changes a few for a named model):"]
+    for key, default, text in schema_settings():
+        lines += textwrap.wrap(f"{key} ({_shown(default)}): {text}", width=110, initial_indent="  ",
+                               subsequent_indent="      ", break_on_hyphens=False)
+    return "\n".join(lines)
+
+
+def _shown(value) -> str:
+    """A default as it is written in YAML or KEY=VALUE."""
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, str):  # bare unless YAML would read it otherwise (empty, spaces, commas)
+        return value if re.fullmatch(r"[\w./~-]+", value) else json.dumps(value)
+    return json.dumps(value) if value is None or isinstance(value, (bool, list, dict)) else str(value)
+
+
 def _add_sampling_options(p: argparse.ArgumentParser) -> None:
     """Options that decide which frames are used and at what size: shared by `edit` and `keyframe`."""
     _add_model_options(p)
@@ -113,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_edit_parser(sub) -> None:
     """`ccedit edit`: the job's arguments, the flags of common settings, and every setting in the epilog."""
     edit = sub.add_parser("edit", help="edit a video with a text prompt (and optionally an edited keyframe)",
-                          formatter_class=_HelpFormatter)
+                          formatter_class=_SettingsHelpFormatter, epilog=_settings_epilog())
     edit.add_argument("input", help="video file (mp4, mov, webm, mkv, avi, gif) or folder of frames")
     edit.add_argument("--prompt", required=True, help='target description, e.g. "a watercolor painting"')
     edit.add_argument("-o", "--output", help="output mp4 (default: <input name>.ccedit.mp4 in the current folder)")

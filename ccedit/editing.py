@@ -166,10 +166,10 @@ class EditSession:
 
             cfg = self.cfg
             if cfg.model.path in BUILTIN_MODELS:
-                real = ("--model DIR (a converted CCEdit model)" if cfg.model.path == "tiny" else
-                        "--model animatediff (the open trident; `ccedit models --model animatediff` lists its parts)")
+                real = ("model.path=DIR (a converted CCEdit model)" if cfg.model.path == "tiny" else
+                        "model.path=animatediff (the open trident; `ccedit models` lists its parts)")
                 logger.warning("using a built-in tiny model: its weights are random, so the edit is noise-like; "
-                               "pass %s for real edits", real)
+                               "set %s for real edits", real)
             t0 = time.perf_counter()
             pipe = load_pipeline(cfg.model.path, controlnets=self.structure_controlnets(),
                                  tokenizer=cfg.model.tokenizer,
