@@ -3,18 +3,56 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
+import re
 import shlex
 import signal
 import sys
+import textwrap
 import warnings
+from enum import Enum
 from pathlib import Path
 
 from . import __version__
 from .errors import UserError
 
 logger = logging.getLogger("ccedit")
+
+
+# The flags that set an edit setting, and the setting each sets: the one place where flags meet settings. The
+# library's messages name settings; `main` adds the flag beside each setting a message names.
+SETTING_FLAGS = {
+    "--model": "model.path",
+    "--force": "model.check_memory",
+    "--frames": "video.num_frames",
+    "--fps": "video.fps",
+    "--start": "video.start",
+    "--height": "video.height",
+    "--width": "video.width",
+    "--window": "windows.length",
+    "--overlap": "windows.overlap",
+    "--structure": "structure.annotators",
+    "--structure-scale": "structure.scales",
+    "--steps": "sampling.num_inference_steps",
+    "--seed": "sampling.seed",
+    "--side-by-side": "output.side_by_side",
+    "--dump-conditions": "output.conditions",
+}
+# How a flag's value becomes its setting's, where they differ.
+_FLAG_VALUES = {
+    "--force": lambda force: not force,
+    "--structure": lambda names: [n.strip() for n in names.split(",") if n.strip()],
+}
+
+
+def _scales(text: str) -> list[float]:
+    """`--structure-scale`'s value: one number, or one per annotator, comma-separated."""
+    try:
+        return [float(s) for s in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, e.g. 0.8 or 1,0.5; got {text!r}") from None
 
 
 class _Parser(argparse.ArgumentParser):
@@ -31,6 +69,30 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         if "default" in (action.help or "") or action.default in (None, False, [], argparse.SUPPRESS):
             return action.help or ""
         return super()._get_help_string(action)
+
+
+class _SettingsHelpFormatter(argparse.RawDescriptionHelpFormatter, _HelpFormatter):
+    """`_HelpFormatter` that keeps the epilog's lines (the settings list) as written."""
+
+
+def _settings_epilog() -> str:
+    """Every edit setting as `key (default): help`, from the schema: the one place defaults are written."""
+    from .config import schema_settings
+
+    lines = ["settings (KEY=VALUE or --config YAML; configs/model/<name>.yaml changes a few for a named model):"]
+    for key, default, text in schema_settings():
+        lines += textwrap.wrap(f"{key} ({_shown(default)}): {text}", width=110, initial_indent="  ",
+                               subsequent_indent="      ", break_on_hyphens=False)
+    return "\n".join(lines)
+
+
+def _shown(value) -> str:
+    """A default as it is written in YAML or KEY=VALUE."""
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, str):  # bare unless YAML would read it otherwise (empty, spaces, commas)
+        return value if re.fullmatch(r"[\w./~-]+", value) else json.dumps(value)
+    return json.dumps(value) if value is None or isinstance(value, (bool, list, dict)) else str(value)
 
 
 def _add_sampling_options(p: argparse.ArgumentParser) -> None:
@@ -61,8 +123,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="more log output")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
+    _add_edit_parser(sub)
+    _add_keyframe_parser(sub)
+    _add_convert_parser(sub)
+    _add_train_parser(sub)
+    _add_eval_parser(sub)
+    _add_models_parser(sub)
+    env = sub.add_parser("env", help="print versions and devices, for bug reports")
+    env.set_defaults(func=cmd_env)
+    for subcommand in sub.choices.values():
+        # Also after the subcommand; SUPPRESS keeps a `-v` given before it from being reset to False.
+        subcommand.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                                help="more log output")
+    return parser
+
+
+def _add_edit_parser(sub) -> None:
+    """`ccedit edit`: the job's arguments, the flags of common settings, and every setting in the epilog."""
     edit = sub.add_parser("edit", help="edit a video with a text prompt (and optionally an edited keyframe)",
-                          formatter_class=_HelpFormatter)
+                          formatter_class=_SettingsHelpFormatter, epilog=_settings_epilog())
     edit.add_argument("input", help="video file (mp4, mov, webm, mkv, avi, gif) or folder of frames")
     edit.add_argument("--prompt", required=True, help='target description, e.g. "a watercolor painting"')
     edit.add_argument("-o", "--output", help="output mp4 (default: <input name>.ccedit.mp4 in the current folder)")
@@ -76,6 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     edit.add_argument("--overlap", type=int, metavar="N", help="frames shared by neighbouring windows (default: N/4)")
     edit.add_argument("--structure", metavar="NAME[,NAME]", help="structure annotators: depth, canny, lineart, "
                       "softedge, midas, zoe, depth_dpt (default: depth; canny for the tiny model)")
+    edit.add_argument("--structure-scale", type=_scales, metavar="S[,S]",
+                      help="strength of the structure maps: one for every annotator, or one per annotator (default: 1)")
     edit.add_argument("--steps", type=int, metavar="N", help="denoising steps (default: 30; 4 for the tiny model)")
     edit.add_argument("--seed", type=int, metavar="S", help="random seed (same seed, same output) (default: 0)")
     edit.add_argument("--side-by-side", action="store_true", help="also write source | each structure map | each keyframe | result, labelled")
@@ -87,6 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sampling_options(edit)
     edit.set_defaults(func=cmd_edit)
 
+
+def _add_keyframe_parser(sub) -> None:
+    """`ccedit keyframe`: the frame an edit will use, or the frame an edited image shows."""
     key = sub.add_parser("keyframe", help="write the frame an edit will use, for editing in another program (or, "
                          "with --match, find the frame an edited image shows)", formatter_class=_HelpFormatter)
     key.add_argument("input", help="video file or folder of frames")
@@ -98,6 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sampling_options(key)
     key.set_defaults(func=cmd_keyframe)
 
+
+def _add_convert_parser(sub) -> None:
+    """`ccedit convert`: a released CCEdit checkpoint to a model folder."""
     conv = sub.add_parser("convert", help="turn a released CCEdit checkpoint into a ccedit model folder",
                           formatter_class=_HelpFormatter)
     conv.add_argument("checkpoint", help="a CCEdit .ckpt, or a safetensors state dict in CCEdit's key names")
@@ -110,6 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     conv.set_defaults(func=cmd_convert)
 
+
+def _add_train_parser(sub) -> None:
+    """`ccedit train`: a training run from a settings file."""
     tr = sub.add_parser("train", help="train the temporal layers or the keyframe model's parts on your videos",
                         formatter_class=_HelpFormatter)
     tr.add_argument("config", help="training settings (YAML), e.g. configs/train/tiny.yaml")
@@ -122,6 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="any setting, e.g. output=runs/a train.max_steps=50")
     tr.set_defaults(func=cmd_train)
 
+
+def _add_eval_parser(sub) -> None:
+    """`ccedit eval`: methods over a benchmark."""
     ev = sub.add_parser("eval", help="run methods over a benchmark: scores, tables and an HTML report",
                         formatter_class=_HelpFormatter,
                         epilog="exit status: 0 when every selected edit is scored, 1 when some failed (each with its "
@@ -134,46 +227,43 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="any setting, e.g. output=runs/eval")
     ev.set_defaults(func=cmd_eval)
 
+
+def _add_models_parser(sub) -> None:
+    """`ccedit models`: the configured model's parts."""
     models = sub.add_parser("models", help="show the configured model and where each of its parts comes from",
                             formatter_class=_HelpFormatter)
     _add_model_options(models)
     models.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="any setting, e.g. model.lora=[...]")
     models.set_defaults(func=cmd_models)
 
-    env = sub.add_parser("env", help="print versions and devices, for bug reports")
-    env.set_defaults(func=cmd_env)
-    for subcommand in sub.choices.values():
-        # Also after the subcommand; SUPPRESS keeps a `-v` given before it from being reset to False.
-        subcommand.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
-                                help="more log output")
-    return parser
-
 
 def _flag_overrides(args: argparse.Namespace) -> dict:
-    """The common flags as a nested config dict (only those given)."""
-    o: dict = {"model": {}, "video": {}, "sampling": {}, "structure": {}, "output": {}}
-    if args.model is not None:
-        o["model"]["path"] = args.model
-    if getattr(args, "force", False):
-        o["model"]["check_memory"] = False
-    for flag, key in (("frames", "num_frames"), ("fps", "fps"), ("start", "start"), ("height", "height"), ("width", "width")):
-        if getattr(args, flag, None) is not None:
-            o["video"][key] = getattr(args, flag)
-    if getattr(args, "steps", None) is not None:
-        o["sampling"]["num_inference_steps"] = args.steps
-    if getattr(args, "seed", None) is not None:
-        o["sampling"]["seed"] = args.seed
-    if getattr(args, "structure", None):
-        o["structure"]["annotators"] = [n.strip() for n in args.structure.split(",") if n.strip()]
-    if getattr(args, "side_by_side", False):
-        o["output"]["side_by_side"] = True
-    if getattr(args, "dump_conditions", False):
-        o["output"]["conditions"] = True
-    o["windows"] = {}
-    for flag, key in (("window", "length"), ("overlap", "overlap")):
-        if getattr(args, flag, None) is not None:
-            o["windows"][key] = getattr(args, flag)
-    return {k: v for k, v in o.items() if v}
+    """The setting flags given (`SETTING_FLAGS`) as a nested config dict."""
+    overrides: dict = {}
+    for flag, key in SETTING_FLAGS.items():
+        value = getattr(args, _dest(flag), None)
+        if value is None or value is False:  # not given (store_true flags are False when absent)
+            continue
+        section, name = key.split(".")
+        overrides.setdefault(section, {})[name] = _FLAG_VALUES.get(flag, lambda given: given)(value)
+    return overrides
+
+
+def _naming_flags(message: str, args: argparse.Namespace) -> str:
+    """`message` with its command's flag beside the first mention of each setting that has one, e.g.
+    `video.num_frames (--frames)` or `model.check_memory=false (--force)`: the library names settings only. A
+    setting quoted back as the user wrote it is left as written."""
+    for flag, key in SETTING_FLAGS.items():
+        if flag in message or not hasattr(args, _dest(flag)):  # already named, or not a flag of this command
+            continue
+        mention = rf"(?<![\w.'\"`]){re.escape(key)}(=[^\s,;)]*)?(?![\w.])"
+        message = re.sub(mention, lambda found: f"{found.group(0)} ({flag})", message, count=1)
+    return message
+
+
+def _dest(flag: str) -> str:
+    """The attribute argparse stores a flag's value under."""
+    return flag.removeprefix("--").replace("-", "_")
 
 
 def _load_config(args: argparse.Namespace):
@@ -343,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
             check_torchvision()  # a mismatched torchvision would fail later, deep in an import, with a traceback
         return args.func(args)
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {_naming_flags(str(e), args)}", file=sys.stderr)
         return 2
     except _Terminated:
         print("terminated", file=sys.stderr)

@@ -6,17 +6,20 @@ Only this module and `cli.py` touch OmegaConf; everything else sees the dataclas
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
+from enum import Enum
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_type_hints
 
 import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from .config_checks import (
-    check_annotator_names, check_component_names, check_numbers, check_window, reject_resolvers,
+    SCHEDULER_NAMES, Hierarchical, ModelDtype, Prior, ResizeMode, WindowNoise, check_annotator_names,
+    check_numbers, check_scheduler_name, check_window, reject_resolvers,
 )
 from .errors import UserError
 from .kinds.registry import DEFAULT_MODEL, kind_for
@@ -25,79 +28,103 @@ CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 T = TypeVar("T")
 
 
+def setting(default: Any, help: str):
+    """A field of the edit schema: its one default, and the help `ccedit edit --help` prints beside it."""
+    if isinstance(default, (list, dict)):  # a fresh copy for each config, as dataclasses require
+        return field(default_factory=lambda: copy.deepcopy(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass
 class ModelConfig:
-    path: str = DEFAULT_MODEL  # a named model (`ccedit models` lists them), a converted ccedit folder, or a hub id
-    dtype: str = "auto"  # auto: float16 on CUDA, float32 on CPU; or float32 / float16 / bfloat16
-    device: str = "auto"  # auto: cuda when available, else cpu
-    num_frames: int = 17  # the window length the model was trained on (CCEdit: 17 key frames)
-    short_side: int = 512  # working size's short side when --height/--width are not given
-    size_multiple: int = 8  # frame sides are multiples of this: the VAE's factor (the UNet takes any latent size)
-    cpu_offload: bool = False  # keep components on the CPU, move each to the GPU only while it runs
-    vae_slicing: bool = True  # decode a few frames at a time
-    compile: bool = False  # torch.compile the networks of every step (for GPUs; the first call compiles)
-    channels_last: bool = False  # channels-last convolutions (for GPUs where tools/check_cuda.py finds them faster)
-    tokenizer: str | None = None  # tokenizer path or hub id, when the model folder has none
-    base: str | None = None  # a personalised SD-1.5 base under the temporal layers: folder, hub id or .safetensors file
-    lora: list[Any] = field(default_factory=list)  # LoRAs: [{path: ..., scale: 1.0}, ...] on the UNet and text encoder
-    fuse_lora: bool = False  # fold the LoRAs into the weights (faster sampling; cannot be undone in the session)
-    parts: dict[str, Any] = field(default_factory=dict)  # path=animatediff: base, motion_adapter, controlnet, sparsectrl
-    check_memory: bool = True  # refuse an edit estimated to need more memory than is available (--force: false)
+    path: str = setting(DEFAULT_MODEL, "a named model (`ccedit models` lists them: the built-in random ones and "
+                        "animatediff, the open trident), a converted CCEdit folder, or a hub id")
+    dtype: ModelDtype = setting(ModelDtype.auto, "auto: float16 on CUDA, float32 elsewhere; or float32, float16, "
+                                "bfloat16")
+    device: str = setting("auto", "auto: cuda when available, else cpu; or a torch device such as cuda:1")
+    native_frames: int = setting(17, "the window length the model was trained on (CCEdit: 17 key frames)")
+    short_side: int = setting(512, "the working size's short side when video.height and video.width are not given")
+    size_multiple: int = setting(8, "frame sides are multiples of this: the VAE's factor (the UNet takes any "
+                                 "latent size)")
+    cpu_offload: bool = setting(False, "keep components on the CPU, move each to the GPU only while it runs")
+    vae_slicing: bool = setting(True, "decode a few frames at a time")
+    compile: bool = setting(False, "torch.compile the networks of every step (for GPUs; the first call compiles)")
+    channels_last: bool = setting(False, "channels-last convolutions (for GPUs where tools/check_cuda.py finds "
+                                  "them faster)")
+    tokenizer: str | None = setting(None, "tokenizer path or hub id, when the model folder has none")
+    base: str | None = setting(None, "a personalised SD-1.5 base under the temporal layers: folder, hub id or "
+                               ".safetensors file")
+    lora: list[Any] = setting([], "LoRAs on the UNet and text encoder, e.g. [{path: style.safetensors, "
+                              "scale: 0.8}]")
+    fuse_lora: bool = setting(False, "fold the LoRAs into the weights (faster sampling; cannot be undone in "
+                              "the session)")
+    parts: dict[str, Any] = setting({}, "model.path=animatediff: base, motion_adapter, controlnet, sparsectrl")
+    check_memory: bool = setting(True, "refuse an edit estimated to need more memory than is available")
 
 
 @dataclass
 class StructureConfig:
-    annotators: list[str] = field(default_factory=lambda: ["depth"])  # `depth` = the model's own depth estimator
-    scales: list[float] = field(default_factory=lambda: [1.0])  # one per annotator
-    # One ControlNet per annotator: null = the model folder's own `controlnet`; else a path or hub id.
-    controlnets: list[str | None] = field(default_factory=list)
-    cache_dir: str | None = "~/.cache/ccedit/structure"  # null: no cache
-    cache_max_gb: float | None = 10.0  # least recently used entries go beyond this size; null: unbounded
-    options: dict[str, Any] = field(default_factory=dict)  # per annotator name: constructor options
+    annotators: list[str] = setting(["depth"], "structure annotators; depth is the model's own depth estimator")
+    scales: list[float] = setting([1.0], "strength of the structure maps: one for every annotator, or one per "
+                                  "annotator")
+    controlnets: list[str | None] = setting([], "one ControlNet per annotator: null is the model folder's own "
+                                            "controlnet; else a path or hub id")
+    cache_dir: str | None = setting("~/.cache/ccedit/structure", "where structure maps are cached; null: no cache")
+    cache_max_gb: float | None = setting(10.0, "least recently used maps are deleted beyond this size; "
+                                         "null: unbounded")
+    options: dict[str, Any] = setting({}, "per annotator name: constructor options, e.g. "
+                                      "{canny: {low_threshold: 50}}")
 
 
 @dataclass
 class SamplingConfig:
-    scheduler: str = "dpmpp_2s_ancestral"  # the README sampler of CCEdit
-    num_inference_steps: int = 30
-    guidance_scale: float = 7.5
-    negative_prompt: str = "ugly, low quality"  # CCEdit's default uncond text
-    add_prompt: str = "masterpiece, high quality"  # prepended as "<add_prompt>, <prompt>" when non-empty
-    appearance_scale: float = 1.0
-    structure_scale: float | None = None  # overrides every entry of structure.scales when set
-    prior: str = "auto"  # auto: "keyframe" with a keyframe (CCEdit's anchor prior), else "none"; or none/keyframe/video
-    prior_coefficient: float = 0.03  # weight of the anchor prior (CCEdit's README setting)
-    strength: float = 1.0  # SDEdit: < 1 starts from the noised source video
-    pin_keyframes: bool = True  # keep each keyframe's latent at its frame (false: the model repaints it, as CCEdit did)
-    auto_keyframe_strength: float = 0.75  # --keyframe auto: SDEdit strength of the keyframe's own image-to-image edit
-    seed: int = 0
+    scheduler: str = setting("dpmpp_2s_ancestral", f"the sampler: {', '.join(SCHEDULER_NAMES)} (the default is "
+                             "CCEdit's)")
+    num_inference_steps: int = setting(30, "denoising steps")
+    guidance_scale: float = setting(7.5, "classifier-free guidance scale")
+    negative_prompt: str = setting("ugly, low quality", "the unconditional text (CCEdit's)")
+    add_prompt: str = setting("masterpiece, high quality", "prepended as \"<add_prompt>, <prompt>\" when not empty")
+    appearance_scale: float = setting(1.0, "strength of the keyframes' appearance")
+    prior: Prior = setting(Prior.auto, "auto: keyframe (CCEdit's anchor prior) with a keyframe, else none; or none, "
+                           "keyframe, video")
+    prior_coefficient: float = setting(0.03, "weight of the anchor prior (CCEdit's README setting)")
+    strength: float = setting(1.0, "SDEdit: below 1 starts from the noised source video")
+    pin_keyframes: bool = setting(True, "keep each keyframe's latent at its frame (false: the model repaints it, "
+                                  "as CCEdit did)")
+    auto_keyframe_strength: float = setting(0.75, "SDEdit strength of an auto keyframe's own image-to-image edit")
+    seed: int = setting(0, "random seed (same seed, same output)")
 
 
 @dataclass
 class VideoConfig:
-    num_frames: int | None = None  # null: every frame from --start on (at --fps)
-    fps: float | None = None  # null: the source's rate; else every round(source_fps / fps)-th frame
-    start: float = 0.0  # seconds
-    height: int | None = None
-    width: int | None = None
-    resize_mode: str = "crop"  # crop (fill the frame) or pad (letterbox; maps see only the picture, outputs drop the bars)
-    folder_fps: float = 8.0  # frame rate of a folder of images
+    num_frames: int | None = setting(None, "frames to edit; null: every frame from video.start on (at video.fps)")
+    fps: float | None = setting(None, "null: the source's rate; else every round(source_fps / fps)-th frame")
+    start: float = setting(0.0, "seconds into the clip")
+    height: int | None = setting(None, "working height; null: from the aspect ratio")
+    width: int | None = setting(None, "working width; null: from the aspect ratio")
+    resize_mode: ResizeMode = setting(ResizeMode.crop, "crop (fill the frame) or pad (letterbox; maps see only "
+                                      "the picture, outputs drop the bars)")
+    folder_fps: float = setting(8.0, "frame rate of a folder of images")
 
 
 @dataclass
 class WindowsConfig:
-    length: int | None = None  # frames per network call; null: the model's native length (model.num_frames)
-    overlap: int | None = None  # frames neighbouring windows share; null: a quarter of the window
-    hierarchical: str = "auto"  # auto: with keyframes on a clip longer than a window; or true / false
-    noise: str = "independent"  # initial noise: independent per frame, or "repeat" each window's (FreeNoise)
+    length: int | None = setting(None, "frames per network call; null: the model's native length "
+                                 "(model.native_frames)")
+    overlap: int | None = setting(None, "frames neighbouring windows share; null: a quarter of the window")
+    hierarchical: Hierarchical = setting(Hierarchical.auto, "auto: a sparse pass over the keyframes first when "
+                                         "a clip with keyframes is longer than a window; or true, false")
+    noise: WindowNoise = setting(WindowNoise.independent, "initial noise: independent per frame, or repeat each "
+                                 "window's (FreeNoise)")
 
 
 @dataclass
 class OutputConfig:
-    side_by_side: bool = False  # also write <out>.side_by_side.mp4: source | each map | each keyframe | result
-    gif: bool = False  # also write <out>.gif
-    frames: bool = False  # also write <out>_frames/ with one PNG per frame
-    conditions: bool = False  # also write <out>.conditions/: what each network received, window by window
+    side_by_side: bool = setting(False, "also write <out>.side_by_side.mp4: source | each map | each keyframe | "
+                                 "result")
+    gif: bool = setting(False, "also write <out>.gif")
+    frames: bool = setting(False, "also write <out>_frames/ with one PNG per frame")
+    conditions: bool = setting(False, "also write <out>.conditions/: what each network received, window by window")
 
 
 @dataclass
@@ -111,6 +138,30 @@ class EditConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def schema_settings(schema: type = EditConfig, prefix: str = ""):
+    """(dotted key, default, help) of every setting of a dataclass schema, in the order the schema declares them."""
+    types = get_type_hints(schema)
+    for f in fields(schema):
+        if is_dataclass(types[f.name]):
+            yield from schema_settings(types[f.name], f"{prefix}{f.name}.")
+        else:
+            default = f.default_factory() if f.default is MISSING else f.default
+            yield f"{prefix}{f.name}", default, f.metadata.get("help", "")
+
+
+def _choice_types(schema: type, prefix: str = "") -> dict[str, type[Enum]]:
+    """Dotted key -> enum type of every setting of `schema` that takes one of a fixed set of names."""
+    types = get_type_hints(schema)
+    found: dict[str, type[Enum]] = {}
+    for f in fields(schema):
+        kind = types[f.name]
+        if is_dataclass(kind):
+            found.update(_choice_types(kind, f"{prefix}{f.name}."))
+        elif isinstance(kind, type) and issubclass(kind, Enum):
+            found[f"{prefix}{f.name}"] = kind
+    return found
 
 
 AUTO_KEYFRAME = "auto"
@@ -160,9 +211,11 @@ class EditJob:
     output: str | None = None
 
 
-def model_defaults_file(model: str) -> Path:
-    """The shipped defaults of the model's kind: `configs/model/<kind>.yaml`."""
-    return CONFIG_DIR / "model" / f"{kind_for(model).name}.yaml"
+def model_defaults_file(model: str) -> Path | None:
+    """The settings the model's kind changes from the schema's defaults (`configs/model/<kind>.yaml`); None for a
+    kind whose settings are the schema's (a converted CCEdit folder or hub id)."""
+    path = CONFIG_DIR / "model" / f"{kind_for(model).name}.yaml"
+    return path if path.is_file() else None
 
 
 def load_config(
@@ -174,28 +227,41 @@ def load_config(
     *,
     hint: str = "",
 ) -> T:
-    """Merge, left to right: the dataclass `schema` (the single source of defaults), the shipped `defaults_files`,
-    the user's `user_files`, `overrides` (the CLI flags, as a nested dict) and `dotlist` (`key=value` strings).
+    """Merge, left to right: the dataclass `schema` (the single source of defaults), the shipped `defaults_files`
+    (what a model changes), the user's `user_files`, `overrides` (the CLI flags, as a nested dict) and `dotlist`
+    (`key=value` strings).
 
-    Unknown keys and wrong types fail here with one line (`UserError`), naming the key; `hint` says where the
-    valid settings are listed.
+    Unknown keys, wrong types and names outside a setting's choices fail here with one line (`UserError`), naming
+    the key; `hint` says where the valid settings are listed.
     """
     where_listed = f" (see {hint})" if hint else ""
     for f in user_files:
         if not Path(f).is_file():
             raise UserError(f"config file not found: {f}")
-    with _one_line_errors(user_files, dotlist, where_listed):
+    choices = _choice_types(schema)
+    with _one_line_errors(user_files, dotlist, where_listed, choices):
         defaults = [OmegaConf.load(f) for f in defaults_files]
         user = [load_user_file(f, where_listed) for f in user_files]
         flags = OmegaConf.create(overrides or {})
         cli = OmegaConf.from_dotlist(list(dotlist))
         for layer, source in (*zip(user, map(str, user_files)), (flags, "a flag"), (cli, "a KEY=VALUE setting")):
             reject_resolvers(OmegaConf.to_container(layer, resolve=False), source)
+        layers = [_booleans_as_names(layer, choices) for layer in (*defaults, *user, flags, cli)]
         try:
-            merged = OmegaConf.merge(OmegaConf.structured(schema), *defaults, *user, flags, cli)
+            merged = OmegaConf.merge(OmegaConf.structured(schema), *layers)
         except TypeError:  # OmegaConf's word for a mapping merged into a list (or the reverse): no key named
-            raise UserError(_container_mismatch_line(dotlist)) from None
+            raise UserError(_container_mismatch_line(dotlist, hint)) from None
         return OmegaConf.to_object(merged)
+
+
+def _booleans_as_names(layer, choices: dict[str, type[Enum]]):
+    """`layer` with YAML's true/false read as the names `true`/`false` where a setting takes names (YAML reads
+    `windows.hierarchical: true` as a boolean, which no name equals)."""
+    for key in choices:
+        value = OmegaConf.select(layer, key, default=None)
+        if isinstance(value, bool):
+            OmegaConf.update(layer, key, str(value).lower())
+    return layer
 
 
 def load_user_file(path: str | Path, where_listed: str = ""):
@@ -213,7 +279,7 @@ def load_user_file(path: str | Path, where_listed: str = ""):
     return OmegaConf.load(path)
 
 
-def _container_mismatch_line(dotlist: Sequence[str]) -> str:
+def _container_mismatch_line(dotlist: Sequence[str], hint: str) -> str:
     """The one line for a setting that gives a list element or a mapping where the other is expected."""
     element = next((d for d in dotlist if any(part.isdigit() for part in d.partition("=")[0].split("."))), None)
     if element is not None:
@@ -222,40 +288,42 @@ def _container_mismatch_line(dotlist: Sequence[str]) -> str:
         whole = ".".join(parts[: next(i for i, part in enumerate(parts) if part.isdigit())])
         return f"cannot set {key}: the list {whole} is set whole, not by element: write {whole}=[...] with every element"
     return ("a setting gives a mapping where a list is expected, or a list where a mapping is: check the lists in "
-            "the --config files and KEY=VALUE settings against configs/edit/default.yaml")
+            f"the config files and KEY=VALUE settings{f' against {hint}' if hint else ''}")
 
 
 @contextlib.contextmanager
-def _one_line_errors(user_files: Sequence[str | Path], dotlist: Sequence[str], where_listed: str):
-    """Turn OmegaConf's and YAML's errors about the user's settings into one-line `UserError`s."""
+def _one_line_errors(user_files: Sequence[str | Path], dotlist: Sequence[str], where_listed: str,
+                     choices: dict[str, type[Enum]] | None = None):
+    """Turn OmegaConf's and YAML's errors about the user's settings into one-line `UserError`s; a name outside a
+    setting's `choices` is named with them."""
     try:
         yield
     except OmegaConfBaseException as e:
         key = getattr(e, "full_key", None)
+        if key in (choices or {}):
+            names = ", ".join(member.value for member in choices[key])
+            raise UserError(f"{key} must be one of {names}, got {getattr(e, 'value', None)!r}") from None
         where = f" `{key}`" if key else ""
         raise UserError(f"invalid setting{where}: {str(e).splitlines()[0]}{where_listed}") from None
     except yaml.YAMLError as e:
         raise UserError(yaml_error_line(e, list(dotlist))) from None
     except UnicodeDecodeError:
-        raise UserError(f"a config file is not UTF-8 text: check the --config files {', '.join(map(str, user_files))}") from None
+        raise UserError(f"a config file is not UTF-8 text: check the config files {', '.join(map(str, user_files))}") from None
 
 
 def load_edit_config(
     files: list[str | Path] = (), overrides: dict[str, Any] | None = None, dotlist: list[str] = (), model: str | None = None
 ) -> EditConfig:
-    """`load_config` for edits: the defaults are `configs/edit/default.yaml`, then the chosen model's defaults."""
+    """`load_config` for edits: the schema's defaults, then what the chosen model changes (`model_defaults_file`)."""
     # The model's defaults come before the user's files, but which model it is may be set anywhere.
     chosen = model
-    hint = "configs/edit/default.yaml"
+    hint = "`ccedit edit --help`"
     with _one_line_errors(files, dotlist, f" (see {hint})"):
         for layer in (*(load_user_file(f, f" (see {hint})") for f in files if Path(f).is_file()), OmegaConf.create(overrides or {}),
                       OmegaConf.from_dotlist(list(dotlist))):
             chosen = OmegaConf.select(layer, "model.path", default=chosen)
-    defaults = [CONFIG_DIR / "edit" / "default.yaml"]
     model_file = model_defaults_file(chosen or DEFAULT_MODEL)
-    if model_file.is_file():
-        defaults.append(model_file)
-    config = load_config(EditConfig, defaults, files, overrides, dotlist, hint=hint)
+    config = load_config(EditConfig, [model_file] if model_file else [], files, overrides, dotlist, hint=hint)
     validate(config)
     return config
 
@@ -282,30 +350,16 @@ def _is_yaml(text: str) -> bool:
 
 
 def validate(config: EditConfig) -> None:
+    """The checks the schema's types cannot make: bounds, registry names, and settings that must agree."""
     check_numbers(config)
     check_annotator_names(config)
-    check_component_names(config)
-    s, v = config.sampling, config.video
-    if s.prior not in ("auto", "none", "keyframe", "video"):
-        raise UserError(f"sampling.prior must be auto, none, keyframe or video, got {s.prior!r}")
-    if v.resize_mode not in ("crop", "pad"):
-        raise UserError(f"video.resize_mode must be crop or pad, got {v.resize_mode!r}")
-    if v.num_frames is not None and v.num_frames < 1:
-        raise UserError(f"--frames must be at least 1, got {v.num_frames}")
-    if s.num_inference_steps < 1:
-        raise UserError(f"--steps must be at least 1, got {s.num_inference_steps}")
-    if config.structure.cache_max_gb is not None and not config.structure.cache_max_gb >= 0:
-        raise UserError(f"structure.cache_max_gb must be 0 or more (null: unbounded), got {config.structure.cache_max_gb}")
-    w = config.windows
-    if w.hierarchical not in ("auto", "true", "false"):
-        raise UserError(f"windows.hierarchical must be auto, true or false, got {w.hierarchical!r}")
-    if w.noise not in ("independent", "repeat"):
-        raise UserError(f"windows.noise must be independent or repeat, got {w.noise!r}")
-    check_window(window_length(config), w.overlap)
+    check_scheduler_name(config)
+    check_window(window_length(config), config.windows.overlap)
+    s = config.sampling
     if not 0 < s.auto_keyframe_strength <= 1:
         raise UserError(f"sampling.auto_keyframe_strength must be in (0, 1], got {s.auto_keyframe_strength}")
     if not config.structure.annotators:
-        raise UserError("structure.annotators is empty: name at least one, e.g. --structure depth")
+        raise UserError("structure.annotators is empty: name at least one, e.g. structure.annotators=[depth]")
     if len(config.structure.scales) not in (1, len(config.structure.annotators)):
         raise UserError(
             f"structure.scales has {len(config.structure.scales)} entries for {len(config.structure.annotators)} annotators"
@@ -314,7 +368,7 @@ def validate(config: EditConfig) -> None:
 
 def window_length(config: EditConfig) -> int:
     """Frames per network call: `windows.length`, else the model's native length."""
-    return config.windows.length if config.windows.length is not None else config.model.num_frames
+    return config.windows.length if config.windows.length is not None else config.model.native_frames
 
 
 def structure_controlnets(config: EditConfig) -> list[str | None]:
@@ -323,9 +377,15 @@ def structure_controlnets(config: EditConfig) -> list[str | None]:
     return (list(config.structure.controlnets) + [None] * len(names))[: len(names)]
 
 
+def structure_scales(config: EditConfig) -> list[float]:
+    """One ControlNet scale per structure annotator: `structure.scales`, a single entry applying to every one."""
+    scales, names = config.structure.scales, config.structure.annotators
+    return list(scales) * len(names) if len(scales) == 1 else list(scales)
+
+
 def hierarchical_setting(config: EditConfig) -> bool | None:
     """`windows.hierarchical` for the pipeline: None (auto), True or False."""
-    return {"auto": None, "true": True, "false": False}[config.windows.hierarchical]
+    return {Hierarchical.auto: None, Hierarchical.true: True, Hierarchical.false: False}[config.windows.hierarchical]
 
 
 def to_yaml(config: EditConfig) -> str:

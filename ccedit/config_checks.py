@@ -9,20 +9,10 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import fields, is_dataclass
+from enum import StrEnum
 from typing import Any
 
 from .errors import InvalidInputError, UserError
-
-# The flag that sets a key, so that messages name what the user typed.
-FLAGS = {
-    "video.num_frames": "--frames",
-    "video.fps": "--fps",
-    "video.start": "--start",
-    "video.height": "--height",
-    "video.width": "--width",
-    "sampling.num_inference_steps": "--steps",
-    "sampling.seed": "--seed",
-}
 
 MAX_SIDE = 8192  # pixels: 16 times SD-1.5's native 512
 MAX_FRAMES = 100_000  # about an hour at 30 fps
@@ -30,7 +20,7 @@ MAX_STEPS = 1000  # the length of the diffusion schedule: more steps than noise 
 
 # key: (lowest, highest, what the value is); None leaves a side open. Unset (null) values are not checked.
 BOUNDS: dict[str, tuple[float | None, float | None, str]] = {
-    "model.num_frames": (1, MAX_FRAMES, "frames in the model's window"),
+    "model.native_frames": (1, MAX_FRAMES, "frames in the model's window"),
     "model.short_side": (64, MAX_SIDE, "pixels"),
     "video.num_frames": (1, MAX_FRAMES, "frames"),
     "video.fps": (1e-3, None, "frames per second"),
@@ -84,7 +74,7 @@ def check_numbers(config: Any, bounds: dict[str, tuple[float | None, float | Non
     (`BOUNDS` for edit settings, `TRAIN_BOUNDS` for training settings)."""
     for key, value in _leaves(config):
         if isinstance(value, float) and not math.isfinite(value):
-            raise UserError(f"{_name(key)} must be a finite number, got {value}")
+            raise UserError(f"{key} must be a finite number, got {value}")
     values = dict(_leaves(config))
     for key, (low, high, unit) in bounds.items():
         value = values.get(key)
@@ -92,16 +82,52 @@ def check_numbers(config: Any, bounds: dict[str, tuple[float | None, float | Non
             continue
         if (low is not None and value < low) or (high is not None and value > high):
             allowed = f"from {_number(low)} to {_number(high)}" if high is not None else f"at least {_number(low)}"
-            raise UserError(f"{_name(key)} must be {allowed}{' ' + unit if unit else ''}, got {_number(value)}")
+            raise UserError(f"{key} must be {allowed}{' ' + unit if unit else ''}, got {_number(value)}")
 
 
 # The names a setting may take, here so that settings are checked without importing torch (the command line checks
 # them before its heavy imports); tests/test_config.py pins them to the registries they name.
 ANNOTATOR_NAMES = ("canny", "depth_dpt", "midas", "zoe", "lineart", "softedge")  # annotators.ANNOTATORS
 SCHEDULER_NAMES = ("euler", "euler_ancestral", "ddim", "dpmpp_2m", "unipc", "dpmpp_2s_ancestral")  # SCHEDULERS
-# model.dtype: each accepted name and the torch dtype it means (pipelines.loading.DTYPES), besides "auto".
-DTYPE_NAMES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16",
-               "bfloat16": "bfloat16", "bf16": "bfloat16"}
+
+
+# The settings that take one of a few names. Their values are these strings (in the sidecar and YAML alike); the
+# schema refuses any other name.
+class ResizeMode(StrEnum):  # video.resize_mode
+    crop = "crop"
+    pad = "pad"
+
+
+class Prior(StrEnum):  # sampling.prior
+    auto = "auto"
+    none = "none"
+    keyframe = "keyframe"
+    video = "video"
+
+
+class Hierarchical(StrEnum):  # windows.hierarchical; YAML's true and false are read as these names
+    auto = "auto"
+    true = "true"
+    false = "false"
+
+
+class WindowNoise(StrEnum):  # windows.noise
+    independent = "independent"
+    repeat = "repeat"
+
+
+class ModelDtype(StrEnum):  # model.dtype; the short names are aliases of the long ones
+    auto = "auto"
+    float32 = "float32"
+    float16 = "float16"
+    bfloat16 = "bfloat16"
+    fp32 = "float32"
+    fp16 = "float16"
+    bf16 = "bfloat16"
+
+
+# Each dtype name the pipeline accepts and the torch dtype it means (pipelines.loading.DTYPES), besides "auto".
+DTYPE_NAMES = {name: member.value for name, member in ModelDtype.__members__.items() if member != ModelDtype.auto}
 
 
 def default_overlap(length: int) -> int:
@@ -129,19 +155,17 @@ def check_annotator_names(config: Any) -> None:
         if name not in known:
             choices = ", ".join(sorted(ANNOTATOR_NAMES))
             raise UserError(
-                f"unknown annotator {name!r} in structure.annotators (--structure): choose depth (the model's own depth "
+                f"unknown annotator {name!r} in structure.annotators: choose depth (the model's own depth "
                 f"estimator) or one of {choices}"
             )
 
 
-def check_component_names(config: Any) -> None:
-    """Raise a one-line `UserError` for an unknown scheduler or dtype, before any model loads (they are otherwise
-    first looked up when the pipeline is built)."""
+def check_scheduler_name(config: Any) -> None:
+    """Raise a one-line `UserError` for an unknown scheduler, before any model loads (it is otherwise first looked
+    up when the pipeline is built)."""
     if config.sampling.scheduler not in SCHEDULER_NAMES:
         raise UserError(f"unknown scheduler {config.sampling.scheduler!r} in sampling.scheduler: choose one of "
                         f"{', '.join(SCHEDULER_NAMES)}")
-    if config.model.dtype != "auto" and config.model.dtype not in DTYPE_NAMES:
-        raise UserError(f"model.dtype must be auto, float32, float16 or bfloat16, got {config.model.dtype!r}")
 
 
 def reject_resolvers(layer: Any, source: str) -> None:
@@ -166,11 +190,6 @@ def reject_resolvers(layer: Any, source: str) -> None:
 
 def _number(value: float) -> str:
     return str(value) if isinstance(value, int) else f"{value:g}"
-
-
-def _name(key: str) -> str:
-    flag = FLAGS.get(key)
-    return f"{key} ({flag})" if flag else key
 
 
 def _leaves(config: Any, prefix: str = ""):

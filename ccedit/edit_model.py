@@ -39,7 +39,7 @@ def load_edit_pipeline(cfg: EditConfig, device: torch.device):
     kind = kind_for(cfg.model.path)
     if kind.builtin:
         logger.warning("using a built-in tiny model: its weights are random, so the edit is noise-like; "
-                       "pass %s for real edits", kind.real_model)
+                       "set %s for real edits", kind.real_model)
     pipe = load_pipeline(cfg.model.path, controlnets=checked_structure_controlnets(cfg), tokenizer=cfg.model.tokenizer,
                          scheduler=cfg.sampling.scheduler, dtype=cfg.model.dtype, device=cfg.model.device,
                          base=cfg.model.base, loras=cfg.model.lora, fuse_lora=cfg.model.fuse_lora,

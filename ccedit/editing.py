@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from .config import EditConfig, EditJob, KeyframeSpec, hierarchical_setting, window_length
+from .config import EditConfig, EditJob, KeyframeSpec, hierarchical_setting, structure_scales, window_length
 from .edit_checks import check_edit_request, check_keyframe_request, check_keyframe_specs
 from .edit_model import check_model_reference, checked_structure_controlnets, load_edit_pipeline
 from .edit_record import EditRecord, keyframe_entries, package_versions, video_entry
@@ -141,12 +141,8 @@ class EditSession:
         return f"{add}, {prompt}" if add else prompt
 
     def structure_scales(self) -> list[float]:
-        """One ControlNet scale per annotator: `sampling.structure_scale` for all, else `structure.scales`."""
-        s, names = self.cfg.sampling, self.cfg.structure.annotators
-        if s.structure_scale is not None:
-            return [s.structure_scale] * len(names)
-        scales = self.cfg.structure.scales
-        return scales * len(names) if len(scales) == 1 else scales
+        """One ControlNet scale per annotator (`config.structure_scales`)."""
+        return structure_scales(self.cfg)
 
     def prior(self, num_keyframes: int) -> str:
         """`sampling.prior` resolved: `auto` is CCEdit's anchor prior from keyframes that act, unless SDEdit

@@ -91,7 +91,7 @@ class KeyframeMatch:
         if self.weak:
             return (f"{image} matches none of the {count} frames clearly (best: frame {self.best}, structure match "
                     f"{self.best_score:.2f} < {WEAK_SCORE}): it may show another clip, or frames chosen with other "
-                    f"--frames/--fps/--start/size settings; write {image}@K if you know the frame")
+                    f"video settings (num_frames, fps, start, size); write {image}@K if you know the frame")
         if self.ambiguous:
             other = float(self.scores[self.runner_up])
             return (f"{image} matches frames {self.best} and {self.runner_up} of {count} about equally (structure "

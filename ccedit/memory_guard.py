@@ -36,22 +36,23 @@ CUDA_RUNTIME = "CUDA runtime"
 OFFLOADED_WEIGHTS = "offloaded weights"
 EDITED_FRAMES = "edited frames"
 
-# Which option shrinks each term, for the refusal's advice; the weights' depend on the settings
+# Which setting shrinks each term, for the refusal's advice; the weights' depend on the settings
 # (`_weights_option`). The size shrinks every term, so it is always named; a term it alone reduces maps to it.
+_SIZE = "video.height/video.width"  # the working size, which every term grows with
 _REDUCED_BY = {
     # host side
-    "frames": "--frames",
-    EDITED_FRAMES: "--frames",
-    "structure": "--frames",
-    "decoding": "--height/--width",
+    "frames": "video.num_frames",
+    EDITED_FRAMES: "video.num_frames",
+    "structure": "video.num_frames",
+    "decoding": _SIZE,
     # the memory model's terms (`MemoryEstimate.stage_terms`)
-    "clip latents and scheduler state": "--frames",
-    "clip hint encodings": "--frames",
-    "appearance residuals of the next timesteps": "--height/--width",
-    "clip latents": "--frames",
-    "window call": "--window",
-    "hint encoding": "--height/--width",  # one chunk of `ENCODE_CHUNK_FRAMES` frames
-    "VAE decode": "--height/--width",  # `model.vae_slicing=true` when it is off
+    "clip latents and scheduler state": "video.num_frames",
+    "clip hint encodings": "video.num_frames",
+    "appearance residuals of the next timesteps": _SIZE,
+    "clip latents": "video.num_frames",
+    "window call": "windows.length",
+    "hint encoding": _SIZE,  # one chunk of `ENCODE_CHUNK_FRAMES` frames
+    "VAE decode": _SIZE,  # `model.vae_slicing=true` when it is off
     CUDA_RUNTIME: None,
 }
 
@@ -88,7 +89,7 @@ def host_memory_terms(
 ) -> dict[str, int]:
     """The host-side terms of editing `num_frames` frames at `size` that the memory model does not cover, in bytes.
 
-    Per frame of the clip (grow with --frames and with --height/--width):
+    Per frame of the clip (grow with video.num_frames and with the working size):
       - `frames`: the decoded frames, uint8 RGB at the working size;
       - `structure`: `num_maps` uint8 maps of 3 channels per frame, plus one annotator's float32 result for the whole
         clip (gathered, then clamped into a copy) before it is turned into uint8.
@@ -243,11 +244,11 @@ def check_memory(need: MemoryNeed, available_host: int, available_device: int | 
             option = need.reduced_by.get(name)
             if value and option and option not in options:
                 options.append(option)
-        options = [o for o in options if o != "--height/--width"]
-        options.insert(1, "--height/--width")  # the size shrinks every term: always worth naming
+        options = [o for o in options if o != _SIZE]
+        options.insert(1, _SIZE)  # the size shrinks every term: always worth naming
         raise UserError(
             f"this edit needs about {_gb(needed)} of {where} ({shown}) but {_gb(available)} is available: "
-            f"reduce it with {', '.join(options[:3])}, or pass --force to try anyway"
+            f"reduce it with {', '.join(options[:3])}, or set model.check_memory=false to try anyway"
         )
 
 

@@ -25,7 +25,7 @@ def clip_working_size(source_size: tuple[int, int], cfg: EditConfig) -> tuple[in
     if max(size) > MAX_SIDE:
         raise UserError(
             f"a {source_size[1]}x{source_size[0]} clip would be edited at {size[1]}x{size[0]}, over the "
-            f"{MAX_SIDE}-pixel limit of a side: set both --height and --width (crop or pad it to another aspect)"
+            f"{MAX_SIDE}-pixel limit of a side: set both video.height and video.width (crop or pad it to another aspect)"
         )
     return size
 

@@ -213,7 +213,7 @@ def test_two_structure_annotators_with_two_controlnets_and_scales(tmp_path, kitt
     base = ["edit", kitten, "--prompt", "x", "-o", str(out), *FAST, cache(tmp_path), "--structure", "canny,canny"]
     assert main(base) == 2
     assert "structure.controlnets" in one_error_line(capsys)
-    assert main([*base, "structure.controlnets=[null,extra]", "structure.scales=[1.0,0.5]"]) == 0
+    assert main([*base, "structure.controlnets=[null,extra]", "--structure-scale", "1,0.5"]) == 0
     side = json.loads((tmp_path / "o.mp4.json").read_text())
     assert side["config"]["structure"]["scales"] == [1.0, 0.5]
     assert video_info(out)[0] == 4

@@ -54,7 +54,7 @@ def test_an_edit_over_a_damaged_cache_equals_a_cold_run(tmp_path, kitten):
         (["--frames", "100000000000000"], "video.num_frames (--frames) must be from 1 to"),
         (["--steps", "100000000"], "--steps) must be from 1 to 1000"),
         (["--seed", "99999999999999999999999"], "sampling.seed (--seed) must be from 0 to"),
-        (["model.num_frames=0"], "model.num_frames must be from 1"),
+        (["model.native_frames=0"], "model.native_frames must be from 1"),
         (["sampling.guidance_scale=nan"], "sampling.guidance_scale must be a finite number"),
         (["structure.scales=[1.0,-inf]"], "structure.scales.1 must be a finite number"),
         (["structure.cache_max_gb=-1"], "structure.cache_max_gb must be at least 0"),

@@ -62,7 +62,7 @@ def test_a_setting_into_a_list_element_is_one_line_in_every_command(tmp_path, ca
     line = one_error_line(capsys)
     key = setting.partition("=")[0]
     whole = key.rpartition(".0")[0]
-    assert f"cannot set {key}: the list {whole} is set whole" in line and f"{whole}=[...]" in line, line
+    assert f"cannot set {key}: the list {whole}" in line and "is set whole" in line and f"{whole}=[...]" in line, line
 
 
 def test_the_names_settings_are_checked_against_are_the_registries():
@@ -76,3 +76,68 @@ def test_the_names_settings_are_checked_against_are_the_registries():
     assert sorted(ANNOTATOR_NAMES) == sorted(ANNOTATORS)
     assert sorted(SCHEDULER_NAMES) == sorted(SCHEDULERS)
     assert set(DTYPES) == set(DTYPE_NAMES) and all(isinstance(d, torch.dtype) for d in DTYPES.values())
+
+
+def test_one_structure_scale_setting_applies_to_every_annotator_or_one_each():
+    from ccedit.config import load_edit_config, structure_scales
+
+    one = load_edit_config(overrides={"structure": {"annotators": ["canny", "canny"], "scales": [0.5]}})
+    assert structure_scales(one) == [0.5, 0.5]
+    each = load_edit_config(dotlist=["structure.annotators=[canny,canny]", "structure.scales=[1.0,0.25]"])
+    assert structure_scales(each) == [1.0, 0.25]
+    with pytest.raises(UserError, match="`sampling.structure_scale`"):  # structure.scales is the only one
+        load_edit_config(dotlist=["sampling.structure_scale=0.5"])
+
+
+def test_every_edit_setting_has_one_default_and_model_files_only_change_some():
+    import yaml
+    from omegaconf import OmegaConf
+
+    from ccedit.config import CONFIG_DIR, EditConfig, ModelConfig, load_edit_config, schema_settings
+
+    settings = {key: default for key, default, help_text in schema_settings(EditConfig) if help_text}
+    assert len(settings) == len(list(schema_settings(EditConfig)))  # each with its help beside its default
+    assert not list((CONFIG_DIR / "edit").glob("*.yaml"))  # no second file of defaults
+    # A model without a file of its own gets the schema's defaults, untouched.
+    assert load_edit_config(dotlist=["model.path=models/converted"]) == EditConfig(
+        model=ModelConfig(path="models/converted"))
+    for path in (CONFIG_DIR / "model").glob("*.yaml"):
+        flat = OmegaConf.to_container(OmegaConf.create(yaml.safe_load(path.read_text())))
+        for section, values in flat.items():
+            for name, value in values.items():
+                key = f"{section}.{name}"
+                assert key in settings, f"{path.name}: {key} is not a setting"
+                assert value != settings[key], f"{path.name}: {key} repeats the schema's default {value!r}"
+    assert ModelConfig().native_frames == 17 and load_edit_config(model="tiny").model.native_frames == 16
+
+
+@pytest.mark.parametrize("key,choices", [
+    ("video.resize_mode", "crop, pad"), ("sampling.prior", "auto, none, keyframe, video"),
+    ("windows.hierarchical", "auto, true, false"), ("windows.noise", "independent, repeat"),
+    ("model.dtype", "auto, float32, float16, bfloat16"),
+])
+def test_a_name_outside_a_settings_choices_is_one_line_naming_them(key, choices):
+    from ccedit.config import load_edit_config
+
+    with pytest.raises(UserError) as refused:
+        load_edit_config(dotlist=[f"{key}=sideways"])
+    assert str(refused.value) == f"{key} must be one of {choices}, got 'sideways'"
+
+
+def test_choices_keep_their_strings_in_the_sidecar_and_yaml_and_yaml_booleans_name_them(tmp_path):
+    import json
+
+    from ccedit.config import hierarchical_setting, load_edit_config, to_yaml
+
+    cfg = load_edit_config(dotlist=["video.resize_mode=pad", "windows.hierarchical=false", "model.dtype=fp16",
+                                    "windows.noise=repeat"])
+    assert hierarchical_setting(cfg) is False  # YAML reads `false` as a boolean; the setting takes it as a name
+    assert hierarchical_setting(load_edit_config(dotlist=["windows.hierarchical=true"])) is True
+    config = json.loads(json.dumps(cfg.to_dict()))
+    assert (config["video"]["resize_mode"], config["windows"]["hierarchical"], config["model"]["dtype"],
+            config["windows"]["noise"]) == ("pad", "false", "float16", "repeat")
+    text = to_yaml(cfg)
+    assert "resize_mode: pad" in text and "dtype: float16" in text
+    saved = tmp_path / "saved.yaml"
+    saved.write_text(text)
+    assert load_edit_config([saved]) == cfg  # a written config reads back as the same settings

@@ -137,7 +137,7 @@ def _refusal(need, available_host=10**12, available_device=None) -> str:
     with pytest.raises(UserError) as error:
         check_memory(need, available_host, available_device)
     message = str(error.value)
-    assert "\n" not in message and "--force" in message
+    assert "\n" not in message and "model.check_memory=false" in message
     return message
 
 
@@ -146,11 +146,11 @@ def test_the_refusal_names_the_option_that_reduces_the_largest_term():
     wide = _network(num_frames=64, window_length=64)
     assert max(wide.peak_terms(), key=wide.peak_terms().get) == "window call"
     message = _refusal(_need(wide, 64), available_host=10**8)
-    assert "of memory (window call" in message and "reduce it with --window, --height/--width" in message
+    assert "of memory (window call" in message and "reduce it with windows.length, video.height/video.width" in message
     # A long clip in windows of 2: the clip's latents and hint encodings, held across the windows, dominate.
     long = _network(height=64, width=64, num_frames=20000, window_length=2)
     need = _placed(long, num_frames=20000, size=(64, 64), source_size=(64, 64))
-    assert "reduce it with --frames, --height/--width" in _refusal(need, available_host=10**8)
+    assert "reduce it with video.num_frames, video.height/video.width" in _refusal(need, available_host=10**8)
     check_memory(_need(_network()), available_host=10**12)  # fits: no error
     # On a GPU the weights of the released keyframe model in float16 dominate: offload moves them off the card.
     sd15 = dict(height=512, width=768, num_frames=17, geometry="sd15", device_type="cuda", vae_slicing=True,
@@ -193,7 +193,7 @@ def test_an_edit_too_big_for_the_machine_is_refused_before_decoding(tmp_path, ca
     line = one_error_line(capsys)
     need = _need(_network(num_frames=64, window_length=64), 64)
     needed = f"{need.host_bytes / 1e6:.0f} MB" if need.host_bytes < 1e8 else f"{need.host_bytes / 1e9:.1f} GB"
-    assert f"needs about {needed} of memory (window call" in line and "with --window" in line, line
+    assert f"needs about {needed} of memory (window call" in line and "with windows.length (--window)" in line, line
     assert not (tmp_path / "o.mp4").exists()
 
 
@@ -235,7 +235,7 @@ def test_an_extreme_aspect_gif_is_refused_in_one_line(tmp_path, capsys, no_model
     frames[0].save(gif, save_all=True, append_images=frames[1:], duration=100)
     assert main(["edit", str(gif), "--prompt", "x", "-o", str(tmp_path / "o.mp4"), "--model", "tiny"]) == 2
     line = one_error_line(capsys)
-    assert "4x4000" in line and "--height and --width" in line, line
+    assert "4x4000" in line and "video.height (--height) and video.width (--width)" in line, line
     # Within the side limit but still enormous: the memory guard, not a crash.
     args = ["edit", str(gif), "--prompt", "x", "-o", str(tmp_path / "o.mp4"), "--model", "tiny", "--height", "8192",
             "--width", "8192", "--window", "16"]  # fmt: skip

@@ -79,4 +79,4 @@ def test_the_tiny_open_trident_points_at_the_open_trident(caplog):
     with caplog.at_level(logging.WARNING, logger="ccedit.edit_model"):
         session.pipe
     (said,) = [r.getMessage() for r in caplog.records if "tiny model" in r.getMessage()]
-    assert "--model animatediff" in said and "converted CCEdit" not in said, said
+    assert "model.path=animatediff" in said and "converted CCEdit" not in said, said

@@ -142,8 +142,8 @@ class StructureCache:
                 entry = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 - safe_open has no iterator
         except (OSError, SafetensorError, ValueError, RuntimeError, MemoryError) as error:
             if is_out_of_memory(error):  # the entry is fine; the maps of this many frames do not fit
-                raise out_of_memory(f"reading the structure maps {path}", "edit fewer frames (--frames, --fps) or "
-                                    "at a smaller size (--height, --width)", error) from None
+                raise out_of_memory(f"reading the structure maps {path}", "edit fewer frames (video.num_frames, "
+                                    "video.fps) or at a smaller size (video.height, video.width)", error) from None
             logger.warning("ignoring unreadable structure cache entry %s (%s); recomputing", path, error)
             return None
         problem = _entry_problem(entry, metadata, expected_shape)

@@ -39,7 +39,7 @@ def variable_rate(path: str | os.PathLike, starts: np.ndarray, end: float) -> fl
     fps = len(starts) / float(end - starts[0])
     logger.warning(
         "%s has a variable frame rate (%.3g to %.3g fps): taking frames by their timestamps on a constant %.3g fps "
-        "grid, repeating or skipping frames so that motion keeps its speed; pass --fps to choose the rate",
+        "grid, repeating or skipping frames so that motion keeps its speed; set video.fps to choose the rate",
         path, 1.0 / durations.max(), 1.0 / durations.min(), fps,
     )  # fmt: skip
     return fps

@@ -109,11 +109,11 @@ def read_video(
     """
     path = Path(path)
     if num_frames is not None and num_frames < 1:
-        raise UserError(f"--frames must be at least 1, got {num_frames}")
+        raise UserError(f"video.num_frames must be at least 1, got {num_frames}")
     if fps is not None and not fps > 0:
-        raise UserError(f"--fps must be positive, got {fps}")
+        raise UserError(f"video.fps must be positive, got {fps}")
     if not start >= 0:
-        raise UserError(f"--start must be 0 or more seconds, got {start}")
+        raise UserError(f"video.start must be 0 or more seconds, got {start}")
     if not folder_fps > 0:
         raise UserError(f"the frame rate of a frame folder must be positive, got {folder_fps}")
 
@@ -133,14 +133,14 @@ def read_video(
     if first >= total:
         raise UserError(
             f"{path} is {total / source_fps:.2f} s long ({total} frames at {source_fps:g} fps); "
-            f"--start {start:g} is past the end: use a start below {total / source_fps:.2f}"
+            f"video.start={start:g} is past the end: use a start below {total / source_fps:.2f}"
         )
     indices = list(range(first, total, gap))
     if num_frames is not None:
         if len(indices) < num_frames:
             raise UserError(
-                f"{path} has {len(indices)} frames at {out_fps:g} fps from {start:g} s; --frames {num_frames} asks "
-                f"for more: use --frames {len(indices)} or lower the --fps"
+                f"{path} has {len(indices)} frames at {out_fps:g} fps from {start:g} s; video.num_frames={num_frames} "
+                f"asks for more: use video.num_frames={len(indices)} or a lower video.fps"
             )
         indices = indices[:num_frames]
     elif max_frames is not None:
@@ -409,7 +409,8 @@ def _undecodable(path: Path, error: BaseException, num_frames: int | None = None
     if is_out_of_memory(error):
         frames = f"{num_frames} frames of " if num_frames else ""
         return UserError(
-            f"out of memory decoding {frames}{path} ({reason}): ask for fewer frames with --frames or a lower --fps, "
+            f"out of memory decoding {frames}{path} ({reason}): ask for fewer frames (video.num_frames) or a lower "
+            "video.fps, "
             "or downscale the video first"
         )
     return UserError(

@@ -152,5 +152,5 @@ CCEDIT = ConvertedCCEdit(
 TINY = TinyCCEdit(
     name="tiny", description="a tiny random CCEdit trident, built offline (noise-like output: checks an install)",
     conventions=replace(CCEDIT_CONVENTIONS, native_frames=16), names=("tiny",), builtin=True,
-    real_model="--model DIR (a converted CCEdit model)",
+    real_model="model.path=DIR (a converted CCEdit model)",
 )

@@ -143,5 +143,5 @@ OPEN_TRIDENT = OpenTrident(
 TINY_OPEN_TRIDENT = TinyOpenTrident(
     name="animatediff-tiny", description="a tiny random open trident, built offline (noise-like output)",
     conventions=OPEN_TRIDENT_CONVENTIONS, names=("animatediff-tiny",), builtin=True,
-    real_model="--model animatediff (the open trident; `ccedit models --model animatediff` lists its parts)",
+    real_model="model.path=animatediff (the open trident; `ccedit models` lists its parts)",
 )

@@ -13,7 +13,7 @@ from ..errors import ModelNotFoundError, weights_load_error
 
 # The folder layout `ccedit convert` writes (diffusers-style, one sub-folder per component).
 REQUIRED_SUBFOLDERS = ("unet", "temporal", "controlnet", "vae", "text_encoder")
-HOW_TO_GET = "convert a released CCEdit checkpoint with `ccedit convert CKPT --out DIR` and pass --model DIR"
+HOW_TO_GET = "convert a released CCEdit checkpoint with `ccedit convert CKPT --out DIR` and set model.path=DIR"
 
 
 def how_to_make(model: str, named: Sequence[str] = ()) -> str:

@@ -85,7 +85,7 @@ def test_full_checkpoint_converts_and_the_folder_edits_a_video(tmp_path, tiny_ch
     video = str(VIDEOS / "kitten.mp4")
     result = tmp_path / "edit.mp4"
     assert main(["edit", video, "--prompt", "a dog", "--model", str(out), "--structure", "canny", "--frames", "2",
-                 "--steps", "1", "model.short_side=64", "model.num_frames=2", "-o", str(result),
+                 "--steps", "1", "model.short_side=64", "model.native_frames=2", "-o", str(result),
                  f"structure.cache_dir={tmp_path / 'cache'}"]) == 0
     assert result.is_file()
     # converting again needs --overwrite; with it the folder is replaced

@@ -72,13 +72,13 @@ def test_too_few_frames_says_what_to_pass():
     with pytest.raises(UserError) as info:
         read_video(VIDEOS / "kitten.mp4", num_frames=32)
     message = str(info.value)
-    assert "kitten.mp4" in message and "16 frames" in message and "--frames 16" in message
+    assert "kitten.mp4" in message and "16 frames" in message and "video.num_frames=16" in message
     assert "\n" not in message
 
 
 def test_too_few_frames_counts_after_fps_and_start():
     # car-turn from 6 s at 5 fps: source frames 60, 62, ..., 78.
-    with pytest.raises(UserError, match=r"car-turn\.mp4 has 10 frames at 5 fps from 6 s.*--frames 10"):
+    with pytest.raises(UserError, match=r"car-turn\.mp4 has 10 frames at 5 fps from 6 s.*video.num_frames=10"):
         read_video(VIDEOS / "car-turn.mp4", fps=5, start=6.0, num_frames=11)
 
 
@@ -235,7 +235,7 @@ VFR_STARTS = np.array([0.1 * i for i in range(10)] + [1.0 + 0.5 * i for i in ran
 
 
 def _assert_taken_by_time(clip, starts, caplog):
-    assert "variable frame rate" in caplog.text and "--fps" in caplog.text
+    assert "variable frame rate" in caplog.text and "video.fps" in caplog.text
     assert clip.num_frames == len(clip.indices) == clip.frames.shape[0]
     shown_at = np.asarray(starts)[clip.indices]
     wanted_at = np.arange(clip.num_frames) / clip.fps
@@ -312,7 +312,7 @@ def test_out_of_memory_while_decoding_is_reported_as_such(monkeypatch, error):
     with pytest.raises(UserError, match="out of memory decoding 4 frames of") as info:
         read_video(path, num_frames=4)
     _assert_one_line_naming(info, "kitten.mp4")
-    assert "corrupt" not in str(info.value) and "--frames" in str(info.value)
+    assert "corrupt" not in str(info.value) and "video.num_frames" in str(info.value)
 
 
 @pytest.mark.parametrize("side", [1, 2])
