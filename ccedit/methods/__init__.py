@@ -1,9 +1,10 @@
 """Video-editing methods by name: how to build each from its options and run it on an edit job.
 
 `build_method(type, video, **options)` resolves the names of `METHODS`; an unknown type or option is one line
-listing the valid ones. Every method receives the evaluation's frame selection (`video`) as part of its contract. ccedit itself (`ccedit`) loads its pipeline through `pipelines.loading.load_pipeline`; `folder`
-scores results other tools wrote; `animatediff` and `wan_vace` run diffusers' own pipelines as baselines
-(`diffusers_baselines`, `wan_vace`).
+listing the valid ones. Every method receives the evaluation's frame selection (`video`) as part of its contract.
+ccedit itself (`ccedit`) loads its pipeline through `pipelines.loading.load_pipeline`; `folder` scores results
+other tools wrote; `animatediff` and `wan_vace` run diffusers' own pipelines as baselines (`diffusers_baselines`,
+`wan_vace`).
 """
 
 from __future__ import annotations
