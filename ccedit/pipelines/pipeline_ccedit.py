@@ -18,6 +18,7 @@ from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.loaders import StableDiffusionLoraLoaderMixin
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
+from diffusers.video_processor import VideoProcessor
 from tqdm import tqdm
 from transformers import CLIPTextModel, CLIPTokenizer
 
@@ -105,9 +106,18 @@ def _check_video(video) -> np.ndarray | torch.Tensor:
     elif isinstance(video, torch.Tensor):
         if video.ndim != 4 or video.shape[1] != 3:
             raise InvalidInputError(f"`video` as a tensor must be (frames, 3, height, width), got {tuple(video.shape)}")
+        _check_unit_range("video", video)
     else:
         raise InvalidInputError(f"`video` must be a uint8 array or a float tensor, got {type(video).__name__}")
     return video
+
+
+def _check_unit_range(name: str, frames: torch.Tensor) -> None:
+    """Float frames must lie in [0, 1]: diffusers' processor leaves frames with negative values unnormalised."""
+    low, high = frames.aminmax()
+    if not (0 <= float(low) and float(high) <= 1):
+        raise InvalidInputError(f"`{name}` as a tensor must hold values in [0, 1], got [{float(low):.3g}, "
+                                f"{float(high):.3g}]: scale it, or pass uint8 frames")
 
 
 def _video_size(video) -> tuple[int, int, int]:
@@ -115,12 +125,26 @@ def _video_size(video) -> tuple[int, int, int]:
     return (video.shape[0], *video.shape[1:3]) if isinstance(video, np.ndarray) else (video.shape[0], *video.shape[2:])
 
 
+# diffusers' frame conversion: frames in [0, 1] -> [-1, 1] for the VAE, and its output back. Frames arrive at the
+# working size, so nothing is resized. The pipeline converts chunks of frames with `preprocess` rather than a whole
+# clip with `preprocess_video`, so that no float copy of a long clip is ever made.
+FRAME_PROCESSOR = VideoProcessor(do_resize=False, do_normalize=True)
+
+
+def _as_unit_tensor(frames: np.ndarray) -> torch.Tensor:
+    """uint8 frames `(..., H, W, 3)` as float `(..., 3, H, W)` in [0, 1], the input diffusers' processor expects.
+
+    Converted here, not handed to diffusers as a float array: its array path stacks a single image into a new batch
+    whose memory layout differs from the one the VAE has always been given, and the VAE's convolutions would then
+    round differently.
+    """
+    return torch.from_numpy(frames).movedim(-1, -3).float() / 255
+
+
 def _video_chunk_to_tensor(video, start: int, stop: int) -> torch.Tensor:
     """Frames `start:stop` as float `(n, 3, H, W)` in [-1, 1]: the clip itself stays uint8 (or as given)."""
     chunk = video[start:stop]
-    if isinstance(chunk, np.ndarray):
-        chunk = torch.from_numpy(chunk).permute(0, 3, 1, 2).float() / 255
-    return chunk.float() * 2 - 1
+    return FRAME_PROCESSOR.preprocess(_as_unit_tensor(chunk) if isinstance(chunk, np.ndarray) else chunk.float())
 
 
 def _video_as_uint8(video) -> np.ndarray:
@@ -137,10 +161,11 @@ def _image_to_tensor(image) -> torch.Tensor:
     if isinstance(image, np.ndarray):
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
             raise InvalidInputError(f"`keyframe` as an array must be uint8 (height, width, 3), got {image.dtype} {image.shape}")
-        image = torch.from_numpy(image).permute(2, 0, 1).float() / 255
+        image = _as_unit_tensor(image)
     if not isinstance(image, torch.Tensor) or image.ndim != 3:
         raise InvalidInputError("`keyframe` must be a PIL image, a uint8 (height, width, 3) array or a (3, height, width) tensor")
-    return image[None].float() * 2 - 1
+    _check_unit_range("keyframe", image)
+    return FRAME_PROCESSOR.preprocess(image.float())
 
 
 class CCEditPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
@@ -385,7 +410,9 @@ class CCEditPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
                 self.vae.to(torch.float32)
                 image = self.vae.decode(chunk.float()).sample
                 self.vae.to(original)
-            image = ((image.float() + 1) / 2).clamp(0, 1)
+            image = FRAME_PROCESSOR.postprocess(image.float(), output_type="pt")  # [0, 1]
+            # diffusers rounds to uint8 only on its way to PIL (`numpy_to_pil`; its "np" output stays float): the
+            # same rounding (x 255, half to even) here, on the device, so that only uint8 frames cross to the CPU.
             frames.append((image.permute(0, 2, 3, 1) * 255).round().to(torch.uint8).cpu() if as_uint8 else image)
         bar.close()
         shape = (b, f, *frames[0].shape[1:]) if as_uint8 else (b, f, 3, *frames[0].shape[-2:])
