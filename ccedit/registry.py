@@ -15,13 +15,16 @@ from typing import Any
 from .errors import UserError
 
 
-def build_registered(registry: dict[str, type], kind: str, name: str, options: dict[str, Any]) -> Any:
-    """`registry[name](**options)`, or a `UserError` naming the valid names or options (`kind`: what a name is,
-    e.g. "metric")."""
+def build_registered(registry: dict[str, type], kind: str, name: str, options: dict[str, Any],
+                     given: Mapping[str, Any] | None = None) -> Any:
+    """`registry[name](**given, **options)`, or a `UserError` naming the valid names or options (`kind`: what a
+    name is, e.g. "metric"). `given` are the arguments of the registered classes' contract, supplied by the
+    caller: they are not options, so a config cannot set them."""
     cls = registry.get(name)
     if cls is None:
         raise UserError(f"unknown {kind} {name!r}: choose one of {', '.join(sorted(registry))}")
-    accepted = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    given = dict(given or {})
+    accepted = [p for p in inspect.signature(cls.__init__).parameters if p != "self" and p not in given]
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise UserError(f"{kind} {name!r} has no option {', '.join(unknown)}: its options are {', '.join(accepted)}")
@@ -34,7 +37,7 @@ def build_registered(registry: dict[str, type], kind: str, name: str, options: d
             shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
             raise UserError(f"{kind} {name!r}: option {option} must be {_hint_name(hints[option])}, got "
                             f"{type(value).__name__} {shown}")
-    return cls(**options)
+    return cls(**given, **options)
 
 
 def _fits(value: Any, hint: Any) -> bool:

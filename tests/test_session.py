@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from ccedit.config import EditJob, KeyframeSpec, load_edit_config
+from ccedit.config import EditJob, KeyframeSpec, VideoConfig, load_edit_config
 from ccedit.edit_record import EditRecord
 from ccedit.editing import EditSession, run_edit, write_edit_outputs
 from ccedit.errors import UserError
@@ -93,8 +93,8 @@ def test_run_edit_is_a_session_edit_then_the_write(tmp_path, kitten):
 
 
 def test_the_ccedit_method_runs_a_job_and_describes_its_resolved_settings(tmp_path, kitten):
-    method = build_method("ccedit", overrides=["video.num_frames=2", "sampling.num_inference_steps=1",
-                                                f"structure.cache_dir={tmp_path}"])
+    method = build_method("ccedit", VideoConfig(num_frames=2), overrides=["sampling.num_inference_steps=1",
+                                                                         f"structure.cache_dir={tmp_path}"])
     described = method.describe()
     assert described["config"]["video"]["num_frames"] == 2 and "cache_dir" not in described["config"]["structure"]
     out = method.run(EditJob(input=kitten, prompt="a dog"), {})
@@ -103,9 +103,9 @@ def test_the_ccedit_method_runs_a_job_and_describes_its_resolved_settings(tmp_pa
 
 def test_unknown_method_types_and_options_list_the_valid_ones():
     with pytest.raises(UserError, match="unknown method type 'nope': choose one of .*ccedit"):
-        build_method("nope")
+        build_method("nope", VideoConfig())
     with pytest.raises(UserError, match="has no option colour: its options are config, overrides"):
-        build_method("ccedit", colour=1)
+        build_method("ccedit", VideoConfig(), colour=1)
     assert "ccedit" in METHODS
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -208,7 +208,7 @@ def convert_checkpoint(
     plan = plan_conversion(state, geometry, prefix=prefix, source=str(checkpoint),
                            configs=_component_configs(geometry_path if geometry_path and not is_fixture else None),
                            networks_only=is_fixture)
-    networks, meta_modules, others, consumed, configs = plan.networks, plan.meta_modules, plan.others, plan.consumed, plan.configs
+    others = plan.others
     # A released checkpoint carries its VAE and CLIP text encoder; without them the folder could not edit anything.
     absent = [name for name, keys in (("VAE", "vae"), ("CLIP text encoder", "text_encoder")) if keys not in others]
     if absent and not is_fixture:
@@ -221,46 +221,60 @@ def convert_checkpoint(
         raise UserError("the checkpoint holds a text encoder but no tokenizer: pass --tokenizer PATH_OR_HUB_ID")
 
     # 2. Write each component, then publish the folder in one rename.
-    from ..schedulers import build_scheduler
-
-    written = []
-    progress = tqdm(total=len(meta_modules) + len(others), desc="writing", unit="component", file=sys.stderr)
+    progress = tqdm(total=len(plan.meta_modules) + len(others), desc="writing", unit="component", file=sys.stderr)
     # Staged next to `out` and published in one rename; the folder it replaces (a model folder only, checked again
     # at that moment) stays until the new one is in place, and a concurrent convert to `out` is refused.
     with publish_set([out], overwrite=overwrite, may_replace=model_folder_refusal) as stage, progress:
         tmp = stage.path(out)
         tmp.mkdir()
-        for name, module in meta_modules.items():
-            module.save_config(tmp / name)
-            _write_weights(tmp / name, DIFFUSERS_WEIGHTS, networks.components[name], cast)
-            written.append(f"{name} ({len(networks.components[name])})")
-            progress.update()
-        if "vae" in others:
-            from diffusers import AutoencoderKL
-
-            with torch.device("meta"):  # only its config is saved; the weights come from the checkpoint
-                AutoencoderKL(**configs["vae"]).save_config(tmp / "vae")
-            _write_weights(tmp / "vae", DIFFUSERS_WEIGHTS, others["vae"][0], cast)
-            written.append("vae")
-            progress.update()
-        for name, architecture in (("text_encoder", "CLIPTextModel"), ("depth_estimator", "DPTForDepthEstimation")):
-            if name in others:
-                config = configs[name]
-                config.architectures = [architecture]  # lets transformers' Auto classes load the folder
-                config.save_pretrained(tmp / name)
-                _write_weights(tmp / name, TRANSFORMERS_WEIGHTS, others[name][0], cast)
-                written.append(name)
-                progress.update()
+        written = _write_components(tmp, plan, cast, progress.update)
         if tok is not None:
             tok.save_pretrained(tmp / "tokenizer")
             written.append("tokenizer")
-        build_scheduler("dpmpp_2s_ancestral").save_config(tmp / "scheduler")
-        import diffusers
+        _write_pipeline_files(tmp, checkpoint.name)
+    return f"wrote {out}: {', '.join(written)}, scheduler; {len(plan.consumed)} checkpoint keys mapped"
 
-        # diffusers' folder convention, so `CCEditPipeline.from_pretrained(out)` loads it as well.
-        index = {"_class_name": "CCEditPipeline", "_diffusers_version": diffusers.__version__, "_ccedit_source": checkpoint.name}
-        for name in ("unet", "temporal", "controlnet", "appearance", "vae", "text_encoder", "tokenizer", "scheduler"):
-            if (tmp / name).is_dir():
-                index[name] = list(COMPONENT_CLASSES[name])
-        (tmp / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
-    return f"wrote {out}: {', '.join(written)}, scheduler; {len(consumed)} checkpoint keys mapped"
+
+def _write_components(folder: Path, plan: ConversionPlan, cast: torch.dtype | None,
+                      done: Callable[[], object]) -> list[str]:
+    """Each mapped component's config and weights (cast to `cast` unless None) into `folder`; the names written,
+    with the networks' tensor counts. `done` is called after each component."""
+    written = []
+    for name, module in plan.meta_modules.items():
+        module.save_config(folder / name)
+        _write_weights(folder / name, DIFFUSERS_WEIGHTS, plan.networks.components[name], cast)
+        written.append(f"{name} ({len(plan.networks.components[name])})")
+        done()
+    if "vae" in plan.others:
+        from diffusers import AutoencoderKL
+
+        with torch.device("meta"):  # only its config is saved; the weights come from the checkpoint
+            AutoencoderKL(**plan.configs["vae"]).save_config(folder / "vae")
+        _write_weights(folder / "vae", DIFFUSERS_WEIGHTS, plan.others["vae"][0], cast)
+        written.append("vae")
+        done()
+    for name, architecture in (("text_encoder", "CLIPTextModel"), ("depth_estimator", "DPTForDepthEstimation")):
+        if name in plan.others:
+            config = plan.configs[name]
+            config.architectures = [architecture]  # lets transformers' Auto classes load the folder
+            config.save_pretrained(folder / name)
+            _write_weights(folder / name, TRANSFORMERS_WEIGHTS, plan.others[name][0], cast)
+            written.append(name)
+            done()
+    return written
+
+
+def _write_pipeline_files(folder: Path, source_name: str) -> None:
+    """The sampler's config and `model_index.json` listing the components present, so that
+    `CCEditPipeline.from_pretrained(folder)` loads the folder as diffusers' folder convention has it."""
+    import diffusers
+
+    from ..schedulers import build_scheduler
+
+    build_scheduler("dpmpp_2s_ancestral").save_config(folder / "scheduler")
+    index = {"_class_name": "CCEditPipeline", "_diffusers_version": diffusers.__version__,
+             "_ccedit_source": source_name}
+    for name in ("unet", "temporal", "controlnet", "appearance", "vae", "text_encoder", "tokenizer", "scheduler"):
+        if (folder / name).is_dir():
+            index[name] = list(COMPONENT_CLASSES[name])
+    (folder / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")

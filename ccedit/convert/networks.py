@@ -10,7 +10,7 @@ from torch import nn
 
 from ..models import AppearanceEncoder, CCEditTemporalAdapter, TridentModel, VideoUNet
 from .geometry import Geometry
-from .trident_keys import MappedState, check_complete, map_controlnet, map_video_unet
+from .trident_keys import MappedState, check_complete, map_trident
 
 # Where the networks sit in a released checkpoint (ref §1).
 NETWORK_PREFIX = "model.diffusion_model."
@@ -53,12 +53,7 @@ def map_networks(
     """
     keyframe = has_appearance(state, prefix)
     modules = build_network_modules(geometry, keyframe, device="meta")
-    out = MappedState()
-    layout = geometry.layout
-    map_video_unet(state, layout, prefix, out)
-    map_controlnet(state, layout, prefix + "controlnet.", "controlnet", out)
-    if keyframe:
-        map_controlnet(state, layout, prefix + "controlnet_img.", "appearance", out, appearance=True)
+    out = map_trident(state, geometry.layout, prefix, appearance=keyframe)
     network_keys = [k for k in state if k.startswith(prefix)]
     check_complete(network_keys, out, expected_shapes(modules), source)
     return out, modules

@@ -2,17 +2,21 @@
 
 The original video UNet keeps SD-1.5's ldm names for its spatial layers and adds every temporal tensor inside the
 same blocks (ref §1, §2). This module enumerates the ldm block indices of an SD-shaped UNet, pairs each with its
-diffusers block, and renames the tensors inside it; every source key must be claimed exactly once.
+diffusers block, and writes the renames inside it as `keymap.Rule`s, mapped by one `keymap.KeyMapper` onto the
+trident's one namespace (`unet.*`, `temporal.*`, `controlnet.*`, `appearance.*`); every source key must be claimed
+exactly once.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import torch
 
 from ..errors import UserError
+from .keymap import KeyMapper, Rule
 
 # Tensor renames inside a ResBlock: ldm -> diffusers ResnetBlock2D (spatial) or TemporalResnet (temporal).
 RESNET_SPATIAL = {
@@ -88,7 +92,8 @@ class UNetLayout:
 
     @staticmethod
     def middle_blocks() -> list[tuple[str, str]]:
-        return [("0", "resnet@mid_block.resnets.0"), ("1", "attention@mid_block.attentions.0"), ("2", "resnet@mid_block.resnets.1")]
+        return [("0", "resnet@mid_block.resnets.0"), ("1", "attention@mid_block.attentions.0"),
+                ("2", "resnet@mid_block.resnets.1")]
 
 
 @dataclass
@@ -98,138 +103,99 @@ class MappedState:
     components: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
     consumed: set[str] = field(default_factory=set)
 
-    def put(self, component: str, key: str, tensor: torch.Tensor, source_key: str) -> None:
-        target = self.components.setdefault(component, {})
-        if key in target:
-            raise AssertionError(f"two source keys map to {component}:{key}")
-        target[key] = tensor
-        self.consumed.add(source_key)
+    @classmethod
+    def from_mapper(cls, mapper: KeyMapper) -> MappedState:
+        """Split a mapper's targets, named `component.key` (the trident's one namespace), by component."""
+        out = cls(consumed=mapper.consumed)
+        for key, tensor in mapper.state_dict.items():
+            component, name = key.split(".", 1)
+            out.components.setdefault(component, {})[name] = tensor
+        return out
 
 
-def _split(rest: str, renames: dict[str, str]) -> tuple[str, str] | None:
-    """Find the rename whose ldm name prefixes `rest` (longest first); return (new name, remainder)."""
-    for old in sorted(renames, key=len, reverse=True):
-        if rest == old or rest.startswith(old + "."):
-            return renames[old], rest[len(old) :]
-    return None
+def _rename(old: str, new: str) -> Rule:
+    """The tensors of ldm module `old` (or the tensor `old` itself) under the name `new`, suffixes kept."""
+    return Rule(rf"{re.escape(old)}((?:\..+)?)", new + r"\1")
 
 
-def _map_block(kind: str, rest: str, *, temporal: bool) -> tuple[str, str] | None:
-    """Rename a tensor inside one ldm block. Returns ("unet"|"temporal", name relative to the block) or None."""
+def _block_rules(block: str, kind: str, path: str, component: str, *, temporal: bool) -> list[Rule]:
+    """The rules of one ldm block (`input_blocks.4.1`), of `kind`, that becomes diffusers' `path` in `component`;
+    with `temporal`, its temporal tensors go to the temporal adapter first."""
+    rules = []
     if kind == "resnet":
-        hit = _split(rest, RESNET_TEMPORAL) if temporal else None
-        if hit:
-            return "temporal", hit[0] + hit[1]
-        hit = _split(rest, RESNET_SPATIAL)
-        return ("unet", hit[0] + hit[1]) if hit else None
-    if kind == "attention":
-        hit = _split(rest, ATTENTION_TEMPORAL) if temporal else None
-        if hit:
-            return "temporal", hit[0] + hit[1]
-        return "unet", rest  # diffusers' Transformer2DModel keeps ldm's names (norm, proj_in, transformer_blocks...)
-    if kind in ("downsample", "upsample"):
-        if temporal and rest.startswith("conv_temporal."):
-            return "temporal", "RESAMPLER" + rest[len("conv_temporal") :]
-        if rest.startswith(("op.", "conv.")):
-            return "unet", "conv." + rest.split(".", 1)[1]
-    return None
+        if temporal:
+            rules += [_rename(f"{block}.{old}", f"temporal.{path}.{new}") for old, new in RESNET_TEMPORAL.items()]
+        rules += [_rename(f"{block}.{old}", f"{component}.{path}.{new}") for old, new in RESNET_SPATIAL.items()]
+    elif kind == "attention":
+        if temporal:
+            rules += [_rename(f"{block}.{old}", f"temporal.{path}.{new}") for old, new in ATTENTION_TEMPORAL.items()]
+        # diffusers' Transformer2DModel keeps ldm's names (norm, proj_in, transformer_blocks, ...)
+        rules.append(_rename(block, f"{component}.{path}"))
+    elif kind in ("downsample", "upsample"):
+        if temporal:  # the adapter's one resampler per level: down_blocks.1.downsamplers.0 -> down_blocks.1.resampler
+            rules.append(_rename(f"{block}.conv_temporal", f"temporal.{path.rsplit('.', 2)[0]}.resampler"))
+        rules += [_rename(f"{block}.{conv}", f"{component}.{path}.conv") for conv in ("op", "conv")]
+    return rules
 
 
-def _block_index(groups: list[tuple[str, list[tuple[str, str]]]]) -> dict[str, tuple[str, str]]:
-    """`{"input_blocks.4.1": ("attention", "down_blocks.1.attentions.0"), ...}` for the given ldm block groups."""
-    index = {}
+def _blocks_rules(groups: list[tuple[str, list[tuple[str, str]]]], component: str, *, source: str = "",
+                  temporal: bool) -> list[Rule]:
+    """`_block_rules` of every block of the ldm block groups (`("input_blocks", layout.input_blocks())`, ...)."""
+    rules = []
     for group, blocks in groups:
         for position, spec in blocks:
             kind, path = spec.split("@")
-            if kind != "conv_in":
-                index[f"{group}.{position}"] = (kind, path)
-    return index
+            if kind != "conv_in":  # a fixed rename of each network
+                rules += _block_rules(f"{source}{group}.{position}", kind, path, component, temporal=temporal)
+    return rules
 
 
-def _temporal_block_path(diffusers_path: str, kind: str) -> str:
-    """down_blocks.1.downsamplers.0 -> down_blocks.1.resampler; resnets/attentions keep their path."""
-    if kind in ("downsample", "upsample"):
-        return diffusers_path.rsplit(".", 2)[0] + ".resampler"
-    return diffusers_path
-
-
-def map_video_unet(state: dict[str, torch.Tensor], layout: UNetLayout, prefix: str, out: MappedState) -> None:
-    """Map the main video UNet's tensors under `prefix` into `out.components["unet"]` and `["temporal"]`."""
-    groups = [
-        ("input_blocks", layout.input_blocks()),
-        ("middle_block", UNetLayout.middle_blocks()),
-        ("output_blocks", layout.output_blocks()),
+def video_unet_rules(layout: UNetLayout) -> list[Rule]:
+    """The main video UNet's tensors -> `unet.*` (SD-1.5's spatial layers) and `temporal.*` (the adapter)."""
+    fixed = [
+        _rename("time_embed.0", "unet.time_embedding.linear_1"),
+        _rename("time_embed.2", "unet.time_embedding.linear_2"),
+        _rename("input_blocks.0.0", "unet.conv_in"),
+        _rename("out.0", "unet.conv_norm_out"),
+        _rename("out.2", "unet.conv_out"),
+        _rename("input_blocks_temporal.0", "temporal.conv_in"),
+        _rename("out_temporal.1", "temporal.conv_out"),
     ]
-    fixed = {
-        "time_embed.0": ("unet", "time_embedding.linear_1"),
-        "time_embed.2": ("unet", "time_embedding.linear_2"),
-        "input_blocks.0.0": ("unet", "conv_in"),
-        "out.0": ("unet", "conv_norm_out"),
-        "out.2": ("unet", "conv_out"),
-        "input_blocks_temporal.0": ("temporal", "conv_in"),
-        "out_temporal.1": ("temporal", "conv_out"),
-    }
-    block_index = _block_index(groups)
-    for key, tensor in state.items():
-        if not key.startswith(prefix):
-            continue
-        name = key[len(prefix) :]
-        if name.startswith(("controlnet.", "controlnet_img.")):
-            continue
-        hit = _split(name, {k: k for k in fixed})
-        if hit:
-            component, new = fixed[hit[0]]
-            out.put(component, new + hit[1], tensor, key)
-            continue
-        m = re.match(r"^((?:input_blocks|output_blocks)\.\d+\.\d+|middle_block\.\d+)\.(.+)$", name)
-        if not m or m.group(1) not in block_index:
-            continue  # left unconsumed: reported by the caller
-        kind, path = block_index[m.group(1)]
-        mapped = _map_block(kind, m.group(2), temporal=True)
-        if mapped is None:
-            continue
-        component, rel = mapped
-        if component == "temporal":
-            base = _temporal_block_path(path, kind)
-            new = base + rel[len("RESAMPLER") :] if rel.startswith("RESAMPLER") else f"{base}.{rel}"
-        else:
-            new = f"{path}.{rel}"
-        out.put(component, new, tensor, key)
+    groups = [("input_blocks", layout.input_blocks()), ("middle_block", UNetLayout.middle_blocks()),
+              ("output_blocks", layout.output_blocks())]
+    return fixed + _blocks_rules(groups, "unet", temporal=True)
 
 
-def map_controlnet(state, layout: UNetLayout, prefix: str, component: str, out: MappedState, *, appearance=False):
-    """Map an ldm/cldm ControlNet under `prefix` onto diffusers `ControlNetModel` or ccedit's `AppearanceEncoder`.
+def controlnet_rules(layout: UNetLayout, source: str, component: str, *, appearance: bool = False) -> list[Rule]:
+    """An ldm/cldm ControlNet under `source` -> diffusers `ControlNetModel` or ccedit's `AppearanceEncoder`.
 
     Both share the encoder layout, `zero_convs.N.0 -> controlnet_down_blocks.N` and
     `middle_block_out.0 -> controlnet_mid_block`; the structure ControlNet also has the 8-conv hint encoder.
     """
-    block_index = _block_index([("input_blocks", layout.input_blocks()), ("middle_block", UNetLayout.middle_blocks())])
-    for key, tensor in state.items():
-        if not key.startswith(prefix):
-            continue
-        name = key[len(prefix) :]
-        new = None
-        if name.startswith("time_embed.0."):
-            new = "time_embedding.linear_1." + name.split(".", 2)[2]
-        elif name.startswith("time_embed.2."):
-            new = "time_embedding.linear_2." + name.split(".", 2)[2]
-        elif name.startswith("input_blocks.0.0."):
-            new = "conv_in." + name.split(".", 3)[3]
-        elif m := re.match(r"^zero_convs\.(\d+)\.0\.(.+)$", name):
-            new = f"controlnet_down_blocks.{m.group(1)}.{m.group(2)}"
-        elif m := re.match(r"^middle_block_out\.0\.(.+)$", name):
-            new = f"controlnet_mid_block.{m.group(1)}"
-        elif (m := re.match(r"^input_hint_block\.(\d+)\.(.+)$", name)) and not appearance:
-            if int(m.group(1)) in HINT_BLOCK:
-                new = f"controlnet_cond_embedding.{HINT_BLOCK[int(m.group(1))]}.{m.group(2)}"
-        elif m := re.match(r"^((?:input_blocks)\.\d+\.\d+|middle_block\.\d+)\.(.+)$", name):
-            if m.group(1) in block_index:
-                kind, path = block_index[m.group(1)]
-                mapped = _map_block(kind, m.group(2), temporal=False)
-                if mapped is not None:
-                    new = f"{path}.{mapped[1]}"
-        if new is not None:
-            out.put(component, new, tensor, key)
+    rules = [
+        _rename(f"{source}time_embed.0", f"{component}.time_embedding.linear_1"),
+        _rename(f"{source}time_embed.2", f"{component}.time_embedding.linear_2"),
+        _rename(f"{source}input_blocks.0.0", f"{component}.conv_in"),
+        Rule(rf"{re.escape(source)}zero_convs\.(\d+)\.0\.(.+)", component + r".controlnet_down_blocks.\1.\2"),
+        _rename(f"{source}middle_block_out.0", f"{component}.controlnet_mid_block"),
+    ]
+    if not appearance:
+        rules += [_rename(f"{source}input_hint_block.{index}", f"{component}.controlnet_cond_embedding.{name}")
+                  for index, name in HINT_BLOCK.items()]
+    groups = [("input_blocks", layout.input_blocks()), ("middle_block", UNetLayout.middle_blocks())]
+    return rules + _blocks_rules(groups, component, source=source, temporal=False)
+
+
+def map_trident(state: Mapping[str, torch.Tensor], layout: UNetLayout, prefix: str, *,
+                appearance: bool) -> MappedState:
+    """Map the networks under `prefix` (main video UNet, `controlnet.`, with `appearance` `controlnet_img.`) onto
+    the components `unet`, `temporal`, `controlnet` and `appearance`; keys no rule claims stay unconsumed."""
+    mapper = KeyMapper(state, prefix, name="CCEdit network")
+    rules = video_unet_rules(layout) + controlnet_rules(layout, "controlnet.", "controlnet")
+    if appearance:
+        rules += controlnet_rules(layout, "controlnet_img.", "appearance", appearance=True)
+    mapper.apply(rules)
+    return MappedState.from_mapper(mapper)
 
 
 def check_complete(state_keys, out: MappedState, targets: dict[str, dict[str, tuple[int, ...]]], source: str) -> None:

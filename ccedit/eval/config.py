@@ -36,8 +36,8 @@ class BenchmarkConfig:
 
 @dataclass
 class VideoSettings:
-    """Which frames are evaluated, at what size: the source is read so, results are fitted to it, and each ccedit
-    method edits exactly these frames (the settings are added to its overrides)."""
+    """Which frames are evaluated, at what size: the source is read so, results are fitted to it, and every method
+    edits exactly these frames (each receives them as its `video`, `methods.build_method`)."""
 
     num_frames: int | None = 16
     fps: float | None = None

@@ -59,27 +59,13 @@ def run_settings(config: EvalConfig) -> dict:
     return {"video": asdict(config.video), "metrics": config.metrics, "report": asdict(config.report)}
 
 
-def method_options(spec: MethodSpec, config: EvalConfig) -> dict[str, Any]:
-    """The method's options with the evaluation's frame selection added, so every method edits the frames the
-    metrics see (`source_settings`): the same frames, size and crop or pad."""
-    options = dict(spec.options)
-    selection = asdict(config.video)
-    if spec.type == "ccedit":
-        options["overrides"] = [*options.get("overrides", []),
-                                *(f"video.{k}={'null' if value is None else value}" for k, value in selection.items())]
-    elif spec.type == "folder":  # results of another tool: the frames chosen here, fitted like the source after
-        for key in ("num_frames", "fps", "start", "folder_fps"):
-            options.setdefault(key, selection[key])
-    else:
-        options.setdefault("video", selection)
-    return options
-
-
 def build_methods(config: EvalConfig) -> dict[str, Method]:
+    """The evaluation's methods, each given the frame selection the metrics see (`source_settings`), so every method
+    edits the same frames, size and crop or pad."""
     methods = {}
     for spec in config.methods:
         try:
-            methods[spec.name] = build_method(spec.type, **method_options(spec, config))
+            methods[spec.name] = build_method(spec.type, frame_selection(config), **dict(spec.options))
         except UserError as e:
             raise UserError(f"method {spec.name!r}: {e}") from None
     return methods
@@ -92,10 +78,15 @@ def build_metrics(config: EvalConfig) -> dict[str, Metric]:
     return metrics
 
 
+def frame_selection(config: EvalConfig) -> VideoConfig:
+    """The evaluation's `video` section as the edit schema's: which frames are evaluated, at what size."""
+    return VideoConfig(**asdict(config.video))
+
+
 def source_settings(config: EvalConfig) -> EditConfig:
     """How the source clips are read: the evaluation's frame selection, through the edit's own reader."""
     cfg = EditConfig()
-    cfg.video = VideoConfig(**asdict(config.video))
+    cfg.video = frame_selection(config)
     return cfg
 
 

@@ -108,6 +108,26 @@ def read_video(
             end, or fewer than `num_frames` frames are available.
     """
     path = Path(path)
+    _check_selection(num_frames, fps, start, folder_fps)
+    source = _open_source(path, folder_fps)
+    # 1. Select source frame indices.
+    indices, out_fps = _select_indices(path, source.num_frames, source.fps, num_frames=num_frames, fps=fps,
+                                       start=start, max_frames=max_frames)
+    # 2. Decode only those frames (for a variable-rate clip, the frames shown at those grid positions' times).
+    indices = source.frames_at(indices)
+    frames, source_size = _decode(source, indices, frame_transform, chunk_size)
+    return VideoClip(
+        frames=frames,
+        fps=out_fps,
+        source_fps=source.fps,
+        source_size=source_size,
+        indices=indices,
+        path=path,
+    )
+
+
+def _check_selection(num_frames: int | None, fps: float | None, start: float, folder_fps: float) -> None:
+    """One line for a frame selection that can select nothing, before the file is opened."""
     if num_frames is not None and num_frames < 1:
         raise UserError(f"video.num_frames must be at least 1, got {num_frames}")
     if fps is not None and not fps > 0:
@@ -117,10 +137,10 @@ def read_video(
     if not folder_fps > 0:
         raise UserError(f"the frame rate of a frame folder must be positive, got {folder_fps}")
 
-    source = _open_source(path, folder_fps)
-    total, source_fps = source.num_frames, source.fps
 
-    # 1. Select source frame indices.
+def _select_indices(path: Path, total: int, source_fps: float, *, num_frames: int | None, fps: float | None,
+                    start: float, max_frames: int | None) -> tuple[list[int], float]:
+    """The selected positions on the source's constant-rate grid (see `read_video`) and the rate they make."""
     gap = 1 if fps is None else max(1, int(np.round(source_fps / fps)))
     out_fps = source_fps / gap
     if fps is not None and abs(out_fps - fps) > 0.05 * fps and (str(path), fps, source_fps) not in _rates_warned:
@@ -145,25 +165,19 @@ def read_video(
         indices = indices[:num_frames]
     elif max_frames is not None:
         indices = indices[:max_frames]
+    return indices, out_fps
 
-    # 2. Decode only those frames (for a variable-rate clip, the frames shown at those grid positions' times),
-    # chunk by chunk when they are transformed on the way.
-    indices = source.frames_at(indices)
+
+def _decode(source: _Source, indices: list[int], frame_transform: Callable[[np.ndarray], np.ndarray] | None,
+            chunk_size: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """The source frames at `indices` and the source's (height, width); with `frame_transform`, decoded and
+    transformed chunk by chunk, so that the clip is never held at its source resolution."""
     if frame_transform is None:
         frames = source.read(indices)
-        source_size = (int(frames.shape[1]), int(frames.shape[2]))
-    else:
-        chunks = [frame_transform(source.read(indices[i : i + chunk_size])) for i in range(0, len(indices), chunk_size)]
-        frames = np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
-        source_size = tuple(int(v) for v in source.size)
-    return VideoClip(
-        frames=frames,
-        fps=out_fps,
-        source_fps=source_fps,
-        source_size=source_size,
-        indices=indices,
-        path=path,
-    )
+        return frames, (int(frames.shape[1]), int(frames.shape[2]))
+    chunks = [frame_transform(source.read(indices[i : i + chunk_size])) for i in range(0, len(indices), chunk_size)]
+    frames = np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
+    return frames, tuple(int(v) for v in source.size)
 
 
 def video_info(path: str | os.PathLike, *, folder_fps: float = 8.0) -> tuple[int, float, tuple[int, int]]:

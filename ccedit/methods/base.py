@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..config import EditJob
+from ..config import EditJob, VideoConfig
 
 
 @dataclass
@@ -33,7 +33,12 @@ class MethodOutput:
 
 
 class Method:
-    """Base class of the methods: build from options (cheap, checked), then `run(job, fields)` per edit.
+    """Base class of the methods: build from the evaluation's frame selection and options (cheap, checked), then
+    `run(job, fields)` per edit.
+
+    `video` is part of every method's contract, not an option: the frames, size and crop or pad that the
+    evaluation's metrics see (its `video` section), which every method edits. A subclass takes it as its first
+    constructor argument and passes it here.
 
     `fields` are the benchmark item's names (`video`, `edit`, `prompt`, `editing_type`, ...) for methods that find
     their results by a pattern. `describe()` is the resolved configuration: equal descriptions mean equal results,
@@ -42,6 +47,9 @@ class Method:
     """
 
     type: ClassVar[str] = ""
+
+    def __init__(self, video: VideoConfig):
+        self.video = video
 
     def describe(self) -> dict[str, Any]:
         raise NotImplementedError

@@ -4,29 +4,34 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from dataclasses import asdict
 from typing import Any
 
-from ..config import EditJob, load_edit_config
+from ..config import EditJob, VideoConfig, load_edit_config
 from ..errors import UserError
 from .base import Method, MethodOutput
 
 
 class CCEditMethod(Method):
     """Args:
+        video: the frames to edit and their size; they replace the config's `video` section.
         config: edit config files (YAML), merged left to right over the defaults, as `ccedit edit --config`.
         overrides: `key=value` settings after them, e.g. `["sampling.seed=1", "model.path=models/ccedit"]`.
     """
 
     type = "ccedit"
 
-    def __init__(self, config: Sequence[str] = (), overrides: Sequence[str] = ()):
+    def __init__(self, video: VideoConfig, config: Sequence[str] = (), overrides: Sequence[str] = ()):
         from ..editing import EditSession
 
+        super().__init__(video)
         bad = [o for o in overrides if "=" not in o]
         if bad:
             raise UserError(f"method override {bad[0]!r} is not KEY=VALUE, e.g. sampling.seed=1")
         self.config_files = [str(Path(f)) for f in config]
-        self.cfg = load_edit_config(self.config_files, dotlist=list(overrides))
+        # The frame selection goes in as the last overrides, so the edit config's own checks see it with the rest.
+        selection = [f"video.{k}={'null' if value is None else value}" for k, value in asdict(video).items()]
+        self.cfg = load_edit_config(self.config_files, dotlist=[*overrides, *selection])
         self.session = EditSession(self.cfg)
 
     def describe(self) -> dict[str, Any]:

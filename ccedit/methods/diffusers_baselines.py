@@ -12,18 +12,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 import PIL.Image
 import torch
 
-from ..config import EditJob
+from ..config import EditJob, VideoConfig
 from ..errors import UserError
 from .base import Method, MethodOutput
-
-# The evaluation's frame selection a method receives as its `video` option (`eval.runner.method_options`).
-VIDEO_KEYS = ("num_frames", "fps", "start", "height", "width", "resize_mode", "folder_fps")
 
 
 def check_positive(name: str, value: float, *, integer: bool = False, allow_zero: bool = False) -> None:
@@ -43,10 +41,11 @@ class DiffusersVideoMethod(Method):
     """What the diffusers baselines share: options checked when built, the clip and its control frames read the
     edit's way, the pipeline loaded once on the first edit, time and peak memory measured around the call."""
 
-    def __init__(self, *, annotator: str, annotator_options: Mapping[str, Any] | None, num_inference_steps: int,
-                 guidance_scale: float, seed: int, dtype: str, device: str, video: Mapping[str, Any] | None):
+    def __init__(self, video: VideoConfig, *, annotator: str, annotator_options: Mapping[str, Any] | None,
+                 num_inference_steps: int, guidance_scale: float, seed: int, dtype: str, device: str):
         from ..annotators import ANNOTATORS
 
+        super().__init__(video)
         if annotator not in ANNOTATORS:
             raise UserError(f"unknown annotator {annotator!r}: choose one of {', '.join(sorted(ANNOTATORS))}")
         check_positive("num_inference_steps", num_inference_steps, integer=True)
@@ -55,9 +54,6 @@ class DiffusersVideoMethod(Method):
             raise UserError(f"option seed={seed!r} must be an integer")
         if dtype not in ("auto", "float32", "float16", "bfloat16"):
             raise UserError(f"option dtype={dtype!r}: choose auto, float32, float16 or bfloat16")
-        unknown = sorted(set(video or {}) - set(VIDEO_KEYS))
-        if unknown:
-            raise UserError(f"option video has no {', '.join(unknown)}: its keys are {', '.join(VIDEO_KEYS)}")
         self.annotator_name = annotator
         self.annotator_options = dict(annotator_options or {})
         self.num_inference_steps = int(num_inference_steps)
@@ -65,7 +61,6 @@ class DiffusersVideoMethod(Method):
         self.seed = seed
         self.dtype = dtype
         self.device = device
-        self.video = {k: v for k, v in (video or {}).items()}
         self._pipe = None
         self._annotator = None
 
@@ -86,14 +81,14 @@ class DiffusersVideoMethod(Method):
         return {"type": self.type, **self.settings(), "annotator": self.annotator_name,
                 "annotator_options": self.annotator_options, "num_inference_steps": self.num_inference_steps,
                 "guidance_scale": self.guidance_scale, "seed": self.seed, "dtype": self.dtype, "device": self.device,
-                "video": self.video}
+                "video": asdict(self.video)}
 
     def edit_settings(self):
         """The edit schema holding this method's frame selection, so the clip is read exactly as an edit reads it."""
-        from ..config import EditConfig, VideoConfig
+        from ..config import EditConfig
 
         cfg = EditConfig()
-        cfg.video = VideoConfig(**self.video)
+        cfg.video = VideoConfig(**asdict(self.video))
         return cfg
 
     def pipeline(self):
@@ -163,24 +158,23 @@ class AnimateDiffMethod(DiffusersVideoMethod):
             pipeline's arguments of the same names.
         seed: the seed of the `torch.Generator` given to the pipeline.
         dtype, device: `auto` picks float16 on CUDA and float32 on CPU.
-        video: the frames to edit and their size (set from the evaluation's `video` section).
     """
 
     type = "animatediff"
 
-    def __init__(self, base: str = "stable-diffusion-v1-5/stable-diffusion-v1-5",
+    def __init__(self, video: VideoConfig, base: str = "stable-diffusion-v1-5/stable-diffusion-v1-5",
                  motion_adapter: str = "guoyww/animatediff-motion-adapter-v1-5-3",
                  controlnet: str = "lllyasviel/control_v11f1p_sd15_depth", annotator: str = "depth_dpt",
                  annotator_options: Mapping[str, Any] | None = None, tiny: bool = False, scheduler: str = "ddim",
                  num_inference_steps: int = 25, guidance_scale: float = 7.5, strength: float = 0.8,
                  controlnet_conditioning_scale: float = 1.0, negative_prompt: str = "", seed: int = 0,
-                 dtype: str = "auto", device: str = "auto", video: Mapping[str, Any] | None = None):
+                 dtype: str = "auto", device: str = "auto"):
         from ..pipelines.denoise import sdedit_kept_steps
         from ..schedulers import SCHEDULERS
 
-        super().__init__(annotator=annotator, annotator_options=annotator_options,
+        super().__init__(video, annotator=annotator, annotator_options=annotator_options,
                          num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, seed=seed,
-                         dtype=dtype, device=device, video=video)
+                         dtype=dtype, device=device)
         if scheduler not in SCHEDULERS:
             raise UserError(f"unknown scheduler {scheduler!r}: choose one of {', '.join(sorted(SCHEDULERS))}")
         if not (isinstance(strength, (int, float)) and 0 < strength <= 1):

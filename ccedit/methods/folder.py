@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..config import EditJob
+from ..config import EditJob, VideoConfig
 from ..errors import UserError
 from ..io.paths import leaves_folder
 from .base import Method, MethodOutput
@@ -18,19 +18,19 @@ PATTERN_FIELDS = ("video", "edit", "prompt", "source_prompt", "editing_type", "v
 
 class ResultsFolderMethod(Method):
     """Args:
+        video: which frames of a result are read (`num_frames`, `fps`, `start`, `folder_fps`), as its source is
+            read; a result of another size is fitted to the source's afterwards.
         root: the folder of results.
         pattern: the path of one result under `root`, a Python format string over `video`, `edit` (the edit's
             position among the video's edits), `prompt` (the target prompt), `source_prompt`, `editing_type`,
             `video_type` and `fantasy_level`; e.g. `"{video}/{edit}.mp4"` or `"{video}/{prompt}/output.mp4"`.
             A result is a video file or a folder of frames.
-        num_frames, fps, start, folder_fps: which frames of a result are read (set from the evaluation's video
-            settings, so a result is read like its source).
     """
 
     type = "folder"
 
-    def __init__(self, root: str, pattern: str, num_frames: int | None = None, fps: float | None = None,
-                 start: float = 0.0, folder_fps: float = 8.0):
+    def __init__(self, video: VideoConfig, root: str, pattern: str):
+        super().__init__(video)
         names = [name for _, name, _, _ in string.Formatter().parse(pattern) if name is not None]
         unknown = sorted({n for n in names if n not in PATTERN_FIELDS})
         if unknown or not names:
@@ -46,7 +46,8 @@ class ResultsFolderMethod(Method):
         if not self.root.is_dir():
             raise UserError(f"results folder not found: {self.root}; check the method's `root`")
         self.pattern = pattern
-        self.selection = {"num_frames": num_frames, "fps": fps, "start": start, "folder_fps": folder_fps}
+        self.selection = {"num_frames": video.num_frames, "fps": video.fps, "start": video.start,
+                          "folder_fps": video.folder_fps}
 
     def path(self, fields: Mapping[str, Any]) -> Path:
         """The result of one edit; one whose fields (a prompt with `../`) lead outside `root` is refused."""

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..config import VideoConfig
 from ..errors import UserError
 from .diffusers_baselines import DiffusersVideoMethod, check_positive, pil_frames
 
@@ -31,6 +32,7 @@ class WanVACEMethod(DiffusersVideoMethod):
     """diffusers' `WanVACEPipeline`.
 
     Args:
+        video: the frames to edit and their size (the evaluation's `video` section); sides must be multiples of 16.
         model: a Wan2.1-VACE model in diffusers format (folder or hub id), e.g. `Wan-AI/Wan2.1-VACE-1.3B-diffusers`;
             its own scheduler is used. The VAE loads in float32, as diffusers' examples load it.
         annotator: the ccedit annotator whose maps are the control video (`depth_dpt`, `canny`, ...), with
@@ -40,24 +42,21 @@ class WanVACEMethod(DiffusersVideoMethod):
         seed: the seed of the `torch.Generator` given to the pipeline.
         dtype: of the transformer and text encoder; `auto` picks bfloat16 on CUDA (Wan's training precision) and
             float32 on CPU. device: `auto` picks CUDA when present.
-        video: the frames to edit and their size (set from the evaluation's `video` section); sides must be
-            multiples of 16.
     Reference images: the job's keyframe images (not `auto`), in their order.
     """
 
     type = "wan_vace"
 
-    def __init__(self, model: str = "Wan-AI/Wan2.1-VACE-1.3B-diffusers", annotator: str = "depth_dpt",
-                 annotator_options: Mapping[str, Any] | None = None, tiny: bool = False,
+    def __init__(self, video: VideoConfig, model: str = "Wan-AI/Wan2.1-VACE-1.3B-diffusers",
+                 annotator: str = "depth_dpt", annotator_options: Mapping[str, Any] | None = None, tiny: bool = False,
                  num_inference_steps: int = 30, guidance_scale: float = 5.0, conditioning_scale: float = 1.0,
-                 negative_prompt: str = "", seed: int = 0, dtype: str = "auto", device: str = "auto",
-                 video: Mapping[str, Any] | None = None):
-        super().__init__(annotator=annotator, annotator_options=annotator_options,
+                 negative_prompt: str = "", seed: int = 0, dtype: str = "auto", device: str = "auto"):
+        super().__init__(video, annotator=annotator, annotator_options=annotator_options,
                          num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, seed=seed,
-                         dtype=dtype, device=device, video=video)
+                         dtype=dtype, device=device)
         check_positive("conditioning_scale", conditioning_scale, allow_zero=True)
         for side in ("height", "width"):
-            value = self.video.get(side)
+            value = getattr(video, side)
             if value is not None and value % SIZE_MULTIPLE:
                 raise UserError(f"{self.type} edits sides that are multiples of {SIZE_MULTIPLE}: set video.{side} "
                                 f"to one (got {value})")

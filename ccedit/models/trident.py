@@ -285,35 +285,14 @@ class TridentModel(nn.Module):
             `torch.Tensor`: predicted noise, same shape as `sample`.
         """
         f = sample.shape[2]
-        if structure_maps is not None and structure_hints is not None:
-            raise ValueError("pass either `structure_maps` or their `structure_hints`, not both")
-        encoded = structure_hints is not None
-        if isinstance(structure_maps, torch.Tensor):
-            structure_maps = [structure_maps]
-        structure_maps = list(structure_hints if encoded else structure_maps or [])
-        scales = [structure_scale] * len(structure_maps) if isinstance(structure_scale, (int, float)) else list(structure_scale)
-        if len(structure_maps) != len(self.structure) and structure_maps:
-            raise ValueError(f"got {len(structure_maps)} structure maps for {len(self.structure)} ControlNets")
-        if len(scales) != len(structure_maps):
-            raise ValueError(f"got {len(scales)} structure scales for {len(structure_maps)} structure maps")
-
-        residuals: list[BranchResiduals] = []
-        if structure_maps:
-            down, mid = self.structure_residuals(sample, timestep, encoder_hidden_states, structure_maps, scales, encoded)
-            if down is not None:
-                residuals.append(BranchResiduals(down, mid, frames=None, into="skips"))
-
+        # 1. The structure branch's residuals, into the skips.
+        residuals = self._structure_branch(sample, timestep, encoder_hidden_states, structure_maps, structure_scale,
+                                           structure_hints)
+        # 2. The appearance branch's: from one keyframe latent here, or precomputed.
         if keyframe_latent is not None and appearance is not None:
             raise ValueError("pass either `keyframe_latent` or precomputed `appearance` residuals, not both")
         if keyframe_latent is not None and appearance_scale != 0:
-            if self.appearance is None:
-                raise ValueError("a keyframe was given but this model has no appearance branch")
-            keyframe_index = centre_frame(f) if keyframe_index is None else keyframe_index
-            if not 0 <= keyframe_index < f:
-                raise ValueError(f"`keyframe_index` must be in [0, {f - 1}], got {keyframe_index}")
-            appearance = BranchResiduals.per_sample(
-                *self.appearance(keyframe_latent, timestep, appearance_scale), keyframe_index, into="stream"
-            )
+            appearance = self._keyframe_appearance(keyframe_latent, keyframe_index, timestep, appearance_scale, f)
         if appearance_condition is not None and appearance_scale != 0:
             residuals.append(self.sparse_appearance_residuals(
                 sample, timestep, encoder_hidden_states, *appearance_condition, appearance_scale
@@ -325,7 +304,43 @@ class TridentModel(nn.Module):
                 anchor_index = nearest_centre(appearance.frames, f)
             # the original adds appearance before structure into the middle output: stream residuals go first
             residuals.insert(0, appearance)
+        # 3. The main branch with both.
         return self.main(sample, timestep, encoder_hidden_states, residuals=residuals, anchor_index=anchor_index)
+
+    def _structure_branch(self, sample: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor,
+                          structure_maps: Sequence[torch.Tensor] | torch.Tensor | None,
+                          structure_scale: Sequence[float] | float,
+                          structure_hints: Sequence[torch.Tensor] | None) -> list[BranchResiduals]:
+        """The ControlNets' residuals (into the skips) from maps or their encodings, checked; none without maps."""
+        if structure_maps is not None and structure_hints is not None:
+            raise ValueError("pass either `structure_maps` or their `structure_hints`, not both")
+        encoded = structure_hints is not None
+        if isinstance(structure_maps, torch.Tensor):
+            structure_maps = [structure_maps]
+        structure_maps = list(structure_hints if encoded else structure_maps or [])
+        one_scale = isinstance(structure_scale, (int, float))
+        scales = [structure_scale] * len(structure_maps) if one_scale else list(structure_scale)
+        if len(structure_maps) != len(self.structure) and structure_maps:
+            raise ValueError(f"got {len(structure_maps)} structure maps for {len(self.structure)} ControlNets")
+        if len(scales) != len(structure_maps):
+            raise ValueError(f"got {len(scales)} structure scales for {len(structure_maps)} structure maps")
+        if not structure_maps:
+            return []
+        down, mid = self.structure_residuals(sample, timestep, encoder_hidden_states, structure_maps, scales, encoded)
+        return [] if down is None else [BranchResiduals(down, mid, frames=None, into="skips")]
+
+    def _keyframe_appearance(self, keyframe_latent: torch.Tensor, keyframe_index: int | None, timestep: torch.Tensor,
+                             appearance_scale: float, f: int) -> BranchResiduals:
+        """The appearance encoder's residuals of one keyframe latent per sample, aimed at its frame (default: the
+        centre) of an `f`-frame window."""
+        if self.appearance is None:
+            raise ValueError("a keyframe was given but this model has no appearance branch")
+        keyframe_index = centre_frame(f) if keyframe_index is None else keyframe_index
+        if not 0 <= keyframe_index < f:
+            raise ValueError(f"`keyframe_index` must be in [0, {f - 1}], got {keyframe_index}")
+        return BranchResiduals.per_sample(
+            *self.appearance(keyframe_latent, timestep, appearance_scale), keyframe_index, into="stream"
+        )
 
 
 # Main branches by the type of their temporal layers: another kind of temporal layers (AnimateDiff's motion

@@ -209,26 +209,8 @@ class VideoUNet(ModelMixin):
         stream = [r for r in residuals if r.into == "stream"]
         into_skips = [r for r in residuals if r.into == "skips"]
 
-        def store(hidden: torch.Tensor) -> torch.Tensor:
-            for r in stream:
-                hidden = r.add(hidden, r.down[len(skips)], f)
-            skips.append(hidden)
-            return hidden
-
         # 3. Encoder.
-        skips: list[torch.Tensor] = []
-        x = unet.conv_in(x)
-        x = store(temporal.conv_in(x, f) + x)
-        for block, tblock in zip(unet.down_blocks, temporal.down_blocks):
-            attentions = getattr(block, "attentions", None)
-            for j, resnet in enumerate(block.resnets):
-                x = self._run(self._resnet, resnet, tblock.resnets[j], x, temb, f)
-                if attentions is not None:
-                    x = self._run(self._attention, attentions[j], tblock.attentions[j], x, context, f, anchor_index)
-                x = store(x)
-            if block.downsamplers is not None:
-                x = block.downsamplers[0](x)
-                x = store(x + tblock.resampler(x, f))
+        x, skips = self._encoder(x, temb, context, f, anchor_index, stream)
 
         # 4. Middle block, then its residuals: the stream's (appearance) before the skips' (structure), as in the
         # original.
@@ -242,7 +224,44 @@ class VideoUNet(ModelMixin):
             skips = [r.add(skip, residual, f) for skip, residual in zip(skips, r.down, strict=True)]
 
         # 5. Decoder: skips pop from the end.
-        for block, tblock in zip(unet.up_blocks, temporal.up_blocks):
+        x = self._decoder(x, skips, temb, context, f, anchor_index)
+
+        # 6. Per-frame output head, then the temporal refinement of the noise prediction.
+        x = unet.conv_out(unet.conv_act(unet.conv_norm_out(x)))
+        x = temporal.output_refinement(x, f)
+        return rearrange(x, "(b t) c h w -> b c t h w", b=b)
+
+    def _encoder(self, x: torch.Tensor, temb: torch.Tensor, context: torch.Tensor, f: int, anchor_index,
+                 stream: Sequence[BranchResiduals]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The encoder on frames `(b t) c h w`: its output and the skips it stores, each with the stream's
+        residuals (the appearance branch's) added before it is stored."""
+        unet, temporal = self.unet, self.temporal
+        skips: list[torch.Tensor] = []
+
+        def store(hidden: torch.Tensor) -> torch.Tensor:
+            for r in stream:
+                hidden = r.add(hidden, r.down[len(skips)], f)
+            skips.append(hidden)
+            return hidden
+
+        x = unet.conv_in(x)
+        x = store(temporal.conv_in(x, f) + x)
+        for block, tblock in zip(unet.down_blocks, temporal.down_blocks):
+            attentions = getattr(block, "attentions", None)
+            for j, resnet in enumerate(block.resnets):
+                x = self._run(self._resnet, resnet, tblock.resnets[j], x, temb, f)
+                if attentions is not None:
+                    x = self._run(self._attention, attentions[j], tblock.attentions[j], x, context, f, anchor_index)
+                x = store(x)
+            if block.downsamplers is not None:
+                x = block.downsamplers[0](x)
+                x = store(x + tblock.resampler(x, f))
+        return x, skips
+
+    def _decoder(self, x: torch.Tensor, skips: list[torch.Tensor], temb: torch.Tensor, context: torch.Tensor, f: int,
+                 anchor_index) -> torch.Tensor:
+        """The decoder on frames `(b t) c h w`, taking the skips from the end (it empties `skips`)."""
+        for block, tblock in zip(self.unet.up_blocks, self.temporal.up_blocks):
             attentions = getattr(block, "attentions", None)
             for j, resnet in enumerate(block.resnets):
                 x = torch.cat([x, skips.pop()], dim=1)
@@ -253,9 +272,5 @@ class VideoUNet(ModelMixin):
                 # Upsample to the next skip's size so odd latent sizes round-trip.
                 x = block.upsamplers[0](x, output_size=skips[-1].shape[-2:])
                 x = x + tblock.resampler(x, f)
-
-        # 6. Per-frame output head, then the temporal refinement of the noise prediction.
-        x = unet.conv_out(unet.conv_act(unet.conv_norm_out(x)))
-        x = temporal.output_refinement(x, f)
-        return rearrange(x, "(b t) c h w -> b c t h w", b=b)
+        return x
 

@@ -18,6 +18,7 @@ from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.loaders import StableDiffusionLoraLoaderMixin
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
+from diffusers.video_processor import VideoProcessor
 from tqdm import tqdm
 from transformers import CLIPTextModel, CLIPTokenizer
 
@@ -105,9 +106,18 @@ def _check_video(video) -> np.ndarray | torch.Tensor:
     elif isinstance(video, torch.Tensor):
         if video.ndim != 4 or video.shape[1] != 3:
             raise InvalidInputError(f"`video` as a tensor must be (frames, 3, height, width), got {tuple(video.shape)}")
+        _check_unit_range("video", video)
     else:
         raise InvalidInputError(f"`video` must be a uint8 array or a float tensor, got {type(video).__name__}")
     return video
+
+
+def _check_unit_range(name: str, frames: torch.Tensor) -> None:
+    """Float frames must lie in [0, 1]: diffusers' processor leaves frames with negative values unnormalised."""
+    low, high = frames.aminmax()
+    if not (0 <= float(low) and float(high) <= 1):
+        raise InvalidInputError(f"`{name}` as a tensor must hold values in [0, 1], got [{float(low):.3g}, "
+                                f"{float(high):.3g}]: scale it, or pass uint8 frames")
 
 
 def _video_size(video) -> tuple[int, int, int]:
@@ -115,12 +125,26 @@ def _video_size(video) -> tuple[int, int, int]:
     return (video.shape[0], *video.shape[1:3]) if isinstance(video, np.ndarray) else (video.shape[0], *video.shape[2:])
 
 
+# diffusers' frame conversion: frames in [0, 1] -> [-1, 1] for the VAE, and its output back. Frames arrive at the
+# working size, so nothing is resized. The pipeline converts chunks of frames with `preprocess` rather than a whole
+# clip with `preprocess_video`, so that no float copy of a long clip is ever made.
+FRAME_PROCESSOR = VideoProcessor(do_resize=False, do_normalize=True)
+
+
+def _as_unit_tensor(frames: np.ndarray) -> torch.Tensor:
+    """uint8 frames `(..., H, W, 3)` as float `(..., 3, H, W)` in [0, 1], the input diffusers' processor expects.
+
+    Converted here, not handed to diffusers as a float array: its array path stacks a single image into a new batch
+    whose memory layout differs from the one the VAE has always been given, and the VAE's convolutions would then
+    round differently.
+    """
+    return torch.from_numpy(frames).movedim(-1, -3).float() / 255
+
+
 def _video_chunk_to_tensor(video, start: int, stop: int) -> torch.Tensor:
     """Frames `start:stop` as float `(n, 3, H, W)` in [-1, 1]: the clip itself stays uint8 (or as given)."""
     chunk = video[start:stop]
-    if isinstance(chunk, np.ndarray):
-        chunk = torch.from_numpy(chunk).permute(0, 3, 1, 2).float() / 255
-    return chunk.float() * 2 - 1
+    return FRAME_PROCESSOR.preprocess(_as_unit_tensor(chunk) if isinstance(chunk, np.ndarray) else chunk.float())
 
 
 def _video_as_uint8(video) -> np.ndarray:
@@ -137,10 +161,11 @@ def _image_to_tensor(image) -> torch.Tensor:
     if isinstance(image, np.ndarray):
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
             raise InvalidInputError(f"`keyframe` as an array must be uint8 (height, width, 3), got {image.dtype} {image.shape}")
-        image = torch.from_numpy(image).permute(2, 0, 1).float() / 255
+        image = _as_unit_tensor(image)
     if not isinstance(image, torch.Tensor) or image.ndim != 3:
         raise InvalidInputError("`keyframe` must be a PIL image, a uint8 (height, width, 3) array or a (3, height, width) tensor")
-    return image[None].float() * 2 - 1
+    _check_unit_range("keyframe", image)
+    return FRAME_PROCESSOR.preprocess(image.float())
 
 
 class CCEditPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
@@ -385,7 +410,9 @@ class CCEditPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
                 self.vae.to(torch.float32)
                 image = self.vae.decode(chunk.float()).sample
                 self.vae.to(original)
-            image = ((image.float() + 1) / 2).clamp(0, 1)
+            image = FRAME_PROCESSOR.postprocess(image.float(), output_type="pt")  # [0, 1]
+            # diffusers rounds to uint8 only on its way to PIL (`numpy_to_pil`; its "np" output stays float): the
+            # same rounding (x 255, half to even) here, on the device, so that only uint8 frames cross to the CPU.
             frames.append((image.permute(0, 2, 3, 1) * 255).round().to(torch.uint8).cpu() if as_uint8 else image)
         bar.close()
         shape = (b, f, *frames[0].shape[1:]) if as_uint8 else (b, f, 3, *frames[0].shape[-2:])
@@ -473,6 +500,7 @@ class CCEditPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
 
         return step_end
 
+    # long: the public signature and its argument docs; the body is six numbered stages over the named steps below
     @torch.no_grad()
     @_cpu_kernels
     def __call__(
@@ -566,9 +594,7 @@ class CCEditPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         if output_type not in ("np", "pt", "pil", "latent"):
             raise InvalidInputError(f"`output_type` must be np, pt, pil or latent, got {output_type!r}")
         video = _check_video(video)
-        if isinstance(structure_maps, torch.Tensor):
-            structure_maps = [structure_maps]
-        structure_maps = list(structure_maps)
+        structure_maps = [structure_maps] if isinstance(structure_maps, torch.Tensor) else list(structure_maps)
         keyframes = [] if keyframe is None else keyframe if isinstance(keyframe, (list, tuple)) else [keyframe]
         keyframes = [_image_to_tensor(k) for k in keyframes]
         indices = [keyframe_index] if isinstance(keyframe_index, int) else keyframe_index
@@ -579,19 +605,12 @@ class CCEditPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         )
         step_end = self._step_end_callback(callback_on_step_end, callback_on_step_end_tensor_inputs)
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        batch, (num_frames, height, width) = len(prompts), _video_size(video)
-        do_cfg = guidance_scale > 1
+        batch, num_frames = len(prompts), _video_size(video)[0]
         scales = [structure_scale] * len(structure_maps) if isinstance(structure_scale, (int, float)) else structure_scale
 
         # 2. Encode the prompts (uncond first, as CCEdit batches them).
         t0 = clock()
-        text = self.encode_prompt(prompts, device)
-        if do_cfg:
-            negative = negative_prompt if negative_prompt is not None else ""
-            negatives = [negative] * batch if isinstance(negative, str) else list(negative)
-            if len(negatives) != batch:
-                raise InvalidInputError(f"got {len(negatives)} negative prompts for {batch} prompts")
-            text = torch.cat([self.encode_prompt(negatives, device), text])
+        text = self._encode_guided_prompts(prompts, negative_prompt, guidance_scale > 1, device)
         timings["encode_prompt"] = clock() - t0
 
         # 3. Encode the keyframes and, when needed, the source frames.
@@ -610,49 +629,115 @@ class CCEditPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         timings["encode_keyframe"] = clock() - t0
 
         # 4. Timesteps and initial latents.
-        convention = self.config.sampling_convention
-        set_sampling_timesteps(self.scheduler, num_inference_steps, device, convention)
-        h, w = height // self.vae_scale_factor, width // self.vae_scale_factor
-        dtype = self.unet.dtype
-        shape = (batch, self.unet.config.in_channels, num_frames, h, w)
-        noise = latents.to(device, torch.float32) if latents is not None else randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
+        set_sampling_timesteps(self.scheduler, num_inference_steps, device, self.config.sampling_convention)
+        noise = self._initial_noise(latents, generator, (batch, num_frames, *_video_size(video)[1:]), device,
+                                    window_noise, window_length)
+        latents, timesteps = self._initial_latents(noise, strength, prior, prior_coefficient, encoded,
+                                                   source_latents, device)
+        if record is not None and strength < 1:
+            record.sdedit_first_timestep = float(timesteps[0]) if len(timesteps) else None
+            record.sdedit_frames = _video_as_uint8(video)
+
+        # 5. Denoise, window by window (`_denoise_passes`).
+        t0 = clock()
+        latents, passes = self._denoise_passes(
+            latents, timesteps, conditions, keyframe_frames, num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale, strength=strength, generator=generator, window_length=window_length,
+            window_overlap=window_overlap, hierarchical=hierarchical, pin_keyframes=pin_keyframes,
+            step_end=step_end, record=record, progress=progress,
+        )
+        timings["denoise"] = clock() - t0
+
+        # 6. Decode.
+        t0 = clock()
+        self._offload_side_branches()
+        frames = self._output_frames(latents, output_type, decode_chunk_size, progress)
+        if record is not None:
+            record.decode_keyframes(lambda z: self.decode_latents(z.to(device), as_uint8=True))
+        timings["decode"] = clock() - t0
+        timings["total"] = clock() - start
+        peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else _peak_resident_bytes()
+        self.maybe_free_model_hooks()
+        return CCEditPipelineOutput(frames=frames, timings=timings, peak_memory_bytes=peak,
+                                    windows=[len(windows) for _, windows in passes], conditions=record)
+
+    # ------------------------------------------------------------------ the steps of `__call__`
+
+    def _encode_guided_prompts(self, prompts: list[str], negative_prompt: str | list[str] | None, do_cfg: bool,
+                               device: torch.device) -> torch.Tensor:
+        """The prompts' embeddings, with classifier-free guidance the negative prompts' first (uncond first)."""
+        text = self.encode_prompt(prompts, device)
+        if not do_cfg:
+            return text
+        negative = negative_prompt if negative_prompt is not None else ""
+        negatives = [negative] * len(prompts) if isinstance(negative, str) else list(negative)
+        if len(negatives) != len(prompts):
+            raise InvalidInputError(f"got {len(negatives)} negative prompts for {len(prompts)} prompts")
+        return torch.cat([self.encode_prompt(negatives, device), text])
+
+    def _initial_noise(self, latents: torch.Tensor | None, generator: torch.Generator | None,
+                       size: tuple[int, int, int, int], device: torch.device, window_noise: str,
+                       window_length: int | None) -> torch.Tensor:
+        """The starting noise `(batch, 4, frames, h, w)` for a clip of `size` (batch, frames, height, width): the
+        given latents, or drawn from `generator`; FreeNoise repeats the first window's in later ones."""
+        batch, num_frames, height, width = size
+        shape = (batch, self.unet.config.in_channels, num_frames, height // self.vae_scale_factor,
+                 width // self.vae_scale_factor)
+        if latents is not None:
+            noise = latents.to(device, torch.float32)
+        else:
+            noise = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
         if window_noise == "repeat" and window_length is not None and window_length < num_frames:
             noise = repeat_window_noise(noise, window_length)
-        timesteps = None
-        if strength < 1:
-            latents, timesteps = sdedit_start(source_latents.float(), noise, self.scheduler, strength=strength,
-                                              convention=convention)
-            if record is not None:
-                record.sdedit_first_timestep = float(timesteps[0]) if len(timesteps) else None
-                record.sdedit_frames = _video_as_uint8(video)
-        else:
-            anchor = None
-            if prior == "keyframe":
-                anchor = keyframe_prior(encoded, num_frames).to(device)[None].expand(batch, -1, -1, -1, -1)
-            elif prior == "video":
-                anchor = source_latents.float()
-            latents = prepare_initial_latents(noise, self.scheduler, prior=anchor, prior_coefficient=prior_coefficient,
-                                              convention=convention)
+        return noise
 
-        # 5. Denoise, window by window; keyframes that act sit at the centre of a window of their own (where the
-        # model's appearance branch needs them there), and their latents are kept (pinned). A clip longer than a
-        # window with keyframes is edited hierarchically: first a sparse pass over frames spread across the clip,
-        # then dense windows anchored on those edited frames.
-        t0 = clock()
+    def _initial_latents(self, noise: torch.Tensor, strength: float, prior: str, prior_coefficient: float,
+                         encoded: Keyframes | None, source_latents: torch.Tensor | None,
+                         device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The latents denoising starts from and, for SDEdit, the timesteps it runs (None: the scheduler's all).
+
+        SDEdit (`strength` < 1) noises the source latents to where its timesteps start; otherwise the noise is
+        scaled as the sampling convention does, mixed with the anchor prior's `z` when there is one.
+        """
+        convention = self.config.sampling_convention
+        if strength < 1:
+            return sdedit_start(source_latents.float(), noise, self.scheduler, strength=strength,
+                                convention=convention)
+        anchor = None
+        if prior == "keyframe":
+            batch, num_frames = noise.shape[0], noise.shape[2]
+            anchor = keyframe_prior(encoded, num_frames).to(device)[None].expand(batch, -1, -1, -1, -1)
+        elif prior == "video":
+            anchor = source_latents.float()
+        latents = prepare_initial_latents(noise, self.scheduler, prior=anchor, prior_coefficient=prior_coefficient,
+                                          convention=convention)
+        return latents, None
+
+    def _denoise_passes(
+        self, latents: torch.Tensor, timesteps: torch.Tensor | None, conditions: TridentConditions,
+        keyframe_frames: tuple[int, ...], *, num_inference_steps: int, guidance_scale: float, strength: float,
+        generator: torch.Generator | None, window_length: int | None, window_overlap: int | None,
+        hierarchical: bool | None, pin_keyframes: bool, step_end, record: ConditionsRecord | None, progress: bool,
+    ) -> tuple[torch.Tensor, list]:
+        """Denoise `latents` window by window; return them and the passes (frames, windows) that ran.
+
+        Keyframes that act sit at the centre of a window of their own (where the model's appearance branch needs
+        them there), and their latents are kept (pinned). A clip longer than a window with keyframes is edited
+        hierarchically: first a sparse pass over frames spread across the clip, then dense windows anchored on
+        those edited frames.
+        """
+        device, dtype, convention = self._execution_device, self.unet.dtype, self.config.sampling_convention
+        num_frames = latents.shape[2]
         self._onload_side_branches()
         trident = self.trident()
         acting = keyframe_frames if conditions.uses_appearance else ()
         known = None
         if pin_keyframes and acting:
-            known = KnownLatents(keyframe_frames, encoded.latents.transpose(0, 1)[None].to(device))
+            known = KnownLatents(keyframe_frames, conditions.keyframes.latents.transpose(0, 1)[None].to(device))
         passes = plan_passes(num_frames, window_length, window_overlap, acting, hierarchical,
                              centre_keyframes=trident.centres_keyframes)
-        evaluations = len(self.scheduler.timesteps if timesteps is None else timesteps)
-        total_windows = sum(len(windows) for _, windows in passes)
-        per_step = -(-len(self.scheduler.timesteps) // num_inference_steps)  # evaluations per step (DPM++(2S): 2)
-        steps_run = -(-evaluations // per_step)  # fewer than num_inference_steps with SDEdit
-        bar = tqdm(total=evaluations * total_windows, disable=not progress, file=sys.stderr, unit="window",
-                   desc=f"denoising: {steps_run} steps, {evaluations} network evaluations x {total_windows} windows")
+        bar = self._denoising_bar(timesteps, num_inference_steps, sum(len(windows) for _, windows in passes),
+                                  progress)
         for pass_index, (frames, windows) in enumerate(passes):
             sub_conditions = conditions.for_frames(frames) if len(frames) < num_frames else conditions
             sub_known = known
@@ -680,27 +765,27 @@ class CCEditPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
             else:
                 latents = edited
         bar.close()
-        timings["denoise"] = clock() - t0
+        return latents, passes
 
-        # 6. Decode.
-        t0 = clock()
-        self._offload_side_branches()
+    def _denoising_bar(self, timesteps: torch.Tensor | None, num_inference_steps: int, total_windows: int,
+                       progress: bool) -> tqdm:
+        """The progress bar over network calls: evaluations (of the SDEdit tail, or every step) x windows."""
+        evaluations = len(self.scheduler.timesteps if timesteps is None else timesteps)
+        per_step = -(-len(self.scheduler.timesteps) // num_inference_steps)  # evaluations per step (DPM++(2S): 2)
+        steps_run = -(-evaluations // per_step)  # fewer than num_inference_steps with SDEdit
+        return tqdm(total=evaluations * total_windows, disable=not progress, file=sys.stderr, unit="window",
+                    desc=f"denoising: {steps_run} steps, {evaluations} network evaluations x {total_windows} windows")
+
+    def _output_frames(self, latents: torch.Tensor, output_type: str, decode_chunk_size: int, progress: bool):
+        """The edited latents as `output_type` asks (see `CCEditPipelineOutput.frames`)."""
         if output_type == "latent":
-            frames = latents
-        else:
-            frames = self.decode_latents(latents, decode_chunk_size, as_uint8=output_type != "pt", progress=progress)
-            if output_type == "np":
-                frames = frames.numpy()
-            elif output_type == "pil":
-                frames = [[PIL.Image.fromarray(a) for a in video_frames] for video_frames in frames.numpy()]
-        if record is not None:
-            record.decode_keyframes(lambda z: self.decode_latents(z.to(device), as_uint8=True))
-        timings["decode"] = clock() - t0
-        timings["total"] = clock() - start
-        peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else _peak_resident_bytes()
-        self.maybe_free_model_hooks()
-        return CCEditPipelineOutput(frames=frames, timings=timings, peak_memory_bytes=peak,
-                                    windows=[len(windows) for _, windows in passes], conditions=record)
+            return latents
+        frames = self.decode_latents(latents, decode_chunk_size, as_uint8=output_type != "pt", progress=progress)
+        if output_type == "np":
+            return frames.numpy()
+        if output_type == "pil":
+            return [[PIL.Image.fromarray(a) for a in video_frames] for video_frames in frames.numpy()]
+        return frames
 
 
 def _peak_resident_bytes() -> int | None:

@@ -143,47 +143,17 @@ def _claim_run(accelerator, output: Path, config: TrainConfig, resume: bool,
 def _train(accelerator, config: TrainConfig, output: Path, checkpoint: Path | None) -> TrainResult:
     from accelerate.utils import set_seed
 
-    t, d = config.train, config.data
+    t = config.train
     roles = check_roles(config.model)
     set_seed(t.seed)
 
     # 2. Data: the synthetic set (written once, by the main process), then every listed video checked.
-    if d.synthetic > 0 and d.videos is None:
-        d.videos = str(output / "data")
-        if accelerator.is_main_process:
-            from .synthetic import build_synthetic_set
+    report = _prepare_data(accelerator, config, output)
 
-            build_synthetic_set(d.videos, d.synthetic, num_frames=max(3 * d.num_frames, 24),
-                                size=max(d.height, d.width, 64), fps=d.fps or 8.0, seed=t.seed)
-        accelerator.wait_for_everyone()
-    report = scan_videos(d)
-
-    # 3. Networks: frozen public parts, learnable parts by role.
-    models = build_models(config.model)
-    trident = models.trident
-    params = trident.set_trainable(roles)
-    if t.gradient_checkpointing:
-        trident.main.enable_gradient_checkpointing()
-    frozen_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(t.mixed_precision, torch.float32)
-    if accelerator.device.type != "cuda":
-        frozen_dtype = torch.float32  # half precision saves nothing worth its error on a CPU
-    _cast_frozen(models, frozen_dtype, accelerator.device)
-    trident.to(accelerator.device)
-
-    optimizer = torch.optim.AdamW(params, lr=t.learning_rate, betas=(t.adam_beta1, t.adam_beta2),
-                                  weight_decay=t.adam_weight_decay, eps=t.adam_epsilon)
-    from diffusers.optimization import get_scheduler
-
-    # Stepped here once per optimisation step, not through accelerate (which steps it once per process).
-    lr_scheduler = get_scheduler(t.lr_scheduler, optimizer, num_warmup_steps=t.lr_warmup_steps,
-                                 num_training_steps=t.max_steps)
-    ema = None
-    if t.use_ema:
-        from diffusers.training_utils import EMAModel
-
-        ema = EMAModel(params, decay=t.ema_decay)
-        ema.to(accelerator.device)
-    trident, optimizer = accelerator.prepare(trident, optimizer)
+    # 3. Networks: frozen public parts, learnable parts by role; the optimiser, its schedule and the EMA.
+    models, params = _prepare_networks(accelerator, config, roles)
+    optimizer, lr_scheduler, ema = _optimisation(accelerator, t, params)
+    trident, optimizer = accelerator.prepare(models.trident, optimizer)
     state = TrainingState(accelerator, trident, optimizer, lr_scheduler, ema, roles)
 
     # 4. Resume: weights, optimiser, LR schedule and EMA now; the data position follows from the step.
@@ -194,19 +164,9 @@ def _train(accelerator, config: TrainConfig, output: Path, checkpoint: Path | No
         logger.info("resumed from %s at step %d", checkpoint, step)
     if accelerator.is_main_process:
         _prepare_run_folder(output, config, step)
-    log_with = accelerator.log_with
-    if log_with:
+    if accelerator.log_with:
         accelerator.init_trackers(TRACKER_NAME)
-
-    samples_per_step = t.batch_size * accelerator.num_processes * t.gradient_accumulation_steps
-    sampler = StreamPositions(t.batch_size, accelerator.process_index, accelerator.num_processes,
-                              start=step * samples_per_step)
-    annotator, cache = _structure_source(d)
-    dataset = VideoWindows(report.entries, d, t.seed, annotator, cache)
-    workers = worker_count(d.num_workers)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=t.batch_size, sampler=sampler, collate_fn=collate,
-                                         num_workers=workers, persistent_workers=workers > 0)
-    batches = iter(loader)  # draws the loader's seed from the global generator: before the states are restored
+    batches = _batches(accelerator, config, report, step)  # draws the loader's seed: before the states are restored
     if checkpoint is not None:
         # Last, so that the first step draws (dropout, anything random in the networks) what it drew before.
         restore_random_states(checkpoint, accelerator.process_index)
@@ -236,39 +196,120 @@ def _train(accelerator, config: TrainConfig, output: Path, checkpoint: Path | No
         if ema is not None:
             ema.step(params)
         step += 1
-        mean_loss = accelerator.reduce(step_loss, reduction="mean").item()
-        losses.append(mean_loss)
-        if accelerator.is_main_process:
-            with (output / LOSSES).open("a") as f:
-                f.write(json.dumps({"step": step, "loss": mean_loss, "lr": lr_scheduler.get_last_lr()[0]}) + "\n")
-        if log_with:
-            accelerator.log({"loss": mean_loss, "lr": lr_scheduler.get_last_lr()[0]}, step=step)
-        progress.update(1)
-        progress.set_postfix(loss=f"{mean_loss:.4f}")
-        if t.sample_every > 0 and step % t.sample_every == 0 and accelerator.is_main_process:
-            from .samples import write_sample
-
-            # Before the checkpoint: whatever the sample draws is then behind the random states it saves.
-            with torch.no_grad():
-                write_sample(models, accelerator.unwrap_model(trident), report.entries[0], config, output, step,
-                             accelerator.device)
-        if step % t.checkpoint_every == 0 or step == t.max_steps:
-            save_checkpoint(state, output, step, t.keep_checkpoints)
+        losses.append(_record_step(accelerator, output, step, step_loss, lr_scheduler.get_last_lr()[0], progress))
+        _after_step(state, models, report, config, output, step)
     progress.close()
 
     # 6. The trained parts, EMA weights when kept, in the layout the editing pipeline loads.
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        final = accelerator.unwrap_model(trident)
-        if ema is not None:
-            ema.store(params)
-            ema.copy_to(params)
-        with atomic_path(output / "model", is_dir=True) as folder:
-            final.save_trained(folder, roles)
-        if ema is not None:
-            ema.restore(params)
+        _save_model(accelerator.unwrap_model(trident), ema, params, roles, output)
     accelerator.end_training()
     return TrainResult(output, step, losses, report.skipped + skipped, accelerator.unwrap_model(trident))
+
+
+def _prepare_data(accelerator, config: TrainConfig, output: Path):
+    """The training videos, checked (`scan_videos`); with `data.synthetic` and no videos, a synthetic set written
+    into the run folder first, by the main process while the others wait."""
+    t, d = config.train, config.data
+    if d.synthetic > 0 and d.videos is None:
+        d.videos = str(output / "data")
+        if accelerator.is_main_process:
+            from .synthetic import build_synthetic_set
+
+            build_synthetic_set(d.videos, d.synthetic, num_frames=max(3 * d.num_frames, 24),
+                                size=max(d.height, d.width, 64), fps=d.fps or 8.0, seed=t.seed)
+        accelerator.wait_for_everyone()
+    return scan_videos(d)
+
+
+def _prepare_networks(accelerator, config: TrainConfig, roles) -> tuple[TrainingModels, list]:
+    """The networks on the accelerator, the frozen ones in the mixed-precision dtype (float32 off CUDA), and the
+    parameters the roles train."""
+    t = config.train
+    models = build_models(config.model)
+    trident = models.trident
+    params = trident.set_trainable(roles)
+    if t.gradient_checkpointing:
+        trident.main.enable_gradient_checkpointing()
+    frozen_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(t.mixed_precision, torch.float32)
+    if accelerator.device.type != "cuda":
+        frozen_dtype = torch.float32  # half precision saves nothing worth its error on a CPU
+    _cast_frozen(models, frozen_dtype, accelerator.device)
+    trident.to(accelerator.device)
+    return models, params
+
+
+def _optimisation(accelerator, t, params: list):
+    """AdamW over `params`, its learning-rate schedule and, with `train.use_ema`, the EMA of the parameters."""
+    optimizer = torch.optim.AdamW(params, lr=t.learning_rate, betas=(t.adam_beta1, t.adam_beta2),
+                                  weight_decay=t.adam_weight_decay, eps=t.adam_epsilon)
+    from diffusers.optimization import get_scheduler
+
+    # Stepped here once per optimisation step, not through accelerate (which steps it once per process).
+    lr_scheduler = get_scheduler(t.lr_scheduler, optimizer, num_warmup_steps=t.lr_warmup_steps,
+                                 num_training_steps=t.max_steps)
+    ema = None
+    if t.use_ema:
+        from diffusers.training_utils import EMAModel
+
+        ema = EMAModel(params, decay=t.ema_decay)
+        ema.to(accelerator.device)
+    return optimizer, lr_scheduler, ema
+
+
+def _batches(accelerator, config: TrainConfig, report, step: int):
+    """This process's batches from optimisation step `step` on: the sample stream resumes where that step left it."""
+    t, d = config.train, config.data
+    samples_per_step = t.batch_size * accelerator.num_processes * t.gradient_accumulation_steps
+    sampler = StreamPositions(t.batch_size, accelerator.process_index, accelerator.num_processes,
+                              start=step * samples_per_step)
+    annotator, cache = _structure_source(d)
+    dataset = VideoWindows(report.entries, d, t.seed, annotator, cache)
+    workers = worker_count(d.num_workers)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=t.batch_size, sampler=sampler, collate_fn=collate,
+                                         num_workers=workers, persistent_workers=workers > 0)
+    return iter(loader)  # draws the loader's seed from the global generator
+
+
+def _record_step(accelerator, output: Path, step: int, step_loss: torch.Tensor, lr: float, progress) -> float:
+    """The step's loss averaged over the processes, appended to the losses file, logged and shown; returned."""
+    mean_loss = accelerator.reduce(step_loss, reduction="mean").item()
+    if accelerator.is_main_process:
+        with (output / LOSSES).open("a") as f:
+            f.write(json.dumps({"step": step, "loss": mean_loss, "lr": lr}) + "\n")
+    if accelerator.log_with:
+        accelerator.log({"loss": mean_loss, "lr": lr}, step=step)
+    progress.update(1)
+    progress.set_postfix(loss=f"{mean_loss:.4f}")
+    return mean_loss
+
+
+def _after_step(state: TrainingState, models: TrainingModels, report, config: TrainConfig, output: Path,
+                step: int) -> None:
+    """A sample every `train.sample_every` steps, then a checkpoint every `train.checkpoint_every` and at the end."""
+    t, accelerator = config.train, state.accelerator
+    if t.sample_every > 0 and step % t.sample_every == 0 and accelerator.is_main_process:
+        from .samples import write_sample
+
+        # Before the checkpoint: whatever the sample draws is then behind the random states it saves.
+        with torch.no_grad():
+            write_sample(models, accelerator.unwrap_model(state.trident), report.entries[0], config, output, step,
+                         accelerator.device)
+    if step % t.checkpoint_every == 0 or step == t.max_steps:
+        save_checkpoint(state, output, step, t.keep_checkpoints)
+
+
+def _save_model(final, ema, params: list, roles, output: Path) -> None:
+    """The trained parts of `final` into `output/model`, with the EMA weights when kept (the live ones restored
+    after)."""
+    if ema is not None:
+        ema.store(params)
+        ema.copy_to(params)
+    with atomic_path(output / "model", is_dir=True) as folder:
+        final.save_trained(folder, roles)
+    if ema is not None:
+        ema.restore(params)
 
 
 def training_loss(trident, models: TrainingModels, batch: dict, denoiser: DiscreteEpsDenoiser,

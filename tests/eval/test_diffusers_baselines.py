@@ -1,25 +1,27 @@
 """diffusers' video pipelines as evaluation baselines, on tiny random parts offline: through `ccedit eval`, and equal
 to calling the diffusers pipeline directly."""
 
+from dataclasses import asdict
 
 import numpy as np
 import PIL.Image
 import pytest
 import torch
 
-from ccedit.config import EditJob
+from ccedit.config import EditJob, VideoConfig
 from ccedit.errors import UserError
 from ccedit.methods import build_method
 from tests.eval.baseline_eval import check_baseline_rows
 from tests.conftest import VIDEOS
 
-VIDEO = {"num_frames": 3, "height": 64, "width": 64}
+VIDEO = {"num_frames": 3, "height": 64, "width": 64}  # the evaluation's `video` section
+SELECTION = VideoConfig(**VIDEO)
 PROMPT = "a watercolor painting of a kitten"
 
 
 def animatediff(**options):
-    return build_method("animatediff", tiny=True, annotator="canny", num_inference_steps=2, strength=0.9,
-                        video=VIDEO, **options)
+    return build_method("animatediff", SELECTION, tiny=True, annotator="canny", num_inference_steps=2,
+                        strength=0.9, **options)
 
 
 @pytest.fixture
@@ -58,9 +60,10 @@ def test_animatediff_equals_the_diffusers_pipeline_called_directly(animatediff_e
 def test_the_description_holds_every_setting_that_changes_a_result():
     tiny = animatediff().describe()
     assert tiny["type"] == "animatediff" and tiny["tiny"] and "base" not in tiny
-    assert tiny["num_inference_steps"] == 2 and tiny["strength"] == 0.9 and tiny["video"] == VIDEO
+    assert tiny["num_inference_steps"] == 2 and tiny["strength"] == 0.9 and tiny["video"] == asdict(SELECTION)
     assert animatediff(seed=1).describe() != tiny
-    hub = build_method("animatediff", controlnet="lllyasviel/control_v11p_sd15_canny", annotator="canny").describe()
+    hub = build_method("animatediff", SELECTION, controlnet="lllyasviel/control_v11p_sd15_canny",
+                       annotator="canny").describe()
     assert hub["controlnet"] == "lllyasviel/control_v11p_sd15_canny" and hub["base"].endswith("stable-diffusion-v1-5")
 
 
@@ -71,13 +74,13 @@ def test_the_description_holds_every_setting_that_changes_a_result():
 ])
 def test_bad_options_are_one_line_naming_the_option(options, named):
     with pytest.raises(UserError, match=named):
-        build_method("animatediff", tiny=True, **options)
+        build_method("animatediff", SELECTION, tiny=True, **options)
 
 
 def test_an_offline_hub_id_names_the_option_for_a_local_folder(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
-    method = build_method("animatediff", base="nobody/no-such-base", annotator="canny", video=VIDEO)
+    method = build_method("animatediff", SELECTION, base="nobody/no-such-base", annotator="canny")
     with pytest.raises(UserError, match="base=DIR"):
         method.run(EditJob(input=str(VIDEOS / "kitten.mp4"), prompt=PROMPT), {})
 

@@ -181,12 +181,13 @@ def test_a_video_name_outside_the_videos_folder_is_refused_before_anything_is_re
 
 
 def test_a_results_pattern_leading_outside_its_folder_is_refused(tmp_path, capsys):
+    from ccedit.config import VideoConfig
     from ccedit.methods.folder import ResultsFolderMethod
 
     for pattern in ("/etc/{video}.mp4", "../{video}.mp4", "{video}/../../{edit}.mp4", "~/{video}.mp4"):
         with pytest.raises(UserError, match="leads outside the results folder"):
-            ResultsFolderMethod(str(tmp_path), pattern)
-    method = ResultsFolderMethod(str(tmp_path), "{prompt}/{edit}.mp4")
+            ResultsFolderMethod(VideoConfig(), str(tmp_path), pattern)
+    method = ResultsFolderMethod(VideoConfig(), str(tmp_path), "{prompt}/{edit}.mp4")
     assert method.path({"prompt": "a cat", "edit": 0}) == tmp_path / "a cat" / "0.mp4"
     with pytest.raises(UserError, match="leads outside the results folder"):
         method.path({"prompt": "../../secret", "edit": 0})

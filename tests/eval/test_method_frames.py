@@ -5,11 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from ccedit.config import VideoConfig
 from ccedit.editing import prepare_clip
+from ccedit.errors import UserError
 from ccedit.eval.config import EvalConfig, MethodSpec, VideoSettings
 from ccedit.eval.runner import build_methods, fit_output, source_settings
 from ccedit.io import write_image
-from ccedit.methods.base import MethodOutput
+from ccedit.methods import METHODS
+from ccedit.methods.base import Method, MethodOutput
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +50,35 @@ def test_every_method_reads_the_clip_as_the_metrics_do(tmp_path, wide_clip, mode
     assert np.array_equal(prepare_clip(wide_clip, built["ccedit"].cfg).frames, source)
     folder = built["folder"].selection
     assert {k: folder[k] for k in ("num_frames", "folder_fps")} == {"num_frames": 4, "folder_fps": 8.0}
+
+
+class RecordingMethod(Method):
+    """A method of a type the runner has never heard of: it keeps what it was built with."""
+
+    type = "recording"
+
+    def __init__(self, video: VideoConfig, colour: str = "red"):
+        super().__init__(video)
+        self.colour = colour
+
+
+def test_a_method_of_any_type_receives_the_evaluations_frame_selection(tmp_path, monkeypatch):
+    monkeypatch.setitem(METHODS, RecordingMethod.type, RecordingMethod)
+    video = VideoSettings(num_frames=5, fps=4.0, start=0.5, height=48, width=80, resize_mode="pad", folder_fps=6.0)
+    config = EvalConfig(output=str(tmp_path / "out"), video=video,
+                        methods=[MethodSpec("mine", "recording", {"colour": "blue"})])
+    built = build_methods(config)["mine"]
+    assert isinstance(built, RecordingMethod) and built.colour == "blue"
+    assert built.video == VideoConfig(num_frames=5, fps=4.0, start=0.5, height=48, width=80, resize_mode="pad",
+                                      folder_fps=6.0)
+    assert built.video == source_settings(config).video
+
+
+def test_a_method_option_cannot_choose_other_frames(tmp_path):
+    config = EvalConfig(output=str(tmp_path / "out"), methods=[
+        MethodSpec("ad", "animatediff", {"tiny": True, "annotator": "canny", "video": {"num_frames": 2}})])
+    with pytest.raises(UserError, match="method 'ad'.*`video` is not a method option.*evaluation's `video`"):
+        build_methods(config)
 
 
 @pytest.mark.parametrize("mode", ["crop", "pad"])

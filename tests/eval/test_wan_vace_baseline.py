@@ -6,19 +6,20 @@ import PIL.Image
 import pytest
 import torch
 
-from ccedit.config import EditJob, KeyframeSpec
+from ccedit.config import EditJob, KeyframeSpec, VideoConfig
 from ccedit.errors import UserError
 from ccedit.methods import build_method
 from ccedit.methods.wan_vace import tiny_t5_tokenizer, wan_frame_count
 from tests.eval.baseline_eval import check_baseline_rows
 from tests.conftest import KEYFRAME, VIDEOS
 
-VIDEO = {"num_frames": 3, "height": 32, "width": 32}
+VIDEO = {"num_frames": 3, "height": 32, "width": 32}  # the evaluation's `video` section
+SELECTION = VideoConfig(**VIDEO)
 PROMPT = "a watercolor painting of a kitten"
 
 
 def wan_vace(**options):
-    return build_method("wan_vace", tiny=True, annotator="canny", num_inference_steps=2, video=VIDEO, **options)
+    return build_method("wan_vace", SELECTION, tiny=True, annotator="canny", num_inference_steps=2, **options)
 
 
 def test_wan_frame_counts_are_four_k_plus_one():
@@ -68,19 +69,19 @@ def test_keyframe_images_become_reference_images():
     assert not np.array_equal(method.run(guided, {}).frames, method.run(plain, {}).frames)
 
 
-@pytest.mark.parametrize("options, named", [
-    ({"video": {"height": 40}}, "multiples of 16"), ({"conditioning_scale": -1}, "conditioning_scale"),
-    ({"annotator": "sketch"}, "annotator"), ({"flow_shift": 3}, "flow_shift"),
+@pytest.mark.parametrize("video, options, named", [
+    ({"height": 40}, {}, "multiples of 16"), ({}, {"conditioning_scale": -1}, "conditioning_scale"),
+    ({}, {"annotator": "sketch"}, "annotator"), ({}, {"flow_shift": 3}, "flow_shift"),
 ])
-def test_bad_options_are_one_line_naming_the_option(options, named):
+def test_bad_options_are_one_line_naming_the_option(video, options, named):
     with pytest.raises(UserError, match=named):
-        build_method("wan_vace", tiny=True, **options)
+        build_method("wan_vace", VideoConfig(**video), tiny=True, **options)
 
 
 def test_an_offline_hub_id_names_the_option_for_a_local_folder(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
-    method = build_method("wan_vace", model="nobody/no-such-vace", annotator="canny", video=VIDEO)
+    method = build_method("wan_vace", SELECTION, model="nobody/no-such-vace", annotator="canny")
     assert method.describe()["model"] == "nobody/no-such-vace"
     with pytest.raises(UserError, match="model=DIR"):
         method.run(EditJob(input=str(VIDEOS / "kitten.mp4"), prompt=PROMPT), {})
