@@ -25,6 +25,8 @@ ALLOWED = {
     "config_checks": {"errors"},
     "config": {"config_checks", "errors"},
     "annotators": {"errors", "hub", "io", "registry"},
+    # region masks: files read by io, trackers found through hub, tracked masks stored in the structure cache
+    "masks": {"annotators", "errors", "hub", "io"},
     "schedulers": {"errors"},
     "models": {"errors"},
     "convert": {"errors", "hub", "io", "models", "schedulers"},
