@@ -27,6 +27,8 @@ ALLOWED = {
     # model kinds: the one place that names a family; their loaders and networks come from pipelines and models
     "kinds": {"errors", "hub", "models", "pipelines", "schedulers"},
     "annotators": {"errors", "hub", "io", "registry"},
+    # region masks: files read by io, trackers found through hub, tracked masks stored in the structure cache
+    "masks": {"annotators", "errors", "hub", "io"},
     "schedulers": {"errors"},
     "models": {"errors"},
     "convert": {"errors", "hub", "io", "models", "schedulers"},

@@ -16,6 +16,7 @@ from ccedit.metrics.clip import (
     PickScore,
 )
 from ccedit.metrics.keyframe import KeyframeClipFidelity, KeyframeMSE
+from ccedit.metrics.locality import LocalityChanged, LocalityClipText, LocalityPSNR, LocalitySSIM
 from ccedit.metrics.registry import METRICS, build_metric
 from ccedit.metrics.structure import StructureFidelity
 from ccedit.metrics.warp import FlowWarpError, backward_warp, occlusion_mask, warp_error
@@ -31,6 +32,10 @@ __all__ = [
     "FlowWarpError",
     "KeyframeClipFidelity",
     "KeyframeMSE",
+    "LocalityChanged",
+    "LocalityClipText",
+    "LocalityPSNR",
+    "LocalitySSIM",
     "Metric",
     "PickScore",
     "StructureFidelity",

@@ -23,6 +23,8 @@ class EditSample:
             The input clip, frame for frame; any size (metrics resize it to the edited frames' size).
         source_prompt (`str`, *optional*): A prompt describing the input clip.
         keyframes (`dict[int, np.ndarray]`): Edited keyframes `(height, width, 3)` `uint8` by frame index.
+        mask (`np.ndarray` of shape `(frames, height, width)`, *optional*): Where a region edit was allowed to act
+            (bool, or float in [0, 1]: above 0 counts), at the edited frames' size; for the locality metrics.
     """
 
     frames: np.ndarray
@@ -30,6 +32,7 @@ class EditSample:
     source_frames: np.ndarray | None = None
     source_prompt: str | None = None
     keyframes: dict[int, np.ndarray] = field(default_factory=dict)
+    mask: np.ndarray | None = None
 
 
 # What each optional input of `EditSample` is called in error messages.
@@ -38,6 +41,7 @@ _INPUT_NAMES = {
     "source_frames": "the source video (source_frames)",
     "source_prompt": "a source prompt (source_prompt)",
     "keyframes": "at least one keyframe (keyframes)",
+    "mask": "the region edit's mask (mask)",
 }
 
 

@@ -15,6 +15,7 @@ from ccedit.metrics.clip import (
     PickScore,
 )
 from ccedit.metrics.keyframe import KeyframeClipFidelity, KeyframeMSE
+from ccedit.metrics.locality import LocalityChanged, LocalityClipText, LocalityPSNR, LocalitySSIM
 from ccedit.metrics.structure import StructureFidelity
 from ccedit.metrics.warp import FlowWarpError
 
@@ -31,6 +32,10 @@ METRICS: dict[str, type[Metric]] = {
         KeyframeMSE,
         KeyframeClipFidelity,
         StructureFidelity,
+        LocalityPSNR,
+        LocalitySSIM,
+        LocalityChanged,
+        LocalityClipText,
     )
 }
 

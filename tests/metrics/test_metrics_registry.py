@@ -8,7 +8,7 @@ import pytest
 from ccedit.errors import InvalidInputError, ModelNotFoundError, UserError
 from ccedit.metrics import METRICS, EditSample, build_metric
 
-NEEDS_NO_MODEL = {"keyframe_mse", "structure_mse"}
+NEEDS_NO_MODEL = {"keyframe_mse", "structure_mse", "locality_psnr", "locality_ssim", "locality_changed"}
 
 
 def test_an_unknown_metric_name_is_one_line_listing_the_valid_names():
@@ -32,9 +32,12 @@ def test_every_metric_records_backbone_scale_pairing_and_resolution(name, kitten
     assert record["metric"] == name
     assert repr(metric).startswith(f"{type(metric).__name__}(name={name!r}")
     assert {"backbone", "scale", "pairing", "resolution", "precision", "higher_is_better"} <= set(record)
+    half = np.zeros(kitten.shape[:3], bool)
+    half[:, :, : kitten.shape[2] // 2] = True
     sample = EditSample(frames=kitten, prompt="a dog", source_frames=kitten, source_prompt="a cat",
-                        keyframes={0: kitten[0]})
-    assert np.isfinite(metric(sample))
+                        keyframes={0: kitten[0]}, mask=half)
+    score = metric(sample)
+    assert np.isfinite(score) or (name == "locality_psnr" and score == np.inf)  # an unchanged outside: infinite
 
 
 def test_clip_metrics_record_their_reference_backbones_without_loading_them(monkeypatch):
