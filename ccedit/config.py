@@ -60,6 +60,8 @@ class ModelConfig:
                               "the session)")
     parts: dict[str, Any] = setting({}, "model.path=animatediff: base, motion_adapter, controlnet, sparsectrl")
     check_memory: bool = setting(True, "refuse an edit estimated to need more memory than is available")
+    cpu_tuning: bool = setting(False, "on the CPU, run dense layers through oneDNN (about 2x faster where the CPU's "
+                               "BLAS is slow, e.g. AMD; results agree to float rounding, not bit for bit)")
 
 
 @dataclass

@@ -48,6 +48,8 @@ def load_edit_pipeline(cfg: EditConfig, device: torch.device):
         pipe.enable_model_cpu_offload(device=device)
     if cfg.model.vae_slicing:
         pipe.enable_vae_slicing()
+    if cfg.model.cpu_tuning:
+        pipe.enable_cpu_tuning()
     if cfg.model.channels_last:
         pipe.enable_channels_last()
     if cfg.model.compile:

@@ -54,7 +54,7 @@ def test_model_flops_count_the_hint_encoding_once_per_frame():
 
 
 def test_dense_layers_run_through_onednn_are_counted():
-    from ccedit.models.cpu_linear import onednn_linear, onednn_linear_available
+    from ccedit.pipelines.cpu_tuning import onednn_linear, onednn_linear_available
 
     if not onednn_linear_available():
         import pytest

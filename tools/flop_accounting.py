@@ -59,7 +59,7 @@ def gemm_peak_flops(device: str = "cpu", dtype: torch.dtype = torch.float32, siz
     """Dense matmul throughput of the device in FLOP/s: the median of timed `size`-cubed products, through the
     fastest of torch's matmul and, on the CPU with `onednn`, oneDNN's (which ccedit's dense layers use: on AMD CPUs
     torch's BLAS reaches about half of it)."""
-    from ccedit.models.cpu_linear import onednn_linear_available
+    from ccedit.pipelines.cpu_tuning import onednn_linear_available
 
     a = torch.randn(size, size, device=device, dtype=dtype)
     b = torch.randn(size, size, device=device, dtype=dtype)

@@ -87,8 +87,8 @@ class CrossFrameAttention(nn.Module):
         bt, c, h, w = x.shape
         hw = h * w
         block, attn = self.block, self.block.attn1
-        # (b t) c h w -> (b t) (h w) c through the 1x1 `proj_in` as a dense layer (on the CPU through oneDNN, see
-        # `cpu_linear`, which is faster than a 1x1 convolution or a batched matmul over the transposed view).
+        # (b t) c h w -> (b t) (h w) c through the 1x1 `proj_in` as a dense layer (faster than a 1x1 convolution or
+        # a batched matmul over the transposed view; on the CPU, oneDNN's under `model.cpu_tuning`).
         tokens = F.linear(self.norm(x).view(bt, c, hw).transpose(1, 2), self.proj_in.weight[:, :, 0, 0],
                           self.proj_in.bias)
         # Project keys and values once per frame and share the reference frame's, instead of projecting the

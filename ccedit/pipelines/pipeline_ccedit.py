@@ -25,7 +25,7 @@ from transformers import CLIPTextModel, CLIPTokenizer
 from ..annotators.maps import is_held, maps_problem
 from ..errors import InvalidInputError
 from ..models import AppearanceEncoder, CCEditTemporalAdapter, TridentModel, build_trident
-from ..models.cpu_linear import onednn_linear
+from .cpu_tuning import onednn_linear
 from ..schedulers import SAMPLING_CONVENTIONS, set_sampling_timesteps
 from .clip_denoiser import ClipDenoiser
 from .conditions import Keyframes, TridentConditions, check_keyframe_indices, default_keyframe_index, keyframes_act
@@ -61,7 +61,8 @@ def finished_time(device: torch.device) -> float:
 
 
 def _cpu_kernels(call: Callable) -> Callable:
-    """Run a pipeline method with the CPU's fastest dense-layer kernels when it executes on the CPU.
+    """Run a pipeline method with the CPU tuning (`cpu_tuning.py`) when it is enabled and the method executes on the
+    CPU.
 
     Not once the networks are compiled: the compiler picks its own kernels, and compiled code guards on the active
     function modes, so a network called both inside and outside the pipeline (the automatic keyframe's ControlNet,
@@ -71,7 +72,7 @@ def _cpu_kernels(call: Callable) -> Callable:
     @functools.wraps(call)
     def wrapper(self, *args, **kwargs):
         eager_cpu = self._execution_device.type == "cpu" and not self.networks_compiled()
-        with onednn_linear(self._onednn_linear and eager_cpu):
+        with onednn_linear(self._cpu_tuning and eager_cpu):
             return call(self, *args, **kwargs)
 
     return wrapper
@@ -221,7 +222,7 @@ class CCEditPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
         self._offload_device: torch.device | None = None
         self._side_branch_hooks: list = []
-        self._onednn_linear = True
+        self._cpu_tuning = False  # opt-in: `enable_cpu_tuning`
 
     # ------------------------------------------------------------------ components and devices
 
@@ -330,13 +331,14 @@ class CCEditPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
             if module is not None:
                 module.to(memory_format=memory_format)
 
-    def enable_onednn_linear(self) -> None:
-        """On the CPU, run float32 dense layers through oneDNN (the default; `ccedit.models.cpu_linear`)."""
-        self._onednn_linear = True
+    def enable_cpu_tuning(self) -> None:
+        """On the CPU, run float32 dense layers through oneDNN (`cpu_tuning.py`: faster where the CPU's BLAS is slow;
+        results agree to float rounding, not bit for bit)."""
+        self._cpu_tuning = True
 
-    def disable_onednn_linear(self) -> None:
-        """On the CPU, run dense layers through torch's own matmul (its BLAS)."""
-        self._onednn_linear = False
+    def disable_cpu_tuning(self) -> None:
+        """On the CPU, run dense layers through torch's own matmul (its BLAS): the default."""
+        self._cpu_tuning = False
 
     def enable_vae_slicing(self) -> None:
         self.vae.enable_slicing()

@@ -1,4 +1,5 @@
-"""Dense layers through oneDNN on the CPU: `onednn_linear()`.
+"""CPU tuning, opt-in (`model.cpu_tuning=true`, `CCEditPipeline.enable_cpu_tuning`): dense layers through oneDNN
+on the CPU, `onednn_linear()`. The networks know nothing of it: the pipeline enters the mode around its own calls.
 
 PyTorch runs a float32 `F.linear` on the CPU through its BLAS (MKL in the official builds), and its convolutions
 through oneDNN. Where MKL does not take its fastest path (AMD CPUs: on this project's 2-core AMD EPYC test machine,

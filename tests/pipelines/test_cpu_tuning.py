@@ -1,11 +1,12 @@
-"""`onednn_linear`: float32 CPU dense layers through oneDNN, where they need no gradient, with the same results."""
+"""CPU tuning (`onednn_linear`): float32 CPU dense layers through oneDNN, where they need no gradient, with the same
+results; off unless a pipeline enables it."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from ccedit.models.cpu_linear import onednn_linear, onednn_linear_available
+from ccedit.pipelines.cpu_tuning import onednn_linear, onednn_linear_available
 
 pytestmark = pytest.mark.skipif(not onednn_linear_available(), reason="this torch has no oneDNN")
 
@@ -56,7 +57,7 @@ def test_calls_that_need_a_gradient_or_other_types_keep_torchs_path():
         assert "_linear_pointwise" not in ops(lambda: layer.float()(x))
 
 
-def test_the_pipeline_uses_onednn_on_the_cpu_unless_disabled():
+def test_the_pipeline_uses_onednn_on_the_cpu_only_when_cpu_tuning_is_enabled():
     import numpy as np
 
     from ccedit.kinds import load_pipeline
@@ -70,11 +71,11 @@ def test_the_pipeline_uses_onednn_on_the_cpu_unless_disabled():
                     progress=False, output_type="latent").frames
 
     with OpNames() as recorder:
+        slow = edit()
+    assert "_linear_pointwise" not in recorder.names  # off by default
+    pipe.enable_cpu_tuning()
+    with OpNames() as recorder:
         fast = edit()
     assert "_linear_pointwise" in recorder.names and "addmm" not in recorder.names
-    pipe.disable_onednn_linear()
-    with OpNames() as recorder:
-        slow = edit()
-    assert "_linear_pointwise" not in recorder.names
     # the same float32 arithmetic in another order, through two scheduler steps
     torch.testing.assert_close(fast, slow, rtol=1e-4, atol=1e-5 * slow.abs().max().item())
