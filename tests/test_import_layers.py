@@ -32,7 +32,7 @@ ALLOWED = {
     "schedulers": {"errors"},
     "models": {"errors"},
     "convert": {"errors", "hub", "io", "models", "schedulers"},
-    "pipelines": {"annotators", "config", "config_checks", "convert", "errors", "hub", "models", "schedulers"},
+    "pipelines": {"annotators", "config_checks", "errors", "hub", "models", "schedulers"},
     "memory": {"models", "pipelines"},
     "resources": set(),
     "selection": {"config", "config_checks", "errors", "io"},

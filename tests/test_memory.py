@@ -100,8 +100,7 @@ def test_the_open_trident_is_estimated_from_its_own_networks(tmp_path, capsys):
 def test_a_model_folder_is_estimated_from_its_own_configs(tmp_path, monkeypatch):
     """A converted model of a size that is none of the named geometries: weights exactly those loaded (also from
     the hub cache), and the peak within 15% of the measured one."""
-    from ccedit.convert.geometry import Geometry
-    from ccedit.convert.networks import build_network_modules
+    from ccedit.models.geometry import Geometry, build_network_modules
     from ccedit.pipelines import CCEditPipeline
     from ccedit.kinds import model_skeleton
     from ccedit.pipelines.tiny import tiny_components

@@ -55,7 +55,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks' shar
 from diffusers import ControlNetModel, MotionAdapter, UNet2DConditionModel, UNetMotionModel  # noqa: E402
 from diffusers.utils import logging as diffusers_logging  # noqa: E402
 
-from ccedit.convert.geometry import Geometry  # noqa: E402
+from ccedit.models.geometry import Geometry  # noqa: E402
 from ccedit.models import AppearanceEncoder, CCEditTemporalAdapter, TridentModel, VideoUNet  # noqa: E402
 from ccedit.memory import measured_peak_bytes  # noqa: E402
 from ccedit.models.layers import randomize_zero_parameters  # noqa: E402

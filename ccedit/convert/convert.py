@@ -29,7 +29,7 @@ from ..hub import load_tokenizer
 from .checkpoint import open_state_dict
 from .clip import CLIP_PREFIX, clip_text_config, convert_clip
 from .fixtures import STATE_PREFIX, read_geometry
-from .geometry import SD15_GEOMETRY, Geometry
+from ..models.geometry import SD15_GEOMETRY, Geometry
 from .midas import MIDAS_PREFIX, convert_midas, dpt_hybrid_config
 from .networks import NETWORK_PREFIX, map_networks
 from .trident_keys import MappedState

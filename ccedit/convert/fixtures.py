@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from ..errors import UserError
-from .geometry import Geometry
+from ..models.geometry import Geometry
 
 STATE_PREFIX = "state."
 

@@ -1,16 +1,15 @@
-"""Build ccedit's network modules for an original geometry and fill them from CCEdit-named weights."""
+"""Fill ccedit's network modules of an original geometry (`models.geometry`) from CCEdit-named weights."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
 import torch
-from diffusers import ControlNetModel, UNet2DConditionModel
 from torch import nn
 
-from ..models import AppearanceEncoder, CCEditTemporalAdapter, TridentModel, VideoUNet
-from .geometry import Geometry
-from .trident_keys import MappedState, check_complete, map_trident
+from ..models import TridentModel, VideoUNet
+from ..models.geometry import Geometry, build_network_modules
+from .trident_keys import MappedState, check_complete, map_trident, unet_layout
 
 # Where the networks sit in a released checkpoint (ref §1).
 NETWORK_PREFIX = "model.diffusion_model."
@@ -20,19 +19,6 @@ NETWORK_COMPONENTS = ("unet", "temporal", "controlnet", "appearance")
 def has_appearance(state: Mapping[str, torch.Tensor], prefix: str = NETWORK_PREFIX) -> bool:
     """Whether the weights hold the keyframe model's appearance branch (TVI2V)."""
     return any(k.startswith(prefix + "controlnet_img.") for k in state)
-
-
-def build_network_modules(geometry: Geometry, keyframe: bool, device: str | torch.device | None = None) -> dict[str, nn.Module]:
-    """Randomly initialised modules for `geometry` (pass `device="meta"` to get shapes without memory)."""
-    with torch.device(device or "cpu"):
-        modules = {
-            "unet": UNet2DConditionModel(**geometry.unet_config()),
-            "temporal": CCEditTemporalAdapter(**geometry.temporal_config(cross_frame_attention=keyframe)),
-            "controlnet": ControlNetModel(**geometry.controlnet_config()),
-        }
-        if keyframe:
-            modules["appearance"] = AppearanceEncoder(**geometry.appearance_config())
-    return modules
 
 
 def expected_shapes(modules: Mapping[str, nn.Module]) -> dict[str, dict[str, tuple[int, ...]]]:
@@ -53,7 +39,7 @@ def map_networks(
     """
     keyframe = has_appearance(state, prefix)
     modules = build_network_modules(geometry, keyframe, device="meta")
-    out = map_trident(state, geometry.layout, prefix, appearance=keyframe)
+    out = map_trident(state, unet_layout(geometry), prefix, appearance=keyframe)
     network_keys = [k for k in state if k.startswith(prefix)]
     check_complete(network_keys, out, expected_shapes(modules), source)
     return out, modules

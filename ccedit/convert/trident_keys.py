@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..errors import UserError
+from ..models.geometry import Geometry
 from .keymap import KeyMapper, Rule
 
 # Tensor renames inside a ResBlock: ldm -> diffusers ResnetBlock2D (spatial) or TemporalResnet (temporal).
@@ -94,6 +95,11 @@ class UNetLayout:
     def middle_blocks() -> list[tuple[str, str]]:
         return [("0", "resnet@mid_block.resnets.0"), ("1", "attention@mid_block.attentions.0"),
                 ("2", "resnet@mid_block.resnets.1")]
+
+
+def unet_layout(geometry: Geometry) -> UNetLayout:
+    """The block structure of a geometry's UNet and ControlNets, which the key mapping walks."""
+    return UNetLayout(len(geometry.channel_mult), geometry.num_res_blocks, geometry.attention_levels)
 
 
 @dataclass

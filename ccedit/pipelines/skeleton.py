@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
-from ..convert.networks import build_network_modules
+from ..models.geometry import build_network_modules
 from ..errors import ModelNotFoundError
 from ..hub import cached_model_folder
 from .model_folders import HOW_TO_GET

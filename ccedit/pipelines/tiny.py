@@ -14,8 +14,7 @@ import torch
 from diffusers import AutoencoderKL, ControlNetModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from ..convert.geometry import Geometry
-from ..convert.networks import build_network_modules
+from ..models.geometry import Geometry, build_network_modules
 from ..models.layers import randomize_zero_parameters
 from ..schedulers import build_scheduler
 

@@ -160,7 +160,7 @@ def test_code_running_pickle_is_refused(tmp_path, capsys, monkeypatch):
 def test_every_key_of_the_full_size_checkpoints_has_a_place(name):
     """The converter's whole mapping (networks, VAE and its TVI2V copy, CLIP, MiDaS, sigmas) on meta tensors."""
     from ccedit.convert.convert import plan_conversion
-    from ccedit.convert.geometry import SD15_GEOMETRY, Geometry
+    from ccedit.models.geometry import SD15_GEOMETRY, Geometry
 
     listing = json.loads(require(REFERENCE / name).read_text())
     state = {k["key"]: torch.empty(k["shape"], device="meta") for k in listing["keys"]}

@@ -6,8 +6,8 @@ import pytest
 import torch
 from diffusers import ControlNetModel, UNet2DConditionModel
 
-from ccedit.convert.geometry import SD15_GEOMETRY, Geometry
-from ccedit.convert.networks import build_network_modules, map_networks
+from ccedit.convert.networks import map_networks
+from ccedit.models.geometry import SD15_GEOMETRY, Geometry, build_network_modules
 from ccedit.models import AppearanceEncoder, CCEditTemporalAdapter, TridentModel, VideoUNet
 from ccedit.models.layers import randomize_zero_parameters
 from tests.conftest import REFERENCE, require

@@ -1,11 +1,17 @@
-"""Module configs from the original network's geometry (its ldm constructor arguments)."""
+"""The trident's geometry (the original network's ldm constructor arguments), the configs of its diffusers modules,
+and randomly initialised modules of a geometry (`build_network_modules`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+from diffusers import ControlNetModel, UNet2DConditionModel
+from torch import nn
+
 from ..errors import UserError
-from .trident_keys import UNetLayout
+from .appearance import AppearanceEncoder
+from .temporal_adapter import CCEditTemporalAdapter
 
 # The released CCEdit networks: SD-1.5's UNet (ref §2.1).
 SD15_GEOMETRY = {
@@ -51,10 +57,6 @@ class Geometry:
         # ldm puts transformers at the levels whose downsampling factor 2**i is listed.
         return tuple(2**i in self.attention_resolutions for i in range(len(self.channel_mult)))
 
-    @property
-    def layout(self) -> UNetLayout:
-        return UNetLayout(len(self.channel_mult), self.num_res_blocks, self.attention_levels)
-
     def unet_config(self) -> dict:
         """`UNet2DConditionModel` config (diffusers stores the head count in `attention_head_dim`)."""
         down = ["CrossAttnDownBlock2D" if a else "DownBlock2D" for a in self.attention_levels]
@@ -99,3 +101,16 @@ class Geometry:
             attention_levels=self.attention_levels,
             num_attention_heads=(self.num_heads,) * levels,
         )
+
+
+def build_network_modules(geometry: Geometry, keyframe: bool, device: str | torch.device | None = None) -> dict[str, nn.Module]:
+    """Randomly initialised modules for `geometry` (pass `device="meta"` to get shapes without memory)."""
+    with torch.device(device or "cpu"):
+        modules = {
+            "unet": UNet2DConditionModel(**geometry.unet_config()),
+            "temporal": CCEditTemporalAdapter(**geometry.temporal_config(cross_frame_attention=keyframe)),
+            "controlnet": ControlNetModel(**geometry.controlnet_config()),
+        }
+        if keyframe:
+            modules["appearance"] = AppearanceEncoder(**geometry.appearance_config())
+    return modules
