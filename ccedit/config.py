@@ -26,6 +26,9 @@ from .kinds.registry import DEFAULT_MODEL, kind_for
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 T = TypeVar("T")
+# The schema's defaults of the settings a model kind decides are the default model's (its kind's layer replaces
+# them for any other model: `ModelKind.settings`).
+_DEFAULT_KIND = kind_for(DEFAULT_MODEL).conventions
 
 
 def setting(default: Any, help: str):
@@ -42,9 +45,10 @@ class ModelConfig:
     dtype: ModelDtype = setting(ModelDtype.auto, "auto: float16 on CUDA, float32 elsewhere; or float32, float16, "
                                 "bfloat16")
     device: str = setting("auto", "auto: cuda when available, else cpu; or a torch device such as cuda:1")
-    native_frames: int = setting(17, "the window length the model was trained on (CCEdit: 17 key frames)")
+    native_frames: int = setting(_DEFAULT_KIND.native_frames, "the window length the model was trained on (the "
+                                 "model kind's own unless set: CCEdit 17, AnimateDiff 16)")
     short_side: int = setting(512, "the working size's short side when video.height and video.width are not given")
-    size_multiple: int = setting(8, "frame sides are multiples of this: the VAE's factor (the UNet takes any "
+    size_multiple: int = setting(_DEFAULT_KIND.size_multiple, "frame sides are multiples of this: the VAE's factor (the UNet takes any "
                                  "latent size)")
     cpu_offload: bool = setting(False, "keep components on the CPU, move each to the GPU only while it runs")
     vae_slicing: bool = setting(True, "decode a few frames at a time")
@@ -80,8 +84,8 @@ class StructureConfig:
 
 @dataclass
 class SamplingConfig:
-    scheduler: str = setting("dpmpp_2s_ancestral", f"the sampler: {', '.join(SCHEDULER_NAMES)} (the default is "
-                             "CCEdit's)")
+    scheduler: str = setting(_DEFAULT_KIND.scheduler, f"the sampler: {', '.join(SCHEDULER_NAMES)} (the model "
+                             "kind's own unless set)")
     num_inference_steps: int = setting(30, "denoising steps")
     guidance_scale: float = setting(7.5, "classifier-free guidance scale")
     negative_prompt: str = setting("ugly, low quality", "the unconditional text (CCEdit's)")
@@ -222,7 +226,7 @@ def model_defaults_file(model: str) -> Path | None:
 
 def load_config(
     schema: type[T],
-    defaults_files: Sequence[str | Path] = (),
+    defaults_files: Sequence[str | Path | dict] = (),
     user_files: Sequence[str | Path] = (),
     overrides: dict[str, Any] | None = None,
     dotlist: Sequence[str] = (),
@@ -230,7 +234,7 @@ def load_config(
     hint: str = "",
 ) -> T:
     """Merge, left to right: the dataclass `schema` (the single source of defaults), the shipped `defaults_files`
-    (what a model changes), the user's `user_files`, `overrides` (the CLI flags, as a nested dict) and `dotlist`
+    (what a model changes: files, or nested dicts such as a model kind's conventions), the user's `user_files`, `overrides` (the CLI flags, as a nested dict) and `dotlist`
     (`key=value` strings).
 
     Unknown keys, wrong types and names outside a setting's choices fail here with one line (`UserError`), naming
@@ -242,7 +246,7 @@ def load_config(
             raise UserError(f"config file not found: {f}")
     choices = _choice_types(schema)
     with _one_line_errors(user_files, dotlist, where_listed, choices):
-        defaults = [OmegaConf.load(f) for f in defaults_files]
+        defaults = [OmegaConf.create(f) if isinstance(f, dict) else OmegaConf.load(f) for f in defaults_files]
         user = [load_user_file(f, where_listed) for f in user_files]
         flags = OmegaConf.create(overrides or {})
         cli = OmegaConf.from_dotlist(list(dotlist))
@@ -324,8 +328,10 @@ def load_edit_config(
         for layer in (*(load_user_file(f, f" (see {hint})") for f in files if Path(f).is_file()), OmegaConf.create(overrides or {}),
                       OmegaConf.from_dotlist(list(dotlist))):
             chosen = OmegaConf.select(layer, "model.path", default=chosen)
+    kind = kind_for(chosen or DEFAULT_MODEL)
     model_file = model_defaults_file(chosen or DEFAULT_MODEL)
-    config = load_config(EditConfig, [model_file] if model_file else [], files, overrides, dotlist, hint=hint)
+    defaults = [kind.settings(), *([model_file] if model_file else [])]
+    config = load_config(EditConfig, defaults, files, overrides, dotlist, hint=hint)
     validate(config)
     return config
 

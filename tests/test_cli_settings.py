@@ -21,7 +21,7 @@ def test_edit_help_lists_every_setting_with_its_one_default(capsys):
     assert len(settings) == len({key for key, _, _ in settings}) > 40
     for key, default, help_text in settings:
         assert f" {key} ({cli._shown(default)}): {help_text.split()[0]}" in text, key
-    for written in ("video.resize_mode (crop)", "sampling.num_inference_steps (30)", "model.native_frames (17)",
+    for written in ("video.resize_mode (crop)", "sampling.num_inference_steps (30)", "model.native_frames (16)",
                     "structure.scales ([1.0])", 'sampling.negative_prompt ("ugly, low quality")', "video.fps (null)"):
         assert written in text
 

@@ -98,9 +98,10 @@ def test_every_edit_setting_has_one_default_and_model_files_only_change_some():
     settings = {key: default for key, default, help_text in schema_settings(EditConfig) if help_text}
     assert len(settings) == len(list(schema_settings(EditConfig)))  # each with its help beside its default
     assert not list((CONFIG_DIR / "edit").glob("*.yaml"))  # no second file of defaults
-    # A model without a file of its own gets the schema's defaults, untouched.
+    # A model without a file of its own gets the schema's defaults and its kind's conventions (CCEdit's 17 frames),
+    # nothing else.
     assert load_edit_config(dotlist=["model.path=models/converted"]) == EditConfig(
-        model=ModelConfig(path="models/converted"))
+        model=ModelConfig(path="models/converted", native_frames=17))
     for path in (CONFIG_DIR / "model").glob("*.yaml"):
         flat = OmegaConf.to_container(OmegaConf.create(yaml.safe_load(path.read_text())))
         for section, values in flat.items():
@@ -108,7 +109,8 @@ def test_every_edit_setting_has_one_default_and_model_files_only_change_some():
                 key = f"{section}.{name}"
                 assert key in settings, f"{path.name}: {key} is not a setting"
                 assert value != settings[key], f"{path.name}: {key} repeats the schema's default {value!r}"
-    assert ModelConfig().native_frames == 17 and load_edit_config(model="tiny").model.native_frames == 16
+    # The settings a kind decides default to the default model's kind; any other kind's replace them.
+    assert ModelConfig().native_frames == 16 and load_edit_config(model="animatediff-tiny").sampling.scheduler == "ddim"
 
 
 @pytest.mark.parametrize("key,choices", [

@@ -63,3 +63,14 @@ def _family_names_outside_kinds() -> list[str]:
 
 def test_no_module_outside_the_kinds_names_a_family():
     assert _family_names_outside_kinds() == []
+
+
+def test_a_kinds_conventions_are_the_settings_an_edit_starts_from_and_the_user_still_wins(tmp_path):
+    from ccedit.config import load_edit_config
+
+    open_trident = load_edit_config(model="animatediff-tiny")
+    assert (open_trident.model.native_frames, open_trident.sampling.scheduler) == (16, "ddim")
+    converted = load_edit_config(dotlist=[f"model.path={tmp_path / 'my-ccedit'}"])
+    assert (converted.model.native_frames, converted.sampling.scheduler) == (17, "dpmpp_2s_ancestral")
+    mine = load_edit_config(model="animatediff-tiny", dotlist=["model.native_frames=8", "sampling.scheduler=euler"])
+    assert (mine.model.native_frames, mine.sampling.scheduler) == (8, "euler")

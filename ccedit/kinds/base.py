@@ -66,6 +66,13 @@ class ModelKind:
     def claims(self, model: str) -> bool:
         return model in self.names
 
+    def settings(self) -> dict[str, Any]:
+        """The kind's conventions as the edit settings they decide: the layer an edit's settings start from (the
+        kind's settings file, then the user's, override it)."""
+        c = self.conventions
+        return {"model": {"native_frames": c.native_frames, "size_multiple": c.size_multiple},
+                "sampling": {"scheduler": c.scheduler}}
+
     # What a kind provides. `controlnets` has one entry per structure annotator (None: the model's own ControlNet).
 
     def check(self, model: ModelRef) -> None:
