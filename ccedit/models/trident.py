@@ -8,16 +8,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
-from einops import rearrange
 from diffusers import ControlNetModel, UNet2DConditionModel
+from einops import rearrange
 from torch import nn
 
 from .appearance import AppearanceEncoder
-from .centre import centre_frame, nearest_centre
+from .centre import nearest_centre
 from .residuals import BranchResiduals
+from .side_branches import AppearanceBranch, appearance_branch
 from .temporal_adapter import CCEditTemporalAdapter
 from .video_unet import VideoUNet
-
 
 # One instance for every call: a compiled ControlNet checks which module it calls, and a new one would recompile it.
 _ENCODED_HINT = nn.Identity()
@@ -57,6 +57,13 @@ class TridentModel(nn.Module):
         self.main = main
         self.structure = nn.ModuleList(structure)
         self.appearance = appearance
+
+    @property
+    def appearance_branch(self) -> AppearanceBranch | None:
+        """The adapter the appearance network is routed through (`side_branches.py`)."""
+        if getattr(self, "_branch_of", None) is not self.appearance:  # built again when the network is replaced
+            self._adapter, self._branch_of = appearance_branch(self.appearance), self.appearance
+        return self._adapter
 
     @property
     def dtype(self) -> torch.dtype:
@@ -194,34 +201,24 @@ class TridentModel(nn.Module):
     ) -> list[BranchResiduals]:
         """`appearance_residuals` at each of `timesteps`, from one run of the branch on a row per timestep and keyframe.
 
-        A batch of one keyframe runs the encoder's small layers far below the device's speed (on the CPU PyTorch
-        even leaves oneDNN for its reference convolution below 20480 input values), so a caller that knows the
-        timesteps to come computes several at once.
+        (`AppearanceBranch.residuals_at`: for branches whose residuals depend on the keyframes and timestep alone.)
         """
-        if self.appearance is None:
-            raise ValueError("a keyframe was given but this model has no appearance branch")
-        count, device = keyframe_latents.shape[0], keyframe_latents.device
-        steps = torch.stack([torch.as_tensor(t, device=device, dtype=torch.float32).reshape(()) for t in timesteps])
-        rows = keyframe_latents.repeat(len(timesteps), 1, 1, 1)  # timestep-major: the keyframes at each timestep
-        down, mid = self.appearance(rows, steps.repeat_interleave(count), scale)
-        return [
-            BranchResiduals.shared([d[i * count:(i + 1) * count] for d in down], mid[i * count:(i + 1) * count],
-                                   frames, into="stream")
-            for i in range(len(timesteps))
-        ]
+        return self._appearance_branch().residuals_at(keyframe_latents, timesteps, frames, scale)
 
     @property
     def appearance_per_timestep(self) -> bool:
         """Whether the appearance branch depends on the keyframes and the timestep alone (CCEdit's encoder), so its
         residuals serve every window and guidance half of a timestep; SparseCtrl also reads the noisy latent."""
-        return isinstance(self.appearance, AppearanceEncoder)
+        branch = self.appearance_branch
+        return branch is not None and branch.per_timestep
 
     @property
     def centres_keyframes(self) -> bool:
         """Whether each keyframe needs a window centred on it: CCEdit's encoder was trained with the keyframe at the
         window's centre; SparseCtrl takes conditioning frames at any position, so plain windows carry the keyframes
         where they are (as diffusers' SparseCtrl pipeline places them)."""
-        return isinstance(self.appearance, AppearanceEncoder)
+        branch = self.appearance_branch
+        return branch is not None and branch.centres_keyframes
 
     def sparse_appearance_residuals(
         self, sample: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor,
@@ -229,17 +226,8 @@ class TridentModel(nn.Module):
     ) -> BranchResiduals:
         """SparseCtrl's residuals for every frame, conditioned on keyframe latents `(batch or 1, K, 4, h, w)` at window
         frames `frames` (zeros and a zero mask elsewhere), as diffusers' SparseCtrl pipeline conditions it."""
-        b, _, f, h, w = sample.shape
-        frames = list(frames)
-        condition = sample.new_zeros(b, latents.shape[-3], f, h, w)
-        mask = sample.new_zeros(b, 1, f, h, w)
-        condition[:, :, frames] = latents.to(sample.dtype).expand(b, -1, -1, -1, -1).transpose(1, 2)
-        mask[:, :, frames] = 1
-        down, mid = self.appearance(
-            sample, timestep, encoder_hidden_states.repeat_interleave(f, dim=0), controlnet_cond=condition,
-            conditioning_mask=mask, conditioning_scale=scale, return_dict=False,
-        )
-        return BranchResiduals(list(down), mid, frames=None, into="skips")
+        return self._appearance_branch().window_residuals(sample, timestep, encoder_hidden_states, latents, frames,
+                                                          scale)
 
     def forward(
         self,
@@ -331,16 +319,15 @@ class TridentModel(nn.Module):
 
     def _keyframe_appearance(self, keyframe_latent: torch.Tensor, keyframe_index: int | None, timestep: torch.Tensor,
                              appearance_scale: float, f: int) -> BranchResiduals:
-        """The appearance encoder's residuals of one keyframe latent per sample, aimed at its frame (default: the
+        """The appearance branch's residuals of one keyframe latent per sample, aimed at its frame (default: the
         centre) of an `f`-frame window."""
-        if self.appearance is None:
+        return self._appearance_branch().keyframe_residuals(keyframe_latent, keyframe_index, timestep,
+                                                            appearance_scale, f)
+
+    def _appearance_branch(self) -> AppearanceBranch:
+        if self.appearance_branch is None:
             raise ValueError("a keyframe was given but this model has no appearance branch")
-        keyframe_index = centre_frame(f) if keyframe_index is None else keyframe_index
-        if not 0 <= keyframe_index < f:
-            raise ValueError(f"`keyframe_index` must be in [0, {f - 1}], got {keyframe_index}")
-        return BranchResiduals.per_sample(
-            *self.appearance(keyframe_latent, timestep, appearance_scale), keyframe_index, into="stream"
-        )
+        return self.appearance_branch
 
 
 # Main branches by the type of their temporal layers: another kind of temporal layers (AnimateDiff's motion

@@ -350,3 +350,20 @@ def test_a_missing_or_misshapen_key_is_reported():
     state["model.diffusion_model.input_blocks.1.0.foreign.weight"] = torch.empty(3, device="meta")
     with pytest.raises(UserError, match="unexpected keys"):
         map_networks(state, Geometry.from_dict(SD15_GEOMETRY))
+
+
+def test_the_appearance_network_is_routed_through_its_registered_adapter():
+    from diffusers import SparseControlNetModel
+
+    from ccedit.models.side_branches import (
+        APPEARANCE_BRANCHES, KeyframeEncoderBranch, SparseControlBranch, appearance_branch,
+    )
+
+    assert APPEARANCE_BRANCHES[SparseControlNetModel] is SparseControlBranch
+    model = make_model(tiny_modules(keyframe=True))
+    assert isinstance(model.appearance_branch, KeyframeEncoderBranch)
+    assert model.appearance_per_timestep and model.centres_keyframes
+    model.appearance = None  # the adapter follows the network it routes to
+    assert model.appearance_branch is None and not model.appearance_per_timestep
+    with pytest.raises(ValueError, match="no appearance branch is registered for Linear"):
+        appearance_branch(torch.nn.Linear(1, 1))
