@@ -207,8 +207,9 @@ class EditSession:
                     annotator.release()
         return maps
 
-    def edit(self, job: EditJob) -> EditResult:
-        """Edit `job.input` with `job.prompt` (and its keyframes); nothing is written."""
+    def edit(self, job: EditJob, *, callback_on_step_end=None) -> EditResult:
+        """Edit `job.input` with `job.prompt` (and its keyframes); nothing is written. `callback_on_step_end` is the
+        pipeline's step-end callback (progress and cancelling for the job queue's callers)."""
         from .config import hierarchical_setting, window_length
         from .keyframe_match import ClipStructure, match_record, place_matched_keyframes
         from .pipelines.conditions import keyframes_act
@@ -268,6 +269,7 @@ class EditSession:
             strength=s.strength, generator=generator, window_length=window_length(cfg),
             window_overlap=cfg.windows.overlap, hierarchical=hierarchical_setting(cfg), pin_keyframes=s.pin_keyframes,
             window_noise=cfg.windows.noise, record_conditions=cfg.output.conditions,
+            callback_on_step_end=callback_on_step_end,
         )
         edited = result.frames[0]
         timings = {"structure": structure_seconds, "auto_keyframes": auto_seconds, **result.timings,

@@ -46,9 +46,10 @@ ALLOWED = {
     "methods": {"annotators", "config", "editing", "errors", "hub", "io", "pipelines", "registry", "schedulers"},
     "eval": {"annotators", "config", "editing", "errors", "io", "methods", "metrics"},
     "training": {"annotators", "config", "config_checks", "errors", "io", "models", "pipelines", "schedulers"},
+    "jobs": {"config", "edit_checks", "editing", "errors", "io", "outputs"},
     "parity": {"convert", "errors", "models", "pipelines", "schedulers"},
-    "cli": {"catalog", "ccedit", "config", "convert", "edit_checks", "editing", "errors", "eval", "plan", "training",
-            "versions"},
+    "cli": {"catalog", "ccedit", "config", "convert", "edit_checks", "editing", "errors", "eval", "jobs", "plan",
+            "training", "versions"},
     "__main__": {"cli"},
 }
 
