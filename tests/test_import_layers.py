@@ -47,9 +47,10 @@ ALLOWED = {
     "eval": {"annotators", "config", "editing", "errors", "io", "methods", "metrics"},
     "training": {"annotators", "config", "config_checks", "errors", "io", "models", "pipelines", "schedulers"},
     "jobs": {"config", "edit_checks", "editing", "errors", "io", "outputs"},
+    "ui": {"config", "errors", "io", "jobs", "pipelines", "preparation"},
     "parity": {"convert", "errors", "models", "pipelines", "schedulers"},
     "cli": {"catalog", "ccedit", "config", "convert", "edit_checks", "editing", "errors", "eval", "jobs", "plan",
-            "training", "versions"},
+            "training", "ui", "versions"},
     "__main__": {"cli"},
 }
 

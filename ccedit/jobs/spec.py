@@ -76,10 +76,11 @@ def job_id(spec: JobSpec, inputs_hash: str) -> str:
 
 def model_key(cfg: EditConfig) -> str:
     """Which loaded model a job needs: its model and structure settings and its scheduler (set when the pipeline
-    loads), less the structure cache, which only decides where maps are kept."""
+    loads), less the structure cache, which only decides where maps are kept, and the device."""
     data = cfg.to_dict()
     chosen = {section: data[section] for section in MODEL_SECTIONS}
     chosen["structure"] = {k: v for k, v in chosen["structure"].items() if k not in ("cache_dir", "cache_max_gb")}
+    chosen["model"] = {k: v for k, v in chosen["model"].items() if k != "device"}  # each process may have its own
     chosen["scheduler"] = data["sampling"]["scheduler"]
     return hashlib.sha256(json.dumps(chosen, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

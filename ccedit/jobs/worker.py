@@ -7,6 +7,7 @@ whose outputs are already published (its process died before the queue heard of 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable
@@ -16,12 +17,12 @@ from ..errors import UserError, first_line
 from .owner import LEASE_SECONDS, Owner, this_process
 from .published import job_outputs, published_sidecar
 from .queue import JobQueue
-from .spec import Job
+from .spec import Job, model_key
 
 logger = logging.getLogger(__name__)
 
-# step_index, steps per pass: what a caller's progress display is told after every denoising step
-StepListener = Callable[[int, int], None]
+# job id, step index, steps per pass: what a caller's progress display is told after every denoising step
+StepListener = Callable[[str, int, int], None]
 
 
 class JobCancelled(Exception):
@@ -30,10 +31,12 @@ class JobCancelled(Exception):
 
 class Worker:
     """Runs jobs of `queue` as this process. `overwrite`: published outputs of a job are replaced, not kept.
-    `device` replaces an `auto` device setting (a process's own GPU under `accelerate launch`)."""
+    `device` replaces an `auto` device setting (a process's own GPU under `accelerate launch`). `lock` is held while
+    a job uses the model (the studio shares its model between requests and the queue)."""
 
-    def __init__(self, queue: JobQueue, *, overwrite: bool = False, device: str | None = None):
+    def __init__(self, queue: JobQueue, *, overwrite: bool = False, device: str | None = None, lock=None):
         self.queue = queue
+        self.lock = lock if lock is not None else contextlib.nullcontext()
         self.owner: Owner = this_process()
         self.overwrite = overwrite
         self.device = device
@@ -46,7 +49,7 @@ class Worker:
         if job is None:
             return None
         try:
-            with _Lease(self.queue.work, job.id, self.owner):
+            with _Lease(self.queue.work, job.id, self.owner), self.lock:
                 outputs = self._run(job, on_step)
         except JobCancelled:
             self.queue.fail(job.id, self.owner, "cancelled")
@@ -63,7 +66,7 @@ class Worker:
         return self.queue.get(job.id)
 
     def _run(self, job: Job, on_step: StepListener | None) -> dict:
-        from ..editing import EditSession, check_memory_before_decoding, write_edit_outputs
+        from ..editing import check_memory_before_decoding, write_edit_outputs
 
         spec = job.spec
         cfg = spec.config()
@@ -77,23 +80,31 @@ class Worker:
         edit_job = spec.edit_job(work)
         output = Path(edit_job.output)
         check_memory_before_decoding(spec.input, cfg, keyframes=edit_job.keyframes)
-        if self._session_key != job.model_key:
-            self._session, self._session_key = EditSession(cfg), job.model_key
-        # The loaded networks follow the model settings, the same for every job of this key; the rest is the job's.
-        self._session.cfg = cfg
+        session = self.session(cfg)
         steps = cfg.sampling.num_inference_steps
 
         def step_end(pipe, step_index, timestep, tensors):
             if self.queue.cancel_requested(job.id):
                 raise JobCancelled(job.id)
             if on_step is not None:
-                on_step(step_index, steps)
+                on_step(job.id, step_index, steps)
             return {}
 
-        result = self._session.edit(edit_job, callback_on_step_end=step_end)
-        result.timings["model_load"] = self._session.load_seconds
+        result = session.edit(edit_job, callback_on_step_end=step_end)
+        result.timings["model_load"] = session.load_seconds
         sidecar = write_edit_outputs(result, output, cfg, overwrite=self.overwrite)
         return job_outputs(sidecar)
+
+    def session(self, cfg):
+        """The `EditSession` for `cfg`: the loaded one when `cfg` needs the same model, else a new one."""
+        from ..editing import EditSession
+
+        key = model_key(cfg)
+        if self._session_key != key:
+            self._session, self._session_key = EditSession(cfg), key
+        # The loaded networks follow the model settings, the same for every job of this key; the rest is the job's.
+        self._session.cfg = cfg
+        return self._session
 
 
 class _Lease:

@@ -118,10 +118,10 @@ def test_one_session_per_model_setting_and_cancelling(tmp_path, monkeypatch):
     cancelled = submit(queue, spec("d.mp4", "a bird"))
     steps = []
 
-    def cancel_after_first_step(step, total):
-        steps.append((step, total))
+    def cancel_after_first_step(job, step, total):
+        steps.append((job, step, total))
         queue.request_cancel(cancelled)
 
     job = worker.run_next(on_step=cancel_after_first_step)
-    assert job.state == "failed" and job.error == "cancelled" and steps == [(0, 2)]
+    assert job.state == "failed" and job.error == "cancelled" and steps == [(cancelled, 0, 2)]
     assert not (tmp_path / "outputs" / "d.mp4").exists()
