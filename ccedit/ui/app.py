@@ -97,6 +97,8 @@ def build_app(studio: Studio):
         def pick(evt: gr.SelectData):
             return evt.index
 
+        pick.__annotations__["evt"] = gr.SelectData  # Gradio finds the event by its type, not by a postponed name
+
         @guarded
         def uploaded_keyframe(clip: OpenClip | None, file):
             if file is None:

@@ -29,6 +29,7 @@ from .uploads import allowed_clip, stored_clip, stored_image
 
 logger = logging.getLogger(__name__)
 PREVIEWS = "previews"
+PREVIEW_MIN_SIDE = 64  # config_checks' lower bound of video.height and video.width
 
 
 @dataclass
@@ -115,11 +116,14 @@ class Studio:
         return self._store_image(image), image
 
     def preview(self, clip: OpenClip, prompt: str, keyframe: Path | None, index: int) -> Path:
-        """The first window of the clip, edited at half the size and half the steps; returns its mp4."""
+        """The first window of the clip, edited at half the size (at least 64 pixels a side) and half the steps;
+        returns its mp4."""
         index = self._frame(clip, index)
         cfg = self.config(clip.settings)
         window = min(clip.frames.shape[0], cfg.windows.length or cfg.model.num_frames)
-        height, width = (max(8, side // 2 // 8 * 8) for side in clip.frames.shape[1:3])
+        # half the size, but no side under the smallest working size ccedit accepts; the aspect ratio kept
+        scale = max(0.5, PREVIEW_MIN_SIDE / min(clip.frames.shape[1:3]))
+        height, width = (max(PREVIEW_MIN_SIDE, round(side * scale / 8) * 8) for side in clip.frames.shape[1:3])
         settings = (*clip.settings, f"video.num_frames={window}", f"video.height={height}", f"video.width={width}",
                     f"sampling.num_inference_steps={max(1, cfg.sampling.num_inference_steps // 2)}")
         preview_cfg = self.config(settings)
