@@ -20,6 +20,7 @@ from .config import (  # noqa: F401 - KeyframeSpec re-exported
 )
 from .edit_checks import check_edit_request, check_keyframe_request, check_keyframe_specs
 from .errors import UserError
+from .guidance import sampled_prompt, structure_scales
 from .io import atomic_path, video_info, write_image
 from .io.resize import FitRecord
 from .outputs import auto_keyframe_path, edit_output_paths, publish_edit_outputs, selected_extras
@@ -238,11 +239,7 @@ class EditSession:
         structure_seconds = time.perf_counter() - t0
 
         # 3. Keyframes left to ccedit are edited from the prompt, then everything is sampled.
-        names = cfg.structure.annotators
-        full_prompt = f"{s.add_prompt}, {job.prompt}" if s.add_prompt else job.prompt
-        scales = [s.structure_scale] * len(names) if s.structure_scale is not None else (
-            cfg.structure.scales * len(names) if len(cfg.structure.scales) == 1 else cfg.structure.scales
-        )
+        full_prompt, scales = sampled_prompt(cfg, job.prompt), structure_scales(cfg)
         generator = torch.Generator(device="cpu").manual_seed(s.seed)
         t0 = time.perf_counter()
         for i, spec in enumerate(keyframes):

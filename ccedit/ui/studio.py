@@ -21,6 +21,7 @@ import numpy as np
 
 from ..config import EditConfig, EditJob, KeyframeSpec, load_edit_config
 from ..errors import UserError
+from ..guidance import sampled_prompt, structure_scales
 from ..io import write_image, write_video
 from ..jobs import JobQueue, JobSpec, Worker, input_hash, job_id, model_key
 from ..jobs.inputs import store_input
@@ -108,10 +109,10 @@ class Studio:
         with self.lock:
             session = self.worker.session(cfg)
             maps = [torch.from_numpy(m[index]).permute(2, 0, 1).contiguous() for m in clip.maps]
-            image = edit_keyframe(session.pipe, f"{s.add_prompt}, {prompt}" if s.add_prompt else prompt,
-                                  clip.frames[index], maps, negative_prompt=s.negative_prompt, strength=float(strength),
+            image = edit_keyframe(session.pipe, sampled_prompt(cfg, prompt), clip.frames[index], maps,
+                                  negative_prompt=s.negative_prompt, strength=float(strength),
                                   num_inference_steps=s.num_inference_steps, guidance_scale=s.guidance_scale,
-                                  structure_scale=_structure_scales(cfg),
+                                  structure_scale=structure_scales(cfg),
                                   generator=torch.Generator(device="cpu").manual_seed(int(seed)))
         return self._store_image(image), image
 
@@ -191,11 +192,3 @@ class Studio:
             write_image(path, image)
             return store_input(self.work, path, ".png")
 
-
-def _structure_scales(cfg: EditConfig) -> list[float]:
-    """Each ControlNet's strength: `sampling.structure_scale` over all, else `structure.scales` (one for all)."""
-    names = cfg.structure.annotators
-    if cfg.sampling.structure_scale is not None:
-        return [cfg.sampling.structure_scale] * len(names)
-    scales = list(cfg.structure.scales)
-    return scales * len(names) if len(scales) == 1 else scales
