@@ -1,7 +1,11 @@
 """The studio's work without a browser (tiny model, 8 frames, 64x64, 2 steps): a keyframe edited from the prompt is
-the one `--keyframe auto@K` makes."""
+the one `--keyframe auto@K` makes, and overlapping requests share one loaded model, one after the other."""
 
 from __future__ import annotations
+
+import collections
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -29,3 +33,45 @@ def test_a_keyframe_edited_from_the_prompt_is_the_one_an_auto_keyframe_edit_make
     assert np.array_equal(image, result.keyframes[0])
     assert not np.array_equal(image, clip.frames[5])
 
+
+def test_a_second_request_waits_for_the_first_and_shares_its_model(studio, monkeypatch):
+    import ccedit.editing
+    import ccedit.pipelines.keyframe_edit as keyframe_edit
+    import ccedit.pipelines.loading as loading
+
+    clip = studio.open_clip(None, str(VIDEOS / "kitten.mp4"), SETTINGS)
+    loads, using, most_at_once = [], collections.Counter(), [0]
+
+    def on_the_model(use, seconds=0.0):
+        """`use`, noting which request (thread) is on the model while it runs."""
+        def run(*args, **kwargs):
+            me = threading.current_thread().name
+            using[me] += 1
+            most_at_once[0] = max(most_at_once[0], len(+using))
+            try:
+                time.sleep(seconds)  # a slow load: the other request arrives meanwhile
+                return use(*args, **kwargs)
+            finally:
+                using[me] -= 1
+        return run
+
+    load_pipeline = on_the_model(loading.load_pipeline, seconds=1.0)
+    monkeypatch.setattr(loading, "load_pipeline", lambda *a, **k: loads.append(threading.current_thread().name)
+                        or load_pipeline(*a, **k))
+    monkeypatch.setattr(keyframe_edit, "edit_keyframe", on_the_model(keyframe_edit.edit_keyframe))
+    monkeypatch.setattr(ccedit.editing.EditSession, "edit", on_the_model(ccedit.editing.EditSession.edit))
+    results = {}
+    requests = [
+        threading.Thread(name="keyframe", target=lambda: results.update(keyframe=studio.auto_keyframe(
+            clip, 5, "a dog", 0, 0.75))),
+        threading.Thread(name="preview", target=lambda: results.update(preview=studio.preview(
+            clip, "a dog", None, 5))),
+    ]
+    for thread in requests:
+        thread.start()
+        time.sleep(0.3)  # the preview asks while the keyframe's request is loading the model
+    for thread in requests:
+        thread.join(timeout=120)
+    assert loads == ["keyframe"]  # one model, loaded once, by the first request
+    assert most_at_once[0] == 1  # the preview waited: never two requests on the model at once
+    assert results["keyframe"][1].shape == (64, 64, 3) and results["preview"].is_file()
