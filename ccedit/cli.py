@@ -151,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_queue_commands(sub) -> None:
     """`batch` and `ui`: edits through a work folder's job queue (ccedit/jobs, ccedit/ui)."""
+    from .ui.limits import DEFAULT_MAX_UPLOAD_MB  # light: Gradio and the models load only when the studio starts
+
     batch = sub.add_parser("batch", help="run the edits of a jobs file (YAML or CSV) through a resumable job queue",
                            formatter_class=_HelpFormatter,
                            epilog="exit status: 0 when every job is done, 1 when some failed (each with its error), 2 "
@@ -172,6 +174,8 @@ def _add_queue_commands(sub) -> None:
     ui.add_argument("--work-dir", default="ccedit-work", metavar="W", help="work folder: queue, inputs and outputs")
     ui.add_argument("--allow", action="append", default=[], metavar="DIR",
                     help="a folder whose clips may be opened by path (repeatable; default: none, uploads only)")
+    ui.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB, metavar="MB",
+                    help="largest clip or keyframe image a browser may upload")
     ui.set_defaults(func=cmd_ui)
 
 
@@ -192,9 +196,12 @@ def cmd_batch(args: argparse.Namespace) -> int:
 
 def cmd_ui(args: argparse.Namespace) -> int:
     from .ui import serve
+    from .ui.limits import upload_limit_bytes
 
     _refuse_settings(args, "the studio takes each edit's settings in the page")
-    serve(model=args.model, host=args.host, port=args.port, work=args.work_dir, allowed=args.allow)
+    upload_limit_bytes(args.max_upload_mb)  # refused before Gradio, torch and the model load
+    serve(model=args.model, host=args.host, port=args.port, work=args.work_dir, allowed=args.allow,
+          max_upload_mb=args.max_upload_mb)
     return 0
 
 

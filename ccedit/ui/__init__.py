@@ -1,5 +1,5 @@
-"""`ccedit ui`: the editing studio in a browser. `uploads.py` checks what a browser sends, `studio.py` does the
-work on one loaded model and the work folder's job queue, `app.py` is the Gradio page."""
+"""`ccedit ui`: the editing studio in a browser. `uploads.py` checks what a browser sends (`limits.py`: how much),
+`studio.py` does the work on one loaded model and the work folder's job queue, `app.py` is the Gradio page."""
 
 
 def serve(**options) -> None:

@@ -15,7 +15,6 @@ from pathlib import Path
 
 from ..errors import UserError, first_line
 from .studio import OpenClip, Studio, edit_settings
-from .uploads import MAX_UPLOAD_MB
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +52,8 @@ def build_app(studio: Studio):
         message = gr.Markdown("", elem_id="message")
         guarded = _guarded(message)
         with gr.Row():
-            upload = gr.File(label=f"clip (upload, up to {MAX_UPLOAD_MB} MB)", type="filepath", elem_id="clip-upload")
+            upload = gr.File(label=f"clip (upload, up to {studio.max_upload_mb:g} MB)", type="filepath",
+                             elem_id="clip-upload")
             path = gr.Textbox(label="or a path inside an allowed folder", elem_id="clip-path")
         with gr.Row():
             frames = gr.Number(16, label="frames", precision=0, elem_id="frames")
@@ -176,12 +176,13 @@ def _choices(studio: Studio) -> list[tuple[str, str]]:
     return [(f"{job.spec.output}: {job.spec.prompt}", job.id) for job in reversed(studio.finished())]
 
 
-def serve(*, model: str | None, host: str, port: int, work: str | Path, allowed: list[str]) -> None:
+def serve(*, model: str | None, host: str, port: int, work: str | Path, allowed: list[str],
+          max_upload_mb: float) -> None:
     try:
         import gradio  # noqa: F401
     except ImportError:
         raise UserError("the studio needs Gradio: pip install 'ccedit[ui]'") from None
-    studio = Studio(work, model, allowed).start()
+    studio = Studio(work, model, allowed, max_upload_mb).start()
     app = build_app(studio)
     try:
         launch(app, studio, host, port).block_thread()
@@ -193,5 +194,5 @@ def launch(app, studio: Studio, host: str, port: int):
     """Start serving without blocking; only the work folder's files are ever handed to the browser."""
     app.queue(default_concurrency_limit=1)  # one model: requests wait their turn
     app.launch(server_name=host, server_port=port, prevent_thread_lock=True, allowed_paths=[str(studio.work)],
-               max_file_size=f"{MAX_UPLOAD_MB}mb", show_error=False, quiet=True)
+               max_file_size=studio.max_upload_bytes, show_error=False, quiet=True)
     return app

@@ -26,6 +26,7 @@ from ..io import write_image, write_video
 from ..jobs import JobQueue, JobSpec, Worker, input_hash, job_id, model_key
 from ..jobs.inputs import store_input
 from ..preparation import prepare_clip
+from .limits import DEFAULT_MAX_UPLOAD_MB, upload_limit_bytes
 from .uploads import allowed_clip, stored_clip, stored_image
 
 logger = logging.getLogger(__name__)
@@ -48,7 +49,10 @@ def edit_settings(frames: int, height: int, width: int, steps: int, seed: int) -
 
 
 class Studio:
-    def __init__(self, work: str | Path, model: str | None = None, allowed: list[str | Path] = ()):
+    def __init__(self, work: str | Path, model: str | None = None, allowed: list[str | Path] = (),
+                 max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB):
+        self.max_upload_bytes = upload_limit_bytes(max_upload_mb)  # refused before anything starts
+        self.max_upload_mb = max_upload_mb
         self.work = Path(work).expanduser().resolve()
         self.model = model
         self.allowed = [Path(a).expanduser().resolve() for a in allowed]
@@ -86,7 +90,10 @@ class Studio:
 
     def open_clip(self, upload: str | None, path_text: str, settings: tuple[str, ...]) -> OpenClip:
         """The clip (an upload, or a path in an allowed folder) at the working size, with its structure maps."""
-        path = stored_clip(upload, self.work) if upload else allowed_clip(path_text or "", self.allowed)
+        if not upload and not (path_text or "").strip():  # an upload over the limit arrives as none
+            raise UserError(f"give a clip: upload one (up to {self.max_upload_mb:g} MB) or type a path inside an "
+                            "allowed folder")
+        path = stored_clip(upload, self.work, self.max_upload_mb) if upload else allowed_clip(path_text, self.allowed)
         cfg = self.config(settings)
         with self.lock:
             prepared = prepare_clip(path, cfg)
@@ -94,7 +101,7 @@ class Studio:
         return OpenClip(path, prepared.frames, [m.permute(0, 2, 3, 1).numpy() for m in maps], settings)
 
     def upload_keyframe(self, clip: OpenClip, upload: str) -> tuple[Path, np.ndarray]:
-        return stored_image(upload, self.work, clip.frames.shape[1:3])
+        return stored_image(upload, self.work, clip.frames.shape[1:3], self.max_upload_mb)
 
     def auto_keyframe(self, clip: OpenClip, index: int, prompt: str, seed: int, strength: float) -> tuple[Path, np.ndarray]:
         """Frame `index` edited from `prompt` (image-to-image with the model's base and structure ControlNet, as

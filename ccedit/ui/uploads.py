@@ -17,15 +17,11 @@ from ..io import read_image, video_info
 from ..io.image import IMAGE_EXTENSIONS
 from ..io.video import SUPPORTED_EXTENSIONS
 from ..jobs.inputs import store_input
-
-MAX_UPLOAD_MB = 200  # a clip or image larger than this is refused (the server's limit is the same)
-MAX_UPLOAD_BYTES = MAX_UPLOAD_MB * 1024 * 1024
+from .limits import upload_limit_bytes
 
 
 def allowed_clip(path_text: str, allowed: list[Path]) -> Path:
     """A clip named by path: a video file inside one of the `allowed` folders (links resolved first)."""
-    if not path_text.strip():
-        raise UserError("give a clip: upload one or type a path inside an allowed folder")
     path = Path(path_text.strip()).expanduser().resolve()
     if not any(path.is_relative_to(folder) for folder in allowed):
         where = ", ".join(map(str, allowed)) if allowed else "none: start the studio with --allow DIR"
@@ -36,21 +32,22 @@ def allowed_clip(path_text: str, allowed: list[Path]) -> Path:
     return path
 
 
-def stored_clip(upload: str | Path, work: Path) -> Path:
-    """An uploaded clip, checked, copied into `WORK/inputs/`."""
+def stored_clip(upload: str | Path, work: Path, max_mb: float) -> Path:
+    """An uploaded clip of at most `max_mb` megabytes, checked, copied into `WORK/inputs/`."""
     upload = Path(upload)
     suffix = upload.suffix.lower()
-    _check_size(upload, "clip")
+    _check_size(upload, "clip", max_mb)
     if suffix not in SUPPORTED_EXTENSIONS:
         raise UserError(f"the upload is not a video ccedit reads ({', '.join(SUPPORTED_EXTENSIONS)})")
     _check_clip(upload, "the uploaded clip")
     return store_input(work, upload, suffix)
 
 
-def stored_image(upload: str | Path, work: Path, size: tuple[int, int]) -> tuple[Path, np.ndarray]:
-    """An uploaded keyframe image of exactly the working size `(height, width)`, copied into `WORK/inputs/`."""
+def stored_image(upload: str | Path, work: Path, size: tuple[int, int], max_mb: float) -> tuple[Path, np.ndarray]:
+    """An uploaded keyframe image of at most `max_mb` megabytes and exactly the working size `(height, width)`,
+    copied into `WORK/inputs/`."""
     upload = Path(upload)
-    _check_size(upload, "image")
+    _check_size(upload, "image", max_mb)
     if upload.suffix.lower() not in IMAGE_EXTENSIONS:
         raise UserError(f"the keyframe upload is not an image ({', '.join(IMAGE_EXTENSIONS)})")
     try:
@@ -63,9 +60,9 @@ def stored_image(upload: str | Path, work: Path, size: tuple[int, int]) -> tuple
     return store_input(work, upload, upload.suffix.lower()), image
 
 
-def _check_size(path: Path, what: str) -> None:
-    if path.stat().st_size > MAX_UPLOAD_BYTES:
-        raise UserError(f"the {what} is larger than {MAX_UPLOAD_MB} MB: upload a shorter or smaller one")
+def _check_size(path: Path, what: str, max_mb: float) -> None:
+    if path.stat().st_size > upload_limit_bytes(max_mb):
+        raise UserError(f"the {what} is larger than {max_mb:g} MB: upload a shorter or smaller one")
 
 
 def _check_clip(path: Path, name: str) -> None:

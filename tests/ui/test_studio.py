@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from ccedit.config import EditJob, KeyframeSpec
+from ccedit.errors import UserError
 from ccedit.ui.studio import Studio, edit_settings
 from tests.conftest import VIDEOS
 
@@ -75,3 +76,10 @@ def test_a_second_request_waits_for_the_first_and_shares_its_model(studio, monke
     assert loads == ["keyframe"]  # one model, loaded once, by the first request
     assert most_at_once[0] == 1  # the preview waited: never two requests on the model at once
     assert results["keyframe"][1].shape == (64, 64, 3) and results["preview"].is_file()
+
+
+@pytest.mark.parametrize("limit", [0, -1, float("nan")])
+def test_an_upload_limit_that_is_not_a_positive_size_is_refused_before_anything_is_written(tmp_path, limit):
+    with pytest.raises(UserError, match="--max-upload-mb must be a positive number of megabytes"):
+        Studio(tmp_path / "work", "tiny", [VIDEOS], max_upload_mb=limit)
+    assert not (tmp_path / "work").exists()

@@ -3,6 +3,8 @@ edit it from the prompt, preview, run, find the video in the gallery; and bad in
 
 from __future__ import annotations
 
+import hashlib
+import os
 import shutil
 import socket
 
@@ -12,6 +14,8 @@ from tests.conftest import VIDEOS
 
 pytest.importorskip("gradio")
 playwright = pytest.importorskip("playwright.sync_api")
+
+UPLOAD_MB = 1  # `--max-upload-mb`: the sample clips are far smaller, a "huge" upload is 2 MB
 
 
 def chromium() -> str:
@@ -31,7 +35,7 @@ def served(tmp_path_factory):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    studio = Studio(work / "work", "tiny", [VIDEOS]).start()
+    studio = Studio(work / "work", "tiny", [VIDEOS], max_upload_mb=UPLOAD_MB).start()
     app = launch(build_app(studio), studio, "127.0.0.1", port)
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=browser_path, args=["--no-sandbox"])
@@ -116,3 +120,27 @@ def test_bad_input_is_a_message_in_the_page_and_nothing_is_written(served, tmp_p
     assert not any(name.endswith(".png") and "wrong" in name for name in stored)
     assert all(len(name.split(".")[0]) == 64 for name in stored)  # names are content hashes, never upload names
     page.screenshot(path=tmp_path / "bad-input.png", full_page=True)
+
+
+def test_an_upload_over_the_limit_is_refused_in_the_page_and_the_server_keeps_serving(served, tmp_path):
+    import httpx
+
+    url, browser, studio, work = served
+    huge = tmp_path / "huge.mp4"
+    huge.write_bytes(os.urandom(2 * UPLOAD_MB << 20))
+    page = open_page(url, browser)
+    page.locator("#clip-upload input[type=file]").set_input_files(str(huge))
+    page.get_by_text(f"exceed the maximum allowed size of {UPLOAD_MB:.1f} Mb").wait_for(timeout=30_000)
+    page.locator("#open").click()
+    wait_message(page, f"give a clip: upload one (up to {UPLOAD_MB} MB)")
+    # A client that skips the page's check is refused by the server itself.
+    with huge.open("rb") as f:
+        posted = httpx.post(f"{url}/gradio_api/upload", files={"files": ("huge.mp4", f, "video/mp4")}, timeout=60)
+    assert posted.status_code == 413
+    # The server keeps serving: the next action works.
+    page.locator("#clip-upload input[type=file]").set_input_files(str(VIDEOS / "kitten.mp4"))
+    page.locator("#open").click()
+    wait_message(page, "opened: 8 frames")
+    digest = hashlib.sha256(huge.read_bytes()).hexdigest()
+    stored = [p for p in (work / "work").rglob("*") if p.is_file()]
+    assert not any(p.stat().st_size >= huge.stat().st_size or digest in p.name for p in stored)
