@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +54,48 @@ def batch_command(jobs: Path, work: Path, *extra: str, processes: int = 1) -> li
         return [sys.executable, "-m", "ccedit", "batch", str(jobs), "--work-dir", str(work), "--no-progress", *extra]
     return [shutil.which("accelerate"), *ACCELERATE, "batch", str(jobs), "--work-dir", str(work), "--no-progress",
             *extra]
+
+
+# `python -c HANG_IN_EDIT MARKER N ARGS...` runs `ccedit ARGS...`, and in the first denoising step of its N-th edit
+# writes that edit's output path to MARKER and waits to be killed.
+HANG_IN_EDIT = """
+import sys, time
+from pathlib import Path
+import ccedit.editing as editing
+
+marker, nth, argv = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3:]
+edit = editing.EditSession.edit
+started = []
+
+def edit_then_hang_in_the_nth(self, job, *, callback_on_step_end=None):
+    started.append(job.output)
+    def step_end(pipe, step, timestep, tensors):
+        if len(started) == nth:
+            marker.write_text(job.output)
+            time.sleep(600)
+        return callback_on_step_end(pipe, step, timestep, tensors)
+    return edit(self, job, callback_on_step_end=step_end)
+
+editing.EditSession.edit = edit_then_hang_in_the_nth
+from ccedit.cli import main
+sys.exit(main(argv))
+"""
+
+
+def hanging_in_edit(marker: Path, nth: int, args: list[str]) -> list[str]:
+    """The command `ccedit ARGS...` that hangs mid-denoising of its `nth` edit, once it has written `marker`."""
+    return [sys.executable, "-c", HANG_IN_EDIT, str(marker), str(nth), *args]
+
+
+def wait_for_marker(process: subprocess.Popen, marker: Path, log: Path, seconds: float = 300) -> str:
+    """Wait until `process` (its output going to `log`) writes `marker`, which it must do before it ends; returns
+    the marker's text."""
+    deadline = time.monotonic() + seconds
+    while not marker.exists():
+        assert process.poll() is None, f"ended (exit {process.returncode}) before it hung: {log.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, f"did not reach its hanging step in {seconds:.0f} s"
+        time.sleep(0.2)
+    return marker.read_text()
 
 
 def run(command: list[str], expect: int = 0) -> subprocess.CompletedProcess:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import shutil
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +12,7 @@ import pytest
 
 from ccedit.jobs import JobQueue
 from tests.conftest import REPO
-from tests.jobs.conftest import ENV, batch_command, frames, run, six_jobs
+from tests.jobs.conftest import ENV, batch_command, frames, hanging_in_edit, run, six_jobs, wait_for_marker
 
 OUTPUTS = ["dog.mp4", "fox.mp4", "ship.mp4", "tiger.mp4", "raft.mp4", "canoe.mp4"]
 
@@ -56,44 +54,19 @@ def test_two_processes_write_the_outputs_of_one(one_process, tmp_path):
         assert np.array_equal(frames(two / "outputs" / name), frames(work / "outputs" / name)), name
 
 
-KILLED_RUN = """
-import sys, time
-from pathlib import Path
-import ccedit.editing as editing
-
-marker, argv = Path(sys.argv[1]), sys.argv[2:]
-edit = editing.EditSession.edit
-started = []
-
-def edit_then_hang_in_the_third(self, job, *, callback_on_step_end=None):
-    started.append(job.output)
-    def step_end(pipe, step, timestep, tensors):
-        if len(started) == 3:  # mid-denoising of the third job: say so, then wait to be killed
-            marker.write_text(job.output)
-            time.sleep(600)
-        return callback_on_step_end(pipe, step, timestep, tensors)
-    return edit(self, job, callback_on_step_end=step_end)
-
-editing.EditSession.edit = edit_then_hang_in_the_third
-from ccedit.cli import main
-sys.exit(main(argv))
-"""
-
-
 def test_a_killed_batch_resumes_without_redoing_finished_jobs(one_process, tmp_path):
     jobs, uninterrupted, _ = one_process
     work = tmp_path / "work"
     marker = tmp_path / "third-job-started"
-    command = [sys.executable, "-c", KILLED_RUN, str(marker), *batch_command(jobs, work)[3:]]
-    batch = subprocess.Popen(command, cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 300
-    while not marker.exists():
-        assert batch.poll() is None, batch.stderr.read()[-3000:]
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
-    batch.send_signal(signal.SIGKILL)
-    batch.wait()
-    batch.stderr.close()
+    command = hanging_in_edit(marker, 3, batch_command(jobs, work)[3:])  # mid-denoising of the third job
+    log = tmp_path / "batch.log"
+    with log.open("w") as out:
+        batch = subprocess.Popen(command, cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=out)
+    try:
+        wait_for_marker(batch, marker, log)
+    finally:
+        batch.send_signal(signal.SIGKILL)
+        batch.wait()
 
     queue = JobQueue(work)
     states = {job.spec.output: job.state for job in queue.jobs()}
