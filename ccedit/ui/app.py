@@ -17,6 +17,7 @@ from ..errors import UserError, first_line
 from .studio import OpenClip, Studio, edit_settings
 
 logger = logging.getLogger(__name__)
+VIDEO_HEIGHT = 320  # pixels on the page
 
 
 def _guarded(message):
@@ -77,13 +78,15 @@ def build_app(studio: Studio):
             preview_button = gr.Button("Preview", elem_id="preview")
             run_button = gr.Button("Run", variant="primary", elem_id="run")
             cancel_button = gr.Button("Cancel", elem_id="cancel")
-        preview = gr.Video(label="preview (first window, half size and steps)", elem_id="preview-video")
+        # Videos and settings at a fixed height: a small clip is not blown up to the page's width.
+        preview = gr.Video(label="preview (first window, half size and steps)", height=VIDEO_HEIGHT,
+                           elem_id="preview-video")
         status = gr.Markdown("", elem_id="status")
         gr.Markdown("## Finished edits")
         refresh = gr.Button("Refresh", elem_id="refresh")
         finished = gr.Dropdown([], label="finished job", elem_id="finished")
-        result = gr.Video(label="source | structure | keyframe | result", elem_id="result")
-        sidecar = gr.Code(label="settings (sidecar)", language="json", elem_id="sidecar")
+        result = gr.Video(label="source | structure | keyframe | result", height=VIDEO_HEIGHT, elem_id="result")
+        sidecar = gr.Code(label="settings (sidecar)", language="json", max_lines=16, elem_id="sidecar")
         command = gr.Textbox(label="the same edit from the command line", elem_id="command")
 
         @guarded

@@ -1,20 +1,26 @@
 """The studio in a real headless Chromium (Playwright driving the system browser): open a clip, pick frame 5,
-edit it from the prompt, preview, run, find the video in the gallery; and bad input shown in the page."""
+edit it from the prompt, preview, run, find the video in the gallery; and bad input shown in the page.
+
+README's picture of the studio, `assets/studio.png`, is this run's last stage; it is rewritten only on request:
+`CCEDIT_UPDATE_SCREENSHOT=1 python -m pytest tests/ui/test_studio_browser.py -k gallery`.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import shutil
 import socket
 
 import pytest
 
-from tests.conftest import VIDEOS
+from tests.conftest import REPO, VIDEOS
 
 pytest.importorskip("gradio")
 playwright = pytest.importorskip("playwright.sync_api")
 
+SCREENSHOT = REPO / "assets" / "studio.png"
 UPLOAD_MB = 1  # `--max-upload-mb`: the sample clips are far smaller, a "huge" upload is 2 MB
 
 
@@ -62,6 +68,18 @@ def wait_message(page, text: str, timeout: float = 120_000) -> None:
     page.locator("#message").filter(has_text=text).wait_for(timeout=timeout)
 
 
+def keep_for_readme(page) -> None:
+    """With CCEDIT_UPDATE_SCREENSHOT=1, the page as README shows it (`SCREENSHOT`): 640 pixels wide and reduced to
+    a palette of 64 colours, so the repository's assets stay small."""
+    if os.environ.get("CCEDIT_UPDATE_SCREENSHOT") != "1":
+        return
+    from PIL import Image
+
+    shot = Image.open(io.BytesIO(page.screenshot(full_page=True))).convert("RGB")
+    shot = shot.resize((640, round(shot.height * 640 / shot.width)), Image.LANCZOS)
+    shot.quantize(colors=64, method=Image.Quantize.MEDIANCUT).save(SCREENSHOT, optimize=True)
+
+
 def test_open_pick_edit_preview_run_and_find_it_in_the_gallery(served, tmp_path):
     url, browser, studio, work = served
     page = open_page(url, browser)
@@ -90,6 +108,7 @@ def test_open_pick_edit_preview_run_and_find_it_in_the_gallery(served, tmp_path)
     assert "ccedit edit" in page.locator("#command textarea").input_value()
     assert "@5" in page.locator("#command textarea").input_value()
     page.screenshot(path=tmp_path / "4-gallery.png", full_page=True)
+    keep_for_readme(page)
     [job] = studio.finished()
     assert job.spec.keyframes[0].endswith("@5") and (work / "work" / "outputs" / job.spec.output).is_file()
 
