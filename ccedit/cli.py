@@ -1,4 +1,4 @@
-"""`ccedit` command line: edit | keyframe | convert | train | eval | env. Each subcommand is a thin call into the library."""
+"""`ccedit` command line: edit | keyframe | convert | train | eval | models | env | batch | ui. Each subcommand is a thin call into the library."""
 
 from __future__ import annotations
 
@@ -131,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_models_parser(sub)
     env = sub.add_parser("env", help="print versions and devices, for bug reports")
     env.set_defaults(func=cmd_env)
+    _add_queue_commands(sub)
     for subcommand in sub.choices.values():
         # Also after the subcommand; SUPPRESS keeps a `-v` given before it from being reset to False.
         subcommand.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
@@ -235,6 +236,67 @@ def _add_models_parser(sub) -> None:
     _add_model_options(models)
     models.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="any setting, e.g. model.lora=[...]")
     models.set_defaults(func=cmd_models)
+
+
+def _add_queue_commands(sub) -> None:
+    """`batch` and `ui`: edits through a work folder's job queue (ccedit/jobs, ccedit/ui)."""
+    from .ui.limits import DEFAULT_MAX_UPLOAD_MB  # light: Gradio and the models load only when the studio starts
+
+    batch = sub.add_parser("batch", help="run the edits of a jobs file (YAML or CSV) through a resumable job queue",
+                           formatter_class=_HelpFormatter,
+                           epilog="exit status: 0 when every job is done, 1 when some failed (each with its error), 2 "
+                           "when a row is refused before any model loads")
+    batch.add_argument("jobs", help="YAML list of jobs, or CSV with the columns clip, prompt, keyframes, output, "
+                       "settings (paths relative to the file's folder)")
+    batch.add_argument("--work-dir", default="ccedit-work", metavar="W",
+                       help="work folder: the queue (jobs.sqlite) and the outputs (outputs/)")
+    batch.add_argument("--model", help="model for every job (a job's model.path= setting wins) (default: tiny)")
+    batch.add_argument("--overwrite", action="store_true", help="run finished jobs again and replace their outputs")
+    batch.add_argument("--no-progress", action="store_true", help="no progress bars")
+    batch.set_defaults(func=cmd_batch)
+
+    ui = sub.add_parser("ui", help="the editing studio in a web browser (needs the [ui] extra: gradio)",
+                        formatter_class=_HelpFormatter)
+    ui.add_argument("--model", help="model loaded once for every request (default: tiny)")
+    ui.add_argument("--host", default="127.0.0.1", help="address to serve on (other machines: 0.0.0.0)")
+    ui.add_argument("--port", type=int, default=7860, metavar="P", help="port to serve on")
+    ui.add_argument("--work-dir", default="ccedit-work", metavar="W", help="work folder: queue, inputs and outputs")
+    ui.add_argument("--allow", action="append", default=[], metavar="DIR",
+                    help="a folder whose clips may be opened by path (repeatable; default: none, uploads only)")
+    ui.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB, metavar="MB",
+                    help="largest clip or keyframe image a browser may upload")
+    ui.set_defaults(func=cmd_ui)
+
+
+def cmd_batch(args: argparse.Namespace) -> int:
+    from .jobs import run_batch
+
+    _refuse_settings(args, "give each job its settings in the jobs file's settings field")
+    run = run_batch(args.jobs, args.work_dir, model=args.model, overwrite=args.overwrite,
+                    progress=not args.no_progress)
+    if run.is_main:
+        for output, error in run.failed:
+            print(f"failed: {output}: {error}", file=sys.stderr)
+        failed = f", {len(run.failed)} failed" if run.failed else ""
+        print(f"ran {run.done_now} jobs, {run.already_done} already done{failed}, in {run.seconds:.1f} s: "
+              f"{Path(args.work_dir) / 'outputs'}")
+    return 1 if run.failed else 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    from .ui import serve
+    from .ui.limits import upload_limit_bytes
+
+    _refuse_settings(args, "the studio takes each edit's settings in the page")
+    upload_limit_bytes(args.max_upload_mb)  # refused before Gradio, torch and the model load
+    serve(model=args.model, host=args.host, port=args.port, work=args.work_dir, allowed=args.allow,
+          max_upload_mb=args.max_upload_mb)
+    return 0
+
+
+def _refuse_settings(args: argparse.Namespace, where: str) -> None:
+    if getattr(args, "overrides", None):
+        raise UserError(f"unexpected argument {args.overrides[0]!r}: {where}")
 
 
 def _flag_overrides(args: argparse.Namespace) -> dict:

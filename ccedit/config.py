@@ -385,12 +385,6 @@ def structure_controlnets(config: EditConfig) -> list[str | None]:
     return (list(config.structure.controlnets) + [None] * len(names))[: len(names)]
 
 
-def structure_scales(config: EditConfig) -> list[float]:
-    """One ControlNet scale per structure annotator: `structure.scales`, a single entry applying to every one."""
-    scales, names = config.structure.scales, config.structure.annotators
-    return list(scales) * len(names) if len(scales) == 1 else list(scales)
-
-
 def hierarchical_setting(config: EditConfig) -> bool | None:
     """`windows.hierarchical` for the pipeline: None (auto), True or False."""
     return {Hierarchical.auto: None, Hierarchical.true: True, Hierarchical.false: False}[config.windows.hierarchical]

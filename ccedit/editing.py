@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from .config import EditConfig, EditJob, KeyframeSpec, hierarchical_setting, structure_scales, window_length
+from .config import EditConfig, EditJob, KeyframeSpec, hierarchical_setting, window_length
 from .edit_checks import check_edit_request, check_keyframe_request, check_keyframe_specs
 from .edit_model import check_model_reference, checked_structure_controlnets, load_edit_pipeline
+from .guidance import sampled_prompt, structure_scales
 from .edit_record import EditRecord, keyframe_entries, package_versions, video_entry
 from .io import write_image
 from .io.resize import FitRecord
@@ -111,8 +112,9 @@ class EditSession:
                     annotator.release()
         return maps
 
-    def edit(self, job: EditJob) -> EditResult:
-        """Edit `job.input` with `job.prompt` (and its keyframes); nothing is written."""
+    def edit(self, job: EditJob, *, callback_on_step_end=None) -> EditResult:
+        """Edit `job.input` with `job.prompt` (and its keyframes); nothing is written. `callback_on_step_end` is the
+        pipeline's step-end callback (progress and cancelling for the job queue's callers)."""
         started = time.perf_counter()
         check_keyframe_specs(list(job.keyframes))
         # 1. Frames at the working size, and the keyframes placed on them.
@@ -128,7 +130,7 @@ class EditSession:
         t0 = time.perf_counter()
         self._make_auto_keyframes(job, prepared, keyframes, maps)
         timings["auto_keyframes"] = time.perf_counter() - t0
-        result = self._sample(job, prepared, keyframes, maps)
+        result = self._sample(job, prepared, keyframes, maps, callback_on_step_end)
         edited = result.frames[0]
         timings.update(result.timings, wall=time.perf_counter() - started)
         record = self._record(job, prepared, keyframes, edited, result, timings)
@@ -136,12 +138,11 @@ class EditSession:
                           result.conditions)
 
     def full_prompt(self, prompt: str) -> str:
-        """The prompt the networks see: `sampling.add_prompt` before the job's."""
-        add = self.cfg.sampling.add_prompt
-        return f"{add}, {prompt}" if add else prompt
+        """The prompt the networks see (`guidance.sampled_prompt`)."""
+        return sampled_prompt(self.cfg, prompt)
 
     def structure_scales(self) -> list[float]:
-        """One ControlNet scale per annotator (`config.structure_scales`)."""
+        """One ControlNet scale per annotator (`guidance.structure_scales`)."""
         return structure_scales(self.cfg)
 
     def prior(self, num_keyframes: int) -> str:
@@ -171,7 +172,7 @@ class EditSession:
                 )
 
     def _sample(self, job: EditJob, prepared: PreparedClip, keyframes: PreparedKeyframes,
-                maps: list[torch.Tensor]) -> CCEditPipelineOutput:
+                maps: list[torch.Tensor], callback_on_step_end=None) -> CCEditPipelineOutput:
         """The pipeline's edit of the clip with its maps and keyframes, in the configured windows."""
         cfg, s = self.cfg, self.cfg.sampling
         prior = self.prior(len(keyframes.specs))
@@ -185,7 +186,7 @@ class EditSession:
             strength=s.strength, generator=torch.Generator(device="cpu").manual_seed(s.seed),
             window_length=window_length(cfg), window_overlap=cfg.windows.overlap,
             hierarchical=hierarchical_setting(cfg), pin_keyframes=s.pin_keyframes, window_noise=cfg.windows.noise,
-            record_conditions=cfg.output.conditions,
+            record_conditions=cfg.output.conditions, callback_on_step_end=callback_on_step_end,
         )
 
     def _record(self, job: EditJob, prepared: PreparedClip, keyframes: PreparedKeyframes, edited: np.ndarray,

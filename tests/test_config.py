@@ -79,7 +79,8 @@ def test_the_names_settings_are_checked_against_are_the_registries():
 
 
 def test_one_structure_scale_setting_applies_to_every_annotator_or_one_each():
-    from ccedit.config import load_edit_config, structure_scales
+    from ccedit.config import load_edit_config
+    from ccedit.guidance import structure_scales
 
     one = load_edit_config(overrides={"structure": {"annotators": ["canny", "canny"], "scales": [0.5]}})
     assert structure_scales(one) == [0.5, 0.5]

@@ -27,7 +27,7 @@ from ..methods import Method, MethodOutput, build_method
 from ..metrics import EditSample, Metric, build_metric
 from . import results as store
 from .benchmark import BenchmarkItem, read_benchmark, video_path
-from .config import EvalConfig, MethodSpec
+from .config import EvalConfig
 
 logger = logging.getLogger(__name__)
 
