@@ -42,6 +42,7 @@ def _guarded(message):
     return wrap
 
 
+# long: one Gradio page: its layout and the handlers that close over its components, read top to bottom
 def build_app(studio: Studio):
     import gradio as gr
 

@@ -182,9 +182,10 @@ class Studio:
         words = ["ccedit", "edit", spec.input, "--prompt", spec.prompt]
         for keyframe in spec.keyframes:
             words += ["--keyframe", keyframe]
+        # settings rather than their flags: the command line's flags are cli.py's to name
         if spec.model:
-            words += ["--model", spec.model]
-        words += ["-o", str(spec.output_path(self.work)), "--side-by-side",
+            words.append(f"model.path={spec.model}")
+        words += ["-o", str(spec.output_path(self.work)), "output.side_by_side=true",
                   *[s for s in spec.settings if s != "output.side_by_side=true"]]
         return " ".join(shlex.quote(w) for w in words)
 

@@ -15,8 +15,8 @@ from ccedit.errors import UserError
 from ccedit.ui.studio import Studio, edit_settings
 from tests.conftest import VIDEOS
 
-# add_prompt and structure_scale away from their defaults, so both reach the keyframe's edit the edit's way
-SETTINGS = (*edit_settings(8, 64, 64, 2, 3), "sampling.add_prompt=watercolor", "sampling.structure_scale=0.5")
+# add_prompt and the structure scale away from their defaults, so both reach the keyframe's edit the edit's way
+SETTINGS = (*edit_settings(8, 64, 64, 2, 3), "sampling.add_prompt=watercolor", "structure.scales=[0.5]")
 
 
 @pytest.fixture
