@@ -38,7 +38,7 @@ def test_a_keyframe_edited_from_the_prompt_is_the_one_an_auto_keyframe_edit_make
 def test_a_second_request_waits_for_the_first_and_shares_its_model(studio, monkeypatch):
     import ccedit.editing
     import ccedit.pipelines.keyframe_edit as keyframe_edit
-    import ccedit.pipelines.loading as loading
+    import ccedit.kinds as loading
 
     clip = studio.open_clip(None, str(VIDEOS / "kitten.mp4"), SETTINGS)
     loads, using, most_at_once = [], collections.Counter(), [0]
