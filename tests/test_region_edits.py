@@ -94,3 +94,91 @@ def test_the_side_by_side_and_the_conditions_dump_show_the_mask(tmp_path, short_
             # max-pooling: a latent is edited exactly when one of its 8x8 pixels is
             pooled = hard[frame].reshape(8, 8, 8, 8).any(axis=(1, 3))
             assert np.array_equal(latent, pooled)
+
+
+def edit_short(clip, out, *args) -> int:
+    return main(["edit", str(clip), "--prompt", "a red car", "-o", str(out), *SIZE, *FAST, *args])
+
+
+def no_model_load(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("the video model loaded for a refused mask")
+
+    monkeypatch.setattr("ccedit.editing.load_edit_pipeline", refuse)
+
+
+def refused(capsys, tmp_path, code: int) -> str:
+    """The one error line of a refused edit, which wrote nothing."""
+    assert code == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert len(err) == 1
+    assert not list(tmp_path.glob("o*"))
+    return err[0]
+
+
+@pytest.mark.parametrize("make, words", [
+    (lambda folder: "point:x,1", "is not point:K,x,y"),
+    (lambda folder: str(folder / "missing.png"), "does not exist"),
+    (lambda folder: write_box_mask(folder / "black.png", box=(0, 0, 0, 0)), "is empty"),
+    (lambda folder: "point:2,500,50", "outside"),
+    (lambda folder: "box:99,1,1,20,20", "frame 99"),
+])
+def test_a_bad_mask_is_one_line_before_the_model_loads_and_nothing_is_written(tmp_path, short_clip, capsys,
+                                                                              monkeypatch, make, words):
+    no_model_load(monkeypatch)
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    spec = make(inputs)
+    line = refused(capsys, tmp_path, edit_short(short_clip, tmp_path / "o.mp4", "--mask", spec,
+                                                "mask.tracker=missing/sam2"))
+    assert words in line
+
+
+def test_a_mask_video_with_fewer_frames_is_one_line(tmp_path, short_clip, capsys, monkeypatch):
+    no_model_load(monkeypatch)
+    folder = tmp_path / "masks"
+    folder.mkdir()
+    for k in range(3):
+        write_box_mask(folder / f"{k:04d}.png")
+    line = refused(capsys, tmp_path, edit_short(short_clip, tmp_path / "o.mp4", "--mask", str(folder)))
+    assert "3" in line and "8" in line
+
+
+def test_remove_without_a_region_is_one_line(tmp_path, short_clip, capsys):
+    line = refused(capsys, tmp_path, main(["edit", str(short_clip), "-o", str(tmp_path / "o.mp4"), "--remove"]))
+    assert "mask.spec" in line and "--mask" in line
+
+
+def test_a_mask_of_another_size_is_fitted_with_a_warning(tmp_path, short_clip, caplog):
+    small = write_box_mask(tmp_path / "small.png", box=(10, 35, 20, 50), size=(48, 64))  # half the source's size
+    out = tmp_path / "o.mp4"
+    assert edit_short(short_clip, out, "--mask", small) == 0
+    assert "64x48" in caplog.text
+    coverage = json.loads((tmp_path / "o.mp4.json").read_text())["mask"]["coverage"]
+    big = write_box_mask(tmp_path / "big.png", box=(20, 70, 40, 100))  # the same box at the source's size
+    source, fit = working_source(short_clip, 8)
+    assert coverage == load_masks(big, source, fit).coverage
+
+
+def test_an_all_white_mask_equals_an_unmasked_edit_and_is_said_once(tmp_path, short_clip, caplog):
+    white = write_box_mask(tmp_path / "white.png", box=(0, 96, 0, 128))
+    assert edit_short(short_clip, tmp_path / "plain" / "o.mp4") == 0
+    with caplog.at_level("WARNING"):
+        assert edit_short(short_clip, tmp_path / "masked" / "o.mp4", "--mask", white) == 0
+    assert caplog.text.count("equals an unmasked") == 1
+    assert np.array_equal(output_frames(tmp_path / "masked" / "o.mp4"), output_frames(tmp_path / "plain" / "o.mp4"))
+
+
+@pytest.mark.parametrize("model", ["tiny", "animatediff-tiny"])
+def test_remove_fills_the_region_and_paints_it_with_the_background_prompt(tmp_path, short_clip, model):
+    mask = write_box_mask(tmp_path / "mask.png")
+    out = tmp_path / "o.mp4"
+    assert main(["edit", str(short_clip), "-o", str(out), *SIZE, *FAST, "--model", model, "--mask", mask,
+                 "--remove", "sampling.strength=0.5", "--steps", "2"]) == 0
+    sidecar = json.loads((tmp_path / "o.mp4.json").read_text())
+    assert sidecar["full_prompt"].endswith(sidecar["config"]["mask"]["background_prompt"])
+    source, fit = working_source(short_clip, 8)
+    masks = load_masks(mask, source, fit)
+    edited = output_frames(out)
+    assert np.array_equal(edited[~masks.hard], source[~masks.hard])
+    assert not np.array_equal(edited[masks.hard], source[masks.hard])
