@@ -230,6 +230,7 @@ class EditJob:
     prompt: str
     keyframes: list[KeyframeSpec] = field(default_factory=list)
     output: str | None = None
+    mask: str | None = None  # a region for this job alone (a mask spec, as `mask.spec`), e.g. a benchmark item's
 
 
 def model_defaults_file(model: str) -> Path | None:

@@ -122,7 +122,7 @@ class EditSession:
         keyframes = prepare_keyframes(list(job.keyframes), prepared, self.cfg)
         # A region's masks, before any network (a tracker aside): a bad mask costs no model load.
         t0 = time.perf_counter()
-        masks = self.masks(prepared)
+        masks = self.masks(prepared, job.mask)
         timings = {"mask": time.perf_counter() - t0} if masks is not None else {}
         edited_clip = self.region_clip(prepared, masks)
         # 2. Model and structure maps; a missing ControlNet is refused before any model loads.
@@ -142,17 +142,18 @@ class EditSession:
         return EditResult(job, prepared, edited, maps, keyframes.images, keyframes.indices, record, started,
                           result.conditions, masks)
 
-    def masks(self, prepared: PreparedClip) -> Masks | None:
-        """The region's masks (`mask.spec`) for the prepared frames, tracked masks through the structure cache;
-        None without a region."""
+    def masks(self, prepared: PreparedClip, spec: str | None = None) -> Masks | None:
+        """The region's masks (`spec`, else `mask.spec`) for the prepared frames, tracked masks through the
+        structure cache; None without a region."""
         m = self.cfg.mask
-        if m.spec is None:
+        spec = spec if spec is not None else m.spec
+        if spec is None:
             return None
         from .masks import MaskOptions, load_masks
 
         options = MaskOptions(dilate=m.dilate, feather=m.feather, invert=m.invert, tracker=m.tracker,
                               text_tracker=m.text_tracker, chunk_frames=m.chunk_frames, device=str(self.device))
-        return load_masks(m.spec, prepared.frames, prepared.fit, options, self.cfg.structure.cache_dir)
+        return load_masks(spec, prepared.frames, prepared.fit, options, self.cfg.structure.cache_dir)
 
     def region_clip(self, prepared: PreparedClip, masks: Masks | None) -> PreparedClip:
         """The clip the networks edit: the prepared one, or with `mask.remove` its region filled from the
