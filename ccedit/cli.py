@@ -39,6 +39,8 @@ SETTING_FLAGS = {
     "--seed": "sampling.seed",
     "--side-by-side": "output.side_by_side",
     "--dump-conditions": "output.conditions",
+    "--mask": "mask.spec",
+    "--remove": "mask.remove",
 }
 # How a flag's value becomes its setting's, where they differ.
 _FLAG_VALUES = {
@@ -144,7 +146,8 @@ def _add_edit_parser(sub) -> None:
     edit = sub.add_parser("edit", help="edit a video with a text prompt (and optionally an edited keyframe)",
                           formatter_class=_SettingsHelpFormatter, epilog=_settings_epilog())
     edit.add_argument("input", help="video file (mp4, mov, webm, mkv, avi, gif) or folder of frames")
-    edit.add_argument("--prompt", required=True, help='target description, e.g. "a watercolor painting"')
+    edit.add_argument("--prompt", help='target description, e.g. "a watercolor painting" (required, except with '
+                      '--remove)')
     edit.add_argument("-o", "--output", help="output mp4 (default: <input name>.ccedit.mp4 in the current folder)")
     edit.add_argument("--keyframe", action="append", default=[], metavar="IMAGE[@K|@match]",
                       help="edited keyframe showing frame K, whose look is spread over the video; repeatable; "
@@ -164,6 +167,13 @@ def _add_edit_parser(sub) -> None:
     edit.add_argument("--dump-conditions", action="store_true",
                       help="also write OUT.conditions/: the structure maps, keyframes and SDEdit frames each network "
                       "received, window by window, with a JSON of frame indices and value ranges")
+    edit.add_argument("--mask", metavar="SPEC",
+                      help="edit only a region: a mask video, frame folder or image (PATH), a mask of frame K tracked "
+                      "through the clip (IMAGE@K), a concept found and tracked (text:WORDS), a click (point:K,x,y) or "
+                      "a box (box:K,x0,y0,x1,y1) on frame K in source pixels; outside it the source is kept exactly")
+    edit.add_argument("--remove", action="store_true",
+                      help="remove what --mask marks: fill it from its surroundings and paint it with "
+                      "mask.background_prompt")
     edit.add_argument("--dry-run", action="store_true",
                       help="print the plan (passes, windows, network calls) and estimated peak memory; load no model")
     _add_sampling_options(edit)
@@ -341,6 +351,8 @@ def cmd_edit(args: argparse.Namespace) -> int:
     from .config import KeyframeSpec
 
     cfg = _load_config(args)
+    if args.prompt is None and not cfg.mask.remove:
+        raise UserError("--prompt is missing: say what the edit should show, e.g. --prompt \"a watercolor painting\"")
     output = Path(args.output) if args.output else Path.cwd() / f"{Path(args.input).stem}.ccedit.mp4"
     if args.keyframe_index is not None and len(args.keyframe) != 1:
         raise UserError("--keyframe-index goes with exactly one --keyframe IMAGE; for several write IMAGE@INDEX")
@@ -356,7 +368,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
     check_edit_request(args.input, output, cfg, overwrite=args.overwrite, keyframes=keyframes)
     from .editing import run_edit
 
-    sidecar = run_edit(args.input, args.prompt, output, cfg, keyframes=keyframes, overwrite=args.overwrite)
+    sidecar = run_edit(args.input, args.prompt or "", output, cfg, keyframes=keyframes, overwrite=args.overwrite)
     t = sidecar["timings_seconds"]
     print(f"wrote {output} ({sidecar['video']['num_frames']} frames, {sidecar['video']['working_size'][1]}x"
           f"{sidecar['video']['working_size'][0]}, {sidecar['video']['fps']:g} fps) in {t['wall']:.1f} s")

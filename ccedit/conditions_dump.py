@@ -8,7 +8,9 @@ The folder `OUT.conditions/` holds:
   (after resizing, the letterbox of pad mode and the range mapping; value * 255);
 - `keyframes/passP-frameK.png`: the keyframes as the appearance branch (or SparseCtrl) received them, decoded from
   the latents it was given (the user's keyframes; in a hierarchical edit's dense pass, the sparse pass's frames);
-- `sdedit/frameK.png`: the source frames SDEdit encoded, when `strength` < 1.
+- `sdedit/frameK.png`: the source frames SDEdit encoded, when `strength` < 1;
+- `mask/passP-windowW/POS-frameK.png`: a region edit's latent mask at each window position (white: edited; one
+  pixel per latent), with each window's edited fraction in the JSON.
 Paths in the JSON are relative to the folder.
 """
 
@@ -54,7 +56,7 @@ def write_conditions(folder: Path, record: ConditionsRecord, names: list[str]) -
             windows.append({
                 "window": w.window_index, "frames": list(w.frames), "anchor": w.anchor,
                 "keyframes": [{"frame": k, "position": position} for k, position in w.keyframes],
-                "structure": structure,
+                "structure": structure, "mask": _write_mask(folder, f"mask/pass{p}-window{w.window_index}", w),
             })
         passes.append({"frames": list(pass_record.frames), "keyframes": keyframes, "windows": windows})
     sdedit = None
@@ -72,6 +74,16 @@ def write_conditions(folder: Path, record: ConditionsRecord, names: list[str]) -
     }
     (folder / JSON_NAME).write_text(json.dumps(data, indent=2) + "\n")
     return data
+
+
+def _write_mask(folder: Path, sub: str, window) -> dict | None:
+    """A window's latent mask as PNGs (white: edited), and its entry in the JSON; None without a region."""
+    if window.mask is None:
+        return None
+    for position, (frame, mask) in enumerate(zip(window.frames, window.mask)):
+        image = np.repeat(mask.numpy().astype(np.uint8)[..., None] * 255, 3, axis=2)
+        _write_png(folder / sub / f"{position:03d}-frame{frame:05d}.png", image)
+    return {"folder": sub, "edited_fraction": round(float(window.mask.float().mean()), 6)}
 
 
 def _write_png(path: Path, image: np.ndarray) -> None:

@@ -23,6 +23,7 @@ from .config_checks import (
 )
 from .errors import UserError
 from .kinds.registry import DEFAULT_MODEL, kind_for
+from .masks.options import MaskOptions
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 T = TypeVar("T")
@@ -134,6 +135,23 @@ class OutputConfig:
 
 
 @dataclass
+class MaskConfig:
+    spec: str | None = setting(None, "region edit: where the edit may act (PATH, IMAGE@K, text:WORDS, point:K,x,y or "
+                               "box:K,x0,y0,x1,y1; coordinates in source pixels); null: the whole frame")
+    dilate: int = setting(MaskOptions.dilate, "grow the region by this many pixels (a disc), after invert")
+    feather: int = setting(MaskOptions.feather, "width in pixels of the soft band outside the region where the edit fades into the "
+                           "source")
+    invert: bool = setting(MaskOptions.invert, "edit everything except the region")
+    tracker: str = setting(MaskOptions.tracker, "SAM 2 video model (folder or hub id) tracking a click, box or mask")
+    text_tracker: str = setting(MaskOptions.text_tracker, "SAM 3 video model (folder or hub id) finding a text concept")
+    chunk_frames: int = setting(MaskOptions.chunk_frames, "frames a tracker holds prepared at once (bounds its memory, same masks)")
+    remove: bool = setting(False, "remove what the region shows: fill it from its surroundings, then edit it with "
+                           "mask.background_prompt instead of the prompt")
+    background_prompt: str = setting("empty background, seamless continuation of the surrounding scene",
+                                     "what mask.remove paints in the region")
+
+
+@dataclass
 class EditConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     structure: StructureConfig = field(default_factory=StructureConfig)
@@ -141,6 +159,7 @@ class EditConfig:
     video: VideoConfig = field(default_factory=VideoConfig)
     windows: WindowsConfig = field(default_factory=WindowsConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    mask: MaskConfig = field(default_factory=MaskConfig)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -215,6 +234,7 @@ class EditJob:
     prompt: str
     keyframes: list[KeyframeSpec] = field(default_factory=list)
     output: str | None = None
+    mask: str | None = None  # a region for this job alone (a mask spec, as `mask.spec`), e.g. a benchmark item's
 
 
 def model_defaults_file(model: str) -> Path | None:

@@ -38,7 +38,23 @@ def check_edit_request(input_path: str | Path, output: Path, cfg: EditConfig, *,
         raise UserError(f"output {output} must end in .mp4 (add output.gif=true for a GIF as well)")
     check_input(input_path)
     check_keyframe_specs(list(keyframes))
+    check_mask_setting(cfg)
     check_edit_destination(input_path, output, cfg, overwrite=overwrite, keyframes=keyframes)
+
+
+def check_mask_setting(cfg: EditConfig) -> None:
+    """A region edit's spec parsed and its mask file found, before any frame is read (`mask.spec`); checks that
+    need the frames (frame index, click inside the frame, empty mask) run in `masks.load_masks`."""
+    from .masks.spec import parse_mask_spec
+
+    spec = cfg.mask.spec
+    if spec is None:
+        if cfg.mask.remove:
+            raise UserError("mask.remove=true removes a region but mask.spec names none: give the region to remove")
+        return
+    parsed = parse_mask_spec(spec)
+    if parsed.path is not None and not Path(parsed.path).exists():
+        raise UserError(f"mask.spec: mask file {parsed.path} does not exist: give a mask video, folder or image")
 
 
 def check_keyframe_request(input_path: str | Path, output: Path, *, overwrite: bool) -> None:

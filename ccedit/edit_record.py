@@ -45,6 +45,9 @@ class EditRecord:
     """The frames edited: their count, fps, source and working sizes, source indices, fit and output size."""
     windows: dict[str, Any]
     """The window length and overlap, and the windows of each pass."""
+    mask: dict[str, Any] | None = None
+    """A region edit's mask: where it came from (file, prompt, click or box; the tracker), its shaping, and the
+    fraction of each frame it covers (None without a region)."""
     outputs: dict[str, str] | None = None
     """The optional outputs written beside the mp4, by kind (None until the outputs are published)."""
     config: dict[str, Any]

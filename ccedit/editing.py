@@ -9,7 +9,7 @@ and maps in `preparation.py`, the model in `edit_model.py`, the sidecar in `edit
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -43,6 +43,7 @@ from .preparation import (  # noqa: F401 - load_keyframe re-exported for the met
 
 if TYPE_CHECKING:
     from .keyframe_match import KeyframeMatch
+    from .masks import Masks
     from .pipelines.pipeline_ccedit import CCEditPipelineOutput
 
 
@@ -59,6 +60,7 @@ class EditResult:
     record: EditRecord  # the sidecar, without the output names (which only the writing step knows)
     started: float  # perf_counter at the start of the edit, for the wall time including the writing
     conditions: object = None  # `pipelines.recording.ConditionsRecord` when `output.conditions` asked for it
+    masks: Masks | None = None  # a region edit's masks at the working size (`mask.spec`)
 
     @property
     def timings(self) -> dict:
@@ -120,25 +122,53 @@ class EditSession:
         # 1. Frames at the working size, and the keyframes placed on them.
         prepared = prepare_clip(job.input, self.cfg)
         keyframes = prepare_keyframes(list(job.keyframes), prepared, self.cfg)
+        # A region's masks, before any network (a tracker aside): a bad mask costs no model load.
+        t0 = time.perf_counter()
+        masks = self.masks(prepared, job.mask)
+        timings = {"mask": time.perf_counter() - t0} if masks is not None else {}
+        edited_clip = self.region_clip(prepared, masks)
         # 2. Model and structure maps; a missing ControlNet is refused before any model loads.
         checked_structure_controlnets(self.cfg)
         self.pipe  # noqa: B018 - the model loads here, after the clip is read and before the maps are timed
         t0 = time.perf_counter()
-        maps = self.structure(prepared.frames, prepared.fit)
-        timings = {"structure": time.perf_counter() - t0}
+        maps = self.structure(edited_clip.frames, prepared.fit)
+        timings["structure"] = time.perf_counter() - t0
         # 3. Keyframes left to ccedit are edited from the prompt, then everything is sampled.
         t0 = time.perf_counter()
-        self._make_auto_keyframes(job, prepared, keyframes, maps)
+        self._make_auto_keyframes(job, edited_clip, keyframes, maps)
         timings["auto_keyframes"] = time.perf_counter() - t0
-        result = self._sample(job, prepared, keyframes, maps, callback_on_step_end)
+        result = self._sample(job, edited_clip, keyframes, maps, masks, callback_on_step_end)
         edited = result.frames[0]
         timings.update(result.timings, wall=time.perf_counter() - started)
-        record = self._record(job, prepared, keyframes, edited, result, timings)
+        record = self._record(job, prepared, keyframes, edited, result, timings, masks)
         return EditResult(job, prepared, edited, maps, keyframes.images, keyframes.indices, record, started,
-                          result.conditions)
+                          result.conditions, masks)
+
+    def masks(self, prepared: PreparedClip, spec: str | None = None) -> Masks | None:
+        """The region's masks (`spec`, else `mask.spec`) for the prepared frames, tracked masks through the
+        structure cache; None without a region."""
+        m = self.cfg.mask
+        spec = spec if spec is not None else m.spec
+        if spec is None:
+            return None
+        from .masks import MaskOptions, load_masks
+
+        options = MaskOptions(dilate=m.dilate, feather=m.feather, invert=m.invert, tracker=m.tracker,
+                              text_tracker=m.text_tracker, chunk_frames=m.chunk_frames, device=str(self.device))
+        return load_masks(spec, prepared.frames, prepared.fit, options, self.cfg.structure.cache_dir)
+
+    def region_clip(self, prepared: PreparedClip, masks: Masks | None) -> PreparedClip:
+        """The clip the networks edit: the prepared one, or with `mask.remove` its region filled from the
+        surroundings (`masks.removal`), so neither the maps nor SDEdit see what is removed."""
+        if masks is None or not self.cfg.mask.remove:
+            return prepared
+        from .masks import fill_region
+
+        return replace(prepared, frames=fill_region(prepared.frames, masks.hard))
 
     def full_prompt(self, prompt: str) -> str:
-        """The prompt the networks see (`guidance.sampled_prompt`)."""
+        """The prompt the networks see (`guidance.sampled_prompt`: `mask.background_prompt` in its place when
+        `mask.remove` removes a region)."""
         return sampled_prompt(self.cfg, prompt)
 
     def structure_scales(self) -> list[float]:
@@ -172,8 +202,10 @@ class EditSession:
                 )
 
     def _sample(self, job: EditJob, prepared: PreparedClip, keyframes: PreparedKeyframes,
-                maps: list[torch.Tensor], callback_on_step_end=None) -> CCEditPipelineOutput:
-        """The pipeline's edit of the clip with its maps and keyframes, in the configured windows."""
+                maps: list[torch.Tensor], masks: Masks | None = None,
+                callback_on_step_end=None) -> CCEditPipelineOutput:
+        """The pipeline's edit of the clip with its maps and keyframes, in the configured windows (inside the
+        region's soft mask only, when there is one)."""
         cfg, s = self.cfg, self.cfg.sampling
         prior = self.prior(len(keyframes.specs))
         return self.pipe(
@@ -186,11 +218,12 @@ class EditSession:
             strength=s.strength, generator=torch.Generator(device="cpu").manual_seed(s.seed),
             window_length=window_length(cfg), window_overlap=cfg.windows.overlap,
             hierarchical=hierarchical_setting(cfg), pin_keyframes=s.pin_keyframes, window_noise=cfg.windows.noise,
-            record_conditions=cfg.output.conditions, callback_on_step_end=callback_on_step_end,
+            record_conditions=cfg.output.conditions, mask=None if masks is None else masks.soft,
+            callback_on_step_end=callback_on_step_end,
         )
 
     def _record(self, job: EditJob, prepared: PreparedClip, keyframes: PreparedKeyframes, edited: np.ndarray,
-                result: CCEditPipelineOutput, timings: dict[str, float]) -> EditRecord:
+                result: CCEditPipelineOutput, timings: dict[str, float], masks: Masks | None = None) -> EditRecord:
         cfg = self.cfg
         return EditRecord(
             input=str(job.input), prompt=job.prompt, full_prompt=self.full_prompt(job.prompt), seed=cfg.sampling.seed,
@@ -198,6 +231,7 @@ class EditSession:
                                        keyframes.clip_structure, edited),
             prior=self.prior(len(keyframes.specs)), video=video_entry(prepared, edited),
             windows={"length": window_length(cfg), "overlap": cfg.windows.overlap, "per_pass": result.windows},
+            mask=None if masks is None else masks.record,
             config=cfg.to_dict(), device=str(self.device), dtype=str(self.pipe.unet.dtype).replace("torch.", ""),
             versions=package_versions(), timings_seconds=timings, peak_memory_bytes=result.peak_memory_bytes,
         )
@@ -232,7 +266,8 @@ def write_edit_outputs(result: EditResult, output: Path, cfg: EditConfig, *, ove
         if extras["side_by_side"]:
             names = cfg.structure.annotators
             panels, labels = comparison_panels(result.source.frames, list(zip(names, result.maps)),
-                                               list(zip(result.keyframe_indices, result.keyframes)), result.frames)
+                                               list(zip(result.keyframe_indices, result.keyframes)), result.frames,
+                                               None if result.masks is None else result.masks.soft)
             panels = [crop_frames(panel, crop) for panel in panels]
             write_video(stage.path(extras["side_by_side"]), side_by_side(*panels, labels=labels), fps)
         # The sidecar's timings are the result's: the wall time counts the writing too.

@@ -8,7 +8,10 @@ from .config import EditConfig
 
 
 def sampled_prompt(cfg: EditConfig, prompt: str) -> str:
-    """The prompt as sampled: `sampling.add_prompt` before it (when set), `"<add_prompt>, <prompt>"`."""
+    """The prompt as sampled: `sampling.add_prompt` before it (when set), `"<add_prompt>, <prompt>"`; removing a
+    region (`mask.remove`) paints it with `mask.background_prompt` instead."""
+    if cfg.mask.remove:
+        prompt = cfg.mask.background_prompt
     add = cfg.sampling.add_prompt
     return f"{add}, {prompt}" if add else prompt
 

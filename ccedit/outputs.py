@@ -138,15 +138,31 @@ def write_sidecar(path: Path, sidecar: dict[str, Any]) -> None:
         tmp.write_text(json.dumps(sidecar, indent=2, default=str) + "\n")
 
 
+# The side-by-side's mask panel: the region tinted this colour at this opacity over the source.
+MASK_TINT = np.array([255, 40, 40], dtype=np.float32)
+MASK_OPACITY = 0.5
+
+
+def mask_overlay(source: np.ndarray, soft: np.ndarray) -> np.ndarray:
+    """uint8 `(T, H, W, 3)`: the source with a region's soft mask (`(T, H, W)` in [0, 1]) tinted over it."""
+    alpha = (MASK_OPACITY * soft)[..., None]
+    return np.round(source * (1 - alpha) + MASK_TINT * alpha).astype(np.uint8)
+
+
 def comparison_panels(
     source: np.ndarray,
     maps: list[tuple[str, torch.Tensor]],
     keyframes: list[tuple[int, np.ndarray]],
     edited: np.ndarray,
+    mask: np.ndarray | None = None,
 ) -> tuple[list[np.ndarray], list[str]]:
-    """The side-by-side's panels and labels: the source, every structure map (by annotator), every keyframe (held
-    still for the whole clip, labelled with its frame) and the result, all uint8 `(T, H, W, 3)`."""
+    """The side-by-side's panels and labels: the source, a region edit's mask tinted over the source (`mask`: the
+    soft mask), every structure map (by annotator), every keyframe (held still for the whole clip, labelled with
+    its frame) and the result, all uint8 `(T, H, W, 3)`."""
     panels, labels = [source], ["source"]
+    if mask is not None:
+        panels.append(mask_overlay(source, mask))
+        labels.append("mask")
     for name, m in maps:
         panels.append(m.permute(0, 2, 3, 1).numpy())
         labels.append(name)

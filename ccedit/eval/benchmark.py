@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ class BenchmarkItem:
     editing_type: str
     video_type: str = ""
     fantasy_level: int | None = None
+    mask: str | None = None  # the region the edit may change (a mask spec, `benchmark.mask`); None: everywhere
 
     @property
     def id(self) -> str:
@@ -72,7 +73,17 @@ def read_benchmark(config: BenchmarkConfig) -> list[BenchmarkItem]:
         items = [i for i in items if i.video in config.include]
     if config.editing_types:
         items = [i for i in items if i.editing_type in config.editing_types]
+    if config.mask:
+        items = [replace(i, mask=_item_mask(config.mask, i)) for i in items]
     return items[: config.limit] if config.limit is not None else items
+
+
+def _item_mask(pattern: str, item: BenchmarkItem) -> str:
+    try:
+        return pattern.format(**item.fields())
+    except (KeyError, IndexError, ValueError) as e:
+        raise UserError(f"benchmark.mask {pattern!r} cannot be filled for {item.id} ({type(e).__name__}: {e}): use "
+                        f"the fields {', '.join(item.fields())} in braces") from None
 
 
 def video_path(videos: str | Path, name: str) -> Path:

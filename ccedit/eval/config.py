@@ -32,6 +32,10 @@ class BenchmarkConfig:
     source_column: str = "Our GT caption"
     edit_suffix: str = " Caption"
     edit_columns: list[str] = field(default_factory=list)
+    # region edits: a mask spec per item, with the fields of a results-folder pattern ({video}, {edit}, ...), e.g.
+    # `masks/{video}.png` (a file or folder per video) or `text:the {video}` (tracked by SAM 3, as `--mask`);
+    # empty: no region. The ccedit method edits inside it and the locality metrics score outside it.
+    mask: str = ""
 
 
 @dataclass

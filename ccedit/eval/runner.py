@@ -177,7 +177,9 @@ def plan_units(config: EvalConfig, items: list[BenchmarkItem], methods: dict[str
         path = video_path(config.benchmark.videos, item.video)
         if item.video not in fingerprints:
             fingerprints[item.video] = store.file_fingerprint(path)
-        inputs = {**asdict(item), "clip": fingerprints[item.video]}
+        # an item without a mask keeps the key it had before items could carry one (finished work is not redone)
+        inputs = {k: v for k, v in asdict(item).items() if k != "mask" or v is not None}
+        inputs["clip"] = fingerprints[item.video]
         job = item_job(config, item)
         for name, method in methods.items():
             key = store.stable_hash({"item": inputs, "method": method.describe(),
@@ -187,7 +189,8 @@ def plan_units(config: EvalConfig, items: list[BenchmarkItem], methods: dict[str
 
 
 def item_job(config: EvalConfig, item: BenchmarkItem) -> EditJob:
-    return EditJob(input=str(video_path(config.benchmark.videos, item.video)), prompt=item.target_prompt)
+    return EditJob(input=str(video_path(config.benchmark.videos, item.video)), prompt=item.target_prompt,
+                   mask=item.mask)
 
 
 class ItemEvaluator:
@@ -238,6 +241,17 @@ class ItemEvaluator:
             raise self._source[1]
         return self._source[1]
 
+    def mask(self, item: BenchmarkItem, source) -> np.ndarray | None:
+        """The item's region at the evaluation's frames (`masks.load_masks`, as an edit loads it: files fitted like
+        the frames, concepts and clicks tracked through the structure cache), unshaped: the locality metrics'
+        `margin` stands for any feather; None without one."""
+        if item.mask is None:
+            return None
+        from ..masks import load_masks
+
+        cache = source_settings(self.config).structure.cache_dir
+        return load_masks(item.mask, source.frames, source.fit, cache_dir=cache).hard
+
     def evaluate(self, unit: Unit) -> dict:
         item = unit.item
         row: dict[str, Any] = {
@@ -250,7 +264,7 @@ class ItemEvaluator:
             out = self.methods[unit.method].run(item_job(self.config, item), item.fields())
             frames, keyframes = fit_output(out, source.frames, self.config.video.resize_mode)
             sample = EditSample(frames=frames, prompt=item.target_prompt, source_frames=source.frames,
-                                source_prompt=item.source_prompt, keyframes=keyframes)
+                                source_prompt=item.source_prompt, keyframes=keyframes, mask=self.mask(item, source))
             scores, records = {}, {}
             for name, metric in self.metrics.items():
                 applicable = "keyframes" not in metric.requires or keyframes

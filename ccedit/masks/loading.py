@@ -71,7 +71,7 @@ def load_masks(
     hard, soft = shape(hard, invert=options.invert, dilate_pixels=options.dilate, feather_pixels=options.feather)
     _check_not_empty(hard, f"mask {spec.text!r} inverted leaves nothing to edit")
     if hard.all():
-        logger.info("mask %r covers every pixel of every frame: the edit equals an unmasked one", spec.text)
+        logger.warning("mask %r covers every pixel of every frame: the edit equals an unmasked one", spec.text)
     return Masks(soft=soft, hard=hard, record=_record(spec, options, hard))
 
 

@@ -121,12 +121,13 @@ class ClipDenoiser:
 
     def _record(self, window_index: int, window: Window, part) -> None:
         """Give the recorder this window's conditions as its networks take them: each ControlNet's maps (the slice
-        its hint encoding comes from, made by the same `maps_at`), and the keyframes acting where they act."""
+        its hint encoding comes from, made by the same `maps_at`), the keyframes acting where they act, and a region
+        edit's latent mask of the window."""
         index = torch.as_tensor(window.frames, dtype=torch.long)
         maps = [self.conditions.maps_at(m, index, dtype=self.dtype) for m in self.conditions.structure_maps]
         keyframes = [(self.conditions.keyframes.indices[k], position)
                      for k, position in zip(part.keyframes, part.keyframe_frames)]
-        self.recorder.add_window(window_index, window.frames, part.anchor, keyframes, maps)
+        self.recorder.add_window(window_index, window.frames, part.anchor, keyframes, maps, part.mask)
 
     def __call__(self, latent_model_input: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
         n, f = latent_model_input.shape[0], latent_model_input.shape[2]

@@ -85,12 +85,14 @@ class WindowConditions:
         keyframes (`tuple[int, ...]`): positions in `TridentConditions.keyframes` of the keyframes acting here.
         keyframe_frames (`tuple[int, ...]`): the window frame each of them goes to.
         anchor (`int`): the window frame every frame attends to in cross-frame attention.
+        mask (`torch.Tensor`, *optional*): a region edit's latent mask of the window's frames, bool `(frames, h, w)`.
     """
 
     structure_maps: list[torch.Tensor]
     keyframes: tuple[int, ...]
     keyframe_frames: tuple[int, ...]
     anchor: int
+    mask: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,8 @@ class TridentConditions:
         structure_scales (`tuple[float, ...]`): one per ControlNet; 0 skips that ControlNet.
         keyframes (`Keyframes`, *optional*): the edited keyframes.
         appearance_scale (`float`): strength of the keyframes; 0 makes them act like no keyframe at all.
+        mask (`torch.Tensor`, *optional*): a region edit's latent mask, bool `(frames, h, w)`, True where the edit
+            acts (`region.latent_mask`); None edits everywhere.
     """
 
     text: torch.Tensor
@@ -111,6 +115,7 @@ class TridentConditions:
     structure_scales: tuple[float, ...]
     keyframes: Keyframes | None = None
     appearance_scale: float = 1.0
+    mask: torch.Tensor | None = None
 
     @property
     def uses_appearance(self) -> bool:
@@ -131,7 +136,8 @@ class TridentConditions:
             inside = [k for k, frame in enumerate(self.keyframes.indices) if frame in frames]
             latents = self.keyframes.latents[..., inside, :, :, :]
             keyframes = Keyframes(tuple(frames.index(self.keyframes.indices[k]) for k in inside), latents)
-        return replace(self, structure_maps=[m[index] for m in self.structure_maps], keyframes=keyframes)
+        mask = None if self.mask is None else self.mask[index]
+        return replace(self, structure_maps=[m[index] for m in self.structure_maps], keyframes=keyframes, mask=mask)
 
     def for_window(
         self, frames: Sequence[int], anchor: int, keyframe_frames: dict[int, int] | None = None,
@@ -163,5 +169,6 @@ class TridentConditions:
         if targets:
             # CCEdit's anchor is the keyframe's frame; with several, the one nearest the window's centre.
             anchor = nearest_centre(targets, len(frames))
-        return WindowConditions(maps, tuple(chosen), tuple(targets), anchor)
+        mask = None if self.mask is None else self.mask[index]
+        return WindowConditions(maps, tuple(chosen), tuple(targets), anchor, mask)
 

@@ -24,7 +24,8 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from tqdm import tqdm
 
 from ..errors import UserError
-from ..schedulers import initial_noise_scale, is_sigma_space, noise_for_clean
+from ..schedulers import completes_step, evaluation_steps, initial_noise_scale, is_sigma_space, noise_for_clean
+from .region import SourceRegion
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +106,7 @@ def denoise(
     step_kwargs_fn: Callable[[int], dict[str, Any]] | None = None,
     timesteps: torch.Tensor | None = None,
     known: KnownLatents | None = None,
+    region: SourceRegion | None = None,
 ) -> torch.Tensor:
     """
     Denoise one window of latents through the scheduler's timesteps with classifier-free guidance.
@@ -129,6 +131,7 @@ def denoise(
         timesteps (`torch.Tensor`, *optional*): the timesteps to run; defaults to `scheduler.timesteps`
             (`sdedit_start` returns a shortened tail).
         known (`KnownLatents`, *optional*): frames whose clean latent is known and kept.
+        region (`SourceRegion`, *optional*): a region edit: outside its mask the source is kept (`region.py`).
 
     Returns:
         `torch.Tensor`: the denoised latents.
@@ -136,13 +139,20 @@ def denoise(
     timesteps = scheduler.timesteps if timesteps is None else timesteps
     # Stochastic schedulers (Euler ancestral, ours) draw from `generator` in `step`; UniPC's `step` rejects it.
     step_takes_generator = "generator" in inspect.signature(scheduler.step).parameters
+    # For a region: the sampler step of each evaluation, and the schedule's index of the first one run here.
+    steps = evaluation_steps(scheduler) if region is not None else []
+    first = len(scheduler.timesteps) - len(timesteps)
     for step_index, timestep in enumerate(tqdm(timesteps, file=sys.stderr, disable=not progress)):
+        if region is not None and (step_index == 0 or completes_step(steps, first + step_index - 1)):
+            latents = region.keep_source(latents, region.noised(scheduler, timestep, first + step_index))
         noise_pred = guided_noise_prediction(model_fn, scheduler, latents, timestep, guidance_scale)
         if known is not None:
             frames = list(known.frames)
             target = known.latents.to(latents.device).expand(latents.shape[0], -1, -1, -1, -1)
             noise_pred = noise_pred.clone()
             noise_pred[:, :, frames] = noise_for_clean(scheduler, latents[:, :, frames], target, timestep).to(noise_pred.dtype)
+        if region is not None:
+            noise_pred = region.source_prediction(scheduler, latents, noise_pred, timestep)
         step_kwargs: dict[str, Any] = {"generator": generator} if step_takes_generator else {}
         if step_kwargs_fn is not None:
             step_kwargs.update(step_kwargs_fn(step_index))
@@ -150,8 +160,9 @@ def denoise(
         if callback is not None:
             replaced = callback(step_index, timestep, latents)
             latents = latents if replaced is None else replaced
-    # The estimate held the known frames; setting them removes the last rounding.
-    return known.pin(latents) if known is not None else latents
+    # The estimate held the known frames (and the source outside a region); setting them removes the last rounding.
+    latents = known.pin(latents) if known is not None else latents
+    return region.keep_source(latents, region.latents) if region is not None else latents
 
 
 def prepare_initial_latents(

@@ -31,6 +31,7 @@ from .clip_denoiser import ClipDenoiser
 from .conditions import Keyframes, TridentConditions, check_keyframe_indices, default_keyframe_index, keyframes_act
 from .denoise import KnownLatents, denoise, prepare_initial_latents, sdedit_start, sdedit_timesteps
 from .recording import ConditionsRecord
+from .region import SourceRegion, check_mask, composite, latent_mask
 from .windows import (
     WINDOW_NOISE,
     check_window,
@@ -535,6 +536,7 @@ class CCEditPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
         progress: bool = True,
         record_conditions: bool = False,
+        mask: np.ndarray | torch.Tensor | None = None,
     ) -> CCEditPipelineOutput:
         r"""Edit `video`.
 
@@ -581,6 +583,9 @@ class CCEditPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
             record_conditions (`bool`): record what each network received, window by window (the structure maps,
                 the keyframes and where they act, the SDEdit source frames), as `output.conditions`; it holds a
                 copy of every window's maps.
+            mask (*optional*): a region edit: float `(frames, height, width)` in [0, 1] (1: edited, 0: the source
+                kept, between: blended). Outside it the source's latents are kept at every step and the output
+                frames are the source's exactly (`ccedit.pipelines.region`); all ones equals no mask.
 
         Returns:
             [`CCEditPipelineOutput`]: the frames, per-stage timings and peak accelerator memory.
@@ -605,6 +610,7 @@ class CCEditPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
             prior_coefficient, guidance_scale, num_inference_steps, window_length, window_overlap, window_noise,
             appearance_scale,
         )
+        soft = None if mask is None else check_mask(mask, _video_size(video)[0], _video_size(video)[1:])
         step_end = self._step_end_callback(callback_on_step_end, callback_on_step_end_tensor_inputs)
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         batch, num_frames = len(prompts), _video_size(video)[0]
@@ -620,13 +626,14 @@ class CCEditPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         encoded = None
         if keyframes:
             encoded = Keyframes(keyframe_frames, self.encode_images(torch.cat(keyframes)).float())
-        conditions = TridentConditions(text, structure_maps, tuple(scales), encoded, appearance_scale)
+        region_mask = None if soft is None else latent_mask(soft, self.vae_scale_factor)
+        conditions = TridentConditions(text, structure_maps, tuple(scales), encoded, appearance_scale, region_mask)
         record = None
         if record_conditions:
             record = ConditionsRecord(tuple(float(s) for s in scales), float(appearance_scale),
                                       conditions.uses_appearance, prior, float(prior_coefficient), float(strength))
         source_latents = None
-        if prior == "video" or strength < 1:
+        if prior == "video" or strength < 1 or soft is not None:
             source_latents = self.encode_video(video, decode_chunk_size)[None].expand(batch, -1, -1, -1, -1).to(device)
         timings["encode_keyframe"] = clock() - t0
 
@@ -647,13 +654,15 @@ class CCEditPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
             guidance_scale=guidance_scale, strength=strength, generator=generator, window_length=window_length,
             window_overlap=window_overlap, hierarchical=hierarchical, pin_keyframes=pin_keyframes,
             step_end=step_end, record=record, progress=progress,
+            region=None if soft is None else SourceRegion(region_mask, source_latents.float(), noise),
         )
         timings["denoise"] = clock() - t0
 
         # 6. Decode.
         t0 = clock()
         self._offload_side_branches()
-        frames = self._output_frames(latents, output_type, decode_chunk_size, progress)
+        frames = self._output_frames(latents, output_type, decode_chunk_size, progress,
+                                     None if soft is None else (_video_as_uint8(video), soft))
         if record is not None:
             record.decode_keyframes(lambda z: self.decode_latents(z.to(device), as_uint8=True))
         timings["decode"] = clock() - t0
@@ -720,13 +729,14 @@ class CCEditPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         keyframe_frames: tuple[int, ...], *, num_inference_steps: int, guidance_scale: float, strength: float,
         generator: torch.Generator | None, window_length: int | None, window_overlap: int | None,
         hierarchical: bool | None, pin_keyframes: bool, step_end, record: ConditionsRecord | None, progress: bool,
+        region: SourceRegion | None = None,
     ) -> tuple[torch.Tensor, list]:
         """Denoise `latents` window by window; return them and the passes (frames, windows) that ran.
 
         Keyframes that act sit at the centre of a window of their own (where the model's appearance branch needs
         them there), and their latents are kept (pinned). A clip longer than a window with keyframes is edited
         hierarchically: first a sparse pass over frames spread across the clip, then dense windows anchored on
-        those edited frames.
+        those edited frames. A `region` keeps the source outside its mask in every pass.
         """
         device, dtype, convention = self._execution_device, self.unet.dtype, self.config.sampling_convention
         num_frames = latents.shape[2]
@@ -743,6 +753,7 @@ class CCEditPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         for pass_index, (frames, windows) in enumerate(passes):
             sub_conditions = conditions.for_frames(frames) if len(frames) < num_frames else conditions
             sub_known = known
+            sub_region = region.for_frames(frames) if region is not None and len(frames) < num_frames else region
             if known is not None and len(frames) < num_frames:
                 sub_known = KnownLatents(tuple(frames.index(k) for k in known.frames), known.latents)
             if pass_index > 0:  # the scheduler counts its steps: restart it for the next pass
@@ -757,7 +768,7 @@ class CCEditPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
                 model_fn.recorder = record
             edited = denoise(
                 model_fn, self.scheduler, latents[:, :, frames], guidance_scale=guidance_scale, generator=generator,
-                callback=step_end, progress=False, timesteps=timesteps, known=sub_known,
+                callback=step_end, progress=False, timesteps=timesteps, known=sub_known, region=sub_region,
             )
             if len(frames) < num_frames:
                 # The sparse pass's frames become the keyframes of the dense one, acting in the dense windows
@@ -778,11 +789,15 @@ class CCEditPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         return tqdm(total=evaluations * total_windows, disable=not progress, file=sys.stderr, unit="window",
                     desc=f"denoising: {steps_run} steps, {evaluations} network evaluations x {total_windows} windows")
 
-    def _output_frames(self, latents: torch.Tensor, output_type: str, decode_chunk_size: int, progress: bool):
-        """The edited latents as `output_type` asks (see `CCEditPipelineOutput.frames`)."""
+    def _output_frames(self, latents: torch.Tensor, output_type: str, decode_chunk_size: int, progress: bool,
+                       source: tuple[np.ndarray, torch.Tensor] | None = None):
+        """The edited latents as `output_type` asks (see `CCEditPipelineOutput.frames`); with `source` (uint8 frames
+        and a region's soft mask) the decoded frames are composited into the source frames."""
         if output_type == "latent":
             return latents
         frames = self.decode_latents(latents, decode_chunk_size, as_uint8=output_type != "pt", progress=progress)
+        if source is not None:
+            frames = composite(frames, *source)
         if output_type == "np":
             return frames.numpy()
         if output_type == "pil":

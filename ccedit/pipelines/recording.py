@@ -29,6 +29,7 @@ class WindowRecord:
         keyframes: `(clip frame, window position)` of each keyframe acting in the window.
         structure: per ControlNet, the maps it took, held (uint8 `(positions, 3, H, W)`: value * 255).
         structure_ranges: per ControlNet, `(min, max)` of the maps as the network took them (unit form).
+        mask: a region edit's latent mask of the window, bool `(positions, h, w)` (None without a region).
     """
 
     pass_index: int
@@ -38,6 +39,7 @@ class WindowRecord:
     keyframes: tuple[tuple[int, int], ...]
     structure: list[torch.Tensor]
     structure_ranges: list[tuple[float, float]]
+    mask: torch.Tensor | None = None
 
 
 @dataclass
@@ -85,9 +87,10 @@ class ConditionsRecord:
     def window_seen(self, window_index: int) -> bool:
         return any(w.window_index == window_index for w in self.passes[-1].windows)
 
-    def add_window(self, window_index: int, frames, anchor: int, keyframes, maps: list[torch.Tensor]) -> None:
+    def add_window(self, window_index: int, frames, anchor: int, keyframes, maps: list[torch.Tensor],
+                   mask: torch.Tensor | None = None) -> None:
         """Record the current pass's window `window_index`: `maps` per ControlNet `(1, 3, positions, H, W)` as the
-        network took them, `keyframes` as `(frame, window position)` pairs. `frames` and the keyframes' frames count
+        network took them, `keyframes` as `(frame, window position)` pairs, a region's latent `mask`. `frames` and the keyframes' frames count
         along the pass's frames (a sparse pass edits a sub-clip); the record holds clip frames."""
         clip_frame = self.passes[-1].frames
         held, ranges = [], []
@@ -98,6 +101,7 @@ class ConditionsRecord:
         self.passes[-1].windows.append(WindowRecord(
             len(self.passes) - 1, window_index, tuple(clip_frame[int(f)] for f in frames), int(anchor),
             tuple((clip_frame[int(k)], int(p)) for k, p in keyframes), held, ranges,
+            None if mask is None else mask.detach().cpu().clone(),
         ))
 
     def decode_keyframes(self, decode) -> None:
