@@ -52,7 +52,7 @@ ALLOWED = {
     "guidance": {"config"},
     "editing": {"conditions_dump", "config", "edit_checks", "edit_model", "edit_record", "guidance", "io",
                 "keyframe_match", "masks", "memory_guard", "outputs", "pipelines", "preparation"},
-    "metrics": {"annotators", "errors", "hub", "pipelines", "registry"},
+    "metrics": {"annotators", "errors", "hub", "masks", "pipelines", "registry"},
     "methods": {"annotators", "config", "editing", "errors", "hub", "io", "pipelines", "registry", "schedulers"},
     "eval": {"annotators", "config", "editing", "errors", "io", "masks", "methods", "metrics"},
     "training": {"annotators", "config", "config_checks", "errors", "hub", "io", "models", "pipelines", "schedulers"},

@@ -179,6 +179,14 @@ class VideoTracker:
         self.most_outputs_held = 0
         return self.last_frames
 
+    def session(self, session_class: type, frames: np.ndarray):
+        """A transformers video inference session over `frames`, its prepared frames held a chunk at a time."""
+        session = session_class(video_height=frames.shape[1], video_width=frames.shape[2],
+                                inference_device=self.device, inference_state_device=self.device,
+                                video_storage_device="cpu", dtype=torch.float32)
+        session.processed_frames = self.chunked(frames)
+        return session
+
     def track(self, frames: np.ndarray, prompt: TrackPrompt) -> np.ndarray:
         """Bool masks `(frames, height, width)` of what `prompt` names, on every frame of `frames`."""
         with torch.inference_mode():
@@ -207,10 +215,7 @@ class Sam2VideoTracker(VideoTracker):
 
         model, processor = self.load()
         height, width = frames.shape[1:3]
-        session = Sam2VideoInferenceSession(video_height=height, video_width=width, inference_device=self.device,
-                                            inference_state_device=self.device, video_storage_device="cpu",
-                                            dtype=torch.float32)
-        session.processed_frames = self.chunked(frames)
+        session = self.session(Sam2VideoInferenceSession, frames)
         if prompt.mask is not None:
             processor.add_inputs_to_inference_session(session, frame_idx=prompt.frame, obj_ids=1,
                                                       input_masks=prompt.mask)
@@ -251,10 +256,7 @@ class Sam3VideoTracker(VideoTracker):
 
         model, processor = self.load()
         height, width = frames.shape[1:3]
-        session = Sam3VideoInferenceSession(video_height=height, video_width=width, inference_device=self.device,
-                                            inference_state_device=self.device, video_storage_device="cpu",
-                                            dtype=torch.float32)
-        session.processed_frames = self.chunked(frames)
+        session = self.session(Sam3VideoInferenceSession, frames)
         processor.add_text_prompt(session, prompt.text)
         tracker = model.config.tracker_config
         window = max(tracker.num_maskmem, tracker.max_object_pointers_in_encoder)

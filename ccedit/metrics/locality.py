@@ -25,10 +25,10 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import cv2
 import numpy as np
 
 from ccedit.errors import InvalidInputError
+from ccedit.masks.shaping import dilate
 from ccedit.metrics.base import EditSample, Metric, fit_image
 from ccedit.metrics.clip import ClipTextAlignment
 
@@ -44,15 +44,8 @@ def region_masks(sample: EditSample, margin: int, metric: str) -> np.ndarray:
     return mask > 0 if mask.dtype != bool else mask
 
 
-def _grow(mask: np.ndarray, pixels: int) -> np.ndarray:
-    if pixels == 0:
-        return mask
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * pixels + 1, 2 * pixels + 1))
-    return np.stack([cv2.dilate(m.astype(np.uint8), kernel) > 0 for m in mask])
-
-
 def _shrink(mask: np.ndarray, pixels: int) -> np.ndarray:
-    return ~_grow(~mask, pixels)
+    return ~dilate(~mask, pixels)
 
 
 class LocalityMetric(Metric):
@@ -74,7 +67,7 @@ class LocalityMetric(Metric):
 
     def _inputs(self, sample: EditSample) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Edited frames, source frames at their size, and the unedited region (bool); refuses an empty region."""
-        outside = ~_grow(region_masks(sample, self.margin, self.name), self.margin)
+        outside = ~dilate(region_masks(sample, self.margin, self.name), self.margin)
         if not outside.any():
             raise InvalidInputError(f"metric {self.name!r}: the mask (grown by {self.margin} pixels) covers every "
                                     "pixel, so nothing is left to compare: lower `margin`")
