@@ -54,17 +54,19 @@ def plan_edit(cfg: EditConfig, num_frames: int, height: int, width: int, keyfram
               source_size: tuple[int, int]) -> EditPlan:
     """The plan and memory estimate of an edit of `num_frames` frames at `height` x `width` (read from a clip of
     `source_size`) under `cfg`."""
-    s = cfg.sampling
+    from .kinds import kind_for
+
+    s, conventions = cfg.sampling, kind_for(cfg.model.path).conventions  # how the model's kind windows and samples
     keyframe_frames = acting_keyframes(cfg, keyframe_frames)
     passes = plan_passes(num_frames, window_length(cfg), cfg.windows.overlap, keyframe_frames,
-                         hierarchical_setting(cfg))
+                         hierarchical_setting(cfg), centre_keyframes=conventions.centred_keyframes)
     scheduler = build_scheduler(s.scheduler)
-    set_sampling_timesteps(scheduler, s.num_inference_steps, "cpu")
+    set_sampling_timesteps(scheduler, s.num_inference_steps, "cpu", conventions.sampling_convention)
     evaluations = len(scheduler.timesteps)
     if s.strength < 1:
         from .pipelines.denoise import sdedit_timesteps
 
-        evaluations = len(sdedit_timesteps(scheduler, s.strength))
+        evaluations = len(sdedit_timesteps(scheduler, s.strength, conventions.sampling_convention))
     need = edit_memory_need(cfg, num_frames=num_frames, size=(height, width), source_size=source_size,
                             keyframes=keyframe_frames)
     return EditPlan(num_frames, height, width, [len(w) for _, w in passes], evaluations, need)

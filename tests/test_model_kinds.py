@@ -74,3 +74,31 @@ def test_a_kinds_conventions_are_the_settings_an_edit_starts_from_and_the_user_s
     assert (converted.model.native_frames, converted.sampling.scheduler) == (17, "dpmpp_2s_ancestral")
     mine = load_edit_config(model="animatediff-tiny", dotlist=["model.native_frames=8", "sampling.scheduler=euler"])
     assert (mine.model.native_frames, mine.sampling.scheduler) == (8, "euler")
+
+
+@pytest.mark.parametrize("model", ["tiny", "animatediff-tiny"])
+def test_the_dry_run_plans_the_windows_the_kind_runs(tmp_path, model):
+    """CCEdit centres a window on each keyframe; SparseCtrl takes keyframes where plain windows put them: the plan
+    follows the model's kind, and equals what the edit then runs."""
+    import json
+
+    from ccedit.cli import main
+    from ccedit.config import load_edit_config
+    from ccedit.plan import plan_edit
+    from tests.conditioning import write_moving_disk_clip
+
+    clip = write_moving_disk_clip(tmp_path / "clip", num_frames=20)
+    args = ["--frames", "20", "--window", "6", "--overlap", "2", "--steps", "1", "--height", "64", "--width", "64"]
+    keyframe = tmp_path / "key.png"
+    from ccedit.io import read_image, write_image
+
+    write_image(keyframe, read_image(clip / "0013.png"))
+    out = tmp_path / "o.mp4"
+    assert main(["edit", str(clip), "--prompt", "x", "-o", str(out), "--model", model, *args,
+                 "--keyframe", f"{keyframe}@13", "structure.cache_dir=null"]) == 0
+    ran = json.loads(out.with_name(out.name + ".json").read_text())["windows"]["per_pass"]
+    cfg = load_edit_config(dotlist=[f"model.path={model}", "windows.length=6", "windows.overlap=2"])
+    plan = plan_edit(cfg, 20, 64, 64, [13], (64, 64))
+    assert plan.windows_per_pass == ran
+    loaded = kind_for(model).load(ModelRef(model), [None], "ddim", "float32", "cpu")
+    assert loaded.trident().centres_keyframes == kind_for(model).conventions.centred_keyframes

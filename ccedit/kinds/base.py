@@ -22,6 +22,7 @@ class Conventions:
     prediction_type: str = "epsilon"  # what the main branch predicts: epsilon, v_prediction or flow
     scheduler: str = "dpmpp_2s_ancestral"  # the default sampler
     sampling_convention: str = "ccedit"  # "ccedit": the original sigma table and timesteps; "diffusers": its own
+    centred_keyframes: bool = True  # each keyframe needs a window centred on it (its appearance branch's training)
 
 
 @dataclass(frozen=True)

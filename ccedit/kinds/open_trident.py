@@ -9,7 +9,9 @@ from dataclasses import dataclass
 from .base import Conventions, ModelKind, ModelRef, Part
 
 # AnimateDiff's motion modules were trained on 16-frame clips.
-OPEN_TRIDENT_CONVENTIONS = Conventions(native_frames=16, scheduler="ddim", sampling_convention="diffusers")
+# SparseCtrl takes its keyframes at any window position.
+OPEN_TRIDENT_CONVENTIONS = Conventions(native_frames=16, scheduler="ddim", sampling_convention="diffusers",
+                                       centred_keyframes=False)
 
 # The parts (`model.parts.<name>`), each a local folder or a hub id: what it holds, its role and its name in errors.
 PARTS = {
