@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from ..io.paths import leaves_folder
+from ..io.paths import leaves_folder, path_is
 from ..io.video import VIDEO_EXTENSIONS
 from .config import BenchmarkConfig
 
@@ -92,18 +92,10 @@ def video_path(videos: str | Path, name: str) -> Path:
     root = Path(videos).expanduser()
     for extension in VIDEO_EXTENSIONS:
         candidate = root / f"{name}{extension}"
-        if _is(candidate, Path.is_file):
+        if path_is(candidate):
             return candidate
     folder = root / name
-    return folder if _is(folder, Path.is_dir) else root / f"{name}.mp4"
-
-
-def _is(path: Path, test) -> bool:
-    """`test(path)`, False where the path cannot even be looked up (a part the file system cannot hold)."""
-    try:
-        return test(path)
-    except OSError:
-        return False
+    return folder if path_is(folder, Path.is_dir) else root / f"{name}.mp4"
 
 
 def read_balancecc(path: Path) -> list[BenchmarkItem]:

@@ -20,7 +20,7 @@ from typing import Any
 from ..errors import UserError
 from ..io import atomic_path
 from ..io.fingerprint import file_fingerprint  # noqa: F401 - the sources' fingerprints
-from ..io.paths import leaves_folder
+from ..io.paths import leaves_folder, path_is, read_json_or_none
 from ..io.publish import check_writable_folder
 
 logger = logging.getLogger(__name__)
@@ -49,18 +49,18 @@ def stable_hash(value: Any) -> str:
 def is_evaluation(output: Path) -> bool:
     """Whether `output` is an evaluation's folder: it holds the `eval.json` ccedit writes there, a JSON object of
     exactly the settings `runner.run_settings` gives. Only such a folder's files are ever deleted (`--overwrite`)."""
-    previous = _read_json(output / SETTINGS) if (output / SETTINGS).is_file() else None
+    previous = read_json_or_none(output / SETTINGS) if (output / SETTINGS).is_file() else None
     return isinstance(previous, dict) and set(previous) == set(SETTINGS_SECTIONS)
 
 
 def check_output(output: Path, settings: dict, *, overwrite: bool) -> None:
     """Refuse a folder holding results of other settings unless `overwrite`, and one that holds anything but an
     evaluation (an empty folder is fine) even with it."""
-    if _is_file(output):
+    if path_is(output):
         raise UserError(f"output {output} is a file: name a folder")
     check_writable_folder(output, flag="output=")  # also a folder that cannot be made, or its name held
     if is_evaluation(output):
-        previous = _read_json(output / SETTINGS)
+        previous = read_json_or_none(output / SETTINGS)
         if previous == settings or overwrite:
             return
         changed = changed_settings(previous, settings)
@@ -70,13 +70,6 @@ def check_output(output: Path, settings: dict, *, overwrite: bool) -> None:
     if output.is_dir() and any(output.iterdir()):
         raise UserError(f"{output} is not empty and holds no evaluation (no {SETTINGS} of ccedit's): choose a new "
                         "or empty folder; --overwrite only replaces an earlier evaluation")
-
-
-def _is_file(path: Path) -> bool:
-    try:
-        return path.is_file()
-    except OSError:  # a name the file system cannot hold: check_writable_folder says so
-        return False
 
 
 def changed_settings(previous, current, prefix: str = "") -> list[str]:
@@ -94,7 +87,7 @@ def start_output(output: Path, settings: dict, *, overwrite: bool) -> None:
     only in an evaluation's folder: the caller holds its lock and has run `check_output`)."""
     check_output(output, settings, overwrite=overwrite)  # again, under the lock: another run may have written
     state = output / SETTINGS
-    same = state.is_file() and _read_json(state) == settings
+    same = state.is_file() and read_json_or_none(state) == settings
     if overwrite and not same and is_evaluation(output):
         for name in [RESULTS, SETTINGS, *TABLES, *(p.name for p in output.glob("results.part*.jsonl"))]:
             (output / name).unlink(missing_ok=True)
@@ -103,14 +96,6 @@ def start_output(output: Path, settings: dict, *, overwrite: bool) -> None:
     if not same:
         with atomic_path(state) as tmp:
             tmp.write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
-
-
-def _read_json(path: Path):
-    """The JSON value in `path`, or None when it cannot be read as JSON (damaged, not UTF-8, nested too deep)."""
-    try:
-        return json.loads(path.read_bytes().decode("utf-8"))
-    except (OSError, ValueError, RecursionError):  # ValueError: JSONDecodeError and UnicodeDecodeError
-        return None
 
 
 # What a row holds (runner.ItemEvaluator writes it), with the types each field may have.

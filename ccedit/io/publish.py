@@ -41,6 +41,7 @@ from pathlib import Path
 
 from ccedit.errors import UserError
 from ccedit.io.atomic import TEMP_MARK, clean_stale_temporaries, lock, ownership_problem, try_lock
+from ccedit.io.paths import read_json_or_none
 
 logger = logging.getLogger(__name__)
 
@@ -257,7 +258,7 @@ def _stage_problem(root: Path) -> str | None:
         problem = _ownership_problem(info, is_dir)
         if problem:
             return f"{'the folder' if is_dir else path.name} {problem}"
-    marker = _read_json(root / STAGE_MARKER)
+    marker = read_json_or_none(root / STAGE_MARKER)
     names = marker.get("names") if isinstance(marker, dict) else None
     if not isinstance(names, list) or not all(_is_plain_name(n) for n in names):
         return f"its {STAGE_MARKER} is not one ccedit wrote"
@@ -365,15 +366,8 @@ def _write_private_json(path: Path, value: dict) -> None:
     os.replace(tmp, path)
 
 
-def _read_json(path: Path):
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def _read_journal(root: Path) -> dict | None:
-    journal = _read_json(root / JOURNAL)  # None: not yet written (nothing was moved) or torn (never renamed)
+    journal = read_json_or_none(root / JOURNAL)  # None: not yet written (nothing was moved) or torn (never renamed)
     if not isinstance(journal, dict) or not {"state", "new", "old"} <= set(journal):
         return None
     if not all(isinstance(journal[part], list) for part in ("new", "old")):

@@ -35,6 +35,13 @@ def _hint_encoding_given(net: ControlNetModel):
         net.controlnet_cond_embedding = encoder
 
 
+def trained_parts(roles: Sequence[str], appearance: bool = True) -> list[str]:
+    """The model sub-folders that training `roles` changes: `temporal/` (for `temporal` or `cross_frame`: the adapter
+    holds both) and `appearance/` (when the model has one)."""
+    parts = ["temporal"] if {"temporal", "cross_frame"} & set(roles) else []
+    return parts + (["appearance"] if appearance and "appearance" in roles else [])
+
+
 class TridentModel(nn.Module):
     r"""CCEdit's trident network (ref §2): `VideoUNet` + per-frame ControlNets + keyframe `AppearanceEncoder`.
 
@@ -121,13 +128,12 @@ class TridentModel(nn.Module):
         `temporal/` (for `temporal` or `cross_frame`: the adapter holds both) and `appearance/`; returns their names.
         """
         folder = Path(folder)
-        written = []
-        if {"temporal", "cross_frame"} & set(roles):
-            self.main.save_temporal(folder / "temporal")
-            written.append("temporal")
-        if "appearance" in roles and self.appearance is not None:
-            self.appearance.save_pretrained(folder / "appearance")
-            written.append("appearance")
+        written = trained_parts(roles) if self.appearance is not None else trained_parts(roles, appearance=False)
+        for part in written:
+            if part == "temporal":
+                self.main.save_temporal(folder / "temporal")
+            else:
+                self.appearance.save_pretrained(folder / "appearance")
         return written
 
     @property

@@ -28,6 +28,7 @@ import torch
 from ..errors import LOAD_ADVICE, UserError, first_line, is_out_of_memory, out_of_memory
 from ..io import atomic_path
 from ..io.fingerprint import file_fingerprint
+from ..models.trident import trained_parts
 from .state_files import DamagedStateError, read_state, write_state
 
 logger = logging.getLogger(__name__)
@@ -59,12 +60,6 @@ class TrainingState:
 
 def checkpoint_folder(output: Path, step: int) -> Path:
     return output / CHECKPOINTS / f"step-{step:06d}"
-
-
-def part_names(roles: list[str]) -> list[str]:
-    """The model sub-folders a run with `roles` writes (`TridentModel.save_trained`'s rule)."""
-    names = ["temporal"] if {"temporal", "cross_frame"} & set(roles) else []
-    return names + (["appearance"] if "appearance" in roles else [])
 
 
 def random_states_name(process_index: int) -> str:
@@ -123,7 +118,7 @@ def _write_state_file(state: TrainingState, folder: Path, step: int) -> None:
 
 def required_files(record: dict) -> list[str]:
     """The files a checkpoint of this record cannot be resumed without."""
-    files = [f"{part}/{PART_WEIGHTS}" for part in part_names(record["roles"])]
+    files = [f"{part}/{PART_WEIGHTS}" for part in trained_parts(record["roles"])]
     files += [f"{OPTIMIZER}.safetensors", f"{LR_SCHEDULER}.safetensors", random_states_name(0)]
     return files + ([f"{EMA}.safetensors"] if record["use_ema"] else [])
 
@@ -223,10 +218,10 @@ def load_checkpoint(state: TrainingState, folder: Path) -> None:
     trident = state.accelerator.unwrap_model(state.trident)
     try:
         with torch.no_grad():
-            if "temporal" in part_names(state.roles):
+            if "temporal" in trained_parts(state.roles):
                 trained = CCEditTemporalAdapter.from_pretrained(folder / "temporal")
                 trident.main.temporal.load_state_dict(trained.state_dict())
-            if "appearance" in part_names(state.roles):
+            if "appearance" in trained_parts(state.roles):
                 trained = AppearanceEncoder.from_pretrained(folder / "appearance")
                 trident.appearance.load_state_dict(trained.state_dict())
         state.optimizer.load_state_dict(read_state(folder / f"{OPTIMIZER}.safetensors"))
