@@ -153,7 +153,13 @@ class VideoTracker:
     def load(self) -> tuple[Any, Any]:
         """The model (on `device`, in eval mode) and its processor; one line when they cannot be loaded."""
         if self._model is None:
-            model_class, processor_class = self._classes()
+            try:
+                model_class, processor_class = self._classes()
+            except ImportError:  # an older transformers: its video segmentation models came later
+                import transformers
+
+                raise UserError(f"the {self.what} needs a newer transformers than {transformers.__version__}: "
+                                "pip install -U transformers") from None
             folder = self.folder
             try:
                 self._processor = processor_class.from_pretrained(str(folder))
