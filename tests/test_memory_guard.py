@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ccedit import memory_guard, resources
+from ccedit import memory_guard, plan, resources
 from ccedit.cli import main
 from ccedit.config import load_edit_config
 from ccedit.errors import UserError
@@ -119,6 +119,7 @@ def test_the_dry_run_prints_what_the_guard_checks(tmp_path, kitten, capsys, monk
 
     edit_memory_need = memory_guard.edit_memory_need
     monkeypatch.setattr(memory_guard, "edit_memory_need", spy)
+    monkeypatch.setattr(plan, "edit_memory_need", spy)  # the dry run's own name for it, bound when plan was imported
     args = ["edit", kitten, "--prompt", "x", "-o", str(tmp_path / "o.mp4"), *FAST, "--keyframe", "auto@1"]
     assert main([*args, "--dry-run"]) == 0
     printed = capsys.readouterr().out

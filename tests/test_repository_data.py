@@ -42,8 +42,8 @@ def test_the_eval_examples_read_their_benchmark_and_clips_from_the_repository(co
 
 def test_the_assets_are_small_and_each_has_its_source_and_licence_noted():
     listed = (ASSETS / "README.md").read_text()
-    files = [path for path in ASSETS.iterdir() if path.name != "README.md"]
-    sizes = {path.name: path.stat().st_size for path in files}
+    files = [path for path in ASSETS.rglob("*") if path.is_file() and path.name != "README.md"]
+    sizes = {path.relative_to(ASSETS).as_posix(): path.stat().st_size for path in files}
     assert max(sizes.values()) < 1 << 20 and sum(sizes.values()) < 2 << 20, sizes
     for name in sizes:
         row = re.search(rf"^\| `{re.escape(name)}` \|(.*)$", listed, flags=re.M)
@@ -57,4 +57,5 @@ def test_the_assets_are_committed():
     if tracked.returncode != 0:
         pytest.skip("not a git checkout")
     names = {line.split("/", 1)[1] for line in tracked.stdout.splitlines()}
-    assert {path.name for path in ASSETS.iterdir()} <= names  # a file the tests read but a clone would not have
+    present = {path.relative_to(ASSETS).as_posix() for path in ASSETS.rglob("*") if path.is_file()}
+    assert present <= names  # a file the tests read but a clone would not have

@@ -67,10 +67,9 @@ class TridentModel(nn.Module):
 
     @property
     def appearance_branch(self) -> AppearanceBranch | None:
-        """The adapter the appearance network is routed through (`side_branches.py`)."""
-        if getattr(self, "_branch_of", None) is not self.appearance:  # built again when the network is replaced
-            self._adapter, self._branch_of = appearance_branch(self.appearance), self.appearance
-        return self._adapter
+        """The adapter the appearance network is routed through (`side_branches.py`): made on each use, a light
+        wrapper, so it always routes the network the trident holds now."""
+        return appearance_branch(self.appearance)
 
     @property
     def dtype(self) -> torch.dtype:
