@@ -237,8 +237,8 @@ def test_a_second_prompt_on_the_same_video_reuses_the_cached_structure_maps(tmp_
 def test_a_keyframe_at_appearance_scale_0_edits_exactly_like_no_keyframe(tmp_path, kitten):
     # one rule through the CLI as through the pipeline: no appearance branch, no pinning and no anchor prior from it
     frame = tmp_path / "k.png"
-    Image.fromarray(np.random.RandomState(0).randint(0, 256, (128, 128, 3), dtype=np.uint8)).save(frame)
-    args = ["edit", kitten, "--prompt", "a dog", *FAST, cache(tmp_path), "output.frames=true",
+    Image.fromarray(np.random.RandomState(0).randint(0, 256, (64, 64, 3), dtype=np.uint8)).save(frame)
+    args = ["edit", kitten, "--prompt", "a dog", *FAST, "--height", "64", cache(tmp_path), "output.frames=true",
             "sampling.appearance_scale=0"]
     assert main([*args, "-o", str(tmp_path / "muted.mp4"), "--keyframe", str(frame), "--keyframe-index", "1"]) == 0
     assert main([*args, "-o", str(tmp_path / "none.mp4")]) == 0
