@@ -14,6 +14,7 @@ from ccedit.cli import main
 from ccedit.memory import LiveTensorBytes, estimate_edit_memory, traced_peak_bytes
 from ccedit.kinds import load_pipeline
 from ccedit.pipelines.windows import plan_passes
+from tests.conftest import memory_estimate
 from tests.test_cli_windows import moving_square_clip
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -168,37 +169,32 @@ def test_a_model_folder_is_estimated_from_its_own_configs(tmp_path, monkeypatch,
     assert abs(estimate.peak_bytes / peak - 1) < 0.15, (estimate.stages, peak)
 
 
-@pytest.fixture(scope="module")
-def default_keyframe_edit():
-    """The memory model's estimate of the default keyframe edit at the released size (read by two tests)."""
-    return estimate_edit_memory(height=512, width=768, num_frames=17, dtype=torch.float16, guidance=True,
-                                keyframe=True, geometry="sd15")
-
-
-def test_the_default_keyframe_edit_fits_in_16_gb(default_keyframe_edit):
-    estimate = default_keyframe_edit
+def test_the_default_keyframe_edit_fits_in_16_gb():
+    estimate = memory_estimate(height=512, width=768, num_frames=17, dtype=torch.float16, guidance=True,
+                               keyframe=True, geometry="sd15")
     assert 4 < estimate.peak_gb <= 16, estimate.lines()
     # the released networks' weights in float16: UNet 0.86 G parameters, ControlNet 0.36 G
     assert 1.6e9 < estimate.weights["unet"] < 1.8e9 and 0.65e9 < estimate.weights["controlnet"] < 0.75e9
     # more frames per window, more memory; offloading the other stages' networks, less
-    longer = estimate_edit_memory(height=512, width=768, num_frames=34, dtype=torch.float16, keyframe=True)
-    windowed = estimate_edit_memory(height=512, width=768, num_frames=34, window_length=17, dtype=torch.float16,
-                                    keyframe=True)
-    offload = estimate_edit_memory(height=512, width=768, num_frames=17, dtype=torch.float16, keyframe=True,
-                                   cpu_offload=True)
+    longer = memory_estimate(height=512, width=768, num_frames=34, dtype=torch.float16, keyframe=True)
+    windowed = memory_estimate(height=512, width=768, num_frames=34, window_length=17, dtype=torch.float16,
+                               keyframe=True)
+    offload = memory_estimate(height=512, width=768, num_frames=17, dtype=torch.float16, keyframe=True,
+                              cpu_offload=True)
     assert longer.stages["denoising"] > windowed.stages["denoising"] > estimate.stages["denoising"] * 0.99
     assert offload.peak_bytes < estimate.peak_bytes
 
 
-def test_the_peak_stage_breaks_down_into_weights_held_tensors_and_one_calls_working_memory(default_keyframe_edit):
-    estimate = estimate_edit_memory(height=512, width=768, num_frames=17, dtype=torch.float16, keyframe=True,
-                                    geometry="sd15", vae_slicing=True)
+def test_the_peak_stage_breaks_down_into_weights_held_tensors_and_one_calls_working_memory():
+    estimate = memory_estimate(height=512, width=768, num_frames=17, dtype=torch.float16, keyframe=True,
+                               geometry="sd15", vae_slicing=True)
     assert estimate.stage == "denoising" and sum(estimate.peak_terms().values()) == estimate.peak_bytes
     networks = ("unet", "temporal", "controlnet", "appearance", "vae", "text_encoder")
     assert estimate.peak_terms() == {"weights": sum(estimate.weights[k] for k in networks), **estimate.held,
                                      "window call": estimate.working["window call"]}
     # Without slicing the VAE decodes 8 frames at once, which makes decoding the peak.
-    unsliced = default_keyframe_edit
+    unsliced = memory_estimate(height=512, width=768, num_frames=17, dtype=torch.float16, keyframe=True,
+                               geometry="sd15")
     assert unsliced.stage == "decoding" and unsliced.peak_terms()["VAE decode"] > 4 * estimate.working["VAE decode"]
 
 
