@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import copy
+import functools
 import importlib.util
+import inspect
 import os
 import subprocess
 from pathlib import Path
@@ -55,6 +58,24 @@ def require(path: Path) -> Path:
                     "reference/ccedit/ at ../shared/reference/ccedit beside the checkout, or set CCEDIT_REFERENCE "
                     "to it (README: Tests)")
     return path
+
+
+@functools.cache
+def _traced_estimate(settings: tuple):
+    from ccedit.memory import estimate_edit_memory
+
+    return estimate_edit_memory(**dict(settings))
+
+
+def memory_estimate(**settings):
+    """`ccedit.memory.estimate_edit_memory(**settings)` for a named geometry, traced once per test session for each
+    distinct set of settings (a trace of the released size takes seconds, and several tests ask for the same one);
+    each caller gets its own copy."""
+    from ccedit.memory import estimate_edit_memory
+
+    settings = inspect.signature(estimate_edit_memory).bind(**settings)
+    settings.apply_defaults()  # a setting left at its default and one given as the default are the same trace
+    return copy.deepcopy(_traced_estimate(tuple(sorted(settings.arguments.items()))))
 
 
 @pytest.fixture

@@ -170,10 +170,11 @@ def test_env_prints_versions(capsys):
 
 def test_side_by_side_and_gif_outputs_and_edit_overwrite(tmp_path, kitten, capsys):
     out = tmp_path / "o.mp4"
-    args = ["edit", kitten, "--prompt", "x", "-o", str(out), *FAST, cache(tmp_path), "--side-by-side", "output.gif=true"]
+    args = ["edit", kitten, "--prompt", "x", "-o", str(out), *FAST, "--height", "64", cache(tmp_path), "--side-by-side",
+            "output.gif=true"]
     assert main(args) == 0
     n, _, (h, w) = video_info(tmp_path / "o.side_by_side.mp4")
-    assert (n, h, w) == (4, 128, 3 * 128)  # source | structure map | result
+    assert (n, h, w) == (4, 64, 3 * 64)  # source | structure map | result
     assert video_info(tmp_path / "o.gif")[0] == 4
     before = out.read_bytes()
     assert main(args) == 2
@@ -222,7 +223,7 @@ def test_two_structure_annotators_with_two_controlnets_and_scales(tmp_path, kitt
 def test_a_second_prompt_on_the_same_video_reuses_the_cached_structure_maps(tmp_path, kitten, monkeypatch):
     from ccedit.annotators import CannyEdges
 
-    args = ["edit", kitten, *FAST, cache(tmp_path)]
+    args = ["edit", kitten, *FAST, "--height", "64", cache(tmp_path)]
     assert main([*args, "--prompt", "a cat", "-o", str(tmp_path / "a.mp4")]) == 0
     entries = [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
     assert len(entries) == 1
@@ -237,8 +238,8 @@ def test_a_second_prompt_on_the_same_video_reuses_the_cached_structure_maps(tmp_
 def test_a_keyframe_at_appearance_scale_0_edits_exactly_like_no_keyframe(tmp_path, kitten):
     # one rule through the CLI as through the pipeline: no appearance branch, no pinning and no anchor prior from it
     frame = tmp_path / "k.png"
-    Image.fromarray(np.random.RandomState(0).randint(0, 256, (128, 128, 3), dtype=np.uint8)).save(frame)
-    args = ["edit", kitten, "--prompt", "a dog", *FAST, cache(tmp_path), "output.frames=true",
+    Image.fromarray(np.random.RandomState(0).randint(0, 256, (64, 64, 3), dtype=np.uint8)).save(frame)
+    args = ["edit", kitten, "--prompt", "a dog", *FAST, "--height", "64", cache(tmp_path), "output.frames=true",
             "sampling.appearance_scale=0"]
     assert main([*args, "-o", str(tmp_path / "muted.mp4"), "--keyframe", str(frame), "--keyframe-index", "1"]) == 0
     assert main([*args, "-o", str(tmp_path / "none.mp4")]) == 0

@@ -58,37 +58,61 @@ def test_cheap_errors_come_before_any_model_loads(tmp_path, kitten, capsys, no_m
 
 
 HEAVY = ("torch", "diffusers", "transformers")
+CHEAP_REFUSALS = [
+    (["edit", "{kitten}", "--prompt", "x", "-o", "/nonexistent/dir/x.txt"], "must end in .mp4"),
+    (["edit", "{kitten}", "--prompt", "x", "-o", "{tmp}/a_file/x.mp4"], "is a file"),
+    (["edit", "{tmp}/missing.mp4", "--prompt", "x", "-o", "{tmp}/x.mp4"], "does not exist"),
+    (["edit", "{kitten}", "--prompt", "x", "-o", "{tmp}/x.mp4", "--keyframe", "{tmp}/no.png"], "does not exist"),
+    (["edit", "{kitten}", "--prompt", "x", "-o", "{tmp}/x.mp4", "sampling.scheduler=eulr"], "unknown scheduler"),
+    (["edit", "{kitten}", "--prompt", "x", "-o", "{tmp}/x.mp4", "--structure", "cany"], "unknown annotator"),
+    (["edit", "{kitten}", "--prompt", "x", "-o", "{tmp}/x.mp4", "--window", "4", "--overlap", "4"], "overlap"),
+    (["keyframe", "{kitten}", "-o", "{tmp}/a_file/k.png"], "is a file"),
+    (["keyframe", "{kitten}", "-o", "{tmp}/k.txt"], "must be an image"),
+]
+# Every command line of CHEAP_REFUSALS in one fresh process, one after another: each one's exit status, what it wrote
+# to stderr, and the heavy libraries imported so far (none may be, after any of them).
+_REFUSE_ALL = f"""
+import io, json, logging, sys
+from ccedit.cli import main
+
+results = []
+for args in json.loads(sys.argv[1]):
+    sys.stderr = io.StringIO()
+    logging.root.handlers.clear()  # the command line sets up logging to the stderr of its own call
+    try:
+        code = main(args)
+    except SystemExit as e:
+        code = e.code
+    results.append([code, sys.stderr.getvalue(), [m for m in {HEAVY!r} if m in sys.modules]])
+sys.stderr = sys.__stderr__
+print(json.dumps(results))
+"""
 
 
-@pytest.mark.parametrize(
-    ("command", "expected"),
-    [
-        (["edit", "{kitten}", "--prompt", "x", "-o", "/nonexistent/dir/x.txt"], "must end in .mp4"),
-        (["edit", "{kitten}", "--prompt", "x", "-o", "{tmp}/a_file/x.mp4"], "is a file"),
-        (["edit", "{tmp}/missing.mp4", "--prompt", "x", "-o", "{tmp}/x.mp4"], "does not exist"),
-        (["edit", "{kitten}", "--prompt", "x", "-o", "{tmp}/x.mp4", "--keyframe", "{tmp}/no.png"], "does not exist"),
-        (["edit", "{kitten}", "--prompt", "x", "-o", "{tmp}/x.mp4", "sampling.scheduler=eulr"], "unknown scheduler"),
-        (["edit", "{kitten}", "--prompt", "x", "-o", "{tmp}/x.mp4", "--structure", "cany"], "unknown annotator"),
-        (["edit", "{kitten}", "--prompt", "x", "-o", "{tmp}/x.mp4", "--window", "4", "--overlap", "4"], "overlap"),
-        (["keyframe", "{kitten}", "-o", "{tmp}/a_file/k.png"], "is a file"),
-        (["keyframe", "{kitten}", "-o", "{tmp}/k.txt"], "must be an image"),
-    ],
-)
-def test_cheap_checks_refuse_before_torch_is_imported(tmp_path, command, expected):
+@pytest.fixture(scope="module")
+def cheap_refusals(tmp_path_factory) -> list:
+    """(exit status, stderr, heavy libraries imported) for each of CHEAP_REFUSALS, run in one fresh process."""
+    import json
     import subprocess
     import sys
 
     from tests.conftest import REPO
 
-    (tmp_path / "a_file").write_text("a file where a folder would go")
+    tmp = tmp_path_factory.mktemp("cheap")
+    (tmp / "a_file").write_text("a file where a folder would go")
     kitten = REPO / "assets" / "kitten.mp4"
-    args = [a.format(kitten=kitten, tmp=tmp_path) for a in command]
-    # The command line in a fresh process, which then says which heavy libraries it imported.
-    code = ("import sys; from ccedit.cli import main; code = main(sys.argv[1:]); "
-            f"print([m for m in {HEAVY!r} if m in sys.modules]); sys.exit(code)")
-    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300,
-                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"})
-    assert done.returncode == 2, done.stderr
-    err = [line for line in done.stderr.splitlines() if line.strip()]
+    commands = [[a.format(kitten=kitten, tmp=tmp) for a in command] for command, _ in CHEAP_REFUSALS]
+    done = subprocess.run([sys.executable, "-c", _REFUSE_ALL, json.dumps(commands)], capture_output=True, text=True,
+                          timeout=300, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("case", range(len(CHEAP_REFUSALS)), ids=[e for _, e in CHEAP_REFUSALS])
+def test_cheap_checks_refuse_before_torch_is_imported(cheap_refusals, case):
+    code, stderr, heavy = cheap_refusals[case]
+    expected = CHEAP_REFUSALS[case][1]
+    assert code == 2, stderr
+    err = [line for line in stderr.splitlines() if line.strip()]
     assert len(err) == 1 and err[0].startswith("error:") and expected in err[0], err
-    assert done.stdout.strip() == "[]", done.stdout  # no heavy library was imported
+    assert heavy == [], heavy  # no heavy library was imported

@@ -74,17 +74,17 @@ def test_side_by_side_labels_every_panel():
 
 def test_side_by_side_grows_with_the_maps_and_keyframes(tmp_path, kitten):
     keyframe = tmp_path / "key.png"
-    write_image(keyframe, np.full((128, 128, 3), 200, np.uint8))
-    base = ["edit", kitten, "--prompt", "x", *FAST, "--side-by-side"]
+    write_image(keyframe, np.full((64, 64, 3), 200, np.uint8))
+    base = ["edit", kitten, "--prompt", "x", *FAST, "--height", "64", "--side-by-side"]
     assert main([*base, "-o", str(tmp_path / "one.mp4")]) == 0
     two_maps = ["--structure", "canny,canny", "structure.controlnets=[null,second]", "--keyframe", f"{keyframe}@1"]
     assert main([*base, "-o", str(tmp_path / "two.mp4"), *two_maps]) == 0
-    assert video_info(tmp_path / "one.side_by_side.mp4")[2] == (128, 3 * 128)  # source | canny | result
-    assert video_info(tmp_path / "two.side_by_side.mp4")[2] == (128, 5 * 128)  # source | canny | canny | keyframe | result
+    assert video_info(tmp_path / "one.side_by_side.mp4")[2] == (64, 3 * 64)  # source | canny | result
+    assert video_info(tmp_path / "two.side_by_side.mp4")[2] == (64, 5 * 64)  # source | canny | canny | keyframe | result
 
 
 def test_each_long_stage_shows_a_bar_and_denoising_counts_steps_and_evaluations(tmp_path, kitten, capsys):
-    args = ["edit", kitten, "--prompt", "x", "-o", str(tmp_path / "o.mp4"), *FAST, "--steps", "2",
+    args = ["edit", kitten, "--prompt", "x", "-o", str(tmp_path / "o.mp4"), *FAST, "--height", "64", "--steps", "2",
             "sampling.scheduler=dpmpp_2s_ancestral", "--window", "4"]  # fmt: skip
     assert main(args) == 0
     err = capsys.readouterr().err

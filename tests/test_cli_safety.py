@@ -30,7 +30,7 @@ def one_error_line(capsys) -> str:
 
 def test_an_edit_over_a_damaged_cache_equals_a_cold_run(tmp_path, kitten):
     cold, warm = tmp_path / "cold.mp4", tmp_path / "warm.mp4"
-    args = ["edit", kitten, "--prompt", "a cat", *FAST, f"structure.cache_dir={tmp_path / 'cache'}"]
+    args = ["edit", kitten, "--prompt", "a cat", *FAST, "--height", "64", f"structure.cache_dir={tmp_path / 'cache'}"]
     assert main([*args, "-o", str(cold)]) == 0
     (entry,) = (tmp_path / "cache").rglob("*.safetensors")
     data = bytearray(entry.read_bytes())

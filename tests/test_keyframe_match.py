@@ -24,7 +24,7 @@ def cache(tmp_path):
     return f"structure.cache_dir={tmp_path / 'cache'}"
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def sailboat():
     return str(VIDEOS / "sailboat.mp4")
 
@@ -38,9 +38,10 @@ def colour_edits(frame: np.ndarray) -> dict[str, np.ndarray]:
             "stylised": np.ascontiguousarray(stylised)}
 
 
-@pytest.fixture
-def edited_keyframes(tmp_path, sailboat):
-    """Colour edits of frame SHOWN as `ccedit keyframe` writes it."""
+@pytest.fixture(scope="module")
+def edited_keyframes(tmp_path_factory, sailboat):
+    """Colour edits of frame SHOWN as `ccedit keyframe` writes it (made once: the tests only read them)."""
+    tmp_path = tmp_path_factory.mktemp("edited_keyframes")
     frame_path = tmp_path / "frame.png"
     assert main(["keyframe", sailboat, "--index", str(SHOWN), "-o", str(frame_path), *CLIP]) == 0
     paths = {}

@@ -14,7 +14,7 @@ from ccedit.config import load_edit_config
 from ccedit.errors import UserError
 from ccedit.memory import estimate_edit_memory
 from ccedit.memory_guard import check_memory, host_memory_terms, place_memory_terms
-from tests.conftest import VIDEOS
+from tests.conftest import VIDEOS, memory_estimate
 from tests.test_cli_safety import one_error_line
 from tests.test_cli_windows import moving_square_clip
 from tests.test_resources import _fake_cgroup
@@ -27,7 +27,9 @@ def _network(**changes):
     """The tiny model's estimate on the CPU, as an edit with the default settings would run it."""
     settings = dict(height=96, width=160, num_frames=16, window_length=16, dtype=torch.float32, geometry="tiny",
                     device_type="cpu", vae_slicing=True)
-    return estimate_edit_memory(**{**settings, **changes})
+    if "networks" in changes:  # a model's own networks: traced each time
+        return estimate_edit_memory(**{**settings, **changes})
+    return memory_estimate(**{**settings, **changes})
 
 
 def _tiny_model_network(keyframe: bool):
@@ -86,7 +88,7 @@ def test_a_cpu_run_holds_the_network_peak_in_host_memory_once():
 def test_an_accelerator_holds_the_peak_and_offload_moves_the_weights_to_the_host():
     settings = dict(height=512, width=768, num_frames=17, dtype=torch.float16, geometry="sd15", device_type="cuda",
                     vae_slicing=True)
-    resident, offloaded = estimate_edit_memory(**settings), estimate_edit_memory(**settings, cpu_offload=True)
+    resident, offloaded = memory_estimate(**settings), memory_estimate(**settings, cpu_offload=True)
     host = host_memory_terms(num_frames=17, size=(512, 768), source_size=(512, 768))
     on_gpu = _placed(resident, num_frames=17, size=(512, 768), source_size=(512, 768))
     assert on_gpu.device_bytes == resident.peak_bytes + resident.runtime_bytes
@@ -156,15 +158,15 @@ def test_the_refusal_names_the_option_that_reduces_the_largest_term():
     # On a GPU the weights of the released keyframe model in float16 dominate: offload moves them off the card.
     sd15 = dict(height=512, width=768, num_frames=17, geometry="sd15", device_type="cuda", vae_slicing=True,
                 keyframe=True)
-    gpu = _placed(estimate_edit_memory(**sd15, dtype=torch.float16), num_frames=17, size=(512, 768),
+    gpu = _placed(memory_estimate(**sd15, dtype=torch.float16), num_frames=17, size=(512, 768),
                            source_size=(512, 768))
     message = _refusal(gpu, available_device=10**9)
     assert "of accelerator memory (weights" in message and "reduce it with model.cpu_offload=true" in message
     # in float32 half precision halves them; without VAE slicing the decoding of 8 frames at once dominates
     assert "reduce it with model.dtype=float16" in _refusal(
-        _placed(estimate_edit_memory(**sd15, dtype=torch.float32), num_frames=17, size=(512, 768),
+        _placed(memory_estimate(**sd15, dtype=torch.float32), num_frames=17, size=(512, 768),
                          source_size=(512, 768)), available_device=10**9)
-    unsliced = _placed(estimate_edit_memory(**{**sd15, "vae_slicing": False}, dtype=torch.float16),
+    unsliced = _placed(memory_estimate(**{**sd15, "vae_slicing": False}, dtype=torch.float16),
                                 num_frames=17, size=(512, 768), source_size=(512, 768))
     assert "(VAE decode" in _refusal(unsliced, available_device=10**9)
     assert "model.vae_slicing=true" in _refusal(unsliced, available_device=10**9)

@@ -103,6 +103,7 @@ def test_a_second_run_redoes_no_edit_and_no_metric(first_run, monkeypatch, capsy
     assert seconds < first_seconds / 3
 
 
+@pytest.mark.slow  # a launch of two processes: the README's `accelerate launch ... eval` command
 @pytest.mark.skipif(shutil.which("accelerate") is None, reason="the accelerate launcher is not installed")
 def test_two_processes_give_the_rows_of_one(first_run, tmp_path):
     output, _, _ = first_run

@@ -29,6 +29,7 @@ def first_step(launcher: list[str], output: Path, batch_size: int):
     return loss, [state[i]["exp_avg"] for i in sorted(state)]
 
 
+@pytest.mark.slow  # two launches, three processes: the README's `accelerate launch ... train` command
 @pytest.mark.skipif(shutil.which("accelerate") is None, reason="the accelerate launcher is not installed")
 def test_two_processes_equal_one_with_the_same_global_batch(tmp_path):
     one_loss, one_grad = first_step([sys.executable, "-m", "ccedit"], tmp_path / "one", batch_size=2)

@@ -2,6 +2,7 @@
 replaced, and one training at a time writes a run folder."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -27,10 +28,18 @@ def steps(run):
     return [json.loads(line)["step"] for line in (run / "losses.jsonl").read_text().splitlines()]
 
 
-@pytest.fixture
-def four_step_run(tmp_path):
-    run = tmp_path / "run"
+@pytest.fixture(scope="module")
+def finished_four_step_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("trained") / "run"
     assert run_train(run, "train.max_steps=4") == 0
+    return run
+
+
+@pytest.fixture
+def four_step_run(tmp_path, finished_four_step_run):
+    """A finished four-step run of the test's own: a copy of one trained once per module (tests change it)."""
+    run = tmp_path / "run"
+    shutil.copytree(finished_four_step_run, run)
     return run
 
 
