@@ -17,6 +17,9 @@ at full size) into one line that names the option to change.
 
 from __future__ import annotations
 
+import copy
+import functools
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -160,20 +163,30 @@ def estimate_network_memory(
     """The memory model's estimate of an edit under `cfg` on `device`: the dtype, geometry, offload and VAE slicing
     the edit will load with; `keyframes` (indices or `KeyframeSpec`s) only count when they act."""
     from .pipelines.loading import offloads, resolve_dtype
-    from .kinds import model_skeleton
 
-    controlnets = structure_controlnets(cfg)
-    networks = model_skeleton(cfg.model.path, controlnets, cfg.model.parts)
-    estimate = estimate_edit_memory(
+    settings = dict(
         height=height, width=width, num_frames=num_frames, window_length=window_length(cfg),
         dtype=resolve_dtype(cfg.model.dtype, device), guidance=cfg.sampling.guidance_scale > 1,
-        keyframe=bool(acting_keyframes(cfg, keyframes)), num_controlnets=len(controlnets),
-        cpu_offload=offloads(cfg.model.cpu_offload, device), vae_slicing=cfg.model.vae_slicing,
-        networks=networks, device_type=device.type,
+        keyframe=bool(acting_keyframes(cfg, keyframes)), cpu_offload=offloads(cfg.model.cpu_offload, device),
+        vae_slicing=cfg.model.vae_slicing, device_type=device.type,
     )
+    parts = json.dumps(cfg.model.parts, sort_keys=True, default=str)
+    model = (cfg.model.path, tuple(structure_controlnets(cfg)), parts)
+    return copy.deepcopy(_traced_estimate(model, tuple(sorted(settings.items()))))  # callers may add notes
+
+
+# A process that edits many clips with the same settings (an evaluation, a batch, the test suite) traces each
+# distinct estimate once: the trace on the meta device costs seconds, more than a tiny edit itself.
+@functools.lru_cache(maxsize=64)
+def _traced_estimate(model: tuple[str, tuple, str], settings: tuple) -> MemoryEstimate:
+    from .kinds import model_skeleton
+
+    path, controlnets, parts = model
+    networks = model_skeleton(path, controlnets, json.loads(parts))
+    estimate = estimate_edit_memory(**dict(settings), num_controlnets=len(controlnets), networks=networks)
     if networks is None:  # a hub id not in the local cache: nothing is fetched for an estimate
-        estimate.notes.append(f"the configs of model {cfg.model.path} are not on this computer: estimated for "
-                              "CCEdit's released size (SD-1.5)")
+        estimate.notes.append(f"the configs of model {path} are not on this computer: estimated for CCEdit's "
+                              "released size (SD-1.5)")
     return estimate
 
 

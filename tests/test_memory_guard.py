@@ -212,6 +212,7 @@ def test_keyframes_are_estimated_with_the_keyframe_model_and_ccedit_keyframe_tra
     monkeypatch.setattr(memory_guard, "estimate_edit_memory", spy)
     monkeypatch.setattr(resources, "available_host_memory", lambda: 1)
     for extra in ([], ["--keyframe", "auto"], ["--keyframe", "auto", "sampling.appearance_scale=0"]):
+        memory_guard._traced_estimate.cache_clear()  # the spy sees each edit's trace, not one traced before
         assert main(["edit", kitten, "--prompt", "x", "-o", str(tmp_path / "o.mp4"), *FAST, *extra]) == 2
         assert "of memory" in one_error_line(capsys)
     assert seen == [False, True, False]
@@ -263,3 +264,22 @@ def test_an_edit_over_the_containers_memory_limit_is_refused(tmp_path, capsys, m
     line = one_error_line(capsys)
     assert "of memory" in line and "but 0.1 GB is available" in line, line
     assert not (tmp_path / "o.mp4").exists()
+
+
+def test_an_edits_memory_is_traced_once_for_the_same_settings(monkeypatch):
+    """A process editing many clips with one model and size (an evaluation, a batch) traces the estimate once, and
+    each caller gets its own copy."""
+    from ccedit import memory_guard as guard
+
+    guard._traced_estimate.cache_clear()
+    traced = []
+    real = guard.estimate_edit_memory
+    monkeypatch.setattr(guard, "estimate_edit_memory", lambda **kw: traced.append(kw) or real(**kw))
+    cfg = load_edit_config(dotlist=["model.path=tiny"])
+    ask = dict(num_frames=8, height=64, width=64, keyframes=[], device=torch.device("cpu"))
+    first, second = guard.estimate_network_memory(cfg, **ask), guard.estimate_network_memory(cfg, **ask)
+    assert len(traced) == 1 and first == second and first is not second
+    first.notes.append("mine")
+    assert "mine" not in guard.estimate_network_memory(cfg, **ask).notes
+    guard.estimate_network_memory(cfg, **{**ask, "num_frames": 16})  # other settings: traced again
+    assert len(traced) == 2
