@@ -9,7 +9,7 @@ and maps in `preparation.py`, the model in `edit_model.py`, the sidecar in `edit
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,17 +28,8 @@ from .outputs import (
     auto_keyframe_path, comparison_panels, edit_output_paths, publish_edit_outputs, selected_extras, write_sidecar,
 )
 from .preparation import (  # noqa: F401 - load_keyframe re-exported for the methods
-    PreparedClip,
-    PreparedKeyframes,
-    build_annotators,
-    compute_structure,
-    crop_frames,
-    load_keyframe,
-    output_crop,
-    padded_content,
-    prepare_clip,
-    prepare_keyframes,
-    resolve_keyframe_index,
+    PreparedClip, PreparedKeyframes, build_annotators, compute_structure, crop_frames, load_keyframe, output_crop,
+    padded_content, prepare_clip, prepare_keyframes, prepare_masks, region_clip, resolve_keyframe_index,
 )
 
 if TYPE_CHECKING:
@@ -124,9 +115,9 @@ class EditSession:
         keyframes = prepare_keyframes(list(job.keyframes), prepared, self.cfg)
         # A region's masks, before any network (a tracker aside): a bad mask costs no model load.
         t0 = time.perf_counter()
-        masks = self.masks(prepared, job.mask)
+        masks = prepare_masks(prepared, self.cfg, self.device, job.mask)
         timings = {"mask": time.perf_counter() - t0} if masks is not None else {}
-        edited_clip = self.region_clip(prepared, masks)
+        edited_clip = region_clip(prepared, masks, self.cfg)
         # 2. Model and structure maps; a missing ControlNet is refused before any model loads.
         checked_structure_controlnets(self.cfg)
         self.pipe  # noqa: B018 - the model loads here, after the clip is read and before the maps are timed
@@ -144,37 +135,6 @@ class EditSession:
         return EditResult(job, prepared, edited, maps, keyframes.images, keyframes.indices, record, started,
                           result.conditions, masks)
 
-    def masks(self, prepared: PreparedClip, spec: str | None = None) -> Masks | None:
-        """The region's masks (`spec`, else `mask.spec`) for the prepared frames, tracked masks through the
-        structure cache; None without a region."""
-        m = self.cfg.mask
-        spec = spec if spec is not None else m.spec
-        if spec is None:
-            return None
-        from .masks import MaskOptions, load_masks
-
-        options = MaskOptions(dilate=m.dilate, feather=m.feather, invert=m.invert, tracker=m.tracker,
-                              text_tracker=m.text_tracker, chunk_frames=m.chunk_frames, device=str(self.device))
-        return load_masks(spec, prepared.frames, prepared.fit, options, self.cfg.structure.cache_dir)
-
-    def region_clip(self, prepared: PreparedClip, masks: Masks | None) -> PreparedClip:
-        """The clip the networks edit: the prepared one, or with `mask.remove` its region filled from the
-        surroundings (`masks.removal`), so neither the maps nor SDEdit see what is removed."""
-        if masks is None or not self.cfg.mask.remove:
-            return prepared
-        from .masks import fill_region
-
-        return replace(prepared, frames=fill_region(prepared.frames, masks.hard))
-
-    def full_prompt(self, prompt: str) -> str:
-        """The prompt the networks see (`guidance.sampled_prompt`: `mask.background_prompt` in its place when
-        `mask.remove` removes a region)."""
-        return sampled_prompt(self.cfg, prompt)
-
-    def structure_scales(self) -> list[float]:
-        """One ControlNet scale per annotator (`guidance.structure_scales`)."""
-        return structure_scales(self.cfg)
-
     def prior(self, num_keyframes: int) -> str:
         """`sampling.prior` resolved: `auto` is CCEdit's anchor prior from keyframes that act, unless SDEdit
         starts from the source instead."""
@@ -188,18 +148,24 @@ class EditSession:
     def _make_auto_keyframes(self, job: EditJob, prepared: PreparedClip, keyframes: PreparedKeyframes,
                              maps: list[torch.Tensor]) -> None:
         """Edit each `auto` keyframe's frame from the prompt, into `keyframes.images`."""
-        from .pipelines.keyframe_edit import edit_keyframe
-
         s = self.cfg.sampling
         for i, (spec, index) in enumerate(zip(keyframes.specs, keyframes.indices)):
             if spec.is_auto:
-                keyframes.images[i] = edit_keyframe(
-                    self.pipe, self.full_prompt(job.prompt), prepared.frames[index], [m[index] for m in maps],
-                    negative_prompt=s.negative_prompt, strength=s.auto_keyframe_strength,
-                    num_inference_steps=s.num_inference_steps, guidance_scale=s.guidance_scale,
-                    structure_scale=self.structure_scales(),
-                    generator=torch.Generator(device="cpu").manual_seed(s.seed + 1 + i),
-                )
+                keyframes.images[i] = self.edit_frame(prepared.frames[index], [m[index] for m in maps], job.prompt,
+                                                      s.auto_keyframe_strength, s.seed + 1 + i)
+
+    def edit_frame(self, frame: np.ndarray, maps: list[torch.Tensor], prompt: str, strength: float,
+                   seed: int) -> np.ndarray:
+        """One frame edited from `prompt` (image-to-image under its structure maps, `pipelines.keyframe_edit`), as
+        an `auto` keyframe is made: the edit and the studio's touch-ups alike."""
+        from .pipelines.keyframe_edit import edit_keyframe
+
+        s = self.cfg.sampling
+        return edit_keyframe(
+            self.pipe, sampled_prompt(self.cfg, prompt), frame, maps, negative_prompt=s.negative_prompt,
+            strength=strength, num_inference_steps=s.num_inference_steps, guidance_scale=s.guidance_scale,
+            structure_scale=structure_scales(self.cfg), generator=torch.Generator(device="cpu").manual_seed(seed),
+        )
 
     def _sample(self, job: EditJob, prepared: PreparedClip, keyframes: PreparedKeyframes,
                 maps: list[torch.Tensor], masks: Masks | None = None,
@@ -209,10 +175,10 @@ class EditSession:
         cfg, s = self.cfg, self.cfg.sampling
         prior = self.prior(len(keyframes.specs))
         return self.pipe(
-            self.full_prompt(job.prompt), prepared.frames, maps,
+            sampled_prompt(cfg, job.prompt), prepared.frames, maps,
             negative_prompt=s.negative_prompt, keyframe=keyframes.images or None,
             keyframe_index=keyframes.indices or None, num_inference_steps=s.num_inference_steps,
-            guidance_scale=s.guidance_scale, structure_scale=self.structure_scales(),
+            guidance_scale=s.guidance_scale, structure_scale=structure_scales(cfg),
             appearance_scale=s.appearance_scale, prior=prior,
             prior_coefficient=s.prior_coefficient if prior != "none" else 0.0,
             strength=s.strength, generator=torch.Generator(device="cpu").manual_seed(s.seed),
@@ -226,7 +192,8 @@ class EditSession:
                 result: CCEditPipelineOutput, timings: dict[str, float], masks: Masks | None = None) -> EditRecord:
         cfg = self.cfg
         return EditRecord(
-            input=str(job.input), prompt=job.prompt, full_prompt=self.full_prompt(job.prompt), seed=cfg.sampling.seed,
+            input=str(job.input), prompt=job.prompt, full_prompt=sampled_prompt(cfg, job.prompt),
+            seed=cfg.sampling.seed,
             keyframes=keyframe_entries(keyframes.specs, keyframes.indices, keyframes.images,
                                        keyframes.clip_structure, edited),
             prior=self.prior(len(keyframes.specs)), video=video_entry(prepared, edited),

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,6 +23,7 @@ from .selection import clip_working_size, selected_frame_count
 
 if TYPE_CHECKING:
     from .keyframe_match import ClipStructure
+    from .masks import Masks
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +98,31 @@ class PreparedKeyframes:
     images: list[np.ndarray | None]  # uint8 (H, W, 3) at the working size; None for `auto` until it is made
     indices: list[int]  # each keyframe's clip frame
     clip_structure: ClipStructure | None  # the clip's structure, to place and check the keyframes (None without any)
+
+
+def prepare_masks(prepared: PreparedClip, cfg: EditConfig, device, spec: str | None = None
+                  ) -> Masks | None:
+    """The region's masks (`spec`, else `mask.spec`) for the prepared frames, tracked masks through the structure
+    cache; None without a region."""
+    m = cfg.mask
+    spec = spec if spec is not None else m.spec
+    if spec is None:
+        return None
+    from .masks import MaskOptions, load_masks
+
+    options = MaskOptions(dilate=m.dilate, feather=m.feather, invert=m.invert, tracker=m.tracker,
+                          text_tracker=m.text_tracker, chunk_frames=m.chunk_frames, device=str(device))
+    return load_masks(spec, prepared.frames, prepared.fit, options, cfg.structure.cache_dir)
+
+
+def region_clip(prepared: PreparedClip, masks: Masks | None, cfg: EditConfig) -> PreparedClip:
+    """The clip the networks edit: the prepared one, or with `mask.remove` its region filled from the surroundings
+    (`masks.removal`), so neither the maps nor SDEdit see what is removed."""
+    if masks is None or not cfg.mask.remove:
+        return prepared
+    from .masks import fill_region
+
+    return replace(prepared, frames=fill_region(prepared.frames, masks.hard))
 
 
 def prepare_keyframes(specs: list[KeyframeSpec], prepared: PreparedClip, cfg: EditConfig) -> PreparedKeyframes:

@@ -21,7 +21,6 @@ import numpy as np
 
 from ..config import EditConfig, EditJob, KeyframeSpec, load_edit_config, window_length
 from ..errors import UserError
-from ..guidance import sampled_prompt, structure_scales
 from ..io import write_image, write_video
 from ..jobs import JobQueue, JobSpec, Worker, input_hash, job_id, model_key
 from ..jobs.inputs import store_input
@@ -105,22 +104,16 @@ class Studio:
 
     def auto_keyframe(self, clip: OpenClip, index: int, prompt: str, seed: int, strength: float) -> tuple[Path, np.ndarray]:
         """Frame `index` edited from `prompt` (image-to-image with the model's base and structure ControlNet, as
-        `--keyframe auto` does), stored in the work folder as the keyframe for the full edit."""
+        `--keyframe auto` does: `EditSession.edit_frame`), stored in the work folder as the keyframe for the full
+        edit."""
         import torch
-
-        from ..pipelines.keyframe_edit import edit_keyframe
 
         index = self._frame(clip, index)
         cfg = self.config(clip.settings)
-        s = cfg.sampling
         with self.lock:
             session = self.worker.session(cfg)
             maps = [torch.from_numpy(m[index]).permute(2, 0, 1).contiguous() for m in clip.maps]
-            image = edit_keyframe(session.pipe, sampled_prompt(cfg, prompt), clip.frames[index], maps,
-                                  negative_prompt=s.negative_prompt, strength=float(strength),
-                                  num_inference_steps=s.num_inference_steps, guidance_scale=s.guidance_scale,
-                                  structure_scale=structure_scales(cfg),
-                                  generator=torch.Generator(device="cpu").manual_seed(int(seed)))
+            image = session.edit_frame(clip.frames[index], maps, prompt, float(strength), int(seed))
         return self._store_image(image), image
 
     def preview(self, clip: OpenClip, prompt: str, keyframe: Path | None, index: int) -> Path:
