@@ -87,6 +87,8 @@ class StructureConfig:
 class SamplingConfig:
     scheduler: str = setting(_DEFAULT_KIND.scheduler, f"the sampler: {', '.join(SCHEDULER_NAMES)} (the model "
                              "kind's own unless set)")
+    shift: float | None = setting(None, "flow-matching models (wan-vace): the sampler's shift; null: the model's "
+                                  "own")
     num_inference_steps: int = setting(30, "denoising steps")
     guidance_scale: float = setting(7.5, "classifier-free guidance scale")
     negative_prompt: str = setting("ugly, low quality", "the unconditional text (CCEdit's)")

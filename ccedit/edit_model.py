@@ -20,6 +20,13 @@ def check_model_reference(cfg: EditConfig) -> None:
     kind_for(cfg.model.path).check(ModelRef.of(cfg.model))
 
 
+def model_conventions(cfg: EditConfig):
+    """The conventions of the edit's model kind (`kinds.Conventions`)."""
+    from .kinds import kind_for
+
+    return kind_for(cfg.model.path).conventions
+
+
 def checked_structure_controlnets(cfg: EditConfig) -> list[str | None]:
     """One ControlNet per annotator (None: the model's own), refused at once when the model has too few."""
     nets = structure_controlnets(cfg)
@@ -43,7 +50,7 @@ def load_edit_pipeline(cfg: EditConfig, device: torch.device):
     pipe = load_pipeline(cfg.model.path, controlnets=checked_structure_controlnets(cfg), tokenizer=cfg.model.tokenizer,
                          scheduler=cfg.sampling.scheduler, dtype=cfg.model.dtype, device=cfg.model.device,
                          base=cfg.model.base, loras=cfg.model.lora, fuse_lora=cfg.model.fuse_lora,
-                         parts=cfg.model.parts)
+                         parts=cfg.model.parts, shift=cfg.sampling.shift)
     if offloads(cfg.model.cpu_offload, device):
         pipe.enable_model_cpu_offload(device=device)
     if cfg.model.vae_slicing:

@@ -18,7 +18,7 @@ import torch
 
 from .config import EditConfig, EditJob, KeyframeSpec, hierarchical_setting, window_length
 from .edit_checks import check_edit_request, check_keyframe_request, check_keyframe_specs
-from .edit_model import check_model_reference, checked_structure_controlnets, load_edit_pipeline
+from .edit_model import check_model_reference, checked_structure_controlnets, load_edit_pipeline, model_conventions
 from .guidance import sampled_prompt, structure_scales
 from .edit_record import EditRecord, keyframe_entries, package_versions, video_entry
 from .io import write_image
@@ -143,6 +143,8 @@ class EditSession:
         s = self.cfg.sampling
         if s.prior != "auto":
             return s.prior
+        if not model_conventions(self.cfg).anchor_prior:
+            return "none"
         return "keyframe" if keyframes_act(num_keyframes, s.appearance_scale) and s.strength == 1 else "none"
 
     def _make_auto_keyframes(self, job: EditJob, prepared: PreparedClip, keyframes: PreparedKeyframes,
@@ -158,11 +160,9 @@ class EditSession:
                    seed: int) -> np.ndarray:
         """One frame edited from `prompt` (image-to-image under its structure maps, `pipelines.keyframe_edit`), as
         an `auto` keyframe is made: the edit and the studio's touch-ups alike."""
-        from .pipelines.keyframe_edit import edit_keyframe
-
         s = self.cfg.sampling
-        return edit_keyframe(
-            self.pipe, sampled_prompt(self.cfg, prompt), frame, maps, negative_prompt=s.negative_prompt,
+        return self.pipe.edit_keyframe(
+            sampled_prompt(self.cfg, prompt), frame, maps, negative_prompt=s.negative_prompt,
             strength=strength, num_inference_steps=s.num_inference_steps, guidance_scale=s.guidance_scale,
             structure_scale=structure_scales(self.cfg), generator=torch.Generator(device="cpu").manual_seed(seed),
         )
@@ -199,7 +199,7 @@ class EditSession:
             prior=self.prior(len(keyframes.specs)), video=video_entry(prepared, edited),
             windows={"length": window_length(cfg), "overlap": cfg.windows.overlap, "per_pass": result.windows},
             mask=None if masks is None else masks.record,
-            config=cfg.to_dict(), device=str(self.device), dtype=str(self.pipe.unet.dtype).replace("torch.", ""),
+            config=cfg.to_dict(), device=str(self.device), dtype=str(self.pipe.main_dtype).replace("torch.", ""),
             versions=package_versions(), timings_seconds=timings, peak_memory_bytes=result.peak_memory_bytes,
         )
 

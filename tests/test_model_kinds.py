@@ -18,8 +18,9 @@ OTHER_NAMESPACES = ("ccedit/kinds/", "ccedit/metrics/", "ccedit/methods/", "cced
 
 
 def test_each_named_model_belongs_to_one_kind_and_anything_else_is_a_folder():
-    assert named_models() == ("tiny", "animatediff-tiny", "animatediff")
-    assert {kind_for(name).name for name in named_models()} == {"tiny", "animatediff-tiny", "animatediff"}
+    assert named_models() == ("tiny", "animatediff-tiny", "animatediff", "wan-vace-tiny", "wan-vace")
+    assert {kind_for(name).name for name in named_models()} == {"tiny", "animatediff-tiny", "animatediff",
+                                                                "wan-vace-tiny", "wan-vace"}
     assert kind_for("models/my-ccedit") is folder_kind() is KINDS["ccedit"]
     assert kind_for("someone/on-the-hub").folders
 

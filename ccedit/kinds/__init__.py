@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from .base import Conventions, ModelKind, ModelRef, Part
 from .ccedit import CCEDIT, TINY
 from .open_trident import OPEN_TRIDENT, TINY_OPEN_TRIDENT
+from .wan_vace import TINY_WAN_VACE, WAN_VACE
 from .registry import KINDS, builtin_models, kind_for, named_models, register_kind
 
 __all__ = [
@@ -20,7 +21,7 @@ __all__ = [
 ]
 
 # Kinds that answer to names first; the kind that takes any folder or hub id last.
-for _kind in (TINY, TINY_OPEN_TRIDENT, OPEN_TRIDENT, CCEDIT):
+for _kind in (TINY, TINY_OPEN_TRIDENT, OPEN_TRIDENT, TINY_WAN_VACE, WAN_VACE, CCEDIT):
     register_kind(_kind)
 
 
@@ -36,6 +37,7 @@ def load_pipeline(
     loras: Sequence = (),
     fuse_lora: bool = False,
     parts: dict | None = None,
+    shift: float | None = None,
 ):
     """Build the `CCEditPipeline` of `model` with one ControlNet per entry of `controlnets`.
 
@@ -49,9 +51,17 @@ def load_pipeline(
         base (`str`, *optional*): a personalised SD-1.5 base replacing the model's frozen UNet (`personalise.py`).
         loras: LoRAs (`LoraSpec`s or config entries `{path, scale}`) on the UNet and text encoder.
         parts (`dict`, *optional*): for kinds assembled from parts (`animatediff`), each part's folder or hub id.
+        shift (`float`, *optional*): a flow-matching model's shift instead of its own (`sampling.shift`).
     """
     reference = ModelRef(model, dict(parts or {}), tokenizer)
-    pipe = kind_for(model).load(reference, list(controlnets), scheduler, dtype, device)
+    kind = kind_for(model)
+    if shift is not None and kind.conventions.prediction_type != "flow":
+        from ..errors import UserError
+
+        raise UserError(f"sampling.shift is a flow-matching model's setting; {model} predicts "
+                        f"{kind.conventions.prediction_type}: leave sampling.shift unset")
+    options = {} if shift is None else {"shift": shift}
+    pipe = kind.load(reference, list(controlnets), scheduler, dtype, device, **options)
     if base is not None or loras:
         from ..pipelines.personalise import personalise
 

@@ -23,6 +23,7 @@ class Conventions:
     scheduler: str = "dpmpp_2s_ancestral"  # the default sampler
     sampling_convention: str = "ccedit"  # "ccedit": the original sigma table and timesteps; "diffusers": its own
     centred_keyframes: bool = True  # each keyframe needs a window centred on it (its appearance branch's training)
+    anchor_prior: bool = True  # CCEdit's anchor prior applies (`sampling.prior=auto`); not to flow matching
 
 
 @dataclass(frozen=True)

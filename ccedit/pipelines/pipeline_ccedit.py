@@ -234,6 +234,18 @@ class CCEditPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         return list(getattr(self.controlnet, "nets", [self.controlnet]))
 
     @property
+    def main_dtype(self) -> torch.dtype:
+        """The precision of the main branch (what an edit's sidecar records)."""
+        return self.unet.dtype
+
+    def edit_keyframe(self, prompt: str, frame: np.ndarray, structure_maps: Sequence[torch.Tensor], **kwargs) -> np.ndarray:
+        """One frame edited from `prompt` under its structure maps (`keyframe_edit.edit_keyframe`, which documents
+        the arguments): how every ccedit pipeline makes an automatic keyframe."""
+        from .keyframe_edit import edit_keyframe
+
+        return edit_keyframe(self, prompt, frame, structure_maps, **kwargs)
+
+    @property
     def size_multiple(self) -> int:
         """Frame sizes must be multiples of this: the VAE's factor. The main branch and the side branches take any
         latent size (each upsampling returns to its skip's size), so the UNet's downsamplings add no constraint."""

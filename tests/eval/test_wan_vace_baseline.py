@@ -9,7 +9,8 @@ import torch
 from ccedit.config import EditJob, KeyframeSpec, VideoConfig
 from ccedit.errors import UserError
 from ccedit.methods import build_method
-from ccedit.methods.wan_vace import tiny_t5_tokenizer, wan_frame_count
+from ccedit.methods.wan_vace import wan_frame_count
+from ccedit.pipelines.tiny_wan import tiny_t5_tokenizer
 from tests.eval.baseline_eval import check_baseline_rows
 from tests.conftest import KEYFRAME, VIDEOS
 
@@ -40,7 +41,7 @@ def test_wan_vace_equals_the_diffusers_pipeline_called_directly():
     from ccedit.annotators import build_annotator
     from ccedit.annotators.maps import hold
     from ccedit.io import fit_frames, read_video
-    from ccedit.methods.wan_vace import tiny_wan_vace_parts
+    from ccedit.pipelines.tiny_wan import tiny_wan_vace_parts
 
     job = EditJob(input=str(VIDEOS / "kitten.mp4"), prompt=PROMPT)
     out = wan_vace().run(job, {})

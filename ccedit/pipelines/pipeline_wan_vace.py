@@ -1,0 +1,338 @@
+"""`WanVACEEditPipeline`: Wan2.1-VACE edits a clip of any length in fused windows, with keyframes anywhere.
+
+diffusers' `WanVACEPipeline` generates one window (81 frames at most, as Wan was trained) from a control video,
+a mask and reference images. This pipeline keeps its components, its prompt encoding and its mask folding (it is a
+subclass, so released folders load as they are) and runs ccedit's edit on them: the structure maps are the control
+video, each keyframe is kept at its frame (mask 0), the source is kept outside a region, and the clip is denoised in
+windows of the native length in latent time, fused at every step by the planner ccedit uses for every model, with
+the sampler shared by every model kind (`denoise`). Its call takes the arguments `CCEditPipeline` takes.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from diffusers import WanVACEPipeline
+from diffusers.utils.torch_utils import randn_tensor
+
+from ..annotators.maps import as_unit
+from ..errors import InvalidInputError
+from ..schedulers import set_sampling_timesteps
+from .conditions import check_keyframe_indices, default_keyframe_index, keyframes_act
+from .cpu_tuning import onednn_linear
+from .denoise import denoise, prepare_initial_latents, sdedit_start
+from .pipeline_ccedit import (
+    FRAME_PROCESSOR, CCEditPipelineOutput, _check_video, _peak_resident_bytes, _video_as_uint8, finished_time,
+)
+from .region import SourceRegion, check_mask, composite
+from .vace_context import ContextVideo, TimeGrid, control_latents, unit_to_signed
+from .vace_denoiser import VACEClipDenoiser
+from .wan_vae import decode_latents, encode_frames
+from .windows import WINDOW_NOISE, check_window, default_overlap, plan_passes, repeat_window_noise
+
+logger = logging.getLogger(__name__)
+
+# The prompt length Wan was trained with (diffusers' `WanVACEPipeline` default).
+MAX_SEQUENCE_LENGTH = 512
+
+
+class WanVACEEditPipeline(WanVACEPipeline):
+    r"""Edit a video with Wan2.1-VACE: the prompt, the structure maps as VACE's control video, keyframes kept at
+    their frames, optional reference images; any length, in windows fused at every step.
+
+    Components as diffusers' `WanVACEPipeline` (`vae`, `text_encoder`, `tokenizer`, `transformer`, `scheduler`).
+    """
+
+    _callback_tensor_inputs = ["latents"]
+
+    def __init__(self, tokenizer, text_encoder, vae, scheduler, transformer=None, transformer_2=None,
+                 boundary_ratio=None):
+        super().__init__(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, scheduler=scheduler,
+                         transformer=transformer, transformer_2=transformer_2, boundary_ratio=boundary_ratio)
+        self._cpu_tuning = False
+        self._compiled = False
+
+    # What every ccedit pipeline offers the edit workflow.
+
+    @property
+    def time_grid(self) -> TimeGrid:
+        return TimeGrid(self.vae_scale_factor_temporal)
+
+    @property
+    def size_multiple(self) -> int:
+        return self.vae_scale_factor_spatial * self.transformer.config.patch_size[1]
+
+    @property
+    def main_dtype(self) -> torch.dtype:
+        return self.transformer.dtype
+
+    def enable_cpu_tuning(self) -> None:
+        self._cpu_tuning = True
+
+    def enable_channels_last(self) -> None:
+        logger.warning("model.channels_last does nothing for a video transformer (its layers are linear)")
+
+    def compile_networks(self, **kwargs) -> None:
+        self.transformer.compile(**kwargs)
+        self._compiled = True
+
+    def enable_vae_slicing(self) -> None:
+        """The VAE decodes one latent frame at a time already (`wan_vae.decode_latents`)."""
+
+    def _kernels(self):
+        eager_cpu = self._execution_device.type == "cpu" and not self._compiled
+        return onednn_linear(self._cpu_tuning and eager_cpu)
+
+    def edit_keyframe(self, prompt: str, frame: np.ndarray, structure_maps: Sequence[torch.Tensor], *,
+                      negative_prompt: str | None = None, strength: float = 0.75, num_inference_steps: int = 30,
+                      guidance_scale: float = 5.0, structure_scale: float | Sequence[float] = 1.0,
+                      generator: torch.Generator | None = None) -> np.ndarray:
+        """One frame edited from `prompt`: a one-frame generation under the frame's control map, from the frame
+        noised to `strength` (as an automatic keyframe is made). Returns uint8 `(H, W, 3)`."""
+        maps = [m[None] for m in structure_maps]
+        steps = max(num_inference_steps, math.ceil(1 / strength))  # at least one step is run
+        out = self(prompt, frame[None], maps, negative_prompt=negative_prompt, strength=strength,
+                   num_inference_steps=steps, guidance_scale=guidance_scale, structure_scale=structure_scale,
+                   generator=generator, progress=False)
+        return out.frames[0][0]
+
+    # long: the public signature and its argument docs; the body is numbered stages over the named steps below
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str,
+        video: np.ndarray | torch.Tensor,
+        structure_maps: torch.Tensor | Sequence[torch.Tensor] = (),
+        *,
+        negative_prompt: str | None = None,
+        keyframe: np.ndarray | Sequence[np.ndarray] | None = None,
+        keyframe_index: int | Sequence[int] | None = None,
+        reference_images: Sequence[np.ndarray] = (),
+        num_inference_steps: int = 30,
+        guidance_scale: float = 5.0,
+        structure_scale: float | Sequence[float] = 1.0,
+        appearance_scale: float = 1.0,
+        prior: str = "none",
+        prior_coefficient: float = 0.0,
+        strength: float = 1.0,
+        generator: torch.Generator | None = None,
+        latents: torch.Tensor | None = None,
+        output_type: str = "np",
+        window_length: int | None = None,
+        window_overlap: int | None = None,
+        hierarchical: bool | None = None,
+        pin_keyframes: bool = True,
+        window_noise: str = "independent",
+        callback_on_step_end: Callable | None = None,
+        callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
+        progress: bool = True,
+        record_conditions: bool = False,
+        mask: np.ndarray | torch.Tensor | None = None,
+        max_sequence_length: int = MAX_SEQUENCE_LENGTH,
+    ) -> CCEditPipelineOutput:
+        r"""Edit `video`.
+
+        Args:
+            prompt (`str`): the target description.
+            video: the source frames at the working size (sides multiples of `size_multiple`): uint8 `(frames,
+                height, width, 3)` or float `(frames, 3, height, width)` in `[0, 1]`; any count (fitted to 4k+1
+                frames by repeating the last, and cut back).
+            structure_maps: one annotator's maps `(frames, 3, height, width)`, uint8 or in `[0, 1]`: VACE's control
+                video. None: no structure.
+            keyframe, keyframe_index: edited frames (uint8 `(H, W, 3)`) kept at their frames (mask 0 there); for
+                one keyframe the default frame is the centre.
+            reference_images: VACE's reference images (uint8 `(H, W, 3)` at the working size), placed before the
+                clip in latent time.
+            structure_scale: VACE's context scale (a list: its first entry).
+            appearance_scale: 0 leaves the keyframes out (as for every model kind).
+            prior: only `"none"`: a flow-matching model starts from pure noise.
+            strength: SDEdit from the source below 1.
+            latents: the initial noise `(1, 16, references + latent frames, h, w)` instead of drawing it.
+            output_type: `"np"` (uint8 `(1, frames, H, W, 3)`) or `"latent"`.
+            window_length, window_overlap: in pixel frames; windows run in latent time (`time_grid`).
+            hierarchical: not used: keyframes act in every window that holds them, through the context video.
+            pin_keyframes: not used: VACE keeps a keyframe through its mask, not by pinning a latent.
+            mask: a region edit's soft mask `(frames, H, W)`: VACE keeps the source outside it, the sampler keeps
+                its latents, and the frames are composited into the source.
+            Others as `CCEditPipeline.__call__`.
+        """
+        start = time.perf_counter()
+        device = self._execution_device
+        clock = functools.partial(finished_time, device)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        frames_in = _video_as_uint8(_check_video(video))
+        maps = [structure_maps] if isinstance(structure_maps, torch.Tensor) else list(structure_maps)
+        keyframes, indices = self._check_inputs(frames_in, maps, keyframe, keyframe_index, prior, output_type,
+                                                window_length, window_overlap, window_noise)
+        soft = None if mask is None else check_mask(mask, len(frames_in), frames_in.shape[1:3])
+        if not keyframes_act(len(keyframes), appearance_scale):
+            keyframes, indices = [], []
+        grid = self.time_grid
+        num_frames = len(frames_in)
+        fitted = grid.fitted(num_frames)
+        if fitted != num_frames:
+            logger.info("Wan takes 4k+1 frames: %d frames are denoised as %d (the last repeated), then cut back",
+                        num_frames, fitted)
+        timings: dict[str, float] = {}
+        with self._kernels():
+            # 1. The prompt, the context and the references.
+            t0 = clock()
+            text = self._text(prompt, negative_prompt, guidance_scale, max_sequence_length, device)
+            timings["encode_prompt"] = clock() - t0
+            t0 = clock()
+            control = None if not maps else as_unit(maps[0], dtype=torch.float32).mul(255).round().to(
+                torch.uint8).permute(0, 2, 3, 1).numpy()
+            keep = None if soft is None else (soft <= 0).cpu().numpy()
+            context = ContextVideo.build(control, frames_in.shape[:3], keyframes=keyframes, keyframe_frames=indices,
+                                         keep=keep, source=frames_in, fitted=fitted)
+            references = list(reference_images)
+            conditioning = control_latents(self, context, references, device)
+            source = None
+            if strength < 1 or soft is not None:
+                source = self._encode_source(frames_in, fitted, len(references), device)
+            timings["encode_keyframe"] = clock() - t0
+            # 2. Noise, timesteps and the windows in latent time.
+            set_sampling_timesteps(self.scheduler, num_inference_steps, device, "diffusers")
+            noise = self._noise(latents, conditioning.shape, generator, device, window_noise, window_length)
+            initial = prepare_initial_latents(noise, self.scheduler, convention="diffusers")
+            timesteps = None
+            if strength < 1:
+                initial, timesteps = sdedit_start(source, noise, self.scheduler, strength=strength,
+                                                  convention="diffusers")
+            windows = self._windows(conditioning.shape[2] - len(references), window_length, window_overlap)
+            scale = self._control_scale(structure_scale, device)
+            denoiser = VACEClipDenoiser(self.transformer, text, conditioning, scale, len(references), windows)
+            region = None
+            if soft is not None:
+                region = SourceRegion(self._latent_region(soft, fitted, len(references)), source.float(), noise)
+            # 3. Denoise.
+            t0 = clock()
+            out = denoise(denoiser, self.scheduler, initial, guidance_scale=guidance_scale, generator=generator,
+                          callback=self._step_end(callback_on_step_end, callback_on_step_end_tensor_inputs),
+                          progress=progress, timesteps=timesteps, region=region)
+            timings["denoise"] = clock() - t0
+            # 4. Decode the clip's latents (without the reference slots) and cut back to the frames given.
+            t0 = clock()
+            frames = out if output_type == "latent" else self._decode(out[:, :, len(references):], num_frames, soft,
+                                                                     frames_in)
+            timings["decode"] = clock() - t0
+        timings["total"] = time.perf_counter() - start
+        peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else _peak_resident_bytes()
+        self.maybe_free_model_hooks()
+        return CCEditPipelineOutput(frames=frames, timings=timings, peak_memory_bytes=peak, windows=[len(windows)])
+
+    # The named steps of `__call__`.
+
+    def _check_inputs(self, frames: np.ndarray, maps: list, keyframe, keyframe_index, prior: str, output_type: str,
+                      window_length, window_overlap, window_noise) -> tuple[list[np.ndarray], list[int]]:
+        num_frames, height, width = frames.shape[:3]
+        multiple = self.size_multiple
+        if height % multiple or width % multiple:
+            raise InvalidInputError(f"Wan-VACE edits frames whose sides are multiples of {multiple}, got {width}x{height}")
+        if len(maps) > 1:
+            raise InvalidInputError(f"Wan-VACE takes one control video: give one structure annotator, got {len(maps)}")
+        for m in maps:
+            if tuple(m.shape) != (num_frames, 3, height, width):
+                raise InvalidInputError(f"structure maps must be ({num_frames}, 3, {height}, {width}), "
+                                        f"got {tuple(m.shape)}")
+        if prior != "none":
+            raise InvalidInputError(f"prior {prior!r} is CCEdit's anchor prior; a flow-matching model starts from "
+                                    "noise: set sampling.prior=none")
+        if output_type not in ("np", "latent"):
+            raise InvalidInputError(f"`output_type` must be np or latent, got {output_type!r}")
+        check_window(window_length, window_overlap)
+        if window_noise not in WINDOW_NOISE:
+            raise InvalidInputError(f"`window_noise` must be one of {', '.join(WINDOW_NOISE)}, got {window_noise!r}")
+        keyframes = [] if keyframe is None else list(keyframe) if isinstance(keyframe, (list, tuple)) else [keyframe]
+        if keyframe_index is None:
+            indices = [default_keyframe_index(num_frames)] * len(keyframes)
+        else:
+            indices = [keyframe_index] if isinstance(keyframe_index, int) else list(keyframe_index)
+        if len(indices) != len(keyframes):
+            raise InvalidInputError(f"{len(keyframes)} keyframes but {len(indices)} keyframe indices")
+        indices = list(check_keyframe_indices(indices, num_frames))
+        for image in keyframes:
+            if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.shape != (height, width, 3):
+                raise InvalidInputError(f"a keyframe must be uint8 ({height}, {width}, 3) at the working size")
+        return keyframes, indices
+
+    def _text(self, prompt: str, negative_prompt: str | None, guidance_scale: float, max_sequence_length: int,
+              device: torch.device) -> torch.Tensor:
+        """The prompt embeddings, `[uncond; cond]` under guidance, as `denoise` batches the latents."""
+        cond, uncond = self.encode_prompt(prompt, negative_prompt, do_classifier_free_guidance=guidance_scale > 1,
+                                          max_sequence_length=max_sequence_length, device=device)
+        dtype = self.transformer.dtype
+        return torch.cat([uncond, cond]).to(dtype) if guidance_scale > 1 else cond.to(dtype)
+
+    def _encode_source(self, frames: np.ndarray, fitted: int, references: int, device: torch.device) -> torch.Tensor:
+        """The source clip's latents (fitted), with zero reference slots in front: SDEdit's and a region's start."""
+        padded = np.concatenate([frames, np.repeat(frames[-1:], fitted - len(frames), axis=0)])
+        chunks = (unit_to_signed(padded[s:s + 16], device).to(self.vae.dtype) for s in range(0, fitted, 16))
+        latents = encode_frames(self.vae, chunks).float()
+        slots = torch.zeros_like(latents[:, :, :1]).expand(-1, -1, references, -1, -1)
+        return torch.cat([slots, latents], dim=2)
+
+    def _noise(self, latents: torch.Tensor | None, shape: torch.Size, generator, device: torch.device,
+               window_noise: str, window_length: int | None) -> torch.Tensor:
+        shape = (1, self.transformer.config.in_channels, *shape[2:])
+        if latents is not None:
+            if tuple(latents.shape) != shape:
+                raise InvalidInputError(f"`latents` must be {shape}, got {tuple(latents.shape)}")
+            return latents.to(device, torch.float32)
+        noise = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
+        if window_noise == "repeat" and window_length is not None:
+            noise = repeat_window_noise(noise, self.time_grid.latents(self.time_grid.fitted(window_length)))
+        return noise
+
+    def _windows(self, latent_frames: int, window_length: int | None, window_overlap: int | None):
+        """The windows over the latent frames: the pixel window length and overlap in latent time."""
+        grid = self.time_grid
+        length = latent_frames if window_length is None else min(grid.latents(grid.fitted(window_length)),
+                                                                  latent_frames)
+        overlap = default_overlap(length) if window_overlap is None else math.ceil(window_overlap / grid.factor)
+        overlap = max(0, min(overlap, length - 1))
+        return plan_passes(latent_frames, length, overlap, hierarchical=False, centre_keyframes=False)[0][1]
+
+    def _control_scale(self, structure_scale, device: torch.device) -> torch.Tensor:
+        scale = structure_scale[0] if isinstance(structure_scale, Sequence) else structure_scale
+        layers = len(self.transformer.config.vace_layers)
+        return torch.full((layers,), float(scale), device=device, dtype=self.transformer.dtype)
+
+    def _latent_region(self, soft: torch.Tensor, fitted: int, references: int) -> torch.Tensor:
+        """A region's latent mask `(references + latent frames, h, w)`: a latent is edited when any pixel of any
+        frame it holds is (the reference slots are free)."""
+        grid, factor = self.time_grid, self.vae_scale_factor_spatial
+        edited = soft > 0
+        edited = torch.cat([edited, edited[-1:].expand(fitted - len(edited), -1, -1)])
+        pooled = torch.nn.functional.max_pool2d(edited[:, None].float(), factor)[:, 0] > 0
+        latent = torch.stack([pooled[list(grid.pixels_of(j))].any(0) for j in range(grid.latents(fitted))])
+        return torch.cat([torch.ones_like(latent[:1]).expand(references, -1, -1), latent])
+
+    def _decode(self, latents: torch.Tensor, num_frames: int, soft: torch.Tensor | None,
+                source: np.ndarray) -> np.ndarray:
+        """uint8 `(1, frames, H, W, 3)`, chunk by chunk on the host; composited into the source for a region."""
+        chunks = []
+        for chunk in decode_latents(self.vae, latents):
+            unit = FRAME_PROCESSOR.postprocess(chunk[0].transpose(0, 1).float(), output_type="pt")
+            chunks.append((unit.permute(0, 2, 3, 1) * 255).round().to(torch.uint8).cpu())
+        frames = torch.cat(chunks)[:num_frames][None]
+        if soft is not None:
+            frames = composite(frames, source, soft)
+        return frames.numpy()
+
+    def _step_end(self, callback, tensor_inputs: Sequence[str]):
+        if callback is None:
+            return None
+
+        def step_end(step_index: int, timestep: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+            returned = callback(self, step_index, timestep, {name: latents for name in tensor_inputs}) or {}
+            return returned.get("latents", latents)
+
+        return step_end

@@ -1,0 +1,120 @@
+"""VACE's context for a whole clip: the control video, its mask and the reference images, as the transformer takes
+them (`control_hidden_states`).
+
+VACE reads one video beside the prompt: where its mask is 1 the frame is generated and the video is the control (a
+structure map); where the mask is 0 the video is kept (a keyframe at its frame, the source outside a region). The
+control latents are the VAE encodings of the kept part and of the generated part (16 + 16 channels), and the mask
+folded to the latent grid (64 channels: each latent pixel's 8x8 pixels); reference images come first in time, with
+zeros beside them and a zero mask. Pixel frames and latent frames differ: Wan's VAE is causal in time, so a clip of
+4k+1 frames makes k+1 latent frames (the first frame alone, then groups of 4), and `TimeGrid` converts between them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .wan_vae import encode_frames
+
+# Frames per chunk while streaming the control video through the VAE: uint8 on the host, float on the device.
+ENCODE_CHUNK = 16
+
+
+@dataclass(frozen=True)
+class TimeGrid:
+    """Pixel frames and latent frames of a causal video VAE with `factor` frames per latent (the first alone)."""
+
+    factor: int
+
+    def fitted(self, frames: int) -> int:
+        """The smallest frame count the VAE takes (`factor * k + 1`) that holds `frames`."""
+        return frames + (-(frames - 1)) % self.factor
+
+    def latents(self, frames: int) -> int:
+        """Latent frames of a clip of `frames` (fitted) pixel frames."""
+        return (frames - 1) // self.factor + 1
+
+    def latent_of(self, frame: int) -> int:
+        """The latent frame that holds pixel frame `frame`."""
+        return (frame + self.factor - 1) // self.factor
+
+    def pixels_of(self, latent: int) -> range:
+        """The pixel frames latent frame `latent` holds."""
+        return range(0, 1) if latent == 0 else range(self.factor * latent - self.factor + 1, self.factor * latent + 1)
+
+
+@dataclass(frozen=True)
+class ContextVideo:
+    """What VACE sees at every pixel frame of the fitted clip.
+
+    Args:
+        video: uint8 `(frames, H, W, 3)`: the control map where generated, the kept picture elsewhere.
+        generate: bool `(frames, H, W)`: True where VACE generates (mask 1).
+    """
+
+    video: np.ndarray
+    generate: np.ndarray
+
+    @classmethod
+    def build(cls, control: np.ndarray | None, size: tuple[int, int, int], *, keyframes: Sequence[np.ndarray] = (),
+              keyframe_frames: Sequence[int] = (), keep: np.ndarray | None = None,
+              source: np.ndarray | None = None, fitted: int | None = None) -> ContextVideo:
+        """The context of a clip of `size` (frames, H, W): `control` uint8 `(frames, H, W, 3)` (None: no structure,
+        VACE's zero video), each keyframe kept whole at its frame, `source` kept where `keep` (bool `(frames, H,
+        W)`) is True; then padded to `fitted` frames by repeating the last."""
+        frames, height, width = size
+        video = np.full((frames, height, width, 3), 128, np.uint8) if control is None else control.copy()
+        generate = np.ones((frames, height, width), bool)
+        if keep is not None:
+            video[keep] = source[keep]
+            generate &= ~keep
+        for image, frame in zip(keyframes, keyframe_frames):
+            video[frame] = image
+            generate[frame] = False
+        fitted = frames if fitted is None else fitted
+        if fitted > frames:
+            video = np.concatenate([video, np.repeat(video[-1:], fitted - frames, axis=0)])
+            generate = np.concatenate([generate, np.repeat(generate[-1:], fitted - frames, axis=0)])
+        return cls(video, generate)
+
+    def __len__(self) -> int:
+        return len(self.video)
+
+
+def unit_to_signed(frames: np.ndarray, device: torch.device) -> torch.Tensor:
+    """uint8 `(n, H, W, 3)` -> float `(1, 3, n, H, W)` in [-1, 1], computed as diffusers' video processor computes it
+    (`/ 255`, then `2x - 1`), so the control video is the one diffusers' pipeline would build from the same frames."""
+    unit = torch.from_numpy(frames).to(device).float() / 255.0
+    return (2.0 * unit - 1.0).permute(3, 0, 1, 2)[None]
+
+
+def _stream(context: ContextVideo, part: str, device: torch.device, dtype: torch.dtype) -> Iterator[torch.Tensor]:
+    """The kept (`part="kept"`) or generated part of the context video, chunk by chunk, as VACE splits it."""
+    for start in range(0, len(context), ENCODE_CHUNK):
+        video = unit_to_signed(context.video[start:start + ENCODE_CHUNK], device).to(dtype)
+        mask = torch.from_numpy(context.generate[start:start + ENCODE_CHUNK]).to(device, dtype)[None, None]
+        yield video * mask if part == "generated" else video * (1 - mask)
+
+
+def encode_references(vae, images: Sequence[np.ndarray], device: torch.device) -> list[torch.Tensor]:
+    """Each reference image (uint8 `(H, W, 3)` at the working size) as a one-frame latent `(1, 16, 1, h, w)`."""
+    return [encode_frames(vae, [unit_to_signed(image[None], device).to(vae.dtype)]) for image in images]
+
+
+def control_latents(pipe, context: ContextVideo, references: Sequence[np.ndarray], device: torch.device) -> torch.Tensor:
+    """VACE's `control_hidden_states` for the whole clip: `(1, 96, references + latent frames, h, w)`, reference
+    slots first (the last reference first, as diffusers' pipeline orders them), in the transformer's dtype."""
+    vae = pipe.vae
+    kept = encode_frames(vae, _stream(context, "kept", device, vae.dtype))
+    generated = encode_frames(vae, _stream(context, "generated", device, vae.dtype))
+    latents = torch.cat([kept, generated], dim=1)
+    for reference in encode_references(vae, references, device):
+        latents = torch.cat([torch.cat([reference, torch.zeros_like(reference)], dim=1), latents], dim=2)
+    # The mask on the latent grid: diffusers' own folding (8x8 pixels into channels, nearest in time), on the host;
+    # it holds one float per pixel of the fitted clip (the context video itself stays uint8).
+    mask = torch.from_numpy(context.generate).float()[None, None]
+    folded = pipe.prepare_masks(mask, [[None] * len(references)]).to(device)
+    return torch.cat([latents.to(folded.dtype), folded], dim=1).to(pipe.transformer.dtype)
