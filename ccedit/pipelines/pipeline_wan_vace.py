@@ -31,10 +31,11 @@ from .pipeline_ccedit import (
     FRAME_PROCESSOR, CCEditPipelineOutput, _check_video, _peak_resident_bytes, _video_as_uint8, finished_time,
 )
 from .region import SourceRegion, check_mask, composite
-from .vace_context import ContextVideo, TimeGrid, control_latents, unit_to_signed
+from .time_grid import TimeGrid
+from .vace_context import ContextVideo, control_latents, unit_to_signed
 from .vace_denoiser import VACEClipDenoiser
 from .wan_vae import decode_latents, encode_frames
-from .windows import WINDOW_NOISE, check_window, default_overlap, plan_passes, repeat_window_noise
+from .windows import WINDOW_NOISE, check_window, repeat_window_noise
 
 logger = logging.getLogger(__name__)
 
@@ -206,7 +207,7 @@ class WanVACEEditPipeline(WanVACEPipeline):
             if strength < 1:
                 initial, timesteps = sdedit_start(source, noise, self.scheduler, strength=strength,
                                                   convention="diffusers")
-            windows = self._windows(conditioning.shape[2] - len(references), window_length, window_overlap)
+            windows = grid.windows(fitted, window_length, window_overlap)
             scale = self._control_scale(structure_scale, device)
             denoiser = VACEClipDenoiser(self.transformer, text, conditioning, scale, len(references), windows)
             region = None
@@ -290,15 +291,6 @@ class WanVACEEditPipeline(WanVACEPipeline):
         if window_noise == "repeat" and window_length is not None:
             noise = repeat_window_noise(noise, self.time_grid.latents(self.time_grid.fitted(window_length)))
         return noise
-
-    def _windows(self, latent_frames: int, window_length: int | None, window_overlap: int | None):
-        """The windows over the latent frames: the pixel window length and overlap in latent time."""
-        grid = self.time_grid
-        length = latent_frames if window_length is None else min(grid.latents(grid.fitted(window_length)),
-                                                                  latent_frames)
-        overlap = default_overlap(length) if window_overlap is None else math.ceil(window_overlap / grid.factor)
-        overlap = max(0, min(overlap, length - 1))
-        return plan_passes(latent_frames, length, overlap, hierarchical=False, centre_keyframes=False)[0][1]
 
     def _control_scale(self, structure_scale, device: torch.device) -> torch.Tensor:
         scale = structure_scale[0] if isinstance(structure_scale, Sequence) else structure_scale

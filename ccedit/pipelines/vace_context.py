@@ -6,7 +6,7 @@ structure map); where the mask is 0 the video is kept (a keyframe at its frame, 
 control latents are the VAE encodings of the kept part and of the generated part (16 + 16 channels), and the mask
 folded to the latent grid (64 channels: each latent pixel's 8x8 pixels); reference images come first in time, with
 zeros beside them and a zero mask. Pixel frames and latent frames differ: Wan's VAE is causal in time, so a clip of
-4k+1 frames makes k+1 latent frames (the first frame alone, then groups of 4), and `TimeGrid` converts between them.
+4k+1 frames makes k+1 latent frames (the first frame alone, then groups of 4), and `time_grid.TimeGrid` converts between them.
 """
 
 from __future__ import annotations
@@ -17,33 +17,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .time_grid import TimeGrid  # noqa: F401 - re-exported beside the context
 from .wan_vae import encode_frames
 
 # Frames per chunk while streaming the control video through the VAE: uint8 on the host, float on the device.
 ENCODE_CHUNK = 16
-
-
-@dataclass(frozen=True)
-class TimeGrid:
-    """Pixel frames and latent frames of a causal video VAE with `factor` frames per latent (the first alone)."""
-
-    factor: int
-
-    def fitted(self, frames: int) -> int:
-        """The smallest frame count the VAE takes (`factor * k + 1`) that holds `frames`."""
-        return frames + (-(frames - 1)) % self.factor
-
-    def latents(self, frames: int) -> int:
-        """Latent frames of a clip of `frames` (fitted) pixel frames."""
-        return (frames - 1) // self.factor + 1
-
-    def latent_of(self, frame: int) -> int:
-        """The latent frame that holds pixel frame `frame`."""
-        return (frame + self.factor - 1) // self.factor
-
-    def pixels_of(self, latent: int) -> range:
-        """The pixel frames latent frame `latent` holds."""
-        return range(0, 1) if latent == 0 else range(self.factor * latent - self.factor + 1, self.factor * latent + 1)
 
 
 @dataclass(frozen=True)

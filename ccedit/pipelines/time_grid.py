@@ -1,0 +1,43 @@
+"""Pixel frames and latent frames of a causal video VAE that compresses time (Wan's: 4 frames per latent frame,
+the first frame alone), and the windows of a clip in latent time. A kind with one latent per frame has factor 1, where
+latent and pixel frames are the same."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from .windows import Window, default_overlap, plan_passes
+
+
+@dataclass(frozen=True)
+class TimeGrid:
+    """Pixel frames and latent frames of a causal video VAE with `factor` frames per latent (the first alone)."""
+
+    factor: int
+
+    def fitted(self, frames: int) -> int:
+        """The smallest frame count the VAE takes (`factor * k + 1`) that holds `frames`."""
+        return frames + (-(frames - 1)) % self.factor
+
+    def latents(self, frames: int) -> int:
+        """Latent frames of a clip of `frames` (fitted) pixel frames."""
+        return (frames - 1) // self.factor + 1
+
+    def latent_of(self, frame: int) -> int:
+        """The latent frame that holds pixel frame `frame`."""
+        return (frame + self.factor - 1) // self.factor
+
+    def pixels_of(self, latent: int) -> range:
+        """The pixel frames latent frame `latent` holds."""
+        return range(0, 1) if latent == 0 else range(self.factor * latent - self.factor + 1, self.factor * latent + 1)
+
+    def windows(self, num_frames: int, length: int | None, overlap: int | None) -> list[Window]:
+        """The windows over the latent frames of a clip of `num_frames` pixel frames, for a window of `length`
+        pixel frames (None: the whole clip) sharing `overlap` pixel frames (None: the planner's default)."""
+        latents = self.latents(self.fitted(num_frames))
+        size = latents if length is None else min(self.latents(self.fitted(length)), latents)
+        shared = default_overlap(size) if overlap is None else math.ceil(overlap / self.factor)
+        return plan_passes(latents, size, max(0, min(shared, size - 1)), hierarchical=False,
+                           centre_keyframes=False)[0][1]
+
