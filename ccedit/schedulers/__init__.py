@@ -144,9 +144,10 @@ def uses_original_timesteps(scheduler: SchedulerMixin) -> bool:
     True when its `set_timesteps` takes `timesteps=` and, in its configuration, timesteps are DDPM table indices as
     in the original (no Karras, exponential, beta, Lu-lambda or flow sigmas, discrete timestep type). Among the
     registered schedulers that is "euler" and "dpmpp_2m". "dpmpp_2s_ancestral" builds the original's timesteps
-    itself.
+    itself. Flow-matching schedulers never do: FlowMatchEulerDiscreteScheduler takes `timesteps=` but shifts the
+    sigmas it derives from them and not the timesteps, so the two would disagree.
     """
-    if "timesteps" not in inspect.signature(scheduler.set_timesteps).parameters:
+    if "timesteps" not in inspect.signature(scheduler.set_timesteps).parameters or is_flow_matching(scheduler):
         return False
     config = scheduler.config
     if any(config.get(flag, False) for flag in _NON_INDEX_TIMESTEP_FLAGS):
