@@ -38,8 +38,9 @@ ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 class KnownLatents:
     """Clean latents known at some frames (edited keyframes), which denoising keeps.
 
-    At every evaluation the prediction of those frames is replaced by the one whose denoised estimate is the
-    known latent (`Parameterisation.prediction_for_clean`), so the other frames are denoised around it; the result holds it exactly.
+    At every evaluation the prediction of those frames is replaced by the one whose denoised estimate is the known
+    latent (`Parameterisation.prediction_for_clean`), so the other frames are denoised around it; the result holds
+    it exactly.
 
     Args:
         frames (`tuple[int, ...]`): the frames, along the latents' frame axis.
