@@ -1,8 +1,10 @@
 """The denoising loop with classifier-free guidance, independent of any network.
 
 `denoise` runs one window of latents through every scheduler timestep. The network is any callable
-`model_fn(latent_model_input, timestep) -> eps`, so the same loop serves the full trident network, a windowed
-wrapper around it (which can split frames inside `model_fn`), and replays of stored network outputs in tests.
+`model_fn(latent_model_input, timestep) -> prediction` (noise, velocity or flow: whatever the scheduler's
+`prediction_type` says; `schedulers.parameterisation` maps each onto the denoised estimate), so the same loop serves
+the full trident network, a windowed wrapper around it (which can split frames inside `model_fn`), and replays of
+stored network outputs in tests.
 A caller that processes a long video window by window calls `denoise` once per window, with the scheduler set up
 again (`set_sampling_timesteps`) before each call, because diffusers schedulers keep a step counter.
 
@@ -24,7 +26,7 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from tqdm import tqdm
 
 from ..errors import UserError
-from ..schedulers import completes_step, evaluation_steps, initial_noise_scale, is_sigma_space, noise_for_clean
+from ..schedulers import Parameterisation, completes_step, evaluation_steps, initial_noise_scale, parameterisation
 from .region import SourceRegion
 
 logger = logging.getLogger(__name__)
@@ -36,8 +38,9 @@ ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 class KnownLatents:
     """Clean latents known at some frames (edited keyframes), which denoising keeps.
 
-    At every evaluation the noise prediction of those frames is replaced by the one whose denoised estimate is the
-    known latent, so the other frames are denoised around it; the result holds it exactly.
+    At every evaluation the prediction of those frames is replaced by the one whose denoised estimate is the known
+    latent (`Parameterisation.prediction_for_clean`), so the other frames are denoised around it; the result holds
+    it exactly.
 
     Args:
         frames (`tuple[int, ...]`): the frames, along the latents' frame axis.
@@ -50,6 +53,16 @@ class KnownLatents:
     def __post_init__(self):
         if self.latents.ndim != 5 or self.latents.shape[2] != len(self.frames):
             raise ValueError(f"known latents must be (batch, channels, {len(self.frames)}, h, w), got {tuple(self.latents.shape)}")
+
+    def hold(self, scheduler: SchedulerMixin, prediction: Parameterisation, latents: torch.Tensor,
+             model_output: torch.Tensor, timestep: torch.Tensor, index: int) -> torch.Tensor:
+        """`model_output` with, at the known frames, the prediction whose denoised estimate is the known latent."""
+        frames = list(self.frames)
+        target = self.latents.to(latents.device).expand(latents.shape[0], -1, -1, -1, -1)
+        held = prediction.prediction_for_clean(scheduler, latents[:, :, frames], target, timestep, index)
+        model_output = model_output.clone()
+        model_output[:, :, frames] = held.to(model_output.dtype)
+        return model_output
 
     def pin(self, latents: torch.Tensor) -> torch.Tensor:
         """`latents` with the known frames set to their known values."""
@@ -72,21 +85,25 @@ def guided_noise_prediction(
 
     With `guidance_scale > 1` the network sees the batch `[x; x]`, unconditional half first (ref §3 "CFG"); otherwise
     it sees `x` alone, in one pass. The original guides the denoised D rather than eps; both are equal up to rounding
-    because D is affine in eps with coefficients shared by the two halves.
+    because D is affine in eps with coefficients shared by the two halves. The same holds for a velocity or flow
+    prediction, so the prediction is guided whatever it is.
 
     Args:
-        model_fn (`Callable`): `model_fn(latent_model_input, timestep) -> eps`, batch `2B` under guidance, else `B`.
-        scheduler (`SchedulerMixin`): supplies `scale_model_input`.
+        model_fn (`Callable`): `model_fn(latent_model_input, timestep) -> prediction`, batch `2B` under guidance,
+            else `B`.
+        scheduler (`SchedulerMixin`): supplies `scale_model_input` where it has one (flow-matching Euler has none:
+            its network sees the sample as it is).
         latents (`torch.Tensor`): the current latents, batch `B` first.
         timestep (`torch.Tensor`): the current entry of the scheduler's `timesteps`.
         guidance_scale (`float`): the guidance scale s.
 
     Returns:
-        `torch.Tensor`: the guided eps, shaped like `latents`.
+        `torch.Tensor`: the guided prediction, shaped like `latents`.
     """
     use_guidance = guidance_scale > 1.0
     latent_model_input = torch.cat([latents, latents]) if use_guidance else latents
-    latent_model_input = scheduler.scale_model_input(latent_model_input, timestep)
+    if hasattr(scheduler, "scale_model_input"):
+        latent_model_input = scheduler.scale_model_input(latent_model_input, timestep)
     noise_pred = model_fn(latent_model_input, timestep)
     if not use_guidance:
         return noise_pred
@@ -115,8 +132,8 @@ def denoise(
     those with several evaluations per step such as `DPMPP2SAncestralScheduler`, whose `timesteps` list each one.
 
     Args:
-        model_fn (`Callable`): `model_fn(latent_model_input, timestep) -> eps`. Under guidance the input is `[x; x]`
-            (unconditional first, batch `2B`), otherwise `x` (batch `B`).
+        model_fn (`Callable`): `model_fn(latent_model_input, timestep) -> prediction`. Under guidance the input is
+            `[x; x]` (unconditional first, batch `2B`), otherwise `x` (batch `B`).
         scheduler (`SchedulerMixin`): a scheduler after `set_sampling_timesteps` (again before each window).
         latents (`torch.Tensor`): initial latents, already scaled (`prepare_initial_latents` or `sdedit_start`),
             e.g. `(batch, channels, frames, height, width)`.
@@ -141,22 +158,22 @@ def denoise(
     step_takes_generator = "generator" in inspect.signature(scheduler.step).parameters
     # For a region: the sampler step of each evaluation, and the schedule's index of the first one run here.
     steps = evaluation_steps(scheduler) if region is not None else []
+    # Each evaluation's position in `scheduler.timesteps`, which the parameterisation reads its sigma at.
     first = len(scheduler.timesteps) - len(timesteps)
+    prediction = parameterisation(scheduler)
     for step_index, timestep in enumerate(tqdm(timesteps, file=sys.stderr, disable=not progress)):
-        if region is not None and (step_index == 0 or completes_step(steps, first + step_index - 1)):
-            latents = region.keep_source(latents, region.noised(scheduler, timestep, first + step_index))
-        noise_pred = guided_noise_prediction(model_fn, scheduler, latents, timestep, guidance_scale)
+        index = first + step_index
+        if region is not None and (step_index == 0 or completes_step(steps, index - 1)):
+            latents = region.keep_source(latents, region.noised(scheduler, prediction, timestep, index))
+        model_output = guided_noise_prediction(model_fn, scheduler, latents, timestep, guidance_scale)
         if known is not None:
-            frames = list(known.frames)
-            target = known.latents.to(latents.device).expand(latents.shape[0], -1, -1, -1, -1)
-            noise_pred = noise_pred.clone()
-            noise_pred[:, :, frames] = noise_for_clean(scheduler, latents[:, :, frames], target, timestep).to(noise_pred.dtype)
+            model_output = known.hold(scheduler, prediction, latents, model_output, timestep, index)
         if region is not None:
-            noise_pred = region.source_prediction(scheduler, latents, noise_pred, timestep)
+            model_output = region.source_prediction(scheduler, prediction, latents, model_output, timestep, index)
         step_kwargs: dict[str, Any] = {"generator": generator} if step_takes_generator else {}
         if step_kwargs_fn is not None:
             step_kwargs.update(step_kwargs_fn(step_index))
-        latents = scheduler.step(noise_pred, timestep, latents, **step_kwargs, return_dict=False)[0]
+        latents = scheduler.step(model_output, timestep, latents, **step_kwargs, return_dict=False)[0]
         if callback is not None:
             replaced = callback(step_index, timestep, latents)
             latents = latents if replaced is None else replaced
@@ -214,11 +231,13 @@ def sdedit_start(
     SDEdit (Meng et al. 2022): noise clean latents part-way and keep only the tail of the schedule.
 
     How many of the n steps set on the scheduler are kept depends on the model's sampling convention
-    (`sdedit_kept_steps`). The start is
+    (`sdedit_kept_steps`). The start is the forward process at the first kept evaluation
+    (`Parameterisation.noised`):
     - sigma-space schedulers (Euler, Euler ancestral, DPM++(2S) ancestral): z + sigma_0 * noise, sigma_0 the first
       kept sigma, which is what the original's sampler starts from;
-    - others (DDIM, DPM-Solver, UniPC): `scheduler.add_noise(z, noise, t_0)`, their own forward process at the first
-      kept timestep.
+    - variance-preserving ones (DDIM, DPM-Solver, UniPC): `scheduler.add_noise(z, noise, t_0)`, their own forward
+      process at the first kept timestep;
+    - flow-matching ones: s_0 * noise + (1 - s_0) * z, what `FlowMatchEulerDiscreteScheduler.scale_noise` gives.
     The scheduler's begin index is set, so pass the returned timesteps to `denoise(..., timesteps=...)`.
 
     Args:
@@ -240,10 +259,7 @@ def sdedit_start(
                        scheduler.num_inference_steps)
         return z, timesteps
     begin_index = len(scheduler.timesteps) - len(timesteps)
-    if is_sigma_space(scheduler):
-        sigma = scheduler.sigmas[begin_index].to(device=z.device, dtype=z.dtype)
-        return z + sigma * noise, timesteps
-    return scheduler.add_noise(z, noise, timesteps[:1]), timesteps
+    return parameterisation(scheduler).noised(scheduler, z, noise, timesteps[0], begin_index), timesteps
 
 
 def sdedit_kept_steps(num_steps: int, strength: float, convention: str = "ccedit") -> int:

@@ -8,8 +8,9 @@ decided here:
   (max-pooling over the VAE's factor), so the edit reaches every pixel the composite takes anything from;
 - while denoising (`SourceRegion`, applied by `denoise`): before each sampler step the latents outside the latent
   mask are the source latents noised to that step with one fixed noise draw (the edit's initial noise, as SDEdit
-  noises the source); at every evaluation the noise prediction there is the one whose clean estimate is the source
-  (`noise_for_clean`); the last step ends on the clean source;
+  noises the source); at every evaluation the prediction there is the one whose clean estimate is the source
+  (`Parameterisation.prediction_for_clean`, for noise, velocity and flow alike); the last step ends on the clean
+  source;
 - the output (`composite`): `soft * edited + (1 - soft) * source`, rounded, so every pixel where the mask is 0 is
   the source's exactly, and the hard region the edit's.
 """
@@ -25,7 +26,7 @@ import torch.nn.functional as F
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from ..errors import InvalidInputError
-from ..schedulers import is_sigma_space, noise_for_clean
+from ..schedulers import Parameterisation
 
 
 def check_mask(mask, num_frames: int, size: tuple[int, int]) -> torch.Tensor:
@@ -67,23 +68,22 @@ class SourceRegion:
     def _inside(self, like: torch.Tensor) -> torch.Tensor:
         return self.mask.to(like.device)[None, None]
 
-    def noised(self, scheduler: SchedulerMixin, timestep: torch.Tensor, sigma_index: int) -> torch.Tensor:
-        """The source at evaluation `sigma_index` of the scheduler's schedule, as `sdedit_start` noises it."""
+    def noised(self, scheduler: SchedulerMixin, prediction: Parameterisation, timestep: torch.Tensor,
+               index: int) -> torch.Tensor:
+        """The source at evaluation `index` of the scheduler's schedule, as `sdedit_start` noises it."""
         clean, noise = self.latents.float(), self.noise.float().to(self.latents.device)
-        if is_sigma_space(scheduler):
-            return clean + scheduler.sigmas[sigma_index].to(clean.device, torch.float32) * noise
-        return scheduler.add_noise(clean.expand_as(noise), noise, torch.as_tensor(timestep).reshape(1))
+        return prediction.noised(scheduler, clean, noise, timestep, index)
 
     def keep_source(self, latents: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
         """`latents` inside the mask, `source` outside."""
         return torch.where(self._inside(latents), latents, source.to(latents.device, latents.dtype))
 
-    def source_prediction(self, scheduler: SchedulerMixin, latents: torch.Tensor, noise_pred: torch.Tensor,
-                          timestep: torch.Tensor) -> torch.Tensor:
-        """`noise_pred` with, outside the mask, the prediction whose clean estimate is the source."""
+    def source_prediction(self, scheduler: SchedulerMixin, prediction: Parameterisation, latents: torch.Tensor,
+                          model_output: torch.Tensor, timestep: torch.Tensor, index: int) -> torch.Tensor:
+        """`model_output` with, outside the mask, the prediction whose clean estimate is the source."""
         target = self.latents.to(latents.device).expand_as(latents)
-        kept = noise_for_clean(scheduler, latents, target, timestep).to(noise_pred.dtype)
-        return torch.where(self._inside(noise_pred), noise_pred, kept)
+        kept = prediction.prediction_for_clean(scheduler, latents, target, timestep, index).to(model_output.dtype)
+        return torch.where(self._inside(model_output), model_output, kept)
 
 
 def composite(edited: torch.Tensor, source: np.ndarray, mask: torch.Tensor) -> torch.Tensor:

@@ -7,6 +7,9 @@ conventions map onto diffusers schedulers:
   (ref §5 item 18, §6.6 item 2);
 - `initial_noise_scale` is CCEdit's sqrt(1 + sigma_max^2) for sigma-space schedulers (ref §5 item 16, §6.6 item 1).
 
+What the network predicts (noise, velocity, flow) is mapped onto one denoised-sample contract in `prediction.py`
+(`parameterisation(scheduler)`), which keyframe pinning, region edits and SDEdit go through.
+
 `evaluation_steps` and `completes_step` tell which sampler step a network evaluation belongs to, for callers that
 check the latent after every step while a scheduler such as DPM++(2S) evaluates twice per step.
 """
@@ -30,6 +33,7 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from ..errors import UserError
 from .denoiser import DiscreteEpsDenoiser
 from .dpmpp_2s_ancestral import DPMPP2SAncestralScheduler, DPMPP2SAncestralSchedulerOutput
+from .prediction import Parameterisation, is_flow_matching, is_sigma_space, parameterisation
 from .sigmas import original_alphas_cumprod, original_sigmas, original_timesteps, quantize_sigma
 
 logger = logging.getLogger(__name__)
@@ -40,15 +44,17 @@ __all__ = [
     "DPMPP2SAncestralScheduler",
     "DPMPP2SAncestralSchedulerOutput",
     "DiscreteEpsDenoiser",
+    "Parameterisation",
     "build_scheduler",
     "completes_step",
     "evaluation_steps",
     "initial_noise_scale",
+    "is_flow_matching",
     "is_sigma_space",
-    "noise_for_clean",
     "original_alphas_cumprod",
     "original_sigmas",
     "original_timesteps",
+    "parameterisation",
     "quantize_sigma",
     "set_sampling_timesteps",
     "uses_original_timesteps",
@@ -138,9 +144,10 @@ def uses_original_timesteps(scheduler: SchedulerMixin) -> bool:
     True when its `set_timesteps` takes `timesteps=` and, in its configuration, timesteps are DDPM table indices as
     in the original (no Karras, exponential, beta, Lu-lambda or flow sigmas, discrete timestep type). Among the
     registered schedulers that is "euler" and "dpmpp_2m". "dpmpp_2s_ancestral" builds the original's timesteps
-    itself.
+    itself. Flow-matching schedulers never do: FlowMatchEulerDiscreteScheduler takes `timesteps=` but shifts the
+    sigmas it derives from them and not the timesteps, so the two would disagree.
     """
-    if "timesteps" not in inspect.signature(scheduler.set_timesteps).parameters:
+    if "timesteps" not in inspect.signature(scheduler.set_timesteps).parameters or is_flow_matching(scheduler):
         return False
     config = scheduler.config
     if any(config.get(flag, False) for flag in _NON_INDEX_TIMESTEP_FLAGS):
@@ -178,24 +185,14 @@ def set_sampling_timesteps(
     logger.debug("%s timesteps: %s", type(scheduler).__name__, scheduler.timesteps.tolist())
 
 
-def is_sigma_space(scheduler: SchedulerMixin) -> bool:
-    """
-    Whether `scheduler` samples in sigma space, x = x0 + sigma * eps (Euler, Euler ancestral, DPM++(2S) ancestral).
-
-    Such schedulers keep a `sigmas` table and scale the model input, so their `init_noise_sigma` exceeds 1. DDIM,
-    DPM-Solver and UniPC sample in the variance-preserving space (init_noise_sigma = 1), even those that also keep
-    a `sigmas` attribute.
-    """
-    return getattr(scheduler, "sigmas", None) is not None and float(scheduler.init_noise_sigma) > 1.0
-
-
 def initial_noise_scale(scheduler: SchedulerMixin, convention: str = "ccedit") -> float:
     """
     The factor by which a N(0, I) draw becomes the initial latent.
 
     For sigma-space schedulers this is CCEdit's sqrt(1 + sigma_max^2) (14.648814 for SD 1.5), computed in float32
     as the original does; diffusers' `init_noise_sigma` is sigma_max under "trailing" spacing, which moved the tiny
-    Euler result by 0.12 (ref §5 item 16, §6.6 item 1). Other schedulers use their `init_noise_sigma`.
+    Euler result by 0.12 (ref §5 item 16, §6.6 item 1). Other schedulers use their `init_noise_sigma`; flow-matching
+    ones start from the noise itself (sigma 1), and FlowMatchEulerDiscreteScheduler keeps no `init_noise_sigma`.
 
     Args:
         scheduler (`SchedulerMixin`): a scheduler after `set_sampling_timesteps`.
@@ -204,7 +201,7 @@ def initial_noise_scale(scheduler: SchedulerMixin, convention: str = "ccedit") -
         `float`: the initial scale.
     """
     if convention != "ccedit" or not is_sigma_space(scheduler):
-        return float(scheduler.init_noise_sigma)
+        return float(getattr(scheduler, "init_noise_sigma", 1.0))
     sigma_max = torch.as_tensor(scheduler.sigmas, dtype=torch.float32).max()
     return float(torch.sqrt(1.0 + sigma_max**2.0))
 
@@ -219,23 +216,3 @@ def evaluation_steps(scheduler: SchedulerMixin) -> list[int]:
 def completes_step(steps: list[int], index: int) -> bool:
     """Whether evaluation `index` is the last of its sampler step, given `steps` from `evaluation_steps`."""
     return index + 1 == len(steps) or steps[index + 1] != steps[index]
-
-
-def noise_for_clean(
-    scheduler: SchedulerMixin, sample: torch.Tensor, clean: torch.Tensor, timestep: torch.Tensor
-) -> torch.Tensor:
-    """
-    The noise prediction for which `scheduler`'s denoised estimate of `sample` at this evaluation is `clean`.
-
-    Replacing the network's prediction by this one keeps latents whose clean value is known (edited keyframes)
-    on that value at every step, whatever the scheduler does with the estimate.
-    - sigma-space schedulers: D = x - sigma * eps, with sigma the evaluation's (`denoising_sigmas` where the
-      scheduler quantises it, else `sigmas`); call after `scale_model_input`, which sets `step_index`;
-    - the others: x = sqrt(a) * x0 + sqrt(1 - a) * eps with `a = alphas_cumprod[timestep]`.
-    """
-    if is_sigma_space(scheduler):
-        sigmas = getattr(scheduler, "denoising_sigmas", scheduler.sigmas)
-        sigma = sigmas[scheduler.step_index].to(sample.device, torch.float32)
-        return (sample.float() - clean.float()) / sigma
-    alpha = scheduler.alphas_cumprod[int(timestep)].to(sample.device, torch.float32)
-    return (sample.float() - alpha.sqrt() * clean.float()) / (1 - alpha).sqrt()
