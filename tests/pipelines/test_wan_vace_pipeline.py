@@ -7,7 +7,7 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
-from diffusers import UniPCMultistepScheduler, WanVACEPipeline
+from diffusers import FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler, WanVACEPipeline
 
 from ccedit.pipelines.pipeline_wan_vace import WanVACEEditPipeline
 from ccedit.pipelines.time_grid import TimeGrid
@@ -17,11 +17,14 @@ SIZE = 32
 STEPS = 3
 
 
+def unipc_flow():
+    return UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0)
+
+
 @pytest.fixture(scope="module")
 def parts():
     parts = tiny_wan_vace_parts()
-    parts["scheduler"] = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True,
-                                                 flow_shift=3.0)
+    parts["scheduler"] = unipc_flow()
     return parts
 
 
@@ -38,7 +41,10 @@ def pil(frames: np.ndarray) -> list[PIL.Image.Image]:
 
 
 @pytest.mark.parametrize("with_keyframe", [False, True], ids=["structure", "keyframe"])
-def test_one_window_over_81_frames_equals_diffusers_wan_vace(parts, with_keyframe):
+@pytest.mark.parametrize("scheduler", [unipc_flow, lambda: FlowMatchEulerDiscreteScheduler(shift=5.0)],
+                         ids=["unipc", "euler"])
+def test_one_window_over_81_frames_equals_diffusers_wan_vace(parts, with_keyframe, scheduler):
+    parts = {**parts, "scheduler": scheduler()}
     num_frames, frame = 81, 37  # the keyframe off the centre (40)
     maps, source = distinct_frames(num_frames, 0), distinct_frames(num_frames, 1)
     keyframe = distinct_frames(1, 2)[0]

@@ -1,0 +1,120 @@
+"""`ccedit edit --model wan-vace-tiny` end to end: a 150-frame clip, text-guided and keyframe-guided (images at
+their frames and `auto@K`), written whole at the source's rate; a region edit keeps the source outside its mask
+and hands the mask to VACE."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from ccedit.cli import main
+from ccedit.io import read_image, write_image
+from ccedit.pipelines.time_grid import TimeGrid
+from tests.conditioning import write_moving_disk_clip
+from tests.test_region_edits import output_frames, working_source, write_box_mask
+
+WAN = ["--model", "wan-vace-tiny", "--height", "64", "--width", "64", "--steps", "2", "--seed", "1",
+       "structure.cache_dir=null", "output.frames=true"]
+
+
+def sampled_frame(latent: int, frames: int, latents: int) -> int:
+    """The pixel frame whose mask VACE's folding (nearest-exact interpolation in time) gives latent frame `latent`."""
+    return int((latent + 0.5) * frames / latents)
+
+
+@pytest.fixture(scope="module")
+def clip150(tmp_path_factory):
+    return write_moving_disk_clip(tmp_path_factory.mktemp("clip150"), num_frames=150)
+
+
+@pytest.fixture
+def transformer_calls(monkeypatch):
+    """Every call of the Wan transformer during the edit: its latent frames and control states."""
+    from diffusers import WanVACETransformer3DModel
+
+    calls = []
+    forward = WanVACETransformer3DModel.forward
+
+    def recording(self, *args, **kwargs):
+        calls.append({"frames": kwargs["hidden_states"].shape[2], "control": kwargs["control_hidden_states"].clone()})
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(WanVACETransformer3DModel, "forward", recording)
+    return calls
+
+
+def test_a_150_frame_clip_is_edited_whole_in_fused_windows_at_the_source_rate(tmp_path, clip150, transformer_calls):
+    out = tmp_path / "text.mp4"
+    assert main(["edit", str(clip150), "--prompt", "a red car", "-o", str(out), *WAN]) == 0
+    sidecar = json.loads((tmp_path / "text.mp4.json").read_text())
+    frames = output_frames(out)
+    assert frames.shape == (150, 64, 64, 3)
+    assert sidecar["video"]["num_frames"] == 150 and sidecar["video"]["fps"] == sidecar["video"]["source_fps"]
+    grid = TimeGrid(4)
+    windows = grid.windows(150, 81, None)
+    assert sidecar["windows"]["per_pass"] == [len(windows)] and len(windows) > 1
+    # every call is one window of the native 81 frames (21 latent frames), never the whole clip
+    assert {c["frames"] for c in transformer_calls} == {21}
+    assert sidecar["prior"] == "none" and sidecar["dtype"] == "float32"
+
+
+def test_keyframes_anywhere_and_auto_keyframes_are_kept_in_the_context(tmp_path, clip150, transformer_calls):
+    source, _ = working_source(clip150, 150)
+    # frames that VACE's mask folding reads (it samples one frame per latent frame, nearest in time): 21 and 100
+    keyframes = {21: 255 - source[21], 100: np.roll(source[100], 16, axis=1)}
+    specs = []
+    for frame, image in keyframes.items():
+        write_image(tmp_path / f"k{frame}.png", image)
+        specs += ["--keyframe", f"{tmp_path / f'k{frame}.png'}@{frame}"]
+    out = tmp_path / "keyed.mp4"
+    assert main(["edit", str(clip150), "--prompt", "a red car", "-o", str(out), *WAN, *specs,
+                 "--keyframe", "auto@131"]) == 0
+    sidecar = json.loads((tmp_path / "keyed.mp4.json").read_text())
+    assert [k["index"] for k in sidecar["keyframes"]] == [21, 100, 131]
+    auto = read_image(tmp_path / "keyed_keyframe131.png")
+    assert auto.shape == (64, 64, 3) and not np.array_equal(auto, source[131])  # edited, and saved for touch-up
+    assert output_frames(out).shape == (150, 64, 64, 3)
+    # VACE's mask channels say "keep" where a keyframe's frame is sampled on the latent grid, and "generate" at
+    # plain frames: the keyframes reached the context of the windows that hold them
+    grid = TimeGrid(4)
+    windows = grid.windows(150, 81, None)
+    per_window = transformer_calls[-len(windows):]  # the video's last step (the auto keyframe ran first)
+    kept_latents = set()
+    for window, call in zip(windows, per_window):
+        mask = call["control"][0, 32:].float()
+        for position, latent in enumerate(window.frames):
+            if mask[:, position].max() == 0:
+                kept_latents.add(latent)
+    expected = {j for j in range(39) if sampled_frame(j, 153, 39) in (21, 100, 131)}
+    assert kept_latents == expected and len(expected) == 3
+
+
+def test_a_region_edit_keeps_the_source_outside_the_mask_and_hands_it_to_vace(tmp_path, transformer_calls):
+    clip = write_moving_disk_clip(tmp_path / "clip", num_frames=45)
+    mask = write_box_mask(tmp_path / "mask.png")
+    out = tmp_path / "region.mp4"
+    assert main(["edit", str(clip), "--prompt", "a red car", "-o", str(out), *WAN, "--mask", mask,
+                 "mask.feather=2", "--window", "21", "--overlap", "8"]) == 0
+    from ccedit.masks import MaskOptions, load_masks
+
+    edited = output_frames(out)
+    source, fit = working_source(clip, 45)
+    masks = load_masks(mask, source, fit, MaskOptions(feather=2))
+    outside = masks.soft == 0
+    assert edited.shape == source.shape and outside.any() and masks.hard.any()
+    assert np.array_equal(edited[outside], source[outside])  # every pixel beyond the feather band, every frame
+    assert np.abs(edited[masks.hard].astype(int) - source[masks.hard]).mean() > 1
+    # VACE's mask (the first window's context): generate (1) at each latent pixel whose 8x8 pixels meet the
+    # region (feather included) in the frame the folding samples, keep (0) elsewhere, where the source is the context
+    generate = torch.from_numpy(masks.soft > 0)
+    first = TimeGrid(4).windows(45, 21, 8)[0]
+    folded = transformer_calls[0]["control"][0, 32:]
+    for position, latent in enumerate(first.frames):
+        frame = generate[sampled_frame(latent, 45, 12)]
+        blocks = frame.reshape(8, 8, 8, 8).any(dim=3).any(dim=1)
+        for channel in folded[:, position]:
+            assert torch.equal(channel.bool(), blocks)
+    assert generate.any() and not generate.all()
