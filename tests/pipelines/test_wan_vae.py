@@ -123,3 +123,27 @@ def test_a_patchified_vae_chunks_the_same():
     chunks = list(decode_latents(vae, mode, denormalise=False))
     assert [c.shape[1:3] for c in chunks] == [(3, 1), (3, 4), (3, 4)]
     torch.testing.assert_close(torch.cat(chunks, dim=2), whole, rtol=1e-5, atol=1e-6)
+
+
+def test_an_offloaded_vae_is_brought_in_before_it_encodes_and_decodes(clip):
+    """The encoder and decoder are called directly, so the VAE's own offload hook is fired by hand, as diffusers'
+    `encode` and `decode` fire it (here it moves the VAE from the CPU to the CPU; what counts is that it fires)."""
+    from accelerate import cpu_offload_with_hook
+
+    vae = tiny_wan_vace_parts()["vae"]
+    video = clip[:, :, :5]
+    plain = encode_frames(vae, [video])
+    cpu_offload_with_hook(vae, execution_device="cpu")
+    fired, pre_forward = [], vae._hf_hook.pre_forward
+
+    def recorded(module, *args, **kwargs):
+        fired.append(module)
+        return pre_forward(module, *args, **kwargs)
+
+    vae._hf_hook.pre_forward = recorded
+    latents = encode_frames(vae, [video])
+    assert fired == [vae]
+    frames = list(decode_latents(vae, latents))
+    assert fired == [vae, vae]
+    torch.testing.assert_close(latents, plain)
+    assert [f.shape[2] for f in frames] == [1, 4]
