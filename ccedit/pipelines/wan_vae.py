@@ -95,7 +95,8 @@ def _decoded(vae, latents: torch.Tensor, denormalise: bool) -> Iterator[torch.Te
         frames = vae.decoder(latents[:, :, index:index + 1], feat_cache=cache, feat_idx=[0], first_chunk=index == 0)
         if vae.config.patch_size is not None:
             frames = unpatchify(frames, patch_size=vae.config.patch_size)
-        yield frames.clamp(-1.0, 1.0)  # (1, 3, 1 or 4, H, W)
+        # diffusers clamps unconditionally up to 0.42; a VAE whose config says `clip_output: false` is left unclamped.
+        yield frames.clamp(-1.0, 1.0) if getattr(vae.config, "clip_output", True) else frames  # (1, 3, 1 or 4, H, W)
 
 
 def _encoder_groups() -> Iterator[int]:

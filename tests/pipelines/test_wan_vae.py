@@ -147,3 +147,17 @@ def test_an_offloaded_vae_is_brought_in_before_it_encodes_and_decodes(clip):
     assert fired == [vae, vae]
     torch.testing.assert_close(latents, plain)
     assert [f.shape[2] for f in frames] == [1, 4]
+
+
+def test_decoded_frames_are_clamped_unless_the_config_says_not_to():
+    vae = tiny_wan_vace_parts()["vae"]
+    with torch.no_grad():
+        vae.decoder.conv_out.weight.mul_(50)  # frames well outside [-1, 1] before the clamp
+    latents = torch.randn(1, 16, 2, 2, 3, generator=torch.Generator().manual_seed(2))
+    clamped = torch.cat(list(decode_latents(vae, latents, denormalise=False)), dim=2)
+    with torch.no_grad():
+        torch.testing.assert_close(clamped, vae.decode(latents).sample, rtol=1e-5, atol=1e-6)
+    vae.register_to_config(clip_output=False)
+    unclamped = torch.cat(list(decode_latents(vae, latents, denormalise=False)), dim=2)
+    assert unclamped.abs().max() > 1.5 and clamped.abs().max() == 1.0
+    torch.testing.assert_close(unclamped.clamp(-1, 1), clamped)
