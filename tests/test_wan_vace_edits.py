@@ -74,7 +74,7 @@ def test_keyframes_anywhere_and_auto_keyframes_are_kept_in_the_context(tmp_path,
                  "--keyframe", "auto@131"]) == 0
     sidecar = json.loads((tmp_path / "keyed.mp4.json").read_text())
     assert [k["index"] for k in sidecar["keyframes"]] == [21, 100, 131]
-    auto = read_image(tmp_path / "keyed_keyframe131.png")
+    auto = read_image(tmp_path / "keyed.keyframe131.png")
     assert auto.shape == (64, 64, 3) and not np.array_equal(auto, source[131])  # edited, and saved for touch-up
     assert output_frames(out).shape == (150, 64, 64, 3)
     # VACE's mask channels say "keep" where a keyframe's frame is sampled on the latent grid, and "generate" at
@@ -107,14 +107,15 @@ def test_a_region_edit_keeps_the_source_outside_the_mask_and_hands_it_to_vace(tm
     assert edited.shape == source.shape and outside.any() and masks.hard.any()
     assert np.array_equal(edited[outside], source[outside])  # every pixel beyond the feather band, every frame
     assert np.abs(edited[masks.hard].astype(int) - source[masks.hard]).mean() > 1
-    # VACE's mask (the first window's context): generate (1) at each latent pixel whose 8x8 pixels meet the
-    # region (feather included) in the frame the folding samples, keep (0) elsewhere, where the source is the context
+    # VACE's mask (the first window's context): each of its 64 channels is one pixel of every 8x8 block, 1 (generate)
+    # inside the region (feather included) of the frame the folding samples, 0 (keep: the source) elsewhere
     generate = torch.from_numpy(masks.soft > 0)
     first = TimeGrid(4).windows(45, 21, 8)[0]
     folded = transformer_calls[0]["control"][0, 32:]
     for position, latent in enumerate(first.frames):
         frame = generate[sampled_frame(latent, 45, 12)]
-        blocks = frame.reshape(8, 8, 8, 8).any(dim=3).any(dim=1)
-        for channel in folded[:, position]:
-            assert torch.equal(channel.bool(), blocks)
+        blocks = frame.reshape(8, 8, 8, 8)  # (block row, row in block, block column, column in block)
+        for dy in range(8):
+            for dx in range(8):
+                assert torch.equal(folded[dy * 8 + dx, position].bool(), blocks[:, dy, :, dx])
     assert generate.any() and not generate.all()
