@@ -12,7 +12,7 @@ import torch
 
 from ccedit.cli import main
 from ccedit.io import read_image, write_image
-from ccedit.pipelines.time_grid import TimeGrid
+from ccedit.pipelines.time_grid import TimeGrid, vace_passes
 from tests.conditioning import write_moving_disk_clip
 from tests.test_region_edits import output_frames, working_source, write_box_mask
 
@@ -77,19 +77,21 @@ def test_keyframes_anywhere_and_auto_keyframes_are_kept_in_the_context(tmp_path,
     auto = read_image(tmp_path / "keyed.keyframe131.png")
     assert auto.shape == (64, 64, 3) and not np.array_equal(auto, source[131])  # edited, and saved for touch-up
     assert output_frames(out).shape == (150, 64, 64, 3)
-    # VACE's mask channels say "keep" where a keyframe's frame is sampled on the latent grid, and "generate" at
-    # plain frames: the keyframes reached the context of the windows that hold them
-    grid = TimeGrid(4)
-    windows = grid.windows(150, 81, None)
-    per_window = transformer_calls[-len(windows):]  # the video's last step (the auto keyframe ran first)
+    # a sparse pass over frames spread around the keyframes, then the whole clip with those frames kept
+    (anchors, sparse), (_, dense) = vace_passes(150, 81, None, [21, 100, 131], None, TimeGrid(4))
+    assert sidecar["windows"]["per_pass"] == [len(sparse), len(dense)] and {21, 100, 131} <= set(anchors)
+    # VACE's mask channels say "keep" where a kept frame is the one the folding samples for a latent frame, and
+    # "generate" elsewhere: the keyframes and anchors reached the context of the windows that hold them
+    per_window = transformer_calls[-len(dense):]  # the dense pass's last step
     kept_latents = set()
-    for window, call in zip(windows, per_window):
+    for window, call in zip(dense, per_window):
         mask = call["control"][0, 32:].float()
         for position, latent in enumerate(window.frames):
             if mask[:, position].max() == 0:
                 kept_latents.add(latent)
-    expected = {j for j in range(39) if sampled_frame(j, 153, 39) in (21, 100, 131)}
-    assert kept_latents == expected and len(expected) == 3
+    # (frames past the clip's end are its last frame repeated to 4k+1 = 153)
+    expected = {j for j in range(39) if min(sampled_frame(j, 153, 39), 149) in anchors}
+    assert kept_latents == expected and {j for j in range(39) if sampled_frame(j, 153, 39) in (21, 100, 131)} <= expected
 
 
 def test_a_region_edit_keeps_the_source_outside_the_mask_and_hands_it_to_vace(tmp_path, transformer_calls):

@@ -15,6 +15,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -31,7 +32,7 @@ from .pipeline_ccedit import (
     FRAME_PROCESSOR, CCEditPipelineOutput, _check_video, _peak_resident_bytes, _video_as_uint8, finished_time,
 )
 from .region import SourceRegion, check_mask, composite
-from .time_grid import TimeGrid
+from .time_grid import TimeGrid, vace_passes
 from .vace_context import ContextVideo, control_latents, unit_to_signed
 from .vace_denoiser import VACEClipDenoiser
 from .wan_vae import decode_latents, encode_frames
@@ -41,6 +42,38 @@ logger = logging.getLogger(__name__)
 
 # The prompt length Wan was trained with (diffusers' `WanVACEPipeline` default).
 MAX_SEQUENCE_LENGTH = 512
+
+
+@dataclass(frozen=True)
+class VACEPass:
+    """What one denoising pass edits: its frames (uint8 `(n, H, W, 3)`), their control maps (uint8, or None), the
+    keyframes kept at pass positions, and a region's soft mask `(n, H, W)` (or None)."""
+
+    frames: np.ndarray
+    control: np.ndarray | None
+    keyframes: dict[int, np.ndarray]
+    soft: torch.Tensor | None
+
+
+@dataclass(frozen=True)
+class PassSettings:
+    """The call's sampling settings, the same for every pass."""
+
+    references: list[np.ndarray]
+    strength: float
+    steps: int
+    guidance_scale: float
+    structure_scale: float | Sequence[float]
+    generator: torch.Generator | None
+    window_length: int | None
+    window_overlap: int | None
+    window_noise: str
+    step_end: Callable | None
+    progress: bool
+
+
+def _add(timings: dict[str, float], stage: str, seconds: float) -> None:
+    timings[stage] = timings.get(stage, 0.0) + seconds
 
 
 class WanVACEEditPipeline(WanVACEPipeline):
@@ -157,7 +190,8 @@ class WanVACEEditPipeline(WanVACEPipeline):
             latents: the initial noise `(1, 16, references + latent frames, h, w)` instead of drawing it.
             output_type: `"np"` (uint8 `(1, frames, H, W, 3)`) or `"latent"`.
             window_length, window_overlap: in pixel frames; windows run in latent time (`time_grid`).
-            hierarchical: not used: keyframes act in every window that holds them, through the context video.
+            hierarchical: with keyframes on a clip longer than a window, first edit frames spread over the clip
+                (the keyframes among them), then the whole clip with those frames kept; default: in that case.
             pin_keyframes: not used: VACE keeps a keyframe through its mask, not by pinning a latent.
             mask: a region edit's soft mask `(frames, H, W)`: VACE keeps the source outside it, the sampler keeps
                 its latents, and the frames are composited into the source.
@@ -175,59 +209,82 @@ class WanVACEEditPipeline(WanVACEPipeline):
         soft = None if mask is None else check_mask(mask, len(frames_in), frames_in.shape[1:3])
         if not keyframes_act(len(keyframes), appearance_scale):
             keyframes, indices = [], []
-        grid = self.time_grid
-        num_frames = len(frames_in)
+        control = None if not maps else as_unit(maps[0], dtype=torch.float32).mul(255).round().to(
+            torch.uint8).permute(0, 2, 3, 1).numpy()
+        passes = vace_passes(len(frames_in), window_length, window_overlap, indices, hierarchical, self.time_grid)
+        request = PassSettings(
+            references=list(reference_images), strength=strength, steps=num_inference_steps,
+            guidance_scale=guidance_scale, structure_scale=structure_scale, generator=generator,
+            window_length=window_length, window_overlap=window_overlap, window_noise=window_noise,
+            step_end=self._step_end(callback_on_step_end, callback_on_step_end_tensor_inputs), progress=progress,
+        )
+        timings: dict[str, float] = {}
+        with self._kernels():
+            t0 = clock()
+            text = self._text(prompt, negative_prompt, guidance_scale, max_sequence_length, device)
+            timings["encode_prompt"] = clock() - t0
+            anchors = dict(zip(indices, keyframes))
+            for number, (frames, windows) in enumerate(passes):
+                # A sparse first pass edits frames spread over the clip around the keyframes; its frames are kept
+                # as keyframes by the dense pass over the whole clip (`vace_passes`).
+                last = number == len(passes) - 1
+                clip = VACEPass(frames_in[frames], None if control is None else control[frames],
+                                {frames.index(f): image for f, image in anchors.items() if f in frames},
+                                None if soft is None else soft[frames])
+                out = self._edit_pass(clip, text, request, windows, timings, clock, device,
+                                      latents=latents if last else None, latent_output=last and output_type == "latent")
+                if not last:
+                    anchors = {f: out[0][i] for i, f in enumerate(frames)} | anchors
+        timings["total"] = time.perf_counter() - start
+        peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else _peak_resident_bytes()
+        self.maybe_free_model_hooks()
+        return CCEditPipelineOutput(frames=out, timings=timings, peak_memory_bytes=peak,
+                                    windows=[len(windows) for _, windows in passes])
+
+    def _edit_pass(self, clip: VACEPass, text: torch.Tensor, request: PassSettings, windows, timings: dict, clock,
+                   device: torch.device, *, latents: torch.Tensor | None, latent_output: bool):
+        """One denoising pass over `clip`: its context, noise and windows, the sampler, and its frames decoded
+        (uint8 `(1, frames, H, W, 3)`; the latents with `latent_output`). Stage times add up in `timings`."""
+        grid, num_frames = self.time_grid, len(clip.frames)
         fitted = grid.fitted(num_frames)
         if fitted != num_frames:
             logger.info("Wan takes 4k+1 frames: %d frames are denoised as %d (the last repeated), then cut back",
                         num_frames, fitted)
-        timings: dict[str, float] = {}
-        with self._kernels():
-            # 1. The prompt, the context and the references.
-            t0 = clock()
-            text = self._text(prompt, negative_prompt, guidance_scale, max_sequence_length, device)
-            timings["encode_prompt"] = clock() - t0
-            t0 = clock()
-            control = None if not maps else as_unit(maps[0], dtype=torch.float32).mul(255).round().to(
-                torch.uint8).permute(0, 2, 3, 1).numpy()
-            keep = None if soft is None else (soft <= 0).cpu().numpy()
-            context = ContextVideo.build(control, frames_in.shape[:3], keyframes=keyframes, keyframe_frames=indices,
-                                         keep=keep, source=frames_in, fitted=fitted)
-            references = list(reference_images)
-            conditioning = control_latents(self, context, references, device)
-            source = None
-            if strength < 1 or soft is not None:
-                source = self._encode_source(frames_in, fitted, len(references), device)
-            timings["encode_keyframe"] = clock() - t0
-            # 2. Noise, timesteps and the windows in latent time.
-            set_sampling_timesteps(self.scheduler, num_inference_steps, device, "diffusers")
-            noise = self._noise(latents, conditioning.shape, generator, device, window_noise, window_length)
-            initial = prepare_initial_latents(noise, self.scheduler, convention="diffusers")
-            timesteps = None
-            if strength < 1:
-                initial, timesteps = sdedit_start(source, noise, self.scheduler, strength=strength,
-                                                  convention="diffusers")
-            windows = grid.windows(fitted, window_length, window_overlap)
-            scale = self._control_scale(structure_scale, device)
-            denoiser = VACEClipDenoiser(self.transformer, text, conditioning, scale, len(references), windows)
-            region = None
-            if soft is not None:
-                region = SourceRegion(self._latent_region(soft, fitted, len(references)), source.float(), noise)
-            # 3. Denoise.
-            t0 = clock()
-            out = denoise(denoiser, self.scheduler, initial, guidance_scale=guidance_scale, generator=generator,
-                          callback=self._step_end(callback_on_step_end, callback_on_step_end_tensor_inputs),
-                          progress=progress, timesteps=timesteps, region=region)
-            timings["denoise"] = clock() - t0
-            # 4. Decode the clip's latents (without the reference slots) and cut back to the frames given.
-            t0 = clock()
-            frames = out if output_type == "latent" else self._decode(out[:, :, len(references):], num_frames, soft,
-                                                                     frames_in)
-            timings["decode"] = clock() - t0
-        timings["total"] = time.perf_counter() - start
-        peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else _peak_resident_bytes()
-        self.maybe_free_model_hooks()
-        return CCEditPipelineOutput(frames=frames, timings=timings, peak_memory_bytes=peak, windows=[len(windows)])
+        references = len(request.references)
+        t0 = clock()
+        keep = None if clip.soft is None else (clip.soft <= 0).cpu().numpy()
+        context = ContextVideo.build(clip.control, clip.frames.shape[:3], keyframes=list(clip.keyframes.values()),
+                                     keyframe_frames=list(clip.keyframes), keep=keep, source=clip.frames,
+                                     fitted=fitted)
+        conditioning = control_latents(self, context, request.references, device)
+        source = None
+        if request.strength < 1 or clip.soft is not None:
+            source = self._encode_source(clip.frames, fitted, references, device)
+        _add(timings, "encode_keyframe", clock() - t0)
+        set_sampling_timesteps(self.scheduler, request.steps, device, "diffusers")
+        noise = self._noise(latents, conditioning.shape, request.generator, device, request.window_noise,
+                            request.window_length)
+        initial = prepare_initial_latents(noise, self.scheduler, convention="diffusers")
+        timesteps = None
+        if request.strength < 1:
+            initial, timesteps = sdedit_start(source, noise, self.scheduler, strength=request.strength,
+                                              convention="diffusers")
+        scale = self._control_scale(request.structure_scale, device)
+        denoiser = VACEClipDenoiser(self.transformer, text, conditioning, scale, references, windows)
+        region = None
+        if clip.soft is not None:
+            region = SourceRegion(self._latent_region(clip.soft, fitted, references), source.float(), noise)
+        t0 = clock()
+        out = denoise(denoiser, self.scheduler, initial, guidance_scale=request.guidance_scale,
+                      generator=request.generator, callback=request.step_end, progress=request.progress,
+                      timesteps=timesteps, region=region)
+        _add(timings, "denoise", clock() - t0)
+        if latent_output:
+            return out
+        t0 = clock()
+        frames = self._decode(out[:, :, references:], num_frames, clip.soft, clip.frames)
+        _add(timings, "decode", clock() - t0)
+        return frames
 
     # The named steps of `__call__`.
 

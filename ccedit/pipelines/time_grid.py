@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .windows import Window, default_overlap, plan_passes
+from .windows import Window, default_overlap, plan_passes, sparse_anchors
 
 
 @dataclass(frozen=True)
@@ -41,3 +41,20 @@ class TimeGrid:
         return plan_passes(latents, size, max(0, min(shared, size - 1)), hierarchical=False,
                            centre_keyframes=False)[0][1]
 
+
+
+def vace_passes(num_frames: int, length: int | None, overlap: int | None, keyframes, hierarchical: bool | None,
+                grid: TimeGrid) -> list[tuple[list[int], list[Window]]]:
+    """The passes of an edit whose keyframes act through the context video (kept at their frames): per pass, the
+    clip frames it edits and its windows in latent time. One pass over the clip; or, with keyframes on a clip
+    longer than a window (`hierarchical` None) or when asked, first a sparse pass over `sparse_anchors` (the
+    keyframes, both ends and frames between), whose frames the dense pass over the clip keeps as keyframes."""
+    window = num_frames if length is None else min(length, num_frames)
+    if hierarchical is None:
+        hierarchical = bool(keyframes) and num_frames > window
+    passes = []
+    if hierarchical and keyframes:
+        anchors = sparse_anchors(num_frames, window, overlap, keyframes)
+        passes.append((anchors, grid.windows(len(anchors), length, overlap)))
+    passes.append((list(range(num_frames)), grid.windows(num_frames, length, overlap)))
+    return passes

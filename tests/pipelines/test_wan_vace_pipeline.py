@@ -10,7 +10,7 @@ import torch
 from diffusers import FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler, WanVACEPipeline
 
 from ccedit.pipelines.pipeline_wan_vace import WanVACEEditPipeline
-from ccedit.pipelines.time_grid import TimeGrid
+from ccedit.pipelines.time_grid import TimeGrid, vace_passes
 from ccedit.pipelines.tiny_wan import tiny_wan_vace_parts
 
 SIZE = 32
@@ -122,7 +122,7 @@ def test_a_keyframe_reaches_the_transformer_at_its_latent_frame_in_every_window_
     windows = grid.windows(num_frames, 21, 8)
     _, plain = run_recorded(parts, frames, maps, window_length=21, window_overlap=8)
     _, keyed = run_recorded(parts, frames, maps, window_length=21, window_overlap=8, keyframe=[keyframe],
-                            keyframe_index=[frame])
+                            keyframe_index=[frame], hierarchical=False)
     holding = 0
     for window, before, after in zip(windows, plain, keyed):
         changed = (before["control_hidden_states"] - after["control_hidden_states"]).abs().amax(dim=(0, 1, 3, 4)) > 0
@@ -144,3 +144,35 @@ def test_frame_counts_that_are_not_4k_plus_1_are_fitted_and_cut_back(parts):
                generator=torch.Generator().manual_seed(0))
     assert out.frames.shape == (1, 10, SIZE, SIZE, 3) and out.frames.dtype == np.uint8
     assert out.windows == [1]
+
+
+def test_hierarchical_keyframes_edit_spread_frames_first_and_keep_them_in_the_dense_pass(parts):
+    num_frames, frame = 61, 26
+    frames, maps = distinct_frames(num_frames, 6), distinct_frames(num_frames, 7)
+    keyframe = distinct_frames(1, 8)[0]
+    grid = TimeGrid(4)
+    passes = vace_passes(num_frames, 21, 8, [frame], None, grid)
+    (anchors, sparse), (dense_frames, dense) = passes
+    assert frame in anchors and anchors[0] == 0 and anchors[-1] == num_frames - 1 and len(anchors) < num_frames
+    assert max(b - a for a, b in zip(anchors, anchors[1:])) <= 21 - 8
+    pipe = WanVACEEditPipeline(**parts)
+    calls = TransformerCalls(pipe.transformer)
+    out = pipe("a red car", frames, [as_maps(maps)], keyframe=[keyframe], keyframe_index=[frame], window_length=21,
+               window_overlap=8, num_inference_steps=1, guidance_scale=1.0, progress=False,
+               generator=torch.Generator().manual_seed(0))
+    calls.remove()
+    assert out.windows == [len(sparse), len(dense)] and out.frames.shape[1] == num_frames
+    first = calls.calls[:len(sparse)]
+    assert sum(c["hidden_states"].shape[2] for c in first[:1]) == grid.latents(grid.fitted(len(anchors)))
+    # the dense pass keeps every anchor: its context differs from a pass with the keyframe alone at the latent
+    # frames of the other anchors
+    _, alone = run_recorded(parts, frames, maps, window_length=21, window_overlap=8, keyframe=[keyframe],
+                            keyframe_index=[frame], hierarchical=False)
+    dense_calls = calls.calls[len(sparse):]
+    changed = set()
+    for window, with_anchors, without in zip(dense, dense_calls, alone):
+        differs = (with_anchors["control_hidden_states"] - without["control_hidden_states"]).abs().amax(
+            dim=(0, 1, 3, 4)) > 0
+        changed |= {f for f, d in zip(window.frames, differs.tolist()) if d}
+    others = {grid.latent_of(a) for a in anchors if a != frame}
+    assert others <= changed
