@@ -33,7 +33,7 @@ def no_model_loads(monkeypatch):
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["--height", "65"], "multiple of 8"),
+        (["--height", "0"], "must be from 64 to 8192 pixels"),
         (["--fps", "0"], "--fps"),
         (["--start", "100"], "past the end"),
         (["sampling.scheduler=eulr"], "unknown scheduler 'eulr'"),

@@ -7,6 +7,8 @@ brings frames to it; its `FitRecord` says exactly what was done so it can be sav
 
 from __future__ import annotations
 
+import functools
+import logging
 from dataclasses import dataclass
 from typing import Literal
 
@@ -15,7 +17,26 @@ import numpy as np
 
 from ccedit.errors import UserError
 
+logger = logging.getLogger(__name__)
+
 FitMode = Literal["crop", "pad"]
+
+
+def _fitted_side(name: str, value: int, multiple: int) -> int:
+    """`value` if it is a multiple of `multiple`, else the nearest positive one (said once per process)."""
+    if value <= 0:
+        raise UserError(f"video.{name}={value} must be positive")
+    if value % multiple == 0:
+        return value
+    fitted = max(multiple, _round_to(value, multiple))
+    _warn_fitted(name, value, fitted, multiple)
+    return fitted
+
+
+@functools.lru_cache(maxsize=None)
+def _warn_fitted(name: str, value: int, fitted: int, multiple: int) -> None:
+    logger.warning("video.%s=%d is not a multiple of %d (the model's size multiple): working at %d", name, value,
+                   multiple, fitted)
 
 
 def working_size(
@@ -37,9 +58,9 @@ def working_size(
         source_hw (`tuple[int, int]`):
             Source `(height, width)` in pixels.
         height (`int`, *optional*):
-            Requested height; a positive multiple of `multiple`.
+            Requested height; fitted to the nearest positive multiple of `multiple`.
         width (`int`, *optional*):
-            Requested width; a positive multiple of `multiple`.
+            Requested width; fitted to the nearest positive multiple of `multiple`.
         short_side (`int`, defaults to 512):
             Length of the short side when neither `height` nor `width` is given; SD-1.5 was trained at 512.
         multiple (`int`, defaults to 64):
@@ -49,19 +70,16 @@ def working_size(
         `tuple[int, int]`: `(height, width)`, both positive multiples of `multiple`.
 
     Raises:
-        `UserError`: `height` or `width` is not a positive multiple of `multiple`.
+        `UserError`: `height` or `width` is not positive. A side that is not a multiple of `multiple` is
+        fitted to the nearest one, with a warning.
     """
     src_h, src_w = (int(v) for v in source_hw)
     if src_h <= 0 or src_w <= 0:
         raise ValueError(f"`source_hw` must be positive, got {source_hw}")
     if multiple <= 0:
         raise ValueError(f"`multiple` must be positive, got {multiple}")
-    for name, value in (("height", height), ("width", width)):
-        if value is not None and (value <= 0 or value % multiple):
-            low = max(multiple, value // multiple * multiple)
-            high = max(multiple, -(-value // multiple) * multiple)
-            options = f"{low}" if low == high else f"{low} or {high}"
-            raise UserError(f"{name}={value} must be a positive multiple of {multiple}: use {options}")
+    height = None if height is None else _fitted_side("height", height, multiple)
+    width = None if width is None else _fitted_side("width", width, multiple)
 
     if height is not None and width is not None:
         return height, width

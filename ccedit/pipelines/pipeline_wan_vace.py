@@ -211,6 +211,10 @@ class WanVACEEditPipeline(WanVACEPipeline):
             keyframes, indices = [], []
         control = None if not maps else as_unit(maps[0], dtype=torch.float32).mul(255).round().to(
             torch.uint8).permute(0, 2, 3, 1).numpy()
+        fitted = self.time_grid.fitted(len(frames_in))
+        if fitted != len(frames_in):
+            logger.warning("the model takes 4k+1 frames: the %d frames are denoised as %d (the last repeated), "
+                           "then cut back", len(frames_in), fitted)
         passes = vace_passes(len(frames_in), window_length, window_overlap, indices, hierarchical, self.time_grid)
         request = PassSettings(
             references=list(reference_images), strength=strength, steps=num_inference_steps,
@@ -247,9 +251,6 @@ class WanVACEEditPipeline(WanVACEPipeline):
         (uint8 `(1, frames, H, W, 3)`; the latents with `latent_output`). Stage times add up in `timings`."""
         grid, num_frames = self.time_grid, len(clip.frames)
         fitted = grid.fitted(num_frames)
-        if fitted != num_frames:
-            logger.info("Wan takes 4k+1 frames: %d frames are denoised as %d (the last repeated), then cut back",
-                        num_frames, fitted)
         references = len(request.references)
         t0 = clock()
         keep = None if clip.soft is None else (clip.soft <= 0).cpu().numpy()
