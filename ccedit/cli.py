@@ -103,8 +103,8 @@ def _add_sampling_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frames", type=int, metavar="N", help="number of frames to edit (default: the whole clip)")
     p.add_argument("--fps", type=float, metavar="F", help="take every round(source_fps / F)-th frame (default: all)")
     p.add_argument("--start", type=float, metavar="SECONDS", help="start time (default: 0)")
-    p.add_argument("--height", type=int, metavar="H", help="working height, a multiple of 8 (default: from the aspect ratio)")
-    p.add_argument("--width", type=int, metavar="W", help="working width, a multiple of 8 (default: from the aspect ratio)")
+    p.add_argument("--height", type=int, metavar="H", help="working height, fitted to a multiple of model.size_multiple (default: from the aspect ratio)")
+    p.add_argument("--width", type=int, metavar="W", help="working width, fitted to a multiple of model.size_multiple (default: from the aspect ratio)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--force", action="store_true",
                    help="run even when the memory estimate exceeds what is available (model.check_memory=false)")
