@@ -190,9 +190,34 @@ def main(argv=None) -> int:
           eager_mean_difference_to_float32=eager_error, max_difference_to_eager=max_difference(compiled, frames),
           seconds_per_step=compiled_step, eager_seconds_per_step=step_seconds, compile_seconds=compile_seconds)
 
+    wan_checks(args.device, check)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
     return failed
+
+
+def wan_checks(device: str, check) -> None:
+    """The video-transformer kind: the tiny Wan-VACE in windows in bfloat16 (Wan's precision; its VAE stays float32)
+    is finite and close to float32, and model offload gives the resident edit's frames."""
+    from ccedit.kinds import load_pipeline
+
+    video, maps = clip(41, 64, 64)
+    frames = {}
+    for name in ("float32", "bfloat16"):
+        pipe = load_pipeline("wan-vace-tiny", scheduler="unipc", dtype=name, device=device)
+        synchronize(device)
+        started = time.perf_counter()
+        frames[name] = pipe("a red car", video, [maps], num_inference_steps=4, window_length=21, window_overlap=8,
+                            generator=torch.Generator().manual_seed(0), progress=False).frames[0]
+        synchronize(device)
+        seconds = time.perf_counter() - started
+    check("wan-vace bfloat16", bool(np.isfinite(frames["bfloat16"].astype(np.float32)).all())
+          and mean_difference(frames["bfloat16"], frames["float32"]) <= 8, seconds=seconds,
+          mean_difference_to_float32=mean_difference(frames["bfloat16"], frames["float32"]))
+    pipe.enable_model_cpu_offload(device=device)
+    offloaded = pipe("a red car", video, [maps], num_inference_steps=4, window_length=21, window_overlap=8,
+                     generator=torch.Generator().manual_seed(0), progress=False).frames[0]
+    check("wan-vace cpu offload", np.array_equal(offloaded, frames["bfloat16"]))
 
 
 if __name__ == "__main__":

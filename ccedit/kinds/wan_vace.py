@@ -102,14 +102,14 @@ class TinyWanVACE(ModelKind):
     def load(self, model: ModelRef, controlnets, scheduler: str, dtype: str, device: str, shift: float | None = None):
         from ..pipelines.loading import resolve_device
         from ..pipelines.pipeline_wan_vace import WanVACEEditPipeline
-        from ..pipelines.tiny_wan import TINY_FLOW_SHIFT, tiny_wan_vace_parts
+        from ..pipelines.tiny_wan import TINY_FLOW_SHIFT, cast_keeping_float32, tiny_wan_vace_parts
 
         _check_structure(controlnets)
         device_ = resolve_device(device)
         parts = tiny_wan_vace_parts()
         parts["scheduler"] = flow_scheduler(scheduler, {"flow_shift": TINY_FLOW_SHIFT}, shift)
         pipe = WanVACEEditPipeline(**parts).to(device_)
-        pipe.transformer.to(wan_dtype(dtype, device_))
+        cast_keeping_float32(pipe.transformer, wan_dtype(dtype, device_))
         pipe.text_encoder.to(wan_dtype(dtype, device_))
         return pipe
 

@@ -49,3 +49,15 @@ def tiny_wan_vace_parts() -> dict:
     )
     return {"vae": vae.eval(), "text_encoder": text_encoder.eval(), "tokenizer": tokenizer,
             "transformer": transformer.eval(), "scheduler": FlowMatchEulerDiscreteScheduler(shift=7.0)}
+
+
+def cast_keeping_float32(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """`model` in `dtype`, except the modules diffusers keeps in float32 (`_keep_in_fp32_modules`: Wan's norms, time
+    embedding and rotary tables), as `from_pretrained(torch_dtype=...)` loads a released model. (diffusers applies
+    that rule only while loading weights; a model built in memory is cast here the same way.)"""
+    keep = set(getattr(model, "_keep_in_fp32_modules", None) or ())
+    torch.nn.Module.to(model, dtype)  # diffusers' own `to` warns that it would cast those modules too
+    for name, module in model.named_modules():
+        if keep & set(name.split(".")):
+            torch.nn.Module.to(module, torch.float32)
+    return model
