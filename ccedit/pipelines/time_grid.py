@@ -5,6 +5,7 @@ latent and pixel frames are the same."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .windows import Window, default_overlap, plan_passes
@@ -40,4 +41,14 @@ class TimeGrid:
         shared = default_overlap(size) if overlap is None else math.ceil(overlap / self.factor)
         return plan_passes(latents, size, max(0, min(shared, size - 1)), hierarchical=False,
                            centre_keyframes=False)[0][1]
+
+    def passes(self, num_frames: int, length: int | None, overlap: int | None, keyframes: Sequence[int] = (),
+               hierarchical: bool | None = None, centre_keyframes: bool = True) -> list[tuple[list[int], list[Window]]]:
+        """The denoising passes of a clip, per pass the frames it denoises and its windows (`plan_passes`, in pixel
+        frames, at factor 1). A latent of a VAE that compresses time holds several frames, so no window can centre a
+        frame of its own and no sparse pass can take frames apart: one pass of windows in latent time, the keyframes
+        acting where the windows hold them."""
+        if self.factor == 1:
+            return plan_passes(num_frames, length, overlap, keyframes, hierarchical, centre_keyframes)
+        return [(list(range(self.latents(self.fitted(num_frames)))), self.windows(num_frames, length, overlap))]
 
