@@ -260,8 +260,8 @@ def run_edit(
     """
     job = EditJob(input=str(input_path), prompt=prompt, keyframes=list(keyframes), output=str(output))
     check_edit_request(input_path, output, cfg, overwrite=overwrite, keyframes=job.keyframes)
+    check_model_reference(cfg)  # a model that cannot be found is said as such, not as its memory estimate
     check_memory_before_decoding(input_path, cfg, keyframes=job.keyframes)
-    check_model_reference(cfg)
     session = EditSession(cfg)
     result = session.edit(job)
     result.timings["model_load"] = session.load_seconds
