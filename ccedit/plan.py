@@ -85,11 +85,12 @@ def plan_edit(cfg: EditConfig, num_frames: int, height: int, width: int, keyfram
 
 def dry_run(input_path: str | Path, cfg: EditConfig, keyframes: list) -> list[str]:
     """`ccedit edit --dry-run`: the frames are read and fitted (to know their number and size); no model loads."""
-    from .edit_checks import check_keyframe_specs
+    from .edit_checks import check_keyframe_specs, check_reference_setting
     from .preparation import load_keyframe, prepare_clip, resolve_keyframe_indices
     from .keyframe_match import ClipStructure, place_matched_keyframes
 
     check_keyframe_specs(keyframes)
+    check_reference_setting(cfg)
     prepared = prepare_clip(input_path, cfg)
     num_frames = prepared.frames.shape[0]
     if any(spec.match for spec in keyframes):  # IMAGE@match: the frame is found as the edit would find it

@@ -134,3 +134,86 @@ def test_an_sd_lora_and_a_base_are_refused_in_one_line_naming_what_they_are_for(
         assert "\n" not in str(refused.value) and path in str(refused.value)
     with pytest.raises(UserError, match="model.base replaces an SD-1.5 UNet"):
         wan_pipeline(base=str(tmp_path / "some-sd15"))
+
+
+def _capture_control(monkeypatch) -> list[torch.Tensor]:
+    """Every `control_hidden_states` the transformer of the pipelines loaded from now on receives, in call order."""
+    import ccedit.kinds as kinds
+
+    seen: list[torch.Tensor] = []
+    load = kinds.load_pipeline
+
+    def load_and_hook(*args, **kwargs):
+        pipe = load(*args, **kwargs)
+        pipe.transformer.register_forward_pre_hook(
+            lambda module, args, kw: seen.append(kw["control_hidden_states"].detach().float().cpu()), with_kwargs=True)
+        seen.append(pipe)  # first: the pipeline, whose VAE the test encodes with
+        return pipe
+
+    monkeypatch.setattr(kinds, "load_pipeline", load_and_hook)
+    return seen
+
+
+def _vae_encoding(vae, image: np.ndarray) -> torch.Tensor:
+    """`image` (uint8 HWC) as Wan's VAE encodes one frame: [-1, 1], the posterior's mode, normalised by the VAE's
+    latent statistics. `(16, h, w)`."""
+    x = (torch.from_numpy(image).float() / 255 * 2 - 1).permute(2, 0, 1)[None, :, None]
+    z = vae.encode(x).latent_dist.mode()
+    mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1)
+    std = torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1)
+    return ((z - mean) / std)[0, :, 0]
+
+
+def test_reference_images_reach_vace_as_one_latent_frame_each_of_the_fitted_image(tmp_path, monkeypatch):
+    from ccedit.io import fit_image, read_image, write_image
+    from tests.conditioning import write_moving_disk_clip
+
+    clip = write_moving_disk_clip(tmp_path / "clip", num_frames=FRAMES)
+    rng = np.random.RandomState(1)
+    wide = tmp_path / "wide.png"  # another size and shape than the frames: fitted (cropped) to them
+    write_image(wide, (rng.rand(40, 96, 3) * 255).astype(np.uint8))
+    exact = tmp_path / "exact.png"
+    write_image(exact, (rng.rand(64, 64, 3) * 255).astype(np.uint8))
+    args = ["edit", str(clip), "--prompt", "x", "--model", TINY, "--frames", str(FRAMES), "--steps", "1",
+            "--height", "64", "--width", "64", "structure.cache_dir=null"]
+    seen = _capture_control(monkeypatch)
+    assert main([*args, "-o", str(tmp_path / "plain.mp4")]) == 0
+    plain = seen[1]
+    seen.clear()
+    out = tmp_path / "o.mp4"
+    assert main([*args, "-o", str(out), "--reference", str(wide), "--reference", str(exact)]) == 0
+    pipe, control = seen[0], seen[1]
+    assert control.shape[2] == plain.shape[2] + 2  # one latent frame per reference, in front of the clip's
+    fitted = [fit_image(read_image(p), (64, 64), "crop")[0] for p in (wide, exact)]
+    with torch.no_grad():
+        # The last reference first, as diffusers' WanVACEPipeline orders them.
+        for slot, image in enumerate(reversed(fitted)):
+            torch.testing.assert_close(control[0, :16, slot], _vae_encoding(pipe.vae, image), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(control[:, :, 2:], plain)  # the clip's own context is unchanged
+    sidecar = json.loads(out.with_name(out.name + ".json").read_text())
+    assert sidecar["references"] == [{"path": str(wide), "source_size": [96, 40]},
+                                     {"path": str(exact), "source_size": [64, 64]}]
+    assert sidecar["config"]["sampling"]["references"] == [str(wide), str(exact)]
+
+
+def test_a_model_without_reference_images_refuses_them_before_any_frame_is_decoded(tmp_path, capsys, monkeypatch):
+    import ccedit.editing
+    import ccedit.plan
+    import ccedit.preparation
+    from tests.conftest import VIDEOS
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("a frame was decoded")
+
+    for module in (ccedit.preparation, ccedit.editing):
+        monkeypatch.setattr(module, "prepare_clip", no_decoding)
+    image = tmp_path / "ref.png"
+    image.write_bytes(b"")
+    for extra in ([], ["--dry-run"]):
+        assert main(["edit", str(VIDEOS / "kitten.mp4"), "--prompt", "x", "-o", str(tmp_path / "o.mp4"), "--model",
+                     "tiny", "--reference", str(image), *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "tiny takes no reference images" in err and TINY in err
+    assert main(["edit", str(VIDEOS / "kitten.mp4"), "--prompt", "x", "-o", str(tmp_path / "o.mp4"), "--model",
+                 TINY, "--reference", str(tmp_path / "missing.png")]) == 2
+    assert "reference image" in capsys.readouterr().err

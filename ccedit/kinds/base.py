@@ -24,6 +24,7 @@ class Conventions:
     sampling_convention: str = "ccedit"  # "ccedit": the original sigma table and timesteps; "diffusers": its own
     centred_keyframes: bool = True  # each keyframe needs a window centred on it (its appearance branch's training)
     anchor_prior: bool = True  # CCEdit's anchor prior applies (`sampling.prior=auto`); not to flow matching
+    reference_images: bool = False  # the model takes reference images beside the clip (`sampling.references`)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from .base import Conventions, ModelKind, ModelRef, Part
 # it; sides are multiples of 16 (the VAE's 8 times the transformer's 2x2 patches).
 WAN_VACE_CONVENTIONS = Conventions(native_frames=81, size_multiple=16, latent_time_factor=4, prediction_type="flow",
                                    scheduler="unipc", sampling_convention="diffusers", centred_keyframes=False,
-                                   anchor_prior=False)
+                                   anchor_prior=False, reference_images=True)
 RELEASED = {"wan-vace": "Wan-AI/Wan2.1-VACE-1.3B-diffusers"}
 HUB_PREFIX = "Wan-AI/Wan2.1-VACE-"
 PIPELINE_CLASSES = ("WanVACEPipeline", "WanVACEEditPipeline")
