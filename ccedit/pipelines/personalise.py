@@ -77,7 +77,8 @@ def load_loras(pipe, loras: Sequence[LoraSpec], fuse: bool = False, takes: str =
             pipe.load_lora_weights(_lora_location(lora.path), adapter_name=name)
         except (OSError, ValueError, KeyError, RuntimeError) as e:
             reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise UserError(f"cannot load the LoRA {lora.path} onto this model ({reason}): it must be {takes}") from None
+            raise UserError(f"cannot load the LoRA {lora.path} onto this model ({reason}): it must be "
+                            f"{takes}") from None
         names.append(name)
     if names:
         pipe.set_adapters(names, adapter_weights=[lora.scale for lora in loras])
