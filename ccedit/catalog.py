@@ -76,6 +76,7 @@ def format_parts(cfg: EditConfig) -> str:
     width = max(len(p.role) for p in rows)
     named = [name for name in named_models() if name not in builtin_models()]
     lines = [f"model: {cfg.model.path}  (built-in models: {', '.join(builtin_models())}; named: {', '.join(named)}; "
-             f"anything else is {folder_kind().description})"]
+             f"anything else is {folder_kind().description})",
+             f"  kind: {kind_for(cfg.model.path).description}"]
     lines += [f"  {p.role:<{width}}  {p.reference}  [{p.where}]" for p in rows]
     return "\n".join(lines)

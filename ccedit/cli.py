@@ -41,6 +41,7 @@ SETTING_FLAGS = {
     "--dump-conditions": "output.conditions",
     "--mask": "mask.spec",
     "--remove": "mask.remove",
+    "--reference": "sampling.references",
 }
 # How a flag's value becomes its setting's, where they differ.
 _FLAG_VALUES = {
@@ -154,6 +155,9 @@ def _add_edit_parser(sub) -> None:
                       "IMAGE@match finds the frame whose structure the image matches (refused when unsure); "
                       "`auto` edits frame K from the prompt and saves it beside the output (default K: centre frame)")
     edit.add_argument("--keyframe-index", type=int, metavar="K", help="frame a single --keyframe IMAGE shows")
+    edit.add_argument("--reference", action="append", metavar="IMAGE",
+                      help="a reference image (a subject, a style) the edit should show, for models that take them; "
+                      "repeatable")
     edit.add_argument("--window", type=int, metavar="N",
                       help="frames per network call; longer clips go in overlapping windows (default: the model's)")
     edit.add_argument("--overlap", type=int, metavar="N", help="frames shared by neighbouring windows (default: N/4)")

@@ -94,6 +94,8 @@ class SamplingConfig:
     negative_prompt: str = setting("ugly, low quality", "the unconditional text (CCEdit's)")
     add_prompt: str = setting("masterpiece, high quality", "prepended as \"<add_prompt>, <prompt>\" when not empty")
     appearance_scale: float = setting(1.0, "strength of the keyframes' appearance")
+    references: list[str] = setting([], "reference images the edit should show (models that take them, e.g. "
+                                    "Wan-VACE): each fitted to the working size like the frames")
     prior: Prior = setting(Prior.auto, "auto: keyframe (CCEdit's anchor prior) with a keyframe, else none; or none, "
                            "keyframe, video")
     prior_coefficient: float = setting(0.03, "weight of the anchor prior (CCEdit's README setting)")

@@ -38,8 +38,23 @@ def check_edit_request(input_path: str | Path, output: Path, cfg: EditConfig, *,
         raise UserError(f"output {output} must end in .mp4 (add output.gif=true for a GIF as well)")
     check_input(input_path)
     check_keyframe_specs(list(keyframes))
+    check_reference_setting(cfg)
     check_mask_setting(cfg)
     check_edit_destination(input_path, output, cfg, overwrite=overwrite, keyframes=keyframes)
+
+
+def check_reference_setting(cfg: EditConfig) -> None:
+    """Reference images (`sampling.references`) only for a model that takes them, and each one found."""
+    from .kinds import KINDS, kind_for
+
+    references = list(cfg.sampling.references)
+    if references and not kind_for(cfg.model.path).conventions.reference_images:
+        taking = [kind.name for kind in KINDS.values() if kind.conventions.reference_images]
+        raise UserError(f"{cfg.model.path} takes no reference images: drop sampling.references, or use a model "
+                        f"that takes them ({', '.join(taking)})")
+    for path in references:
+        if not Path(path).is_file():
+            raise UserError(f"reference image {path} does not exist: check the path in sampling.references")
 
 
 def check_mask_setting(cfg: EditConfig) -> None:

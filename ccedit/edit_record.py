@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import platform
 import subprocess
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +39,8 @@ class EditRecord:
     """The seed of the edit's noise (`sampling.seed`)."""
     keyframes: list[dict[str, Any]]
     """Per job keyframe: its image, whether ccedit made it, its frame, its structure match and the output's PSNR."""
+    references: list[dict[str, Any]] = field(default_factory=list)
+    """Per reference image (`sampling.references`): its file and the size it had before it was fitted."""
     prior: str
     """The anchor prior used (`sampling.prior` with `auto` resolved)."""
     video: dict[str, Any]

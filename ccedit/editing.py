@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .config import EditConfig, EditJob, KeyframeSpec, hierarchical_setting, window_length
-from .edit_checks import check_edit_request, check_keyframe_request, check_keyframe_specs
+from .edit_checks import check_edit_request, check_keyframe_request, check_keyframe_specs, check_reference_setting
 from .edit_model import check_model_reference, checked_structure_controlnets, load_edit_pipeline, model_conventions
 from .guidance import sampled_prompt, structure_scales
 from .edit_record import EditRecord, keyframe_entries, package_versions, video_entry
@@ -28,8 +28,9 @@ from .outputs import (
     auto_keyframe_path, comparison_panels, edit_output_paths, publish_edit_outputs, selected_extras, write_sidecar,
 )
 from .preparation import (  # noqa: F401 - load_keyframe re-exported for the methods
-    PreparedClip, PreparedKeyframes, build_annotators, compute_structure, crop_frames, load_keyframe, output_crop,
-    padded_content, prepare_clip, prepare_keyframes, prepare_masks, region_clip, resolve_keyframe_index,
+    PreparedClip, PreparedKeyframes, ReferenceImage, build_annotators, compute_structure, crop_frames, load_keyframe,
+    output_crop, padded_content, prepare_clip, prepare_keyframes, prepare_masks, prepare_references, region_clip,
+    resolve_keyframe_index,
 )
 
 if TYPE_CHECKING:
@@ -110,9 +111,11 @@ class EditSession:
         pipeline's step-end callback (progress and cancelling for the job queue's callers)."""
         started = time.perf_counter()
         check_keyframe_specs(list(job.keyframes))
-        # 1. Frames at the working size, and the keyframes placed on them.
+        check_reference_setting(self.cfg)
+        # 1. Frames at the working size, the keyframes placed on them, the reference images fitted to them.
         prepared = prepare_clip(job.input, self.cfg)
         keyframes = prepare_keyframes(list(job.keyframes), prepared, self.cfg)
+        references = prepare_references(self.cfg.sampling.references, prepared.size, self.cfg.video.resize_mode)
         # A region's masks, before any network (a tracker aside): a bad mask costs no model load.
         t0 = time.perf_counter()
         masks = prepare_masks(prepared, self.cfg, self.device, job.mask)
@@ -128,10 +131,10 @@ class EditSession:
         t0 = time.perf_counter()
         self._make_auto_keyframes(job, edited_clip, keyframes, maps)
         timings["auto_keyframes"] = time.perf_counter() - t0
-        result = self._sample(job, edited_clip, keyframes, maps, masks, callback_on_step_end)
+        result = self._sample(job, edited_clip, keyframes, maps, masks, callback_on_step_end, references)
         edited = result.frames[0]
         timings.update(result.timings, wall=time.perf_counter() - started)
-        record = self._record(job, prepared, keyframes, edited, result, timings, masks)
+        record = self._record(job, prepared, keyframes, edited, result, timings, masks, references)
         return EditResult(job, prepared, edited, maps, keyframes.images, keyframes.indices, record, started,
                           result.conditions, masks)
 
@@ -168,12 +171,14 @@ class EditSession:
         )
 
     def _sample(self, job: EditJob, prepared: PreparedClip, keyframes: PreparedKeyframes,
-                maps: list[torch.Tensor], masks: Masks | None = None,
-                callback_on_step_end=None) -> CCEditPipelineOutput:
-        """The pipeline's edit of the clip with its maps and keyframes, in the configured windows (inside the
-        region's soft mask only, when there is one)."""
+                maps: list[torch.Tensor], masks: Masks | None = None, callback_on_step_end=None,
+                references: list[ReferenceImage] = ()) -> CCEditPipelineOutput:
+        """The pipeline's edit of the clip with its maps, keyframes and reference images, in the configured windows
+        (inside the region's soft mask only, when there is one)."""
         cfg, s = self.cfg, self.cfg.sampling
         prior = self.prior(len(keyframes.specs))
+        # Only a model that takes reference images is given any (`check_reference_setting`).
+        extra = {"reference_images": [r.image for r in references]} if references else {}
         return self.pipe(
             sampled_prompt(cfg, job.prompt), prepared.frames, maps,
             negative_prompt=s.negative_prompt, keyframe=keyframes.images or None,
@@ -185,17 +190,19 @@ class EditSession:
             window_length=window_length(cfg), window_overlap=cfg.windows.overlap,
             hierarchical=hierarchical_setting(cfg), pin_keyframes=s.pin_keyframes, window_noise=cfg.windows.noise,
             record_conditions=cfg.output.conditions, mask=None if masks is None else masks.soft,
-            callback_on_step_end=callback_on_step_end,
+            callback_on_step_end=callback_on_step_end, **extra,
         )
 
     def _record(self, job: EditJob, prepared: PreparedClip, keyframes: PreparedKeyframes, edited: np.ndarray,
-                result: CCEditPipelineOutput, timings: dict[str, float], masks: Masks | None = None) -> EditRecord:
+                result: CCEditPipelineOutput, timings: dict[str, float], masks: Masks | None = None,
+                references: list[ReferenceImage] = ()) -> EditRecord:
         cfg = self.cfg
         return EditRecord(
             input=str(job.input), prompt=job.prompt, full_prompt=sampled_prompt(cfg, job.prompt),
             seed=cfg.sampling.seed,
             keyframes=keyframe_entries(keyframes.specs, keyframes.indices, keyframes.images,
                                        keyframes.clip_structure, edited),
+            references=[r.entry() for r in references],
             prior=self.prior(len(keyframes.specs)), video=video_entry(prepared, edited),
             windows={"length": window_length(cfg), "overlap": cfg.windows.overlap, "per_pass": result.windows},
             mask=None if masks is None else masks.record,
@@ -260,8 +267,8 @@ def run_edit(
     """
     job = EditJob(input=str(input_path), prompt=prompt, keyframes=list(keyframes), output=str(output))
     check_edit_request(input_path, output, cfg, overwrite=overwrite, keyframes=job.keyframes)
+    check_model_reference(cfg)  # a model that cannot be found is said as such, not as its memory estimate
     check_memory_before_decoding(input_path, cfg, keyframes=job.keyframes)
-    check_model_reference(cfg)
     session = EditSession(cfg)
     result = session.edit(job)
     result.timings["model_load"] = session.load_seconds

@@ -151,6 +151,29 @@ def load_keyframe(path: str | Path, size: tuple[int, int], mode: str) -> np.ndar
     return image
 
 
+@dataclass(frozen=True)
+class ReferenceImage:
+    """A reference image of the edit (`sampling.references`), fitted to the working size as the frames were."""
+
+    path: str
+    image: np.ndarray  # uint8 (H, W, 3) at the working size
+    source_size: tuple[int, int]  # (width, height) of the file
+
+    def entry(self) -> dict:
+        """The sidecar's entry (`EditRecord.references`)."""
+        return {"path": self.path, "source_size": list(self.source_size)}
+
+
+def prepare_references(paths: list[str], size: tuple[int, int], mode: str) -> list[ReferenceImage]:
+    """Each reference image read and fitted to the working `size` (`resize_mode` `mode`), as keyframes are."""
+    references = []
+    for path in paths:
+        image = read_image(path)
+        fitted = image if image.shape[:2] == tuple(size) else fit_image(image, size, mode)[0]
+        references.append(ReferenceImage(str(path), fitted, (image.shape[1], image.shape[0])))
+    return references
+
+
 def build_annotators(cfg: EditConfig, device: torch.device):
     """One annotator per configured name; `depth` is the model's own depth estimator with CCEdit's normalisation."""
     from .annotators import build_annotator

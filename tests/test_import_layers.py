@@ -45,7 +45,8 @@ ALLOWED = {
     "edit_record": {"ccedit", "config", "keyframe_match", "preparation"},
     "memory_guard": {"config", "errors", "io", "kinds", "memory", "pipelines", "preparation", "resources",
                      "selection"},
-    "edit_checks": {"config", "errors", "io", "masks", "outputs", "selection"},
+    # whether the model's kind takes reference images (the kinds' top level is torch-free)
+    "edit_checks": {"config", "errors", "io", "kinds", "masks", "outputs", "selection"},
     "catalog": {"config", "hub", "kinds"},
     "plan": {"config", "edit_checks", "keyframe_match", "kinds", "memory", "memory_guard", "pipelines",
              "preparation", "schedulers", "selection"},

@@ -77,10 +77,11 @@ def test_a_kinds_conventions_are_the_settings_an_edit_starts_from_and_the_user_s
     assert (mine.model.native_frames, mine.sampling.scheduler) == (8, "euler")
 
 
-@pytest.mark.parametrize("model", ["tiny", "animatediff-tiny"])
+@pytest.mark.parametrize("model", ["tiny", "animatediff-tiny", "wan-vace-tiny"])
 def test_the_dry_run_plans_the_windows_the_kind_runs(tmp_path, model):
-    """CCEdit centres a window on each keyframe; SparseCtrl takes keyframes where plain windows put them: the plan
-    follows the model's kind, and equals what the edit then runs."""
+    """CCEdit centres a window on each keyframe; SparseCtrl takes keyframes where plain windows put them; Wan-VACE
+    runs its windows in latent time (4 frames a latent) over the clip fitted to 4k+1 frames: the plan follows the
+    model's kind, and equals what the edit then runs."""
     import json
 
     from ccedit.cli import main
@@ -101,5 +102,24 @@ def test_the_dry_run_plans_the_windows_the_kind_runs(tmp_path, model):
     cfg = load_edit_config(dotlist=[f"model.path={model}", "windows.length=6", "windows.overlap=2"])
     plan = plan_edit(cfg, 20, 64, 64, [13], (64, 64))
     assert plan.windows_per_pass == ran
-    loaded = kind_for(model).load(ModelRef(model), [None], "ddim", "float32", "cpu")
-    assert loaded.trident().centres_keyframes == kind_for(model).conventions.centred_keyframes
+    assert sum(ran) > 1  # several windows: the window is shorter than the clip in either time
+    fitted = "denoised as 21 frames" in plan.lines()[0]
+    assert fitted == (kind_for(model).conventions.latent_time_factor == 4)
+    kind = kind_for(model)
+    loaded = kind.load(ModelRef(model), [None], kind.conventions.scheduler, "float32", "cpu")
+    if hasattr(loaded, "trident"):  # the tridents' appearance branch says whether it centres keyframes
+        assert loaded.trident().centres_keyframes == kind.conventions.centred_keyframes
+
+
+def test_a_factor_of_one_plans_exactly_the_pixel_frame_passes():
+    """Kinds with one latent per frame keep the plan they had: `TimeGrid(1).passes` is `plan_passes`."""
+    from ccedit.pipelines.time_grid import TimeGrid
+    from ccedit.pipelines.windows import plan_passes
+
+    for frames, length, overlap, keyframes, hierarchical, centred in [
+            (40, 16, 4, [0, 21], None, True), (40, 16, None, [10], None, False), (20, 6, 2, [], False, True),
+            (12, None, None, [5], True, True)]:
+        assert (TimeGrid(1).passes(frames, length, overlap, keyframes, hierarchical, centred)
+                == plan_passes(frames, length, overlap, keyframes, hierarchical, centred))
+    latent = TimeGrid(4).passes(20, 6, 2, [13], None, False)
+    assert [len(windows) for _, windows in latent] == [3] and latent[0][0] == list(range(6))

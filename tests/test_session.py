@@ -52,8 +52,9 @@ def test_a_session_loads_once_edits_in_memory_and_writes_only_when_asked(tmp_pat
     assert len(read_video(out).frames) == 3
 
 
-SIDECAR_KEYS = ["output", "input", "prompt", "full_prompt", "seed", "keyframes", "prior", "video", "windows", "mask",
-                "outputs", "config", "device", "dtype", "versions", "timings_seconds", "peak_memory_bytes"]
+SIDECAR_KEYS = ["output", "input", "prompt", "full_prompt", "seed", "keyframes", "references", "prior", "video",
+                "windows", "mask", "outputs", "config", "device", "dtype", "versions", "timings_seconds",
+                "peak_memory_bytes"]
 
 
 def test_the_sidecar_is_the_edit_record_field_by_field_in_its_order(tmp_path, kitten):

@@ -48,8 +48,9 @@ def load_pipeline(
         tokenizer (`str`, *optional*): tokenizer path or hub id when the model has no `tokenizer/` folder.
         scheduler (`str`): a name from `ccedit.schedulers.SCHEDULERS`.
         dtype, device: `"auto"` picks float16 on CUDA and float32 on CPU.
-        base (`str`, *optional*): a personalised SD-1.5 base replacing the model's frozen UNet (`personalise.py`).
-        loras: LoRAs (`LoraSpec`s or config entries `{path, scale}`) on the UNet and text encoder.
+        base (`str`, *optional*): a personalised SD-1.5 base replacing the model's frozen UNet (`personalise.py`);
+            the kind refuses one of another family (`ModelKind.personalise`).
+        loras: LoRAs (`LoraSpec`s or config entries `{path, scale}`) on the networks the kind's LoRAs are for.
         parts (`dict`, *optional*): for kinds assembled from parts (`animatediff`), each part's folder or hub id.
         shift (`float`, *optional*): a flow-matching model's shift instead of its own (`sampling.shift`).
     """
@@ -63,9 +64,7 @@ def load_pipeline(
     options = {} if shift is None else {"shift": shift}
     pipe = kind.load(reference, list(controlnets), scheduler, dtype, device, **options)
     if base is not None or loras:
-        from ..pipelines.personalise import personalise
-
-        personalise(pipe, base, loras, fuse=fuse_lora)
+        kind.personalise(pipe, base, loras, fuse_lora)
     return pipe
 
 

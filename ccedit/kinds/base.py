@@ -24,6 +24,7 @@ class Conventions:
     sampling_convention: str = "ccedit"  # "ccedit": the original sigma table and timesteps; "diffusers": its own
     centred_keyframes: bool = True  # each keyframe needs a window centred on it (its appearance branch's training)
     anchor_prior: bool = True  # CCEdit's anchor prior applies (`sampling.prior=auto`); not to flow matching
+    reference_images: bool = False  # the model takes reference images beside the clip (`sampling.references`)
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,14 @@ class ModelKind:
     def parts(self, model: ModelRef) -> list[Part]:
         """The kind's own parts, in trident roles, for `ccedit models`."""
         raise NotImplementedError
+
+    def personalise(self, pipe, base: str | None, loras, fuse: bool) -> None:
+        """Put a personalised `base` and `loras` (config entries or `LoraSpec`s) on the loaded `pipe`, folded into the
+        weights when `fuse`; a base or LoRA of another family is refused in one line. By default the SD-1.5 UNet's
+        (`pipelines.personalise`)."""
+        from ..pipelines.personalise import personalise
+
+        personalise(pipe, base, loras, fuse=fuse)
 
     def depth_estimator(self, model: ModelRef) -> str | None:
         """The kind's own depth estimator (the `depth` annotator's weights), when it ships one."""

@@ -16,7 +16,7 @@ from .base import Conventions, ModelKind, ModelRef, Part
 # it; sides are multiples of 16 (the VAE's 8 times the transformer's 2x2 patches).
 WAN_VACE_CONVENTIONS = Conventions(native_frames=81, size_multiple=16, latent_time_factor=4, prediction_type="flow",
                                    scheduler="unipc", sampling_convention="diffusers", centred_keyframes=False,
-                                   anchor_prior=False)
+                                   anchor_prior=False, reference_images=True)
 RELEASED = {"wan-vace": "Wan-AI/Wan2.1-VACE-1.3B-diffusers"}
 HUB_PREFIX = "Wan-AI/Wan2.1-VACE-"
 PIPELINE_CLASSES = ("WanVACEPipeline", "WanVACEEditPipeline")
@@ -31,6 +31,13 @@ FLOW_SCHEDULERS = ("unipc", "euler")
 DEFAULT_SHIFT = 3.0  # Wan2.1 at 480p (diffusers' examples use 5.0 at 720p)
 
 
+# Tensor-name prefixes of LoRAs for an SD UNet and CLIP text encoder (diffusers' and kohya's names), which a Wan
+# transformer cannot take; Wan's own LoRAs name `transformer.` or `diffusion_model.` blocks (`lora_unet_blocks_`).
+UNET_LORA_PREFIXES = ("unet.", "text_encoder.", "lora_te", "lora_unet_down_blocks", "lora_unet_mid_block",
+                      "lora_unet_up_blocks", "lora_unet_input_blocks", "lora_unet_output_blocks")
+WAN_LORAS = "a Wan2.1 LoRA for this model's transformer (diffusers' or the original's format)"
+
+
 def _pipeline_class(folder: Path) -> str | None:
     try:
         return json.loads((folder / "model_index.json").read_text()).get("_class_name")
@@ -39,7 +46,27 @@ def _pipeline_class(folder: Path) -> str | None:
 
 
 @dataclass(frozen=True)
-class WanVACE(ModelKind):
+class WanFamily(ModelKind):
+    """What every Wan2.1-VACE kind shares: its LoRAs go on the transformer, and it has no SD-1.5 base."""
+
+    def personalise(self, pipe, base: str | None, loras, fuse: bool) -> None:
+        from ..errors import UserError
+        from ..pipelines.personalise import load_loras, lora_file_keys, lora_specs
+
+        if base is not None:
+            raise UserError(f"model.base replaces an SD-1.5 UNet, and {self.name} is a video transformer with none: "
+                            "leave model.base unset (model.lora takes Wan2.1 LoRAs)")
+        specs = lora_specs(loras)
+        for spec in specs:
+            keys = lora_file_keys(spec.path) or ()
+            if any(key.startswith(UNET_LORA_PREFIXES) for key in keys):
+                raise UserError(f"the LoRA {spec.path} is for a Stable Diffusion UNet and text encoder (its tensors "
+                                f"name unet/text encoder layers), not for {self.name}: give {WAN_LORAS}")
+        load_loras(pipe, specs, fuse=fuse, takes=WAN_LORAS)
+
+
+@dataclass(frozen=True)
+class WanVACE(WanFamily):
     """A Wan2.1-VACE folder in diffusers' layout, or its hub id."""
 
     def claims(self, model: str) -> bool:
@@ -96,7 +123,7 @@ class WanVACE(ModelKind):
 
 
 @dataclass(frozen=True)
-class TinyWanVACE(ModelKind):
+class TinyWanVACE(WanFamily):
     """A random Wan2.1-VACE of the tiny geometry, built offline (the same weights every time)."""
 
     def load(self, model: ModelRef, controlnets, scheduler: str, dtype: str, device: str, shift: float | None = None):

@@ -23,6 +23,7 @@ from .model_folders import load_component, resolve_model_folder
 logger = logging.getLogger(__name__)
 
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
+LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"  # the file diffusers saves a LoRA folder's weights in
 
 
 @dataclass(frozen=True)
@@ -66,8 +67,9 @@ def load_base(pipe, base: str, dtype: torch.dtype | None = None) -> None:
         load_loras(pipe, loras)
 
 
-def load_loras(pipe, loras: Sequence[LoraSpec], fuse: bool = False) -> list[str]:
-    """Load `loras` onto `pipe`'s UNet and text encoder with their scales; return the adapter names."""
+def load_loras(pipe, loras: Sequence[LoraSpec], fuse: bool = False, takes: str = "an SD-1.5 LoRA") -> list[str]:
+    """Load `loras` onto `pipe`'s networks through its diffusers LoRA loader, with their scales; return the adapter
+    names. `takes` says which LoRAs the model takes, for the one-line error of one that does not load."""
     names = []
     for i, lora in enumerate(loras):
         name = lora.name or f"lora_{i}"
@@ -75,7 +77,8 @@ def load_loras(pipe, loras: Sequence[LoraSpec], fuse: bool = False) -> list[str]
             pipe.load_lora_weights(_lora_location(lora.path), adapter_name=name)
         except (OSError, ValueError, KeyError, RuntimeError) as e:
             reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise UserError(f"cannot load the LoRA {lora.path} onto this model ({reason}): it must be an SD-1.5 LoRA") from None
+            raise UserError(f"cannot load the LoRA {lora.path} onto this model ({reason}): it must be "
+                            f"{takes}") from None
         names.append(name)
     if names:
         pipe.set_adapters(names, adapter_weights=[lora.scale for lora in loras])
@@ -90,7 +93,29 @@ def personalise(pipe, base: str | None, loras: Sequence, fuse: bool = False) -> 
     `{path, scale}`), folded into the weights when `fuse`."""
     if base is not None:
         load_base(pipe, base)
-    load_loras(pipe, [l if isinstance(l, LoraSpec) else LoraSpec.from_config(l) for l in loras], fuse=fuse)
+    load_loras(pipe, lora_specs(loras), fuse=fuse)
+
+
+def lora_specs(loras: Sequence) -> list[LoraSpec]:
+    """`LoraSpec`s of `loras`, given as specs or as config entries (`{path, scale}` or a path)."""
+    return [lora if isinstance(lora, LoraSpec) else LoraSpec.from_config(lora) for lora in loras]
+
+
+def lora_file_keys(path: str) -> list[str] | None:
+    """The tensor names of a local LoRA (a .safetensors file, or a folder with diffusers' weight file), read without
+    loading a tensor; None for a hub id or another format (the loader reads those itself)."""
+    from safetensors import safe_open
+
+    location = Path(_lora_location(path))
+    if location.is_dir():
+        location = location / LORA_WEIGHT_NAME
+    if location.suffix != ".safetensors" or not location.is_file():
+        return None
+    try:
+        with safe_open(str(location), framework="pt") as weights:
+            return list(weights.keys())
+    except (OSError, ValueError, RuntimeError) as e:  # safetensors' header errors are plain exceptions
+        raise UserError(f"cannot read the LoRA {path} ({e}): pass a .safetensors LoRA file or folder") from None
 
 
 def _lora_location(path: str) -> str:

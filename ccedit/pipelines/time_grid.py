@@ -5,6 +5,7 @@ latent and pixel frames are the same."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .windows import Window, default_overlap, plan_passes, sparse_anchors
@@ -41,6 +42,14 @@ class TimeGrid:
         return plan_passes(latents, size, max(0, min(shared, size - 1)), hierarchical=False,
                            centre_keyframes=False)[0][1]
 
+    def passes(self, num_frames: int, length: int | None, overlap: int | None, keyframes: Sequence[int] = (),
+               hierarchical: bool | None = None, centre_keyframes: bool = True) -> list[tuple[list[int], list[Window]]]:
+        """The denoising passes of a clip, per pass the clip frames it denoises and its windows: `plan_passes` in
+        pixel frames at factor 1; above it, a latent holds several frames, so no window can centre a frame of its
+        own: keyframes act through the context video where the windows hold them (`vace_passes`, in latent time)."""
+        if self.factor == 1:
+            return plan_passes(num_frames, length, overlap, keyframes, hierarchical, centre_keyframes)
+        return vace_passes(num_frames, length, overlap, keyframes, hierarchical, self)
 
 
 def vace_passes(num_frames: int, length: int | None, overlap: int | None, keyframes, hierarchical: bool | None,
