@@ -121,5 +121,8 @@ def test_a_factor_of_one_plans_exactly_the_pixel_frame_passes():
             (12, None, None, [5], True, True)]:
         assert (TimeGrid(1).passes(frames, length, overlap, keyframes, hierarchical, centred)
                 == plan_passes(frames, length, overlap, keyframes, hierarchical, centred))
-    latent = TimeGrid(4).passes(20, 6, 2, [13], None, False)
-    assert [len(windows) for _, windows in latent] == [3] and latent[0][0] == list(range(6))
+    # above factor 1: the keyframes' sparse pass over pixel frames, then the clip, each in windows of latent frames
+    (anchors, sparse), (frames, dense) = TimeGrid(4).passes(20, 6, 2, [13], None, False)
+    assert 13 in anchors and frames == list(range(20))
+    assert {len(w) for w in dense} == {3} and dense[-1].frames[-1] == 5  # 6 pixel frames: 3 latent; the clip 6
+    assert [len(w) for _, w in TimeGrid(4).passes(20, 6, 2, [], None, False)] == [len(dense)]
