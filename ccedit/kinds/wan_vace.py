@@ -19,6 +19,9 @@ WAN_VACE_CONVENTIONS = Conventions(native_frames=81, size_multiple=16, latent_ti
                                    anchor_prior=False)
 RELEASED = {"wan-vace": "Wan-AI/Wan2.1-VACE-1.3B-diffusers"}
 HUB_PREFIX = "Wan-AI/Wan2.1-VACE-"
+# The released geometry (`memory_vace.RELEASED_TRANSFORMERS`) of each hub id, for estimates without its configs.
+RELEASED_SIZES = {f"{HUB_PREFIX}1.3B-diffusers": "1.3B", f"{HUB_PREFIX}14B-diffusers": "14B"}
+DEFAULT_SIZE = "1.3B"  # a Wan-VACE hub id of no known size
 PIPELINE_CLASSES = ("WanVACEPipeline", "WanVACEEditPipeline")
 # The parts of a released folder, in trident roles (the order `ccedit models` lists them).
 ROLES = {
@@ -38,8 +41,28 @@ def _pipeline_class(folder: Path) -> str | None:
         return None
 
 
+class _WanKind(ModelKind):
+    """What the Wan-VACE kinds share: their precision and their memory estimate."""
+
+    def main_dtype(self, dtype: str, device):
+        return wan_dtype(dtype, device)
+
+    def networks(self, model: ModelRef):
+        """The model's networks on the meta device (`memory_vace.VACENetworks`) and a note on where they come from
+        (None: the model's own configs)."""
+        raise NotImplementedError
+
+    def estimate_memory(self, model: ModelRef, controlnets, **settings):
+        from ..memory_vace import estimate_vace_edit_memory
+
+        networks, note = self.networks(model)
+        estimate = estimate_vace_edit_memory(networks, **settings)
+        estimate.notes.extend([note] if note else [])
+        return estimate
+
+
 @dataclass(frozen=True)
-class WanVACE(ModelKind):
+class WanVACE(_WanKind):
     """A Wan2.1-VACE folder in diffusers' layout, or its hub id."""
 
     def claims(self, model: str) -> bool:
@@ -88,7 +111,19 @@ class WanVACE(ModelKind):
         return pipe.to(device_)
 
     def skeleton(self, model: ModelRef, controlnets):
-        return None  # the memory model traces Wan's networks by their own geometry (`memory.py`)
+        return None  # no trident: the memory model traces Wan's own networks (`networks`, `estimate_memory`)
+
+    def networks(self, model: ModelRef):
+        from ..memory_vace import VACENetworks
+        from ..pipelines.skeleton import local_folder
+
+        reference = self.reference(model)
+        folder = local_folder(reference)
+        if folder is not None:
+            return VACENetworks.from_folder(folder), None
+        size = RELEASED_SIZES.get(reference, DEFAULT_SIZE)
+        return VACENetworks.released(size), (f"the configs of model {model.path} are not on this computer: "
+                                             f"estimated for the released Wan2.1-VACE {size}")
 
     def parts(self, model: ModelRef) -> list[Part]:
         reference = self.reference(model)
@@ -96,7 +131,7 @@ class WanVACE(ModelKind):
 
 
 @dataclass(frozen=True)
-class TinyWanVACE(ModelKind):
+class TinyWanVACE(_WanKind):
     """A random Wan2.1-VACE of the tiny geometry, built offline (the same weights every time)."""
 
     def load(self, model: ModelRef, controlnets, scheduler: str, dtype: str, device: str, shift: float | None = None):
@@ -115,6 +150,11 @@ class TinyWanVACE(ModelKind):
 
     def skeleton(self, model: ModelRef, controlnets):
         return None
+
+    def networks(self, model: ModelRef):
+        from ..memory_vace import VACENetworks
+
+        return VACENetworks.tiny(), None
 
     def parts(self, model: ModelRef) -> list[Part]:
         return [Part("model", model.path, built_in="a tiny random Wan2.1-VACE (transformer, causal VAE, UMT5)")]
