@@ -140,7 +140,8 @@ def measured_peak_bytes(fn: Callable[[], object]) -> int:
     return peak
 
 
-def _bytes(module: torch.nn.Module | None) -> int:
+def network_bytes(module: torch.nn.Module | None) -> int:
+    """The weights and buffers of `module` in bytes (0 for None)."""
     if module is None:
         return 0
     return sum(p.numel() * p.element_size() for p in module.parameters()) + sum(
@@ -274,9 +275,9 @@ def call_shapes(nets: NetworkSkeleton, *, height: int, width: int, num_frames: i
 def network_weights(nets: NetworkSkeleton) -> dict[str, int]:
     """Every network's weights (and buffers) in bytes, resident or not."""
     return {
-        "unet": _bytes(nets.unet), "temporal": _bytes(nets.temporal),
-        "controlnet": sum(_bytes(c) for c in nets.controlnets), "appearance": _bytes(nets.appearance),
-        "vae": _bytes(nets.vae), "text_encoder": _bytes(nets.text_encoder),
+        "unet": network_bytes(nets.unet), "temporal": network_bytes(nets.temporal),
+        "controlnet": sum(network_bytes(c) for c in nets.controlnets), "appearance": network_bytes(nets.appearance),
+        "vae": network_bytes(nets.vae), "text_encoder": network_bytes(nets.text_encoder),
     }
 
 

@@ -30,7 +30,7 @@ from . import resources
 from .config import EditConfig, KeyframeSpec, structure_controlnets, window_length
 from .errors import UserError
 from .io import video_info
-from .memory import MemoryEstimate, estimate_edit_memory
+from .memory import MemoryEstimate
 from .pipelines.conditions import keyframes_act
 from .preparation import DECODE_CHUNK_FRAMES
 from .selection import clip_working_size, selected_frame_count
@@ -162,11 +162,12 @@ def estimate_network_memory(
 ) -> MemoryEstimate:
     """The memory model's estimate of an edit under `cfg` on `device`: the dtype, geometry, offload and VAE slicing
     the edit will load with; `keyframes` (indices or `KeyframeSpec`s) only count when they act."""
-    from .pipelines.loading import offloads, resolve_dtype
+    from .kinds import kind_for
+    from .pipelines.loading import offloads
 
     settings = dict(
         height=height, width=width, num_frames=num_frames, window_length=window_length(cfg),
-        dtype=resolve_dtype(cfg.model.dtype, device), guidance=cfg.sampling.guidance_scale > 1,
+        dtype=kind_for(cfg.model.path).main_dtype(cfg.model.dtype, device), guidance=cfg.sampling.guidance_scale > 1,
         keyframe=bool(acting_keyframes(cfg, keyframes)), cpu_offload=offloads(cfg.model.cpu_offload, device),
         vae_slicing=cfg.model.vae_slicing, device_type=device.type,
     )
@@ -179,15 +180,10 @@ def estimate_network_memory(
 # distinct estimate once: the trace on the meta device costs seconds, more than a tiny edit itself.
 @functools.lru_cache(maxsize=64)
 def _traced_estimate(model: tuple[str, tuple, str], settings: tuple) -> MemoryEstimate:
-    from .kinds import model_skeleton
+    from .kinds import estimate_memory
 
     path, controlnets, parts = model
-    networks = model_skeleton(path, controlnets, json.loads(parts))
-    estimate = estimate_edit_memory(**dict(settings), num_controlnets=len(controlnets), networks=networks)
-    if networks is None:  # a hub id not in the local cache: nothing is fetched for an estimate
-        estimate.notes.append(f"the configs of model {path} are not on this computer: estimated for CCEdit's "
-                              "released size (SD-1.5)")
-    return estimate
+    return estimate_memory(path, controlnets, json.loads(parts), **dict(settings))  # the kind decides how
 
 
 def edit_memory_need(

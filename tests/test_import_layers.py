@@ -25,8 +25,9 @@ ALLOWED = {
     "config_checks": {"errors"},
     # the mask section's defaults are `masks.MaskOptions`' own (read without importing torch)
     "config": {"config_checks", "errors", "kinds", "masks"},
-    # model kinds: the one place that names a family; their loaders and networks come from pipelines and models
-    "kinds": {"errors", "hub", "models", "pipelines", "schedulers"},
+    # model kinds: the one place that names a family; their loaders and networks come from pipelines and models,
+    # and each kind decides how the memory model estimates it (memory, memory_vace)
+    "kinds": {"errors", "hub", "memory", "memory_vace", "models", "pipelines", "schedulers"},
     "annotators": {"errors", "hub", "io", "registry"},
     # region masks: files read by io, trackers found through hub, tracked masks stored in the structure cache
     "masks": {"annotators", "errors", "hub", "io"},
@@ -35,6 +36,7 @@ ALLOWED = {
     "convert": {"errors", "hub", "io", "models", "schedulers"},
     "pipelines": {"annotators", "config_checks", "errors", "hub", "models", "schedulers"},
     "memory": {"models", "pipelines"},
+    "memory_vace": {"memory", "pipelines"},  # the Wan-VACE networks' estimate, in the memory model's accounting
     "resources": set(),
     "selection": {"config", "config_checks", "errors", "io"},
     "keyframe_match": {"config", "errors"},

@@ -44,11 +44,12 @@ def test_live_tensor_bytes_follows_allocations_frees_and_views():
 MEASURE = textwrap.dedent("""
     import json, sys, numpy as np, torch
     from ccedit.memory import measured_peak_bytes
-    from ccedit.kinds import load_pipeline
+    from ccedit.kinds import kind_for, load_pipeline
     torch.set_num_threads(1)
     results = []
     for model, sizes, keyframe in json.loads(sys.argv[1]):
-        pipe = load_pipeline(model, device="cpu", dtype="float32")
+        scheduler = kind_for(model).conventions.scheduler  # the sampler an edit with the model runs
+        pipe = load_pipeline(model, device="cpu", dtype="float32", scheduler=scheduler)
         weights = sum(p.numel() * p.element_size() for c in pipe.components.values()
                       if isinstance(c, torch.nn.Module) for p in c.parameters())
         out = []

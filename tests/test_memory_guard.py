@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ccedit import memory_guard, plan, resources
+from ccedit import memory, memory_guard, plan, resources
 from ccedit.cli import main
 from ccedit.config import load_edit_config
 from ccedit.errors import UserError
@@ -209,7 +209,7 @@ def test_keyframes_are_estimated_with_the_keyframe_model_and_ccedit_keyframe_tra
         seen.append(settings["keyframe"])
         return estimate_edit_memory(**settings)
 
-    monkeypatch.setattr(memory_guard, "estimate_edit_memory", spy)
+    monkeypatch.setattr(memory, "estimate_edit_memory", spy)  # read by the kind at call time
     monkeypatch.setattr(resources, "available_host_memory", lambda: 1)
     for extra in ([], ["--keyframe", "auto"], ["--keyframe", "auto", "sampling.appearance_scale=0"]):
         memory_guard._traced_estimate.cache_clear()  # the spy sees each edit's trace, not one traced before
@@ -273,8 +273,8 @@ def test_an_edits_memory_is_traced_once_for_the_same_settings(monkeypatch):
 
     guard._traced_estimate.cache_clear()
     traced = []
-    real = guard.estimate_edit_memory
-    monkeypatch.setattr(guard, "estimate_edit_memory", lambda **kw: traced.append(kw) or real(**kw))
+    real = memory.estimate_edit_memory
+    monkeypatch.setattr(memory, "estimate_edit_memory", lambda **kw: traced.append(kw) or real(**kw))  # the kind's
     cfg = load_edit_config(dotlist=["model.path=tiny"])
     ask = dict(num_frames=8, height=64, width=64, keyframes=[], device=torch.device("cpu"))
     first, second = guard.estimate_network_memory(cfg, **ask), guard.estimate_network_memory(cfg, **ask)

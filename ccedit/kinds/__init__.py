@@ -16,8 +16,8 @@ from .wan_vace import TINY_WAN_VACE, WAN_VACE
 from .registry import KINDS, builtin_models, kind_for, named_models, register_kind
 
 __all__ = [
-    "KINDS", "Conventions", "ModelKind", "ModelRef", "Part", "builtin_models", "kind_for", "load_pipeline",
-    "model_skeleton", "named_models", "register_kind",
+    "KINDS", "Conventions", "ModelKind", "ModelRef", "Part", "builtin_models", "estimate_memory", "kind_for",
+    "load_pipeline", "model_skeleton", "named_models", "register_kind",
 ]
 
 # Kinds that answer to names first; the kind that takes any folder or hub id last.
@@ -73,3 +73,9 @@ def model_skeleton(model: str, controlnets: Sequence[str | None] = (None,), part
     (`pipelines.skeleton.NetworkSkeleton`); None when their configs are not on this computer (a hub id that is
     not in the local cache)."""
     return kind_for(model).skeleton(ModelRef(model, dict(parts or {})), list(controlnets))
+
+
+def estimate_memory(model: str, controlnets: Sequence[str | None] = (None,), parts: dict | None = None, **settings):
+    """The memory model's estimate (`memory.MemoryEstimate`) of an edit with `model` under `settings`: the kind
+    decides how its networks are traced (`ModelKind.estimate_memory`)."""
+    return kind_for(model).estimate_memory(ModelRef(model, dict(parts or {})), list(controlnets), **settings)

@@ -90,6 +90,26 @@ class ModelKind:
         their configs are not on this computer."""
         raise NotImplementedError
 
+    def main_dtype(self, dtype: str, device):
+        """The precision the kind loads its main networks in for the `model.dtype` setting `dtype` on `device`
+        (`auto`: float16 on CUDA, float32 on the CPU)."""
+        from ..pipelines.loading import resolve_dtype
+
+        return resolve_dtype(dtype, device)
+
+    def estimate_memory(self, model: ModelRef, controlnets, **settings):
+        """The memory model's estimate of an edit with this model (`memory.MemoryEstimate`), under `settings` (those
+        of `memory.estimate_edit_memory`). By default a trace of the networks `skeleton` builds, or of CCEdit's
+        released size when their configs are not on this computer (nothing is fetched for an estimate)."""
+        from ..memory import estimate_edit_memory
+
+        networks = self.skeleton(model, controlnets)
+        estimate = estimate_edit_memory(**settings, num_controlnets=len(controlnets), networks=networks)
+        if networks is None:
+            estimate.notes.append(f"the configs of model {model.path} are not on this computer: estimated for "
+                                  "CCEdit's released size (SD-1.5)")
+        return estimate
+
     def parts(self, model: ModelRef) -> list[Part]:
         """The kind's own parts, in trident roles, for `ccedit models`."""
         raise NotImplementedError

@@ -19,6 +19,9 @@ WAN_VACE_CONVENTIONS = Conventions(native_frames=81, size_multiple=16, latent_ti
                                    anchor_prior=False, reference_images=True)
 RELEASED = {"wan-vace": "Wan-AI/Wan2.1-VACE-1.3B-diffusers"}
 HUB_PREFIX = "Wan-AI/Wan2.1-VACE-"
+# The released geometry (`memory_vace.RELEASED_TRANSFORMERS`) of each hub id, for estimates without its configs.
+RELEASED_SIZES = {f"{HUB_PREFIX}1.3B-diffusers": "1.3B", f"{HUB_PREFIX}14B-diffusers": "14B"}
+DEFAULT_SIZE = "1.3B"  # a Wan-VACE hub id of no known size
 PIPELINE_CLASSES = ("WanVACEPipeline", "WanVACEEditPipeline")
 # The parts of a released folder, in trident roles (the order `ccedit models` lists them).
 ROLES = {
@@ -47,7 +50,24 @@ def _pipeline_class(folder: Path) -> str | None:
 
 @dataclass(frozen=True)
 class WanFamily(ModelKind):
-    """What every Wan2.1-VACE kind shares: its LoRAs go on the transformer, and it has no SD-1.5 base."""
+    """What every Wan2.1-VACE kind shares: its precision, its memory estimate, its LoRAs on the transformer and no
+    SD-1.5 base."""
+
+    def main_dtype(self, dtype: str, device):
+        return wan_dtype(dtype, device)
+
+    def networks(self, model: ModelRef):
+        """The model's networks on the meta device (`memory_vace.VACENetworks`) and a note on where they come from
+        (None: the model's own configs)."""
+        raise NotImplementedError
+
+    def estimate_memory(self, model: ModelRef, controlnets, **settings):
+        from ..memory_vace import estimate_vace_edit_memory
+
+        networks, note = self.networks(model)
+        estimate = estimate_vace_edit_memory(networks, **settings)
+        estimate.notes.extend([note] if note else [])
+        return estimate
 
     def personalise(self, pipe, base: str | None, loras, fuse: bool) -> None:
         from ..errors import UserError
@@ -115,7 +135,19 @@ class WanVACE(WanFamily):
         return pipe.to(device_)
 
     def skeleton(self, model: ModelRef, controlnets):
-        return None  # the memory model traces Wan's networks by their own geometry (`memory.py`)
+        return None  # no trident: the memory model traces Wan's own networks (`networks`, `estimate_memory`)
+
+    def networks(self, model: ModelRef):
+        from ..memory_vace import VACENetworks
+        from ..pipelines.skeleton import local_folder
+
+        reference = self.reference(model)
+        folder = local_folder(reference)
+        if folder is not None:
+            return VACENetworks.from_folder(folder), None
+        size = RELEASED_SIZES.get(reference, DEFAULT_SIZE)
+        return VACENetworks.released(size), (f"the configs of model {model.path} are not on this computer: "
+                                             f"estimated for the released Wan2.1-VACE {size}")
 
     def parts(self, model: ModelRef) -> list[Part]:
         reference = self.reference(model)
@@ -142,6 +174,11 @@ class TinyWanVACE(WanFamily):
 
     def skeleton(self, model: ModelRef, controlnets):
         return None
+
+    def networks(self, model: ModelRef):
+        from ..memory_vace import VACENetworks
+
+        return VACENetworks.tiny(), None
 
     def parts(self, model: ModelRef) -> list[Part]:
         return [Part("model", model.path, built_in="a tiny random Wan2.1-VACE (transformer, causal VAE, UMT5)")]
