@@ -22,7 +22,7 @@ import torch
 from diffusers import WanVACEPipeline
 from diffusers.utils.torch_utils import randn_tensor
 
-from ..annotators.maps import as_unit
+from ..annotators.maps import hold, is_held
 from ..errors import InvalidInputError
 from ..schedulers import set_sampling_timesteps
 from .conditions import check_keyframe_indices, default_keyframe_index, keyframes_act
@@ -70,6 +70,14 @@ class PassSettings:
     window_noise: str
     step_end: Callable | None
     progress: bool
+
+
+def _held_frames(maps: torch.Tensor) -> np.ndarray:
+    """One annotator's maps as uint8 frames `(T, H, W, 3)`, the context video's form: held maps as they are, unit
+    maps held chunk by chunk (no float copy of a long clip)."""
+    if is_held(maps):
+        return maps.permute(0, 2, 3, 1).cpu().numpy()
+    return np.concatenate([hold(chunk.float().cpu()).permute(0, 2, 3, 1).numpy() for chunk in maps.split(64)])
 
 
 def _add(timings: dict[str, float], stage: str, seconds: float) -> None:
@@ -209,8 +217,7 @@ class WanVACEEditPipeline(WanVACEPipeline):
         soft = None if mask is None else check_mask(mask, len(frames_in), frames_in.shape[1:3])
         if not keyframes_act(len(keyframes), appearance_scale):
             keyframes, indices = [], []
-        control = None if not maps else as_unit(maps[0], dtype=torch.float32).mul(255).round().to(
-            torch.uint8).permute(0, 2, 3, 1).numpy()
+        control = None if not maps else _held_frames(maps[0])
         fitted = self.time_grid.fitted(len(frames_in))
         if fitted != len(frames_in):
             logger.warning("the model takes 4k+1 frames: the %d frames are denoised as %d (the last repeated), "
