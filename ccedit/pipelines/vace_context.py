@@ -91,8 +91,27 @@ def control_latents(pipe, context: ContextVideo, references: Sequence[np.ndarray
     latents = torch.cat([kept, generated], dim=1)
     for reference in encode_references(vae, references, device):
         latents = torch.cat([torch.cat([reference, torch.zeros_like(reference)], dim=1), latents], dim=2)
-    # The mask on the latent grid: diffusers' own folding (8x8 pixels into channels, nearest in time), on the host;
-    # it holds one float per pixel of the fitted clip (the context video itself stays uint8).
-    mask = torch.from_numpy(context.generate).float()[None, None]
-    folded = pipe.prepare_masks(mask, [[None] * len(references)]).to(device)
+    folded = fold_mask(context.generate, latents.shape[2] - len(references), pipe.vae_scale_factor_spatial)
+    folded = torch.cat([torch.zeros_like(folded[:, :len(references)]), folded], dim=1)[None].to(device)
     return torch.cat([latents.to(folded.dtype), folded], dim=1).to(pipe.transformer.dtype)
+
+
+def nearest_exact_sources(frames: int, latents: int) -> np.ndarray:
+    """The pixel frame each latent frame's mask is read from: nearest-exact interpolation from `frames` to
+    `latents`, computed in float32 as torch's kernel computes it (`floor((j + 0.5) * frames / latents)`)."""
+    scale = np.float32(frames) / np.float32(latents)
+    index = np.floor((np.arange(latents, dtype=np.float32) + np.float32(0.5)) * scale).astype(np.int64)
+    return np.minimum(index, frames - 1)
+
+
+def fold_mask(generate: np.ndarray, latents: int, factor: int) -> torch.Tensor:
+    """VACE's mask on the latent grid, `(factor**2, latents, H / factor, W / factor)` float: each channel one pixel
+    of every `factor x factor` block, each latent frame the mask of one pixel frame (nearest in time).
+
+    This is the folding of diffusers' `WanVACEPipeline.prepare_masks`, written per latent frame so that only the
+    frames it reads are ever made float (that method interpolates a float copy of the whole clip's mask).
+    """
+    _, height, width = generate.shape
+    picked = torch.from_numpy(generate[nearest_exact_sources(len(generate), latents)]).float()
+    blocks = picked.view(latents, height // factor, factor, width // factor, factor)
+    return blocks.permute(2, 4, 0, 1, 3).reshape(factor * factor, latents, height // factor, width // factor)
