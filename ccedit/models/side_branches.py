@@ -1,24 +1,123 @@
-"""Side branches as adapters of one protocol: each turns (sample, timestep, text, its condition) into residuals for
-the main branch (`BranchResiduals`), and says how its condition may be shared and placed.
+"""One side-branch protocol: a side branch turns (sample, timestep, text, its condition) into its contribution to
+one call of the main branch, either residuals (`BranchResiduals`, which the main branch adds) or inputs the main
+branch consumes itself (`MainInputs`, keyword arguments of its call: VACE's control hidden states).
 
-`TridentModel` holds the networks (their parameters and file layout stay its own) and routes each call through the
-adapter its appearance network's class is registered with, so it never asks which network it holds. A new side
-branch is an adapter class and one `register_appearance_branch` line.
+A main branch's owner (`TridentModel`, `vace_denoiser.window_prediction`) asks each of its side branches for their
+contributions and hands them over through `route`, so it never asks which networks it holds. The adapters:
+`structure_branch.ControlNetStructure` (ControlNets), `KeyframeEncoderBranch` (CCEdit's keyframe encoder),
+`SparseControlBranch` (SparseCtrl) and `VACEContext` (VACE's context). Appearance adapters are registered by the
+class of their network: a new appearance branch is an adapter class and one `register_appearance_branch` line.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Union
 
 import torch
 from torch import nn
 
 from .appearance import AppearanceEncoder
-from .centre import centre_frame
+from .centre import centre_frame, nearest_centre
 from .residuals import BranchResiduals
 
 
-class AppearanceBranch:
+@dataclass(frozen=True)
+class BranchCall:
+    """What every side branch sees of one main-branch call: the noisy `sample` `(batch, channels, frames, h, w)`,
+    the `timestep` (`(batch,)` or a scalar) and the `text` embeddings `(batch, tokens, dim)`."""
+
+    sample: torch.Tensor
+    timestep: torch.Tensor
+    text: torch.Tensor
+
+    @property
+    def num_frames(self) -> int:
+        return self.sample.shape[2]
+
+
+@dataclass(frozen=True)
+class MainInputs:
+    """Inputs the main branch consumes itself, passed as keyword arguments of its call."""
+
+    kwargs: dict[str, Any]
+
+
+Contribution = Union[BranchResiduals, MainInputs]
+
+
+class SideBranch:
+    """A side branch's adapter: its contributions to one call of the main branch, from the call and its condition
+    (none when the condition asks for nothing)."""
+
+    def contributions(self, call: BranchCall, condition) -> list[Contribution]:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Routed:
+    """What the main branch gets of its side branches' contributions: the residuals in the order it adds them, the
+    inputs it consumes, and the cross-frame anchor (given, else the targeted frame nearest the window's centre)."""
+
+    residuals: list[BranchResiduals] = field(default_factory=list)
+    inputs: dict[str, Any] = field(default_factory=dict)
+    anchor_index: int | torch.Tensor | None = None
+
+
+def route(contributions: Sequence[Contribution], num_frames: int,
+          anchor_index: int | torch.Tensor | None = None) -> Routed:
+    """Sort contributions into residuals and main inputs, checked against an `num_frames`-frame window.
+
+    Residuals into the stream go first: the original adds appearance before structure into the middle output.
+    """
+    residuals = [c for c in contributions if isinstance(c, BranchResiduals)]
+    residuals = [r for r in residuals if r.into == "stream"] + [r for r in residuals if r.into != "stream"]
+    targets = sorted({frame for r in residuals for frame in (r.frames or ())})
+    if any(not 0 <= frame < num_frames for frame in targets):
+        raise ValueError(f"side-branch residuals aimed at frames {targets} of a {num_frames}-frame window")
+    if anchor_index is None and targets:
+        anchor_index = nearest_centre(targets, num_frames)
+    inputs: dict[str, Any] = {}
+    for given in (c for c in contributions if isinstance(c, MainInputs)):
+        twice = sorted(set(inputs) & set(given.kwargs))
+        if twice:
+            raise ValueError(f"two side branches give the main branch's {twice[0]}")
+        inputs.update(given.kwargs)
+    return Routed(residuals, inputs, anchor_index)
+
+
+@dataclass(frozen=True)
+class AppearanceCondition:
+    """The appearance branch's condition of one call, as callers give it: at most one of
+    - `keyframe_latent`: one keyframe latent per sample `(batch, 4, h, w)`, shown at `keyframe_index` (default: the
+      window's centre), encoded in the call;
+    - `residuals`: residuals computed beforehand (`AppearanceBranch.residuals_at`), already scaled;
+    - `window`: keyframe latents `(batch or 1, keyframes, 4, h, w)` and the window frames they show, for a branch
+      that reads the noisy latent (SparseCtrl).
+    A keyframe or window at `scale` 0 asks for nothing: the branch does not run.
+    """
+
+    keyframe_latent: torch.Tensor | None = None
+    keyframe_index: int | None = None
+    residuals: BranchResiduals | None = None
+    window: tuple[torch.Tensor, Sequence[int]] | None = None
+    scale: float = 1.0
+
+    def __post_init__(self):
+        if self.keyframe_latent is not None and self.residuals is not None:
+            raise ValueError("pass either `keyframe_latent` or precomputed `appearance` residuals, not both")
+        if self.window is not None and (self.keyframe_latent is not None or self.residuals is not None):
+            raise ValueError("pass `appearance_condition` alone, without `keyframe_latent` or `appearance`")
+
+    @property
+    def acts(self) -> bool:
+        """Whether the branch contributes to this call."""
+        return self.residuals is not None or (self.scale != 0 and (self.keyframe_latent is not None
+                                                                   or self.window is not None))
+
+
+class AppearanceBranch(SideBranch):
     """The appearance branch of a trident: residuals that carry an edited keyframe's look into the main branch.
 
     `per_timestep`: the residuals depend on the keyframes and the timestep alone (not on the noisy latent or the
@@ -32,6 +131,17 @@ class AppearanceBranch:
 
     def __init__(self, network: nn.Module):
         self.network = network
+
+    def contributions(self, call: BranchCall, condition: AppearanceCondition) -> list[Contribution]:
+        """The residuals of the condition's one source: given, of one keyframe latent, or of the window's keyframes."""
+        if not condition.acts:
+            return []
+        if condition.residuals is not None:
+            return [condition.residuals]
+        if condition.keyframe_latent is not None:
+            return [self.keyframe_residuals(condition.keyframe_latent, condition.keyframe_index, call.timestep,
+                                            condition.scale, call.num_frames)]
+        return [self.window_residuals(call.sample, call.timestep, call.text, *condition.window, condition.scale)]
 
     def residuals_at(self, keyframe_latents: torch.Tensor, timesteps: Sequence, frames: Sequence[int],
                      scale: float) -> list[BranchResiduals]:
@@ -88,6 +198,17 @@ class SparseControlBranch(AppearanceBranch):
     frames (zeros and a zero mask elsewhere), as diffusers' SparseCtrl pipeline conditions it; keyframes may sit at
     any position of a window."""
 
+    def contributions(self, call: BranchCall, condition: AppearanceCondition) -> list[Contribution]:
+        """As every appearance branch; one keyframe latent per sample (as training gives it) is the window's
+        keyframe at its frame (default: the centre)."""
+        if condition.keyframe_latent is not None:
+            index = centre_frame(call.num_frames) if condition.keyframe_index is None else condition.keyframe_index
+            if not 0 <= index < call.num_frames:
+                raise ValueError(f"`keyframe_index` must be in [0, {call.num_frames - 1}], got {index}")
+            condition = replace(condition, keyframe_latent=None, keyframe_index=None,
+                                window=(condition.keyframe_latent[:, None], [index]))
+        return super().contributions(call, condition)
+
     def window_residuals(self, sample: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor,
                          latents: torch.Tensor, frames: Sequence[int], scale: float) -> BranchResiduals:
         b, _, f, h, w = sample.shape
@@ -101,6 +222,19 @@ class SparseControlBranch(AppearanceBranch):
             conditioning_mask=mask, conditioning_scale=scale, return_dict=False,
         )
         return BranchResiduals(list(down), mid, frames=None, into="skips")
+
+
+class VACEContext(SideBranch):
+    """VACE's context as a side branch of Wan's transformer: the window's control latents `(1 or n, 96, f, h, w)`
+    (`pipelines/vace_context.py`) and VACE's per-layer scale become inputs the transformer consumes itself (its VACE
+    blocks turn them into hints added after its own blocks), one control row per sample of the call. Its network
+    is part of the transformer, so the adapter holds none."""
+
+    def contributions(self, call: BranchCall, condition: tuple[torch.Tensor, torch.Tensor]) -> list[MainInputs]:
+        control, scale = condition
+        n = call.sample.shape[0]
+        return [MainInputs({"control_hidden_states": control.expand(n, -1, -1, -1, -1),
+                            "control_hidden_states_scale": scale})]
 
 
 # Appearance adapters by the class of their network (the first registered class the network is an instance of).

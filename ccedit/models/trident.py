@@ -2,37 +2,20 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 from diffusers import ControlNetModel, UNet2DConditionModel
-from einops import rearrange
 from torch import nn
 
 from .appearance import AppearanceEncoder
-from .centre import nearest_centre
 from .residuals import BranchResiduals
-from .side_branches import AppearanceBranch, appearance_branch
+from .side_branches import AppearanceBranch, AppearanceCondition, BranchCall, appearance_branch, route
+from .structure_branch import ControlNetStructure, StructureCondition
 from .temporal_adapter import CCEditTemporalAdapter
 from .video_unet import VideoUNet
-
-# One instance for every call: a compiled ControlNet checks which module it calls, and a new one would recompile it.
-_ENCODED_HINT = nn.Identity()
-
-
-@contextlib.contextmanager
-def _hint_encoding_given(net: ControlNetModel):
-    """Let `net` take an encoded hint: diffusers' `ControlNetModel.forward` always runs its hint encoder on
-    `controlnet_cond`, so for the call the encoder is an identity and the encoding (`encode_structure`) goes in."""
-    encoder = net.controlnet_cond_embedding
-    net.controlnet_cond_embedding = _ENCODED_HINT
-    try:
-        yield
-    finally:
-        net.controlnet_cond_embedding = encoder
 
 
 def trained_parts(roles: Sequence[str], appearance: bool = True) -> list[str]:
@@ -136,10 +119,16 @@ class TridentModel(nn.Module):
         return written
 
     @property
+    def structure_branch(self) -> ControlNetStructure:
+        """The adapter the ControlNets are routed through (`structure_branch.py`), made on each use like
+        `appearance_branch`."""
+        return ControlNetStructure(self.structure)
+
+    @property
     def hints_can_be_encoded(self) -> bool:
         """Whether `encode_structure` serves every ControlNet (forward flips a BGR one's input after the point where
         an encoding would go in)."""
-        return all(net.config.controlnet_conditioning_channel_order == "rgb" for net in self.structure)
+        return self.structure_branch.hints_can_be_encoded
 
     def encode_structure(self, structure_maps: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """Each ControlNet's hint encoding of its maps: `(b, 3, t, H, W)` -> `(b, C, t, h, w)` at latent size.
@@ -147,48 +136,16 @@ class TridentModel(nn.Module):
         The encoding depends on the maps alone (not on the timestep, the noisy latent or the text), so a caller runs
         it once per clip and passes the result as `structure_hints` to every network call.
         """
-        if not self.hints_can_be_encoded:
-            raise ValueError("a ControlNet with BGR channel order flips its input inside forward: pass its maps")
-        hints = []
-        for net, maps in zip(self.structure, structure_maps, strict=True):
-            encoded = net.controlnet_cond_embedding(rearrange(maps, "b c t h w -> (b t) c h w").to(self.dtype))
-            hints.append(rearrange(encoded, "(b t) c h w -> b c t h w", b=maps.shape[0]))
-        return hints
+        return self.structure_branch.encode(structure_maps, self.dtype)
 
     def structure_residuals(
-        self,
-        sample: torch.Tensor,
-        timestep: torch.Tensor,
-        encoder_hidden_states: torch.Tensor,
-        structure_maps: Sequence[torch.Tensor],
-        structure_scales: Sequence[float],
-        encoded: bool = False,
+        self, sample: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor,
+        structure_maps: Sequence[torch.Tensor], structure_scales: Sequence[float], encoded: bool = False,
     ) -> tuple[list[torch.Tensor] | None, torch.Tensor | None]:
-        """Sum of the ControlNets' residuals for every frame, `(batch * frames, C, h, w)`; `(None, None)` if unused.
-
-        With `encoded`, `structure_maps` are hint encodings from `encode_structure`, not maps.
-        """
-        b, f = sample.shape[0], sample.shape[2]
-        frames = rearrange(sample, "b c t h w -> (b t) c h w")
-        timestep = torch.as_tensor(timestep, device=sample.device)
-        frame_timesteps = (timestep.expand(b) if timestep.ndim == 0 else timestep).repeat_interleave(f)
-        context = encoder_hidden_states.repeat_interleave(f, dim=0)
-        down_total, mid_total = None, None
-        for net, maps, scale in zip(self.structure, structure_maps, structure_scales, strict=True):
-            if scale == 0:
-                continue  # a zero scale contributes nothing: skip the whole ControlNet pass
-            hint = rearrange(maps, "b c t h w -> (b t) c h w")
-            with _hint_encoding_given(net) if encoded else contextlib.nullcontext():
-                down, mid = net(
-                    frames, frame_timesteps, context, controlnet_cond=hint.to(frames.dtype),
-                    conditioning_scale=scale, return_dict=False,
-                )
-            if down_total is None:
-                down_total, mid_total = list(down), mid
-            else:
-                down_total = [a + r for a, r in zip(down_total, down)]
-                mid_total = mid_total + mid
-        return down_total, mid_total
+        """Sum of the ControlNets' residuals for every frame, `(batch * frames, C, h, w)`; `(None, None)` if unused
+        (`ControlNetStructure.residuals`)."""
+        return self.structure_branch.residuals(sample, timestep, encoder_hidden_states, structure_maps,
+                                               structure_scales, encoded)
 
     def appearance_residuals(
         self, keyframe_latents: torch.Tensor, timestep: torch.Tensor, frames: Sequence[int], scale: float = 1.0
@@ -224,15 +181,6 @@ class TridentModel(nn.Module):
         where they are (as diffusers' SparseCtrl pipeline places them)."""
         branch = self.appearance_branch
         return branch is not None and branch.centres_keyframes
-
-    def sparse_appearance_residuals(
-        self, sample: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor,
-        latents: torch.Tensor, frames: Sequence[int], scale: float = 1.0,
-    ) -> BranchResiduals:
-        """SparseCtrl's residuals for every frame, conditioned on keyframe latents `(batch or 1, K, 4, h, w)` at window
-        frames `frames` (zeros and a zero mask elsewhere), as diffusers' SparseCtrl pipeline conditions it."""
-        return self._appearance_branch().window_residuals(sample, timestep, encoder_hidden_states, latents, frames,
-                                                          scale)
 
     def forward(
         self,
@@ -277,57 +225,20 @@ class TridentModel(nn.Module):
         Returns:
             `torch.Tensor`: predicted noise, same shape as `sample`.
         """
-        f = sample.shape[2]
-        # 1. The structure branch's residuals, into the skips.
-        residuals = self._structure_branch(sample, timestep, encoder_hidden_states, structure_maps, structure_scale,
-                                           structure_hints)
-        # 2. The appearance branch's: from one keyframe latent here, or precomputed.
-        if keyframe_latent is not None and appearance is not None:
-            raise ValueError("pass either `keyframe_latent` or precomputed `appearance` residuals, not both")
-        if keyframe_latent is not None and appearance_scale != 0:
-            appearance = self._keyframe_appearance(keyframe_latent, keyframe_index, timestep, appearance_scale, f)
-        if appearance_condition is not None and appearance_scale != 0:
-            residuals.append(self.sparse_appearance_residuals(
-                sample, timestep, encoder_hidden_states, *appearance_condition, appearance_scale
-            ))
-        if appearance is not None:
-            if appearance.frames is not None and any(not 0 <= frame < f for frame in appearance.frames):
-                raise ValueError(f"appearance residuals aimed at frames {appearance.frames} of a {f}-frame window")
-            if anchor_index is None and appearance.frames:
-                anchor_index = nearest_centre(appearance.frames, f)
-            # the original adds appearance before structure into the middle output: stream residuals go first
-            residuals.insert(0, appearance)
-        # 3. The main branch with both.
-        return self.main(sample, timestep, encoder_hidden_states, residuals=residuals, anchor_index=anchor_index)
+        call = BranchCall(sample, timestep, encoder_hidden_states)
+        structure = StructureCondition(structure_maps, structure_hints, structure_scale)
+        appearance = AppearanceCondition(keyframe_latent, keyframe_index, appearance, appearance_condition,
+                                         appearance_scale)
+        contributions = [*self.structure_branch.contributions(call, structure),
+                         *self._appearance_contributions(call, appearance)]
+        routed = route(contributions, call.num_frames, anchor_index)
+        return self.main(sample, timestep, encoder_hidden_states, residuals=routed.residuals,
+                         anchor_index=routed.anchor_index, **routed.inputs)
 
-    def _structure_branch(self, sample: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor,
-                          structure_maps: Sequence[torch.Tensor] | torch.Tensor | None,
-                          structure_scale: Sequence[float] | float,
-                          structure_hints: Sequence[torch.Tensor] | None) -> list[BranchResiduals]:
-        """The ControlNets' residuals (into the skips) from maps or their encodings, checked; none without maps."""
-        if structure_maps is not None and structure_hints is not None:
-            raise ValueError("pass either `structure_maps` or their `structure_hints`, not both")
-        encoded = structure_hints is not None
-        if isinstance(structure_maps, torch.Tensor):
-            structure_maps = [structure_maps]
-        structure_maps = list(structure_hints if encoded else structure_maps or [])
-        one_scale = isinstance(structure_scale, (int, float))
-        scales = [structure_scale] * len(structure_maps) if one_scale else list(structure_scale)
-        if len(structure_maps) != len(self.structure) and structure_maps:
-            raise ValueError(f"got {len(structure_maps)} structure maps for {len(self.structure)} ControlNets")
-        if len(scales) != len(structure_maps):
-            raise ValueError(f"got {len(scales)} structure scales for {len(structure_maps)} structure maps")
-        if not structure_maps:
+    def _appearance_contributions(self, call: BranchCall, condition: AppearanceCondition) -> list:
+        if not condition.acts:
             return []
-        down, mid = self.structure_residuals(sample, timestep, encoder_hidden_states, structure_maps, scales, encoded)
-        return [] if down is None else [BranchResiduals(down, mid, frames=None, into="skips")]
-
-    def _keyframe_appearance(self, keyframe_latent: torch.Tensor, keyframe_index: int | None, timestep: torch.Tensor,
-                             appearance_scale: float, f: int) -> BranchResiduals:
-        """The appearance branch's residuals of one keyframe latent per sample, aimed at its frame (default: the
-        centre) of an `f`-frame window."""
-        return self._appearance_branch().keyframe_residuals(keyframe_latent, keyframe_index, timestep,
-                                                            appearance_scale, f)
+        return self._appearance_branch().contributions(call, condition)
 
     def _appearance_branch(self) -> AppearanceBranch:
         if self.appearance_branch is None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..models.side_branches import BranchCall, VACEContext, route
 from .windows import Window, fusion_weights
 
 
@@ -20,11 +21,10 @@ def window_prediction(transformer, latents: torch.Tensor, timestep: torch.Tensor
                       control: torch.Tensor, control_scale: torch.Tensor) -> torch.Tensor:
     """One VACE transformer call on one window: `latents` `(n, 16, f, h, w)`, `control` `(1 or n, 96, f, h, w)`,
     `text` `(n, tokens, dim)`; the prediction (flow velocity for Wan) `(n, 16, f, h, w)`."""
-    n = latents.shape[0]
+    call = BranchCall(latents, timestep.expand(latents.shape[0]), text)
+    routed = route(VACEContext().contributions(call, (control, control_scale)), call.num_frames)
     return transformer(
-        hidden_states=latents, timestep=timestep.expand(n), encoder_hidden_states=text,
-        control_hidden_states=control.expand(n, -1, -1, -1, -1), control_hidden_states_scale=control_scale,
-        return_dict=False,
+        hidden_states=latents, timestep=call.timestep, encoder_hidden_states=text, **routed.inputs, return_dict=False,
     )[0]
 
 

@@ -367,3 +367,94 @@ def test_the_appearance_network_is_routed_through_its_registered_adapter():
     assert model.appearance_branch is None and not model.appearance_per_timestep
     with pytest.raises(ValueError, match="no appearance branch is registered for Linear"):
         appearance_branch(torch.nn.Linear(1, 1))
+
+
+class KeyframeBias(torch.nn.Module):
+    """A side network of this test only: one learned residual per main-branch skip, weighted by the mean of the
+    keyframe latents it is given."""
+
+    def __init__(self, down: list[torch.Tensor], mid: torch.Tensor):
+        super().__init__()
+        self.down = torch.nn.ParameterList(torch.nn.Parameter(torch.randn_like(d[:1]) * 0.1) for d in down)
+        self.mid = torch.nn.Parameter(torch.randn_like(mid[:1]) * 0.1)
+
+
+def _keyframe_bias_adapter():
+    from ccedit.models import BranchResiduals
+    from ccedit.models.side_branches import AppearanceBranch
+
+    class KeyframeBiasBranch(AppearanceBranch):
+        """Its adapter: residuals for every frame, scaled by the keyframes' mean and the branch's scale."""
+
+        def window_residuals(self, sample, timestep, encoder_hidden_states, latents, frames, scale):
+            rows = sample.shape[0] * sample.shape[2]
+            weight = latents.mean() * scale
+            return BranchResiduals([weight * d.expand(rows, -1, -1, -1) for d in self.network.down],
+                                   weight * self.network.mid.expand(rows, -1, -1, -1), frames=None, into="skips")
+
+    return KeyframeBiasBranch
+
+
+@pytest.mark.parametrize("main", ["ccedit", "animatediff"])
+def test_a_new_side_branch_needs_only_an_adapter_to_reach_either_main_branch(main, monkeypatch):
+    from ccedit.models import build_trident
+    from ccedit.models.side_branches import APPEARANCE_BRANCHES
+    from ccedit.pipelines.tiny import tiny_animatediff_components
+
+    if main == "ccedit":
+        model = make_model(tiny_modules(keyframe=False))
+    else:
+        parts = tiny_animatediff_components(appearance=False)
+        model = build_trident(parts["unet"], parts["temporal"], [parts["controlnet"]]).eval()
+    x, t, _, maps, key = inputs(f=4, h=4, w=4)
+    ctx = torch.randn(2, 5, model.structure[0].config.cross_attention_dim, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        down, mid = model.structure_residuals(x, t, ctx, [maps], [1.0])  # the shapes the main branch adds
+        torch.manual_seed(3)
+        model.appearance = KeyframeBias(down, mid)
+        monkeypatch.setitem(APPEARANCE_BRANCHES, KeyframeBias, _keyframe_bias_adapter())
+        keys = key[:, None]
+        routed = model(x, t, ctx, appearance_condition=(keys, [1]), appearance_scale=0.5)
+        expected = model.appearance_branch.window_residuals(x, t, ctx, keys, [1], 0.5)
+        direct = model.main(x, t, ctx, residuals=[expected])
+        plain = model(x, t, ctx)
+        off = model(x, t, ctx, appearance_condition=(keys, [1]), appearance_scale=0.0)
+    assert torch.equal(routed, direct)
+    assert (routed - plain).abs().max() > 1e-3  # its residuals moved the prediction
+    assert torch.equal(off, plain)  # a zero scale runs no branch
+
+
+def test_routing_puts_stream_residuals_first_and_hands_main_inputs_over_once():
+    from ccedit.models import BranchResiduals
+    from ccedit.models.side_branches import MainInputs, route
+
+    skips = BranchResiduals([torch.zeros(6, 2, 1, 1)], torch.zeros(6, 2, 1, 1))
+    stream = BranchResiduals.shared([torch.zeros(1, 2, 1, 1)], torch.zeros(1, 2, 1, 1), [1], into="stream")
+    routed = route([skips, MainInputs({"control": 1}), stream], num_frames=3)
+    assert routed.residuals == [stream, skips] and routed.inputs == {"control": 1}
+    assert routed.anchor_index == 1  # the targeted frame nearest the centre
+    assert route([skips, stream], num_frames=3, anchor_index=0).anchor_index == 0
+    with pytest.raises(ValueError, match="two side branches give the main branch's control"):
+        route([MainInputs({"control": 1}), MainInputs({"control": 2})], num_frames=3)
+    with pytest.raises(ValueError, match=r"aimed at frames \[1\] of a 1-frame window"):
+        route([stream], num_frames=1)
+
+
+def test_sparse_control_takes_one_keyframe_latent_per_sample_as_its_window_keyframe():
+    """The call training makes (one keyframe latent per sample, at its frame) serves SparseCtrl too."""
+    from ccedit.pipelines.tiny import tiny_animatediff_components
+    from ccedit.models import build_trident
+
+    parts = tiny_animatediff_components()
+    model = build_trident(parts["unet"], parts["temporal"], [parts["controlnet"]], parts["appearance"]).eval()
+    x, t, _, _, key = inputs(f=4, h=4, w=4)
+    ctx = torch.randn(2, 5, parts["unet"].config.cross_attention_dim, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        given = model(x, t, ctx, keyframe_latent=key, keyframe_index=1, appearance_scale=0.7)
+        window = model(x, t, ctx, appearance_condition=(key[:, None], [1]), appearance_scale=0.7)
+        centre = model(x, t, ctx, keyframe_latent=key, appearance_scale=0.7)
+        at_centre = model(x, t, ctx, appearance_condition=(key[:, None], [2]), appearance_scale=0.7)
+    assert torch.equal(given, window) and torch.equal(centre, at_centre)
+    assert (given - centre).abs().max() > 1e-4  # the frame it is placed at matters
+    with pytest.raises(ValueError, match=r"`keyframe_index` must be in \[0, 3\], got 4"):
+        model(x, t, ctx, keyframe_latent=key, keyframe_index=4)
