@@ -14,7 +14,7 @@ import torch
 from ccedit.cli import main
 from ccedit.errors import UserError
 from ccedit.kinds import load_pipeline
-from tests.pipelines.test_personalise import write_lora
+from tests.pipelines.test_personalise import edit, random_clip, write_lora
 
 TINY = "wan-vace-tiny"
 H = W = 32
@@ -97,16 +97,7 @@ def test_a_wan_folder_missing_a_part_is_refused_before_any_frame_is_decoded(wan_
 
 @pytest.fixture(scope="module")
 def clip():
-    rng = np.random.RandomState(0)
-    video = (rng.rand(FRAMES, H, W, 3) * 255).astype(np.uint8)
-    maps = torch.from_numpy((rng.rand(FRAMES, 3, H, W) > 0.8).astype(np.float32))
-    return video, maps
-
-
-def edit(pipe, clip):
-    video, maps = clip
-    return pipe("a watercolor painting", video, [maps], num_inference_steps=2, progress=False,
-                generator=torch.Generator().manual_seed(0), output_type="latent").frames
+    return random_clip(FRAMES, H, W)
 
 
 def wan_pipeline(**options):

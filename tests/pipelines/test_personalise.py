@@ -37,12 +37,17 @@ def loras(tmp_path_factory):
     return [write_lora(tmp_path_factory.mktemp(f"lora{i}"), seed=i) for i in range(2)]
 
 
+def random_clip(frames: int, height: int, width: int):
+    """Random frames and sparse binary maps (edges-like), the same for a given size."""
+    rng = np.random.RandomState(0)
+    video = (rng.rand(frames, height, width, 3) * 255).astype(np.uint8)
+    maps = torch.from_numpy((rng.rand(frames, 3, height, width) > 0.8).astype(np.float32))
+    return video, maps
+
+
 @pytest.fixture(scope="module")
 def clip():
-    rng = np.random.RandomState(0)
-    video = (rng.rand(FRAMES, H, W, 3) * 255).astype(np.uint8)
-    maps = torch.from_numpy((rng.rand(FRAMES, 3, H, W) > 0.8).astype(np.float32))
-    return video, maps
+    return random_clip(FRAMES, H, W)
 
 
 def edit(pipe, clip):
