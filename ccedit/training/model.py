@@ -11,7 +11,8 @@ import torch
 from safetensors.torch import load_file
 
 from ..errors import UserError, first_line
-from ..models import AppearanceEncoder, CCEditTemporalAdapter, TridentModel, VideoUNet, adapter_config_for, build_trident
+from ..models import (AppearanceEncoder, CCEditTemporalAdapter, TridentModel, VideoUNet, adapter_config_for,
+                      build_trident)
 from ..models.appearance import appearance_encoder_from_unet
 from ..models.motion import MotionMainBranch
 from .config import ROLES, TrainModelConfig
