@@ -146,3 +146,18 @@ def test_gradient_checkpointing_of_the_motion_branch_gives_the_same_gradients():
     assert any(g.abs().sum() > 0 for g in plain)
     for a, b in zip(plain, checkpointed):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+
+
+def test_a_run_starts_from_a_trained_motion_adapter_and_sparsectrl(open_run, tmp_path, capsys):
+    run, result = open_run
+    trained_folder = run / "model"
+    models = build_models(config("unused", f"model.temporal={trained_folder}", f"model.appearance={trained_folder}").model)
+    started = dict(models.trident.named_parameters())
+    trained = result.trident.named_parameters_by_role()
+    assert all(torch.equal(started[n], p) for role in trained.values() for n, p in role.items())
+    # Motion modules of another shape: one line naming the setting, before the run folder is made.
+    other = tmp_path / "other"
+    MotionAdapter(block_out_channels=(32, 64), motion_layers_per_block=2, motion_norm_num_groups=8,
+                  motion_num_attention_heads=2).save_pretrained(other)
+    assert main(["train", TINY, f"output={tmp_path / 'run'}", *OPEN, f"model.temporal={other}"]) == 2
+    assert "model.temporal" in one_error_line(capsys) and not (tmp_path / "run" / "checkpoints").exists()
