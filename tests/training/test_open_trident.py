@@ -150,8 +150,8 @@ def test_gradient_checkpointing_of_the_motion_branch_gives_the_same_gradients():
 
 def test_a_run_starts_from_a_trained_motion_adapter_and_sparsectrl(open_run, tmp_path, capsys):
     run, result = open_run
-    trained_folder = run / "model"
-    models = build_models(config("unused", f"model.temporal={trained_folder}", f"model.appearance={trained_folder}").model)
+    start_from = [f"model.temporal={run / 'model'}", f"model.appearance={run / 'model'}"]
+    models = build_models(config("unused", *start_from).model)
     started = dict(models.trident.named_parameters())
     trained = result.trident.named_parameters_by_role()
     assert all(torch.equal(started[n], p) for role in trained.values() for n, p in role.items())
