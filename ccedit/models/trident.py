@@ -110,13 +110,24 @@ class TridentModel(nn.Module):
         `temporal/` (for `temporal` or `cross_frame`: the adapter holds both) and `appearance/`; returns their names.
         """
         folder = Path(folder)
-        written = trained_parts(roles) if self.appearance is not None else trained_parts(roles, appearance=False)
+        written = trained_parts(roles, appearance=self.appearance is not None)
         for part in written:
             if part == "temporal":
                 self.main.save_temporal(folder / "temporal")
             else:
                 self.appearance.save_pretrained(folder / "appearance")
         return written
+
+    def load_trained(self, folder: str | os.PathLike, roles: Sequence[str]) -> None:
+        """Copy the parts that `save_trained(folder, roles)` wrote into these networks, in place (so an optimiser
+        over their parameters goes on with them)."""
+        folder = Path(folder)
+        for part in trained_parts(roles, appearance=self.appearance is not None):
+            if part == "temporal":
+                self.main.load_temporal(folder / "temporal")
+            else:
+                trained = type(self.appearance).from_pretrained(folder / "appearance")
+                self.appearance.load_state_dict(trained.state_dict())
 
     @property
     def structure_branch(self) -> ControlNetStructure:

@@ -69,6 +69,7 @@ class VideoUNet(ModelMixin):
     """
 
     _supports_gradient_checkpointing = True
+    roles = ("temporal", "cross_frame")  # the learnable roles (`named_parameters_by_role`)
 
     def __init__(self, unet: UNet2DConditionModel, temporal: CCEditTemporalAdapter):
         super().__init__()
@@ -113,14 +114,26 @@ class VideoUNet(ModelMixin):
 
         Names are those of `self.named_parameters()`; the image UNet's parameters belong to no role.
         """
-        roles: dict[str, dict[str, nn.Parameter]] = {"temporal": {}, "cross_frame": {}}
+        roles: dict[str, dict[str, nn.Parameter]] = {role: {} for role in self.roles}
         for name, param in self.temporal.named_parameters(prefix="temporal"):
             roles["cross_frame" if ".cross_frame." in name else "temporal"][name] = param
         return roles
 
+    def frozen_modules(self) -> list[nn.Module]:
+        """The image UNet: the frozen part mixed precision may cast."""
+        return [self.unet]
+
     def save_temporal(self, folder: str | os.PathLike, **kwargs) -> None:
         """Write the temporal layers to `folder` (config + safetensors), loadable as `CCEditTemporalAdapter`."""
         self.temporal.save_pretrained(Path(folder), **kwargs)
+
+    def load_temporal(self, folder: str | os.PathLike) -> None:
+        """Copy the temporal layers saved in `folder` (`save_temporal`) into this branch's (in place)."""
+        self.temporal.load_state_dict(CCEditTemporalAdapter.from_pretrained(folder).state_dict())
+
+    def components(self) -> dict[str, nn.Module]:
+        """The `unet` and `temporal` a `CCEditPipeline` takes to build this main branch again, sharing its weights."""
+        return {"unet": self.unet, "temporal": self.temporal}
 
     def save_pretrained(self, *args, **kwargs):
         raise NotImplementedError(

@@ -213,17 +213,10 @@ def load_checkpoint(state: TrainingState, folder: Path) -> None:
     Random states are restored apart (`restore_random_states`), last, after everything that draws from them.
     A checkpoint whose states do not fit the networks built from the settings is refused in one line.
     """
-    from ..models import AppearanceEncoder, CCEditTemporalAdapter
-
     trident = state.accelerator.unwrap_model(state.trident)
     try:
         with torch.no_grad():
-            if "temporal" in trained_parts(state.roles):
-                trained = CCEditTemporalAdapter.from_pretrained(folder / "temporal")
-                trident.main.temporal.load_state_dict(trained.state_dict())
-            if "appearance" in trained_parts(state.roles):
-                trained = AppearanceEncoder.from_pretrained(folder / "appearance")
-                trident.appearance.load_state_dict(trained.state_dict())
+            trident.load_trained(folder, state.roles)
         state.optimizer.load_state_dict(read_state(folder / f"{OPTIMIZER}.safetensors"))
         state.lr_scheduler.load_state_dict(read_state(folder / f"{LR_SCHEDULER}.safetensors"))
         if state.ema is not None:

@@ -10,12 +10,18 @@ ROLES = ("temporal", "cross_frame", "appearance")
 
 @dataclass
 class TrainModelConfig:
-    # "tiny" (the built-in random components) or an SD-1.5 folder / hub id with unet/, vae/, text_encoder/, tokenizer/
+    # "tiny" (the built-in random components), "animatediff-tiny" (the tiny random open trident: AnimateDiff motion
+    # modules + SparseCtrl) or an SD-1.5 folder / hub id with unet/, vae/, text_encoder/, tokenizer/
     base: str = "tiny"
-    controlnet: str | None = None  # structure ControlNet folder or hub id; null with base=tiny: the tiny one
-    temporal: str | None = None  # trained temporal layers to start from (a folder or a model folder); null: zero init
-    appearance: str | None = None  # trained appearance encoder to start from; null: copied from the UNet's encoder
-    keyframe: bool = False  # the keyframe model: appearance branch + cross-frame attention (CCEdit's TVI2V)
+    controlnet: str | None = None  # structure ControlNet folder or hub id; null with a tiny base: the tiny one
+    # trained temporal layers to start from (a folder or a model folder; a MotionAdapter for animatediff-tiny);
+    # null: zero init (animatediff-tiny: its own motion modules)
+    temporal: str | None = None
+    # trained appearance branch to start from (a SparseControlNetModel for animatediff-tiny); null: copied from the
+    # UNet's encoder (animatediff-tiny: its own SparseCtrl)
+    appearance: str | None = None
+    # the keyframe model: appearance branch + cross-frame attention (CCEdit's TVI2V; animatediff-tiny: SparseCtrl)
+    keyframe: bool = False
     trainable: list[str] = field(default_factory=lambda: ["temporal"])  # roles: temporal, cross_frame, appearance
 
 

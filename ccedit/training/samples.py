@@ -17,21 +17,19 @@ from .model import TrainingModels
 def write_sample(models: TrainingModels, trident, entry: VideoEntry, config: TrainConfig, output: Path, step: int,
                  device: torch.device) -> Path:
     """Edit the first `data.num_frames` frames of `entry` with `train.sample_prompt` using the weights being trained
-    (CCEdit's sampler, `train.sample_steps` steps) and write the result; returns its path."""
+    (the model's own sampler, `train.sample_steps` steps) and write the result; returns its path."""
     from ..annotators import build_annotator
     from ..io import fit_frames, read_video, write_video
     from ..pipelines import CCEditPipeline
-    from ..schedulers import build_scheduler
 
     d, t = config.data, config.train
     clip = read_video(entry.path, num_frames=min(d.num_frames, entry.num_frames), fps=d.fps)
     frames, _ = fit_frames(clip.frames, (d.height, d.width))
     maps = build_annotator(d.annotator, **d.annotator_options)(frames)
-    main = trident.main
     pipe = CCEditPipeline(
-        vae=models.vae, text_encoder=models.text_encoder, tokenizer=models.tokenizer, unet=main.unet,
-        temporal=main.temporal, controlnet=list(trident.structure), scheduler=build_scheduler("dpmpp_2s_ancestral"),
-        appearance=trident.appearance,
+        vae=models.vae, text_encoder=models.text_encoder, tokenizer=models.tokenizer, **trident.main.components(),
+        controlnet=list(trident.structure), scheduler=models.scheduler, appearance=trident.appearance,
+        sampling_convention=models.sampling_convention,
     )
     was_training = trident.training
     trident.eval()

@@ -409,7 +409,8 @@ def _structure_source(d):
 
 def _cast_frozen(models: TrainingModels, dtype: torch.dtype, device: torch.device) -> None:
     """Frozen parts in `dtype` on `device`; the trained ones stay float32 (mixed precision keeps float32 masters)."""
-    for module in (models.vae, models.text_encoder, models.trident.main.unet, *models.trident.structure):
+    trident = models.trident
+    for module in (models.vae, models.text_encoder, *trident.main.frozen_modules(), *trident.structure):
         module.to(device) if dtype == torch.float32 else module.to(device=device, dtype=dtype)
 
 
