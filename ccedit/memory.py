@@ -3,8 +3,8 @@
 The estimate is the largest of the edit's stages (prompt encoding, hint encoding, denoising, decoding), each being
 the weights resident in that stage, the tensors the pipeline holds across it (clip latents and scheduler state,
 the clip's ControlNet hint encodings, appearance residuals) and the working memory of one call of the stage's
-network at its real shapes: one window call of the trident (both guidance halves), one hint-encoding chunk, one VAE
-decode chunk.
+network at its real shapes: one window call of the trident (both guidance halves; the pipeline's own call,
+`clip_denoiser.window_prediction`), one hint-encoding chunk, one VAE decode chunk.
 
 The working memory is not a formula: the networks are built on PyTorch's meta device from their configs (no weight
 is allocated or read) and run on meta tensors, while a dispatch mode follows every tensor the call allocates until
@@ -282,28 +282,32 @@ def network_weights(nets: NetworkSkeleton) -> dict[str, int]:
 
 
 def window_call_bytes(trident: TridentModel, shapes: CallShapes, *, keyframe: bool, device_type: str) -> int:
-    """Working memory of one window call: appearance residuals (once per timestep, held across the windows, or
-    SparseCtrl's own call on the window), the window's hints sliced from the clip's and the network call itself,
-    plus the model input of the call."""
+    """Working memory of one window call, traced through the pipeline's own call (`clip_denoiser.window_prediction`):
+    appearance residuals (once per timestep, held across the windows; a SparseCtrl branch runs inside the call),
+    the window's hints sliced from the clip's and the network call itself, plus the model input of the call."""
     from .models import centre_frame
+    from .pipelines import clip_denoiser
+    from .pipelines.conditions import WindowConditions
 
     s, meta = shapes, shapes.meta
     per_timestep = keyframe and trident.appearance_per_timestep
+    centre = centre_frame(s.window)
+    # One keyframe at the window's centre, where the planner puts a keyframe's own window; none without keyframes.
+    acting = ((0,), (centre,)) if keyframe else ((), ())
+    part = WindowConditions([], *acting, anchor=centre)
 
     def window_call():
         sample = torch.empty(s.calls, s.latent_channels, s.window, s.h, s.w, **meta)
         text = torch.empty(s.calls, s.tokens, s.context_dim, **meta)
         hints = [torch.empty(1, c, s.window, s.h, s.w, **meta)[:, :, :].clone() for c in s.hint_channels]
-        appearance, condition = None, None
+        keyframe_latents = torch.empty(1, s.latent_channels, s.h, s.w, **meta) if keyframe else None
+        appearance = None
         if per_timestep:
-            keys = torch.empty(1, s.latent_channels, s.h, s.w, **meta)
-            appearance = trident.appearance_residuals(keys, torch.tensor(500), range(1)).repeat_to(s.calls)
-        elif keyframe:
-            condition = (torch.empty(1, 1, s.latent_channels, s.h, s.w, **meta), [centre_frame(s.window)])
-        return trident(
-            sample, torch.full((s.calls,), 500, device="meta"), text,
-            structure_hints=[x.expand(s.calls, -1, -1, -1, -1) for x in hints],
-            structure_scale=[1.0] * len(s.hint_channels), appearance=appearance, appearance_condition=condition,
+            appearance = trident.appearance_residuals(keyframe_latents, torch.tensor(500), range(1))
+        return clip_denoiser.window_prediction(
+            trident, sample, torch.full((s.calls,), 500, device="meta"), text, part, structure_hints=hints,
+            structure_scales=[1.0] * len(s.hint_channels), appearance=appearance,
+            keyframe_latents=None if per_timestep else keyframe_latents, appearance_scale=1.0,
         )
 
     model_input = s.calls * s.latent_channels * s.window * s.h * s.w * s.element_size

@@ -1,5 +1,7 @@
 """The memory model: its tensor accounting, the estimate against measured peaks, the 16 GB budget, --dry-run."""
 
+import dataclasses
+import inspect
 import json
 import subprocess
 import sys
@@ -13,6 +15,7 @@ import torch
 from ccedit.cli import main
 from ccedit.memory import LiveTensorBytes, estimate_edit_memory, traced_peak_bytes
 from ccedit.kinds import load_pipeline
+from ccedit.pipelines import clip_denoiser
 from ccedit.pipelines.windows import plan_passes
 from tests.conftest import memory_estimate
 from tests.test_cli_windows import moving_square_clip
@@ -221,6 +224,47 @@ def test_plan_passes_is_what_the_pipeline_runs(frames, length, keyframes):
     result = pipe("a", video, [maps], keyframe=keyframe, keyframe_index=keyframes or None, num_inference_steps=1,
                   guidance_scale=1, window_length=length, output_type="latent", progress=False)
     assert result.windows == [len(w) for _, w in plan_passes(frames, length, None, keyframes)]
+
+
+def argument_structure(value):
+    """What a call's argument is, without its sizes or device: a tensor's rank and dtype, a sequence's items, a
+    dataclass's fields, else its type (a meta tensor and the real one of the same rank and dtype read the same)."""
+    if isinstance(value, torch.Tensor):
+        return ("tensor", value.ndim, value.dtype)
+    if isinstance(value, (list, tuple, range)):
+        return ("sequence", [argument_structure(v) for v in value])
+    if dataclasses.is_dataclass(value):
+        return (type(value).__name__, {f.name: argument_structure(getattr(value, f.name))
+                                       for f in dataclasses.fields(value)})
+    return type(value).__name__
+
+
+@pytest.mark.parametrize("model", ["tiny", "animatediff-tiny"])  # appearance residuals per timestep; SparseCtrl
+def test_the_memory_model_traces_the_window_call_an_edit_makes(model, monkeypatch):
+    """The estimate's window term is a trace of `clip_denoiser.window_prediction`, the call an edit makes on each
+    window: both go through it, with arguments of the same names, ranks and dtypes."""
+    from ccedit.kinds import model_skeleton
+
+    real = clip_denoiser.window_prediction
+    calls = []
+
+    def recording(*args, **kwargs):
+        arguments = inspect.signature(real).bind(*args, **kwargs).arguments
+        calls.append({name: argument_structure(value) for name, value in arguments.items()})
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(clip_denoiser, "window_prediction", recording)
+    h, w, t = 64, 96, 6
+    pipe = load_pipeline(model, device="cpu", dtype="float32")
+    video = np.random.default_rng(0).integers(0, 255, (t, h, w, 3), dtype=np.uint8)
+    pipe("a", video, [torch.rand(t, 3, h, w)], keyframe=video[t // 2], num_inference_steps=1, window_length=t,
+         output_type="latent", progress=False)
+    assert len(calls) == 1, "a one-step edit of one window calls the network once, both guidance halves batched"
+    estimate_edit_memory(height=h, width=w, num_frames=t, dtype=torch.float32, keyframe=True,
+                         networks=model_skeleton(model), device_type="cpu")
+    assert len(calls) == 2, "the memory model traced the window call through `window_prediction`"
+    edit_call, traced_call = calls
+    assert traced_call == edit_call
 
 
 def test_dry_run_prints_the_plan_and_memory_without_loading_a_model(tmp_path, capsys, monkeypatch):

@@ -3,17 +3,19 @@
 It runs the trident on each window of frames with that window's conditions and fuses the windows' noise
 predictions into one for the whole clip, so the scheduler steps the whole latent at once. The appearance branch
 depends only on the keyframes and the timestep: it runs once per timestep, whatever the number of windows and
-guidance halves, and for a few coming timesteps in one call.
+guidance halves, and for a few coming timesteps in one call. `window_prediction` is the one trident call on a
+window, which the memory model traces (`memory.window_call_bytes`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 
 import torch
 
 from ..models import BranchResiduals, TridentModel
-from .conditions import TridentConditions
+from .conditions import TridentConditions, WindowConditions
 from .recording import ConditionsRecord
 from .windows import Window, whole_clip
 
@@ -25,6 +27,54 @@ ENCODE_CHUNK_FRAMES = 16
 # The appearance branch runs for this many of the coming timesteps at once (when the caller names them): one
 # keyframe alone is too small a batch for the device, and each timestep's residuals are only skip-sized.
 APPEARANCE_TIMESTEPS_PER_CALL = 4
+
+
+def window_prediction(
+    trident: TridentModel,
+    sample: torch.Tensor,
+    timesteps: torch.Tensor,
+    text: torch.Tensor,
+    part: WindowConditions,
+    *,
+    structure_hints: Sequence[torch.Tensor] | None,
+    structure_scales: Sequence[float],
+    appearance: BranchResiduals | None,
+    keyframe_latents: torch.Tensor | None,
+    appearance_scale: float,
+) -> torch.Tensor:
+    """The trident's call on one window: its prediction `(n, 4, frames, h, w)` in the network's precision.
+
+    Args:
+        sample: the window's noisy latents `(n, 4, frames, h, w)` on the network's device and in its precision; `n`
+            is the call's batch (both guidance halves).
+        timesteps: `(n,)`. text: `(n, tokens, dim)`.
+        part: the window's conditions (`TridentConditions.for_window`): its structure maps (unless
+            `structure_hints` are given), the keyframes acting on which of its frames, its anchor.
+        structure_hints: per ControlNet, the window's hint encodings `(1, C, frames, h, w)`, instead of the maps.
+        structure_scales: one per ControlNet.
+        appearance: every keyframe's residuals at this timestep, for a branch that depends on nothing else
+            (`TridentModel.appearance_per_timestep`); the window takes those of its keyframes.
+        keyframe_latents: the keyframes' latents `(keyframes, 4, h, w)` or `(batch, keyframes, 4, h, w)`, for a
+            branch that reads the noisy latent (SparseCtrl); the window takes those of its keyframes.
+        appearance_scale: the keyframes' strength.
+    """
+    n = sample.shape[0]
+    # One sample's conditions serve the whole batch as views: expanded, not copied.
+    if structure_hints is not None:
+        structure = {"structure_hints": [h.expand(n, -1, -1, -1, -1) for h in structure_hints]}
+    else:
+        structure = {"structure_maps": [m.expand(n, -1, -1, -1, -1) for m in part.structure_maps]}
+    residuals = condition = None
+    if appearance is not None and part.keyframes:
+        residuals = appearance.select(part.keyframes, part.keyframe_frames).repeat_to(n)
+    elif keyframe_latents is not None and part.keyframes:
+        chosen = keyframe_latents[..., list(part.keyframes), :, :, :]
+        chosen = chosen[None] if chosen.ndim == 4 else chosen.repeat(n // chosen.shape[0], 1, 1, 1, 1)
+        condition = (chosen, part.keyframe_frames)
+    return trident(
+        sample, timesteps, text, **structure, structure_scale=list(structure_scales), appearance=residuals,
+        appearance_condition=condition, appearance_scale=appearance_scale, anchor_index=part.anchor,
+    )
 
 
 class ClipDenoiser:
@@ -135,6 +185,9 @@ class ClipDenoiser:
             raise ValueError(f"the latents have {f} frames, the windows were planned for {self.num_frames}")
         timesteps = torch.as_tensor(timestep, device=self.device).expand(n)
         residuals = self.appearance_at(timestep)
+        keyframe_latents = None  # for a branch that reads the noisy latent, which runs in every window call
+        if residuals is None and self.conditions.uses_appearance:
+            keyframe_latents = self.conditions.keyframes.latents.to(self.device, self.dtype)
         fused = torch.zeros(latent_model_input.shape, device=latent_model_input.device, dtype=torch.float32)
         for window_index, (window, weight) in enumerate(zip(self.windows, self.weights, strict=True)):
             index = torch.as_tensor(window.frames, device=latent_model_input.device)
@@ -144,28 +197,11 @@ class ClipDenoiser:
             )
             if self.recorder is not None and not self.recorder.window_seen(window_index):
                 self._record(window_index, window, part)
-            if self.encode_hints:
-                structure = {"structure_hints": [h.expand(n, -1, -1, -1, -1) for h in self.structure_hints(index.cpu())]}
-            else:
-                structure = {"structure_maps": [m.expand(n, -1, -1, -1, -1) for m in part.structure_maps]}
-            appearance = condition = None
-            if residuals is not None and part.keyframes:
-                appearance = residuals.select(part.keyframes, part.keyframe_frames).repeat_to(n)
-            elif self.conditions.uses_appearance and part.keyframes:  # a branch that reads the noisy latent
-                latents = self.conditions.keyframes.latents.to(self.device, self.dtype)
-                chosen = latents[..., list(part.keyframes), :, :, :]
-                chosen = chosen[None] if chosen.ndim == 4 else chosen.repeat(n // chosen.shape[0], 1, 1, 1, 1)
-                condition = (chosen, part.keyframe_frames)
-            eps = self.trident(
-                latent_model_input[:, :, index].to(self.device, self.dtype),
-                timesteps,
-                self.text,
-                **structure,
-                structure_scale=list(self.conditions.structure_scales),
-                appearance=appearance,
-                appearance_condition=condition,
-                appearance_scale=self.conditions.appearance_scale,
-                anchor_index=part.anchor,
+            hints = self.structure_hints(index.cpu()) if self.encode_hints else None
+            eps = window_prediction(
+                self.trident, latent_model_input[:, :, index].to(self.device, self.dtype), timesteps, self.text, part,
+                structure_hints=hints, structure_scales=self.conditions.structure_scales, appearance=residuals,
+                keyframe_latents=keyframe_latents, appearance_scale=self.conditions.appearance_scale,
             ).float()
             weight = weight.to(eps.device)[None, None, :, None, None]
             fused.index_add_(2, index.to(fused.device), (eps * weight).to(fused.device))
