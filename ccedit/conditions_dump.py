@@ -11,7 +11,9 @@ The folder `OUT.conditions/` holds:
 - `sdedit/frameK.png`: the source frames SDEdit encoded, when `strength` < 1;
 - `mask/passP-windowW/POS-frameK.png`: a region edit's latent mask at each window position (white: edited; one
   pixel per latent), with each window's edited fraction in the JSON.
-Paths in the JSON are relative to the folder.
+Paths in the JSON are relative to the folder. For the VACE pipeline (`pipelines/vace_recording.py`) a window's frames
+are the pixel frames its latent frames hold, its "structure" is the context video VACE took (the maps where it
+generates, kept keyframes and source elsewhere), its mask is VACE's per pixel, and its anchor is -1 (none).
 """
 
 from __future__ import annotations

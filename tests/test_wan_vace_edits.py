@@ -123,3 +123,33 @@ def test_a_region_edit_keeps_the_source_outside_the_mask_and_hands_it_to_vace(tm
             for dx in range(8):
                 assert torch.equal(folded[dy * 8 + dx, position].bool(), blocks[:, dy, :, dx])
     assert generate.any() and not generate.all()
+
+
+def test_the_conditions_dump_shows_each_windows_context_video_mask_and_kept_keyframes(tmp_path):
+    clip = write_moving_disk_clip(tmp_path / "clip", num_frames=30)
+    source, _ = working_source(clip, 30)
+    keyframe = 255 - source[9]
+    write_image(tmp_path / "k.png", keyframe)
+    mask = write_box_mask(tmp_path / "mask.png")
+    out = tmp_path / "dump.mp4"
+    assert main(["edit", str(clip), "--prompt", "a red car", "-o", str(out), *WAN, "--window", "21",
+                 "--keyframe", f"{tmp_path / 'k.png'}@9", "--mask", mask, "--dump-conditions",
+                 "windows.hierarchical=false"]) == 0
+    folder = tmp_path / "dump.conditions"
+    data = json.loads((folder / "conditions.json").read_text())
+    grid = TimeGrid(4)
+    (only,) = data["passes"]
+    windows = grid.windows(30, 21, None)
+    assert [w["frames"] for w in only["windows"]] == [
+        [p for latent in w.frames for p in grid.pixels_of(latent) if p < 30] for w in windows]
+    holding = [w for w in only["windows"] if 9 in w["frames"]]
+    assert holding and all({"frame": 9, "position": w["frames"].index(9)} in w["keyframes"] for w in holding)
+    for w in holding:
+        # the context VACE took: the keyframe whole at its frame, the held maps inside the region elsewhere
+        sub = folder / w["structure"]["canny"]["folder"]
+        assert np.array_equal(read_image(sub / f"{w['frames'].index(9):03d}-frame00009.png"), keyframe)
+        kept = read_image(folder / w["mask"]["folder"] / f"{w['frames'].index(9):03d}-frame00009.png")
+        assert kept.max() == 0  # mask 0 (keep) over the whole keyframe
+        other = w["frames"][0] if w["frames"][0] != 9 else w["frames"][1]
+        region = read_image(folder / w["mask"]["folder"] / f"{w['frames'].index(other):03d}-frame{other:05d}.png")
+        assert 0 < (region > 0).mean() < 1  # generated inside the region only

@@ -32,9 +32,11 @@ from .pipeline_ccedit import (
     FRAME_PROCESSOR, CCEditPipelineOutput, _check_video, _peak_resident_bytes, _video_as_uint8, finished_time,
 )
 from .region import SourceRegion, check_mask, composite
+from .recording import ConditionsRecord
 from .time_grid import TimeGrid, vace_passes
 from .vace_context import ContextVideo, control_latents, unit_to_signed
 from .vace_denoiser import VACEClipDenoiser
+from .vace_recording import record_vace_windows, start_vace_pass
 from .wan_vae import decode_latents, encode_frames
 from .windows import WINDOW_NOISE, check_window, repeat_window_noise
 
@@ -70,6 +72,7 @@ class PassSettings:
     window_noise: str
     step_end: Callable | None
     progress: bool
+    record: ConditionsRecord | None = None  # `record_conditions`: what each window was conditioned on
 
 
 def _held_frames(maps: torch.Tensor) -> np.ndarray:
@@ -228,6 +231,7 @@ class WanVACEEditPipeline(WanVACEPipeline):
             guidance_scale=guidance_scale, structure_scale=structure_scale, generator=generator,
             window_length=window_length, window_overlap=window_overlap, window_noise=window_noise,
             step_end=self._step_end(callback_on_step_end, callback_on_step_end_tensor_inputs), progress=progress,
+            record=self._conditions_record(record_conditions, structure_scale, keyframes, strength, frames_in),
         )
         timings: dict[str, float] = {}
         with self._kernels():
@@ -242,6 +246,8 @@ class WanVACEEditPipeline(WanVACEPipeline):
                 clip = VACEPass(frames_in[frames], None if control is None else control[frames],
                                 {frames.index(f): image for f, image in anchors.items() if f in frames},
                                 None if soft is None else soft[frames])
+                if request.record is not None:
+                    start_vace_pass(request.record, frames, clip.keyframes)
                 out = self._edit_pass(clip, text, request, windows, timings, clock, device,
                                       latents=latents if last else None, latent_output=last and output_type == "latent")
                 if not last:
@@ -250,7 +256,7 @@ class WanVACEEditPipeline(WanVACEPipeline):
         peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else _peak_resident_bytes()
         self.maybe_free_model_hooks()
         return CCEditPipelineOutput(frames=out, timings=timings, peak_memory_bytes=peak,
-                                    windows=[len(windows) for _, windows in passes])
+                                    windows=[len(windows) for _, windows in passes], conditions=request.record)
 
     def _edit_pass(self, clip: VACEPass, text: torch.Tensor, request: PassSettings, windows, timings: dict, clock,
                    device: torch.device, *, latents: torch.Tensor | None, latent_output: bool):
@@ -265,6 +271,9 @@ class WanVACEEditPipeline(WanVACEPipeline):
                                      keyframe_frames=list(clip.keyframes), keep=keep, source=clip.frames,
                                      fitted=fitted)
         conditioning = control_latents(self, context, request.references, device)
+        if request.record is not None:
+            record_vace_windows(request.record, context.video, context.generate, windows, grid, num_frames,
+                                list(clip.keyframes))
         source = None
         if request.strength < 1 or clip.soft is not None:
             source = self._encode_source(clip.frames, fitted, references, device)
@@ -295,6 +304,15 @@ class WanVACEEditPipeline(WanVACEPipeline):
         return frames
 
     # The named steps of `__call__`.
+
+    @staticmethod
+    def _conditions_record(wanted: bool, structure_scale, keyframes: list, strength: float,
+                           frames: np.ndarray) -> ConditionsRecord | None:
+        if not wanted:
+            return None
+        scale = structure_scale[0] if isinstance(structure_scale, Sequence) else structure_scale
+        return ConditionsRecord((float(scale),), appearance_acts=bool(keyframes), strength=float(strength),
+                                sdedit_frames=frames if strength < 1 else None)
 
     def _check_inputs(self, frames: np.ndarray, maps: list, keyframe, keyframe_index, prior: str, output_type: str,
                       window_length, window_overlap, window_noise) -> tuple[list[np.ndarray], list[int]]:
