@@ -11,14 +11,15 @@ ROLES = ("temporal", "cross_frame", "appearance")
 @dataclass
 class TrainModelConfig:
     # "tiny" (the built-in random components), "animatediff-tiny" (the tiny random open trident: AnimateDiff motion
-    # modules + SparseCtrl) or an SD-1.5 folder / hub id with unet/, vae/, text_encoder/, tokenizer/
+    # modules + SparseCtrl) or an SD-1.5 folder / hub id with unet/, vae/, text_encoder/, tokenizer/ (the open trident
+    # when `temporal` is a MotionAdapter)
     base: str = "tiny"
     controlnet: str | None = None  # structure ControlNet folder or hub id; null with a tiny base: the tiny one
-    # trained temporal layers to start from (a folder or a model folder; a MotionAdapter for animatediff-tiny);
-    # null: zero init (animatediff-tiny: its own motion modules)
+    # trained temporal layers to start from (a folder or a model folder; a diffusers MotionAdapter trains the open
+    # trident); null: zero init (animatediff-tiny: its own motion modules)
     temporal: str | None = None
-    # trained appearance branch to start from (a SparseControlNetModel for animatediff-tiny); null: copied from the
-    # UNet's encoder (animatediff-tiny: its own SparseCtrl)
+    # trained appearance branch to start from (a SparseControlNetModel for the open trident); null: copied from the
+    # UNet's encoder (the open trident: animatediff-tiny's own SparseCtrl, else a new one from the UNet's encoder)
     appearance: str | None = None
     # the keyframe model: appearance branch + cross-frame attention (CCEdit's TVI2V; animatediff-tiny: SparseCtrl)
     keyframe: bool = False

@@ -1,20 +1,30 @@
 """The networks a training run starts from: public frozen parts plus the learnable ones (CCEdit's trident, initialised
-as CCEdit does, or the tiny open trident)."""
+as CCEdit does, or the open trident: AnimateDiff's motion modules and SparseCtrl, tiny or from real parts)."""
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from diffusers import MotionAdapter
 from safetensors.torch import load_file
 
 from ..errors import UserError, first_line
-from ..models import (AppearanceEncoder, CCEditTemporalAdapter, TridentModel, VideoUNet, adapter_config_for,
-                      build_trident)
+from ..hub import cached_model_folder, names_local_folder
+from ..models import (
+    AppearanceEncoder,
+    CCEditTemporalAdapter,
+    TridentModel,
+    VideoUNet,
+    adapter_config_for,
+    build_trident,
+)
 from ..models.appearance import appearance_encoder_from_unet
 from ..models.motion import MotionMainBranch
+from ..schedulers import build_scheduler
 from .config import ROLES, TrainModelConfig
 
 logger = logging.getLogger(__name__)
@@ -34,14 +44,29 @@ class TrainingModels:
     sampling_convention: str = "ccedit"
 
 
-# The tiny open trident (AnimateDiff motion modules as the main branch, SparseCtrl as the appearance branch); every
-# other base is CCEdit's trident on an SD-1.5 UNet.
+# The tiny open trident (AnimateDiff motion modules as the main branch, SparseCtrl as the appearance branch) and the
+# tiny CCEdit trident: bases built in, each with its own structure ControlNet. Any other base is an SD-1.5 folder or
+# hub id, which is the open trident when `model.temporal` holds AnimateDiff's motion modules and CCEdit's otherwise.
 OPEN_TRIDENT_TINY = "animatediff-tiny"
+CCEDIT_TINY = "tiny"
+
+# How each trident samples its sample videos (the scheduler, the sampling convention), as editing samples it.
+SAMPLING = {VideoUNet: ("dpmpp_2s_ancestral", "ccedit"), MotionMainBranch: ("ddim", "diffusers")}
+
+
+def _open_trident_setting(config: TrainModelConfig) -> str | None:
+    """The setting that makes these settings the open trident (`model.base=...` or `model.temporal=...`), or None
+    for CCEdit's trident; read from the temporal layers' config, with nothing loaded."""
+    if config.base == OPEN_TRIDENT_TINY:
+        return f"model.base={config.base}"
+    if config.temporal is not None and _temporal_class_name(config.temporal) == MotionAdapter.__name__:
+        return f"model.temporal={config.temporal} (a {MotionAdapter.__name__})"
+    return None
 
 
 def main_branch_class(config: TrainModelConfig) -> type:
     """The class of the main branch these settings train (its `roles` are the main branch's learnable roles)."""
-    return MotionMainBranch if config.base == OPEN_TRIDENT_TINY else VideoUNet
+    return MotionMainBranch if _open_trident_setting(config) else VideoUNet
 
 
 def check_roles(config: TrainModelConfig) -> list[str]:
@@ -53,7 +78,8 @@ def check_roles(config: TrainModelConfig) -> list[str]:
     available = (*main_branch_class(config).roles, "appearance")
     lacking = [r for r in roles if r not in available]
     if lacking:
-        raise UserError(f"model.trainable has {lacking[0]}, which model.base={config.base} has no layers for: "
+        model = _open_trident_setting(config) or f"model.base={config.base}"
+        raise UserError(f"model.trainable has {lacking[0]}, which {model} has no layers for: "
                         f"choose from {', '.join(available)}")
     needs_keyframe = [r for r in roles if r != "temporal"]
     if needs_keyframe and not config.keyframe:
@@ -61,12 +87,39 @@ def check_roles(config: TrainModelConfig) -> list[str]:
     return roles
 
 
+def check_structure(config: TrainModelConfig) -> None:
+    """A base of a folder or hub id needs `model.controlnet` (the built-in tiny ones have their own)."""
+    if config.controlnet is None and config.base not in (CCEDIT_TINY, OPEN_TRIDENT_TINY):
+        raise UserError("model.controlnet is not set: give a structure ControlNet folder or hub id for this base")
+
+
+def _temporal_class_name(reference: str) -> str | None:
+    """The `_class_name` in the config of the temporal layers `reference` names (a folder, a model folder holding
+    `temporal/`, or a cached hub id), read without loading them or going online; None where there is no config
+    (`load_temporal` then says what the folder lacks)."""
+    folder = cached_model_folder(reference)
+    if folder is None and names_local_folder(reference):
+        raise UserError(f"model.temporal folder {reference} does not exist: give the folder of trained temporal "
+                        "layers (a run's model/, or a MotionAdapter folder)")
+    if folder is None:
+        raise UserError(f"model.temporal {reference} is not a hub id in the local cache: download it first "
+                        f"(hf download {reference}) or give its folder")
+    try:
+        return json.loads((_inside(folder, "temporal") / "config.json").read_text()).get("_class_name")
+    except (OSError, ValueError, AttributeError):  # no config, or not a JSON object
+        return None
+
+
+def _inside(folder: Path, subfolder: str) -> Path:
+    """`folder/subfolder` when a model folder holds it, else `folder` itself (a component folder)."""
+    return folder / subfolder if (folder / subfolder).is_dir() else folder
+
+
 def _component_folder(reference: str, subfolder: str) -> Path:
-    """`reference/subfolder` when a model folder holds it, else `reference` itself (a component folder)."""
+    """The local folder of `reference`'s component `subfolder` (see `_inside`), a hub id downloaded once."""
     from ..pipelines.model_folders import how_to_make, resolve_model_folder
 
-    folder = resolve_model_folder(reference, what=subfolder, hint=how_to_make(reference))
-    return folder / subfolder if (folder / subfolder).is_dir() else folder
+    return _inside(resolve_model_folder(reference, what=subfolder, hint=how_to_make(reference)), subfolder)
 
 
 def load_temporal(reference: str, unet, cross_frame: bool) -> CCEditTemporalAdapter:
@@ -93,47 +146,30 @@ def load_temporal(reference: str, unet, cross_frame: bool) -> CCEditTemporalAdap
 def build_models(config: TrainModelConfig) -> TrainingModels:
     """The trident: the frozen public parts, the main branch's temporal layers (new or given) and, for the keyframe
     model, the appearance branch (new or given); the VAE and text encoder frozen."""
-    if config.base == OPEN_TRIDENT_TINY:
-        models = _open_trident(config)
-    else:
-        models = _ccedit_trident(config)
-    for frozen in (models.vae, models.text_encoder):
+    check_structure(config)
+    main_class = main_branch_class(config)
+    parts = _base_parts(config.base, config.keyframe)
+    controlnet = parts["controlnet"] if config.controlnet is None else _load_controlnet(config.controlnet)
+    build = _open_trident if main_class is MotionMainBranch else _ccedit_trident
+    trident = build(config, parts, controlnet)
+    for frozen in (parts["vae"], parts["text_encoder"]):
         frozen.requires_grad_(False).eval()
-    return models
+    scheduler, convention = SAMPLING[main_class]
+    return TrainingModels(trident, parts["vae"], parts["text_encoder"], parts["tokenizer"],
+                          build_scheduler(scheduler), convention)
 
 
-def _ccedit_trident(config: TrainModelConfig) -> TrainingModels:
-    """CCEdit's trident: zero-initialised or given temporal layers; appearance copied from the UNet's encoder or
-    given."""
-    from ..schedulers import build_scheduler
-
-    if config.base == "tiny":
+def _base_parts(base: str, keyframe: bool) -> dict:
+    """The image UNet, VAE, text encoder and tokenizer of a built-in tiny base (with its ControlNet, motion modules
+    and appearance branch) or of an SD-1.5 folder or hub id."""
+    if base == CCEDIT_TINY:
         from ..pipelines.tiny import tiny_components
 
-        parts = tiny_components(keyframe=False)
-        controlnet = parts["controlnet"] if config.controlnet is None else _load_controlnet(config.controlnet)
-    else:
-        parts = _base_parts(config.base)
-        if config.controlnet is None:
-            raise UserError("model.controlnet is not set: give a structure ControlNet folder or hub id for this base")
-        controlnet = _load_controlnet(config.controlnet)
-    unet = parts["unet"]
-    if config.temporal is not None:
-        main = VideoUNet(unet, load_temporal(config.temporal, unet, config.keyframe))
-    else:
-        main = VideoUNet.from_unet2d(unet, cross_frame_attention=config.keyframe)
-    appearance = None
-    if config.keyframe:
-        if config.appearance is not None:
-            appearance = AppearanceEncoder.from_pretrained(_component_folder(config.appearance, "appearance"))
-        else:
-            appearance = appearance_encoder_from_unet(unet)
-    return TrainingModels(TridentModel(main, [controlnet], appearance), parts["vae"], parts["text_encoder"],
-                          parts["tokenizer"], build_scheduler("dpmpp_2s_ancestral"))
+        return tiny_components(keyframe=False)
+    if base == OPEN_TRIDENT_TINY:
+        from ..pipelines.tiny import tiny_animatediff_components
 
-
-def _base_parts(base: str) -> dict:
-    """The image UNet, VAE, text encoder and tokenizer of an SD-1.5 folder or hub id."""
+        return tiny_animatediff_components(appearance=keyframe)
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel
 
@@ -145,28 +181,61 @@ def _base_parts(base: str) -> dict:
                 tokenizer=load_tokenizer(base))
 
 
-def _open_trident(config: TrainModelConfig) -> TrainingModels:
-    """The tiny open trident: its motion modules (or a given `MotionAdapter`) and, for the keyframe model, its
-    SparseCtrl-RGB (or a given `SparseControlNetModel`), trained as they are (no zero initialisation: AnimateDiff's
-    and SparseCtrl's released networks are fine-tuned)."""
-    from diffusers import MotionAdapter, SparseControlNetModel
+def _ccedit_trident(config: TrainModelConfig, parts: dict, controlnet) -> TridentModel:
+    """CCEdit's trident: zero-initialised or given temporal layers; appearance copied from the UNet's encoder or
+    given."""
+    unet = parts["unet"]
+    if config.temporal is not None:
+        main = VideoUNet(unet, load_temporal(config.temporal, unet, config.keyframe))
+    else:
+        main = VideoUNet.from_unet2d(unet, cross_frame_attention=config.keyframe)
+    appearance = None
+    if config.keyframe:
+        if config.appearance is not None:
+            appearance = AppearanceEncoder.from_pretrained(_component_folder(config.appearance, "appearance"))
+        else:
+            appearance = appearance_encoder_from_unet(unet)
+    return TridentModel(main, [controlnet], appearance)
 
-    from ..pipelines.tiny import tiny_animatediff_components
 
-    parts = tiny_animatediff_components(appearance=config.keyframe)
-    controlnet = parts["controlnet"] if config.controlnet is None else _load_controlnet(config.controlnet)
-    adapter = parts["temporal"]
+def _open_trident(config: TrainModelConfig, parts: dict, controlnet) -> TridentModel:
+    """The open trident: the given `MotionAdapter` (else the tiny one's motion modules) and, for the keyframe model,
+    the given `SparseControlNetModel` (else the tiny one's SparseCtrl-RGB, else a new one from the UNet), trained as
+    they are (no zero initialisation: AnimateDiff's and SparseCtrl's released networks are fine-tuned)."""
+    from diffusers import SparseControlNetModel
+
+    adapter = parts.get("temporal")
     if config.temporal is not None:
         adapter = MotionAdapter.from_pretrained(_component_folder(config.temporal, "temporal"))
-    appearance = parts["appearance"]
-    if config.keyframe and config.appearance is not None:
-        appearance = SparseControlNetModel.from_pretrained(_component_folder(config.appearance, "appearance"))
+    appearance = None
+    if config.keyframe:
+        if config.appearance is not None:
+            appearance = SparseControlNetModel.from_pretrained(_component_folder(config.appearance, "appearance"))
+        else:
+            appearance = parts.get("appearance")
+            if appearance is None:
+                appearance = _sparse_control_from_unet(parts["unet"])
     try:
-        trident = build_trident(parts["unet"], adapter, [controlnet], appearance)
+        return build_trident(parts["unet"], adapter, [controlnet], appearance)
     except (RuntimeError, ValueError) as error:  # diffusers refuses motion modules of another shape
         raise UserError(f"model.temporal {config.temporal} does not fit the base UNet: {first_line(error, limit=200)}")
-    return TrainingModels(trident, parts["vae"], parts["text_encoder"], parts["tokenizer"], parts["scheduler"],
-                          parts["sampling_convention"])
+
+
+def _sparse_control_from_unet(unet):
+    """A new SparseCtrl-RGB (keyframe latents in) initialised from `unet`'s encoder by diffusers' `from_unet`.
+
+    `from_unet` rewrites the block types of the UNet config it reads in place (and cannot on a tuple), so it reads
+    a copy of the config beside the UNet's own modules.
+    """
+    from types import SimpleNamespace
+
+    from diffusers import SparseControlNetModel
+    from diffusers.configuration_utils import FrozenDict
+
+    config = FrozenDict({**unet.config, "down_block_types": list(unet.config.down_block_types)})
+    modules = ("conv_in", "time_proj", "time_embedding", "down_blocks", "mid_block")
+    view = SimpleNamespace(config=config, **{name: getattr(unet, name) for name in modules})
+    return SparseControlNetModel.from_unet(view, conditioning_channels=unet.config.in_channels)
 
 
 def _load_controlnet(reference: str):

@@ -40,7 +40,7 @@ from .data import (
     step_rng,
     worker_count,
 )
-from .model import TrainingModels, build_models, check_roles
+from .model import TrainingModels, build_models, check_roles, check_structure
 from .run_folder import (
     TRACKER_NAME,
     RunFolder,
@@ -70,6 +70,7 @@ def check_config(config: TrainConfig, resume: bool, overwrite: bool = False) -> 
     output = Path(config.output).expanduser()
     check_numbers(config, TRAIN_BOUNDS)
     check_roles(config.model)
+    check_structure(config.model)
     t, d, m = config.train, config.data, config.model
     if t.mixed_precision not in ("no", "fp16", "bf16"):
         raise UserError(f"train.mixed_precision must be no, fp16 or bf16, got {t.mixed_precision!r}")

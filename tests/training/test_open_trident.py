@@ -161,3 +161,137 @@ def test_a_run_starts_from_a_trained_motion_adapter_and_sparsectrl(open_run, tmp
                   motion_num_attention_heads=2).save_pretrained(other)
     assert main(["train", TINY, f"output={tmp_path / 'run'}", *OPEN, f"model.temporal={other}"]) == 2
     assert "model.temporal" in one_error_line(capsys) and not (tmp_path / "run" / "checkpoints").exists()
+
+
+
+@pytest.fixture(scope="module")
+def real_parts(tmp_path_factory):
+    """The tiny open trident saved as real parts are published: an SD-1.5 folder (unet/, vae/, text_encoder/,
+    tokenizer/), a `MotionAdapter` folder and a ControlNet folder, by the setting that names each."""
+    folder = tmp_path_factory.mktemp("parts")
+    parts = _tiny_open_trident()
+    for name in ("unet", "vae", "text_encoder", "tokenizer"):
+        parts[name].save_pretrained(folder / "sd15" / name)
+    parts["temporal"].save_pretrained(folder / "motion")
+    parts["controlnet"].save_pretrained(folder / "controlnet")
+    return {"base": folder / "sd15", "temporal": folder / "motion", "controlnet": folder / "controlnet"}
+
+
+def _tiny_open_trident() -> dict:
+    from ccedit.pipelines.tiny import tiny_animatediff_components
+
+    return tiny_animatediff_components(appearance=False)
+
+
+def from_parts(folders: dict) -> list[str]:
+    return [f"model.{setting}={folder}" for setting, folder in folders.items()]
+
+
+@pytest.fixture(scope="module")
+def real_parts_run(real_parts, tmp_path_factory):
+    """Two steps training the motion modules and a new SparseCtrl (none given) from the real parts' folders."""
+    run = tmp_path_factory.mktemp("real") / "run"
+    torch.set_num_threads(1)
+    return run, train(config(run, *from_parts(real_parts)))
+
+
+def test_the_open_trident_from_real_parts_is_the_tiny_one_when_the_parts_are_the_tiny_ones(real_parts):
+    text_to_video = ["model.keyframe=false", "model.trainable=[temporal]"]
+    tiny = build_models(config("unused", *text_to_video).model)
+    loaded = build_models(config("unused", *from_parts(real_parts), *text_to_video).model)
+    expected = dict(tiny.trident.named_parameters())
+    assert type(loaded.trident.main) is type(tiny.trident.main) and loaded.trident.appearance is None
+    assert {n: p.shape for n, p in loaded.trident.named_parameters()} == {n: p.shape for n, p in expected.items()}
+    assert all(torch.equal(p, expected[n]) for n, p in loaded.trident.named_parameters())
+    assert (type(loaded.scheduler), loaded.sampling_convention) == (type(tiny.scheduler), tiny.sampling_convention)
+
+
+def test_a_run_from_real_parts_trains_only_the_motion_modules_and_a_sparsectrl_made_from_the_unet(real_parts,
+                                                                                                real_parts_run):
+    run, result = real_parts_run
+    assert result.step == 2 and all(math.isfinite(loss) for loss in result.losses)
+    trained = result.trident
+    roles = trained.named_parameters_by_role()
+    assert sorted(roles) == ["appearance", "temporal"]
+    assert roles["temporal"] and all(".motion_modules." in n for n in roles["temporal"])
+    assert isinstance(trained.appearance, SparseControlNetModel)
+    trained_names = {*roles["temporal"], *roles["appearance"]}
+    assert {n for n, p in trained.named_parameters() if p.requires_grad} == trained_names
+    start = build_models(config(run, *from_parts(real_parts)).model).trident
+    before = dict(start.named_parameters())
+    moved = {n for n, p in trained.named_parameters() if not torch.equal(p.detach(), before[n].detach())}
+    assert set(roles["temporal"]) <= moved <= trained_names  # the UNet and the ControlNet stayed as loaded
+    # The new SparseCtrl started as a copy of the UNet's encoder (diffusers' `from_unet`) and trained away from it.
+    image_unet = start.main.unet
+    assert torch.equal(start.appearance.conv_in.weight, image_unet.conv_in.weight)
+    assert not torch.equal(trained.appearance.conv_in.weight, image_unet.conv_in.weight)
+    assert (run / "samples" / "step-2.mp4").is_file()
+
+
+def test_a_run_from_real_parts_saves_a_motion_adapter_and_a_sparse_controlnet(real_parts, real_parts_run):
+    from diffusers import UNet2DConditionModel
+
+    run, result = real_parts_run
+    trained = result.trident
+    sparse = SparseControlNetModel.from_pretrained(run / "model" / "appearance")
+    assert all(torch.equal(p, sparse.state_dict()[n]) for n, p in trained.appearance.state_dict().items())
+    # The saved adapter on the base folder's UNet gives the trained motion modules back.
+    adapter = MotionAdapter.from_pretrained(run / "model" / "temporal")
+    rebuilt = build_trident(UNet2DConditionModel.from_pretrained(real_parts["base"] / "unet"), adapter)
+    motion = rebuilt.main.named_parameters_by_role()["temporal"]
+    trained_motion = trained.main.named_parameters_by_role()["temporal"]
+    assert motion.keys() == trained_motion.keys()
+    assert all(torch.equal(motion[n], trained_motion[n]) for n in motion)
+
+
+@pytest.mark.parametrize("given_as", ["folder", "cached hub id"])
+def test_cross_frame_with_a_motion_adapter_is_refused_in_one_line_before_anything_loads(real_parts, tmp_path, capsys,
+                                                                                         monkeypatch, given_as):
+    from huggingface_hub import constants
+
+    from ccedit.training import trainer
+
+    def no_loading(*_):
+        raise AssertionError("the networks were loaded before the settings were checked")
+
+    monkeypatch.setattr(trainer, "build_models", no_loading)
+    temporal = str(real_parts["temporal"])
+    if given_as == "cached hub id":  # a hub cache holding the adapter: read from there, with nothing fetched
+        monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
+        commit = "0" * 40
+        repo = tmp_path / "cache" / "models--someone--motion-adapter"
+        shutil.copytree(temporal, repo / "snapshots" / commit)
+        (repo / "refs").mkdir()
+        (repo / "refs" / "main").write_text(commit)
+        temporal = "someone/motion-adapter"
+    run = tmp_path / "run"
+    settings = [*from_parts({**real_parts, "temporal": temporal}), "model.trainable=[temporal,cross_frame]"]
+    assert main(["train", TINY, f"output={run}", *OPEN, *settings]) == 2
+    line = one_error_line(capsys)
+    assert "cross_frame" in line and f"model.temporal={temporal}" in line and "MotionAdapter" in line
+    assert "temporal, appearance" in line and not run.exists()
+
+
+def test_a_new_sparsectrl_is_made_from_the_unet_and_leaves_the_unet_as_it_was():
+    from ccedit.training.model import _sparse_control_from_unet
+
+    unet = _tiny_open_trident()["unet"]
+    block_types = list(unet.config.down_block_types)
+    sparse = _sparse_control_from_unet(unet)
+    assert list(unet.config.down_block_types) == block_types  # diffusers' `from_unet` alone rewrites them
+    assert torch.equal(sparse.conv_in.weight, unet.conv_in.weight)
+    assert sparse.config.conditioning_channels == unet.config.in_channels  # keyframe latents in
+
+
+@pytest.mark.parametrize("case", ["temporal not cached", "no controlnet"])
+def test_parts_that_cannot_be_used_are_one_line_before_the_run_folder(real_parts, tmp_path, capsys, case):
+    parts = {**real_parts, "temporal": "someone/motion-adapter-not-in-the-cache"}
+    expected = ["model.temporal someone/motion-adapter-not-in-the-cache", "hf download"]
+    if case == "no controlnet":
+        parts = {"base": real_parts["base"], "temporal": real_parts["temporal"]}
+        expected = ["model.controlnet is not set"]
+    run = tmp_path / "run"
+    assert main(["train", TINY, f"output={run}", *OPEN, *from_parts(parts)]) == 2
+    line = one_error_line(capsys)
+    assert all(text in line for text in expected), line
+    assert not run.exists()
