@@ -59,7 +59,9 @@ ALLOWED = {
     "metrics": {"annotators", "errors", "hub", "masks", "pipelines", "registry"},
     "methods": {"annotators", "config", "editing", "errors", "hub", "io", "pipelines", "registry", "schedulers"},
     "eval": {"annotators", "config", "editing", "errors", "io", "masks", "methods", "metrics"},
-    "training": {"annotators", "config", "config_checks", "errors", "hub", "io", "models", "pipelines", "schedulers"},
+    # kinds: the sampler a trained main branch's sample videos use is its kind's
+    "training": {"annotators", "config", "config_checks", "errors", "hub", "io", "kinds", "models", "pipelines",
+                 "schedulers"},
     "jobs": {"config", "edit_checks", "editing", "errors", "io", "outputs"},
     "ui": {"config", "errors", "io", "jobs", "pipelines", "preparation"},
     "parity": {"convert", "errors", "models", "pipelines", "schedulers"},

@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 
 from ..errors import UserError, first_line
 from ..hub import cached_model_folder, names_local_folder
+from ..kinds import kind_for
 from ..models import (
     AppearanceEncoder,
     CCEditTemporalAdapter,
@@ -51,7 +52,8 @@ OPEN_TRIDENT_TINY = "animatediff-tiny"
 CCEDIT_TINY = "tiny"
 
 # How each trident samples its sample videos (the scheduler, the sampling convention), as editing samples it.
-SAMPLING = {VideoUNet: ("dpmpp_2s_ancestral", "ccedit"), MotionMainBranch: ("ddim", "diffusers")}
+# The model kind whose sampler (scheduler, sampling convention) a main branch's sample videos use.
+SAMPLED_AS = {VideoUNet: CCEDIT_TINY, MotionMainBranch: OPEN_TRIDENT_TINY}
 
 
 def _open_trident_setting(config: TrainModelConfig) -> str | None:
@@ -154,7 +156,8 @@ def build_models(config: TrainModelConfig) -> TrainingModels:
     trident = build(config, parts, controlnet)
     for frozen in (parts["vae"], parts["text_encoder"]):
         frozen.requires_grad_(False).eval()
-    scheduler, convention = SAMPLING[main_class]
+    conventions = kind_for(SAMPLED_AS[main_class]).conventions
+    scheduler, convention = conventions.scheduler, conventions.sampling_convention
     return TrainingModels(trident, parts["vae"], parts["text_encoder"], parts["tokenizer"],
                           build_scheduler(scheduler), convention)
 
