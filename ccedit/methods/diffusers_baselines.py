@@ -122,7 +122,7 @@ class DiffusersVideoMethod(Method):
 
     def run(self, job: EditJob, fields: Mapping[str, Any]) -> MethodOutput:
         from ..editing import prepare_clip
-        from ..pipelines.pipeline_ccedit import _peak_resident_bytes
+        from ..pipelines.pipeline_calls import peak_memory_bytes
 
         started = time.perf_counter()
         prepared = prepare_clip(job.input, self.edit_settings())
@@ -132,7 +132,7 @@ class DiffusersVideoMethod(Method):
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         edited = self.call(pipe, prepared.frames, control, job, self.generator(device))
-        peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else _peak_resident_bytes()
+        peak = peak_memory_bytes(device)
         return MethodOutput(frames=to_uint8(edited), fps=prepared.clip.fps, structure=control,
                             seconds=time.perf_counter() - started, peak_memory_bytes=peak)
 

@@ -18,7 +18,6 @@ from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.loaders import StableDiffusionLoraLoaderMixin
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
-from diffusers.video_processor import VideoProcessor
 from tqdm import tqdm
 from transformers import CLIPTextModel, CLIPTokenizer
 
@@ -30,6 +29,10 @@ from ..schedulers import SAMPLING_CONVENTIONS, set_sampling_timesteps
 from .clip_denoiser import ClipDenoiser
 from .conditions import Keyframes, TridentConditions, check_keyframe_indices, default_keyframe_index, keyframes_act
 from .denoise import KnownLatents, denoise, prepare_initial_latents, sdedit_start, sdedit_timesteps
+from .pipeline_calls import (
+    FRAME_PROCESSOR, check_unit_range, check_video, finished_time, peak_memory_bytes, step_end_callback,
+    video_as_uint8, video_size,
+)
 from .recording import ConditionsRecord
 from .region import SourceRegion, check_mask, composite, latent_mask
 from .windows import (
@@ -51,14 +54,6 @@ def keyframe_prior(keyframes: Keyframes, num_frames: int) -> torch.Tensor:
     """The anchor prior's `z` for `prior="keyframe"`: each frame gets its nearest keyframe's latent, `(4, T, h, w)`."""
     nearest = [min(range(len(keyframes)), key=lambda k: abs(keyframes.indices[k] - f)) for f in range(num_frames)]
     return keyframes.latents[nearest].transpose(0, 1)
-
-
-def finished_time(device: torch.device) -> float:
-    """`time.perf_counter()` once `device` has run the work queued so far: on a GPU a stage's time then counts its
-    kernels, not only their launches (one synchronisation per stage boundary)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter()
 
 
 def _cpu_kernels(call: Callable) -> Callable:
@@ -100,39 +95,6 @@ class CCEditPipelineOutput(BaseOutput):
     conditions: ConditionsRecord | None = None
 
 
-def _check_video(video) -> np.ndarray | torch.Tensor:
-    """A uint8 `(T, H, W, 3)` array or a float `(T, 3, H, W)` tensor in [0, 1], checked; converted per chunk later."""
-    if isinstance(video, np.ndarray):
-        if video.dtype != np.uint8 or video.ndim != 4 or video.shape[-1] != 3:
-            raise InvalidInputError(f"`video` as an array must be uint8 (frames, height, width, 3), got {video.dtype} {video.shape}")
-    elif isinstance(video, torch.Tensor):
-        if video.ndim != 4 or video.shape[1] != 3:
-            raise InvalidInputError(f"`video` as a tensor must be (frames, 3, height, width), got {tuple(video.shape)}")
-        _check_unit_range("video", video)
-    else:
-        raise InvalidInputError(f"`video` must be a uint8 array or a float tensor, got {type(video).__name__}")
-    return video
-
-
-def _check_unit_range(name: str, frames: torch.Tensor) -> None:
-    """Float frames must lie in [0, 1]: diffusers' processor leaves frames with negative values unnormalised."""
-    low, high = frames.aminmax()
-    if not (0 <= float(low) and float(high) <= 1):
-        raise InvalidInputError(f"`{name}` as a tensor must hold values in [0, 1], got [{float(low):.3g}, "
-                                f"{float(high):.3g}]: scale it, or pass uint8 frames")
-
-
-def _video_size(video) -> tuple[int, int, int]:
-    """(frames, height, width) of a video checked by `_check_video`."""
-    return (video.shape[0], *video.shape[1:3]) if isinstance(video, np.ndarray) else (video.shape[0], *video.shape[2:])
-
-
-# diffusers' frame conversion: frames in [0, 1] -> [-1, 1] for the VAE, and its output back. Frames arrive at the
-# working size, so nothing is resized. The pipeline converts chunks of frames with `preprocess` rather than a whole
-# clip with `preprocess_video`, so that no float copy of a long clip is ever made.
-FRAME_PROCESSOR = VideoProcessor(do_resize=False, do_normalize=True)
-
-
 def _as_unit_tensor(frames: np.ndarray) -> torch.Tensor:
     """uint8 frames `(..., H, W, 3)` as float `(..., 3, H, W)` in [0, 1], the input diffusers' processor expects.
 
@@ -149,13 +111,6 @@ def _video_chunk_to_tensor(video, start: int, stop: int) -> torch.Tensor:
     return FRAME_PROCESSOR.preprocess(_as_unit_tensor(chunk) if isinstance(chunk, np.ndarray) else chunk.float())
 
 
-def _video_as_uint8(video) -> np.ndarray:
-    """A video checked by `_check_video` as uint8 `(T, H, W, 3)` (a float tensor rounded from `[0, 1]`)."""
-    if isinstance(video, np.ndarray):
-        return video
-    return (video.float().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-
-
 def _image_to_tensor(image) -> torch.Tensor:
     """PIL image, uint8 `(H, W, 3)` array or float `(3, H, W)` tensor in [0, 1] -> `(1, 3, H, W)` in [-1, 1]."""
     if isinstance(image, PIL.Image.Image):
@@ -166,7 +121,7 @@ def _image_to_tensor(image) -> torch.Tensor:
         image = _as_unit_tensor(image)
     if not isinstance(image, torch.Tensor) or image.ndim != 3:
         raise InvalidInputError("`keyframe` must be a PIL image, a uint8 (height, width, 3) array or a (3, height, width) tensor")
-    _check_unit_range("keyframe", image)
+    check_unit_range("keyframe", image)
     return FRAME_PROCESSOR.preprocess(image.float())
 
 
@@ -394,9 +349,9 @@ class CCEditPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         return torch.cat(latents) * self.vae.config.scaling_factor
 
     def encode_video(self, video, chunk_size: int = 8) -> torch.Tensor:
-        """Scaled latents `(4, T, h, w)` of a video checked by `_check_video`, converting `chunk_size` frames at a
+        """Scaled latents `(4, T, h, w)` of a video checked by `check_video`, converting `chunk_size` frames at a
         time so that no float copy of the whole clip is made."""
-        num_frames = _video_size(video)[0]
+        num_frames = video_size(video)[0]
         latents = [
             self.encode_images(_video_chunk_to_tensor(video, i, i + chunk_size), chunk_size).float().cpu()
             for i in range(0, num_frames, chunk_size)
@@ -441,7 +396,7 @@ class CCEditPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         """Check every argument of `__call__` once; return the keyframes' clip frames (negative indices resolved)."""
         if not isinstance(prompt, str) and not (isinstance(prompt, list) and all(isinstance(p, str) for p in prompt)):
             raise InvalidInputError(f"`prompt` must be a string or a list of strings, got {type(prompt).__name__}")
-        f, h, w = _video_size(video)
+        f, h, w = video_size(video)
         m = self.size_multiple
         if h % m or w % m:
             raise InvalidInputError(
@@ -496,24 +451,6 @@ class CCEditPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         return resolved
 
     _callback_tensor_inputs = ["latents"]
-
-    def _step_end_callback(self, callback, tensor_inputs: Sequence[str]):
-        """diffusers' `callback_on_step_end(pipe, step, timestep, callback_kwargs) -> dict` as the denoising loop's
-        `callback(step, timestep, latents) -> latents`; None without a callback."""
-        if callback is None:
-            return None
-        if isinstance(callback, (PipelineCallback, MultiPipelineCallbacks)):
-            tensor_inputs = callback.tensor_inputs
-        unknown = [name for name in tensor_inputs if name not in self._callback_tensor_inputs]
-        if unknown:
-            raise InvalidInputError(f"`callback_on_step_end_tensor_inputs` can only name {self._callback_tensor_inputs},"
-                                    f" got {unknown}")
-
-        def step_end(step_index: int, timestep: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
-            returned = callback(self, step_index, timestep, {name: latents for name in tensor_inputs}) or {}
-            return returned.get("latents", latents)
-
-        return step_end
 
     # long: the public signature and its argument docs; the body is six numbered stages over the named steps below
     @torch.no_grad()
@@ -612,7 +549,7 @@ class CCEditPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         # 1. Check inputs.
         if output_type not in ("np", "pt", "pil", "latent"):
             raise InvalidInputError(f"`output_type` must be np, pt, pil or latent, got {output_type!r}")
-        video = _check_video(video)
+        video = check_video(video)
         structure_maps = [structure_maps] if isinstance(structure_maps, torch.Tensor) else list(structure_maps)
         keyframes = [] if keyframe is None else keyframe if isinstance(keyframe, (list, tuple)) else [keyframe]
         keyframes = [_image_to_tensor(k) for k in keyframes]
@@ -622,10 +559,10 @@ class CCEditPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
             prior_coefficient, guidance_scale, num_inference_steps, window_length, window_overlap, window_noise,
             appearance_scale,
         )
-        soft = None if mask is None else check_mask(mask, _video_size(video)[0], _video_size(video)[1:])
-        step_end = self._step_end_callback(callback_on_step_end, callback_on_step_end_tensor_inputs)
+        soft = None if mask is None else check_mask(mask, video_size(video)[0], video_size(video)[1:])
+        step_end = step_end_callback(self, callback_on_step_end, callback_on_step_end_tensor_inputs)
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        batch, num_frames = len(prompts), _video_size(video)[0]
+        batch, num_frames = len(prompts), video_size(video)[0]
         scales = [structure_scale] * len(structure_maps) if isinstance(structure_scale, (int, float)) else structure_scale
 
         # 2. Encode the prompts (uncond first, as CCEdit batches them).
@@ -651,13 +588,13 @@ class CCEditPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
 
         # 4. Timesteps and initial latents.
         set_sampling_timesteps(self.scheduler, num_inference_steps, device, self.config.sampling_convention)
-        noise = self._initial_noise(latents, generator, (batch, num_frames, *_video_size(video)[1:]), device,
+        noise = self._initial_noise(latents, generator, (batch, num_frames, *video_size(video)[1:]), device,
                                     window_noise, window_length)
         latents, timesteps = self._initial_latents(noise, strength, prior, prior_coefficient, encoded,
                                                    source_latents, device)
         if record is not None and strength < 1:
             record.sdedit_first_timestep = float(timesteps[0]) if len(timesteps) else None
-            record.sdedit_frames = _video_as_uint8(video)
+            record.sdedit_frames = video_as_uint8(video)
 
         # 5. Denoise, window by window (`_denoise_passes`).
         t0 = clock()
@@ -674,12 +611,12 @@ class CCEditPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         t0 = clock()
         self._offload_side_branches()
         frames = self._output_frames(latents, output_type, decode_chunk_size, progress,
-                                     None if soft is None else (_video_as_uint8(video), soft))
+                                     None if soft is None else (video_as_uint8(video), soft))
         if record is not None:
             record.decode_keyframes(lambda z: self.decode_latents(z.to(device), as_uint8=True))
         timings["decode"] = clock() - t0
         timings["total"] = clock() - start
-        peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else _peak_resident_bytes()
+        peak = peak_memory_bytes(device)
         self.maybe_free_model_hooks()
         return CCEditPipelineOutput(frames=frames, timings=timings, peak_memory_bytes=peak,
                                     windows=[len(windows) for _, windows in passes], conditions=record)
@@ -815,15 +752,3 @@ class CCEditPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         if output_type == "pil":
             return [[PIL.Image.fromarray(a) for a in video_frames] for video_frames in frames.numpy()]
         return frames
-
-
-def _peak_resident_bytes() -> int | None:
-    """The process's peak resident set size (the OS keeps no per-call figure); None where `resource` is missing."""
-    try:
-        import resource
-    except ImportError:  # Windows
-        return None
-    import sys
-
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB on Linux

@@ -28,9 +28,10 @@ from ..schedulers import set_sampling_timesteps
 from .conditions import check_keyframe_indices, default_keyframe_index, keyframes_act
 from .cpu_tuning import onednn_linear
 from .denoise import denoise, prepare_initial_latents, sdedit_start
-from .pipeline_ccedit import (
-    FRAME_PROCESSOR, CCEditPipelineOutput, _check_video, _peak_resident_bytes, _video_as_uint8, finished_time,
+from .pipeline_calls import (
+    FRAME_PROCESSOR, check_video, finished_time, peak_memory_bytes, step_end_callback, video_as_uint8,
 )
+from .pipeline_ccedit import CCEditPipelineOutput
 from .region import SourceRegion, check_mask, composite
 from .recording import ConditionsRecord
 from .time_grid import TimeGrid, vace_passes
@@ -213,7 +214,7 @@ class WanVACEEditPipeline(WanVACEPipeline):
         clock = functools.partial(finished_time, device)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        frames_in = _video_as_uint8(_check_video(video))
+        frames_in = video_as_uint8(check_video(video))
         maps = [structure_maps] if isinstance(structure_maps, torch.Tensor) else list(structure_maps)
         keyframes, indices = self._check_inputs(frames_in, maps, keyframe, keyframe_index, prior, output_type,
                                                 window_length, window_overlap, window_noise)
@@ -230,7 +231,8 @@ class WanVACEEditPipeline(WanVACEPipeline):
             references=list(reference_images), strength=strength, steps=num_inference_steps,
             guidance_scale=guidance_scale, structure_scale=structure_scale, generator=generator,
             window_length=window_length, window_overlap=window_overlap, window_noise=window_noise,
-            step_end=self._step_end(callback_on_step_end, callback_on_step_end_tensor_inputs), progress=progress,
+            step_end=step_end_callback(self, callback_on_step_end, callback_on_step_end_tensor_inputs),
+            progress=progress,
             record=self._conditions_record(record_conditions, structure_scale, keyframes, strength, frames_in),
         )
         timings: dict[str, float] = {}
@@ -253,7 +255,7 @@ class WanVACEEditPipeline(WanVACEPipeline):
                 if not last:
                     anchors = {f: out[0][i] for i, f in enumerate(frames)} | anchors
         timings["total"] = time.perf_counter() - start
-        peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else _peak_resident_bytes()
+        peak = peak_memory_bytes(device)
         self.maybe_free_model_hooks()
         return CCEditPipelineOutput(frames=out, timings=timings, peak_memory_bytes=peak,
                                     windows=[len(windows) for _, windows in passes], conditions=request.record)
@@ -401,13 +403,3 @@ class WanVACEEditPipeline(WanVACEPipeline):
         if soft is not None:
             frames = composite(frames, source, soft)
         return frames.numpy()
-
-    def _step_end(self, callback, tensor_inputs: Sequence[str]):
-        if callback is None:
-            return None
-
-        def step_end(step_index: int, timestep: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
-            returned = callback(self, step_index, timestep, {name: latents for name in tensor_inputs}) or {}
-            return returned.get("latents", latents)
-
-        return step_end

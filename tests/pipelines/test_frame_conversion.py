@@ -8,7 +8,8 @@ import torch
 
 from ccedit.errors import InvalidInputError
 from ccedit.pipelines import CCEditPipeline
-from ccedit.pipelines.pipeline_ccedit import _check_video, _image_to_tensor, _video_chunk_to_tensor
+from ccedit.pipelines.pipeline_calls import check_video
+from ccedit.pipelines.pipeline_ccedit import _image_to_tensor, _video_chunk_to_tensor
 from ccedit.pipelines.tiny import tiny_components
 
 
@@ -44,7 +45,7 @@ def test_float_frames_outside_zero_to_one_are_one_line(low, high):
     video = torch.full((2, 3, 8, 8), low)
     video[0, 0, 0, 0] = high
     with pytest.raises(InvalidInputError, match=r"`video` as a tensor must hold values in \[0, 1\]") as error:
-        _check_video(video)
+        check_video(video)
     assert "\n" not in str(error.value)
     with pytest.raises(InvalidInputError, match=r"`keyframe` as a tensor must hold values in \[0, 1\]"):
         _image_to_tensor(video[0])

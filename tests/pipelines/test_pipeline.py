@@ -63,7 +63,7 @@ def test_same_seed_same_frames_and_another_seed_differs(components, data):
 def test_stage_times_wait_for_a_gpus_queued_work(monkeypatch):
     """A stage's time on a GPU counts its kernels, not only their launches: the clock synchronises the device it
     reads for (and only a CUDA device)."""
-    from ccedit.pipelines.pipeline_ccedit import finished_time
+    from ccedit.pipelines.pipeline_calls import finished_time
 
     synchronised = []
     monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: synchronised.append(device))
