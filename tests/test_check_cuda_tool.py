@@ -20,7 +20,8 @@ def test_every_check_runs_and_passes_on_the_cpu(tmp_path):
         torch._dynamo.reset()
     report = json.loads(out.read_text())
     checks = {name: r for name, r in report.items() if name != "config"}
-    assert set(checks) == {"bfloat16", "memory model", "channels last", "cpu offload", "compile"}
+    assert set(checks) == {"bfloat16", "memory model", "channels last", "cpu offload", "compile", "wan-vace bfloat16",
+                           "wan-vace cpu offload"}
     assert failed == 0, {name: r for name, r in checks.items() if not r["ok"]}
     # bfloat16 frames differ from float32 ones; the compile check judges against that difference
     assert checks["compile"]["eager_mean_difference_to_float32"] > 0

@@ -16,6 +16,9 @@ number of failed checks:
   seconds per step against the default layout's.
 - `cpu offload`: with `enable_model_cpu_offload` the frames equal the resident edit's and the peak is lower.
 - `compile`: `compile_networks()` gives the same edit (below); its seconds per step and compile time.
+- `wan-vace bfloat16`: the tiny Wan-VACE (a video transformer) edits 41 frames in windows in bfloat16 (its VAE in
+  float32), finite and within 8/255 of float32 on average; `wan-vace cpu offload`: under model offload its frames
+  equal the resident edit's.
 
 "The same edit", for other kernels: in float32, the eager edit's frames within 2/255; in half precision, frames no
 further from the float32 eager edit's than the eager edit at the same precision (mean absolute difference at most
