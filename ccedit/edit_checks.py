@@ -39,8 +39,17 @@ def check_edit_request(input_path: str | Path, output: Path, cfg: EditConfig, *,
     check_input(input_path)
     check_keyframe_specs(list(keyframes))
     check_reference_setting(cfg)
+    check_structure_setting(cfg)
     check_mask_setting(cfg)
     check_edit_destination(input_path, output, cfg, overwrite=overwrite, keyframes=keyframes)
+
+
+def check_structure_setting(cfg: EditConfig) -> None:
+    """Structure annotators and ControlNets the model's kind can take (`ModelKind.check_structure`)."""
+    from .config import structure_controlnets
+    from .kinds import kind_for
+
+    kind_for(cfg.model.path).check_structure(structure_controlnets(cfg))
 
 
 def check_reference_setting(cfg: EditConfig) -> None:

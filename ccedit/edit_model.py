@@ -28,13 +28,12 @@ def model_conventions(cfg: EditConfig):
 
 
 def checked_structure_controlnets(cfg: EditConfig) -> list[str | None]:
-    """One ControlNet per annotator (None: the model's own), refused at once when the model has too few."""
+    """One ControlNet per annotator (None: the model's own), refused at once when the model's kind cannot take them
+    (`ModelKind.check_structure`)."""
+    from .kinds import kind_for
+
     nets = structure_controlnets(cfg)
-    if nets.count(None) > 1:
-        raise UserError(
-            f"{len(nets)} structure annotators need {len(nets)} ControlNets but the model has one: add the "
-            "others with structure.controlnets=[null,<path or hub id>]"
-        )
+    kind_for(cfg.model.path).check_structure(nets)
     return nets
 
 

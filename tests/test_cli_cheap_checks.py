@@ -38,6 +38,7 @@ def no_model_loads(monkeypatch):
         (["--start", "100"], "past the end"),
         (["sampling.scheduler=eulr"], "unknown scheduler 'eulr'"),
         (["--structure", "cany"], "unknown annotator 'cany'"),
+        (["structure.annotators=[canny,depth]"], "2 ControlNets but the model has one"),
         (["model.dtype=float8"], "model.dtype"),
         (["--window", "4", "--overlap", "4"], "overlap"),
         (["--keyframe", "missing.png"], "does not exist"),

@@ -153,3 +153,16 @@ def test_the_conditions_dump_shows_each_windows_context_video_mask_and_kept_keyf
         other = w["frames"][0] if w["frames"][0] != 9 else w["frames"][1]
         region = read_image(folder / w["mask"]["folder"] / f"{w['frames'].index(other):03d}-frame{other:05d}.png")
         assert 0 < (region > 0).mean() < 1  # generated inside the region only
+
+
+def test_two_structure_annotators_are_one_line_before_any_frame_is_decoded(tmp_path, capsys, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("a frame was decoded for a refused edit")
+
+    monkeypatch.setattr("ccedit.editing.prepare_clip", refuse)
+    clip = write_moving_disk_clip(tmp_path / "clip", num_frames=5)
+    assert main(["edit", str(clip), "--prompt", "a red car", "-o", str(tmp_path / "o.mp4"), *WAN,
+                 "structure.annotators=[canny,depth]"]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert len(err) == 1 and "one structure annotator" in err[0]
+    assert not list(tmp_path.glob("o*"))

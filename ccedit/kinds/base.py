@@ -78,6 +78,17 @@ class ModelKind:
 
     # What a kind provides. `controlnets` has one entry per structure annotator (None: the model's own ControlNet).
 
+    def check_structure(self, controlnets: list) -> None:
+        """Refuse, in one line, structure settings the kind cannot take: `controlnets` has one entry per annotator
+        (None: the model's own ControlNet, which serves one annotator)."""
+        from ..errors import UserError
+
+        if controlnets.count(None) > 1:
+            raise UserError(
+                f"{len(controlnets)} structure annotators need {len(controlnets)} ControlNets but the model has one: "
+                "add the others with structure.controlnets=[null,<path or hub id>]"
+            )
+
     def check(self, model: ModelRef) -> None:
         """Refuse, in one line and before any frame is decoded, a model whose parts cannot be found."""
 

@@ -53,6 +53,14 @@ class WanFamily(ModelKind):
     """What every Wan2.1-VACE kind shares: its precision, its memory estimate, its LoRAs on the transformer and no
     SD-1.5 base."""
 
+    def check_structure(self, controlnets: list) -> None:
+        """VACE reads one context video: one structure annotator, no ControlNet."""
+        from ..errors import UserError
+
+        if len(controlnets) != 1 or controlnets[0] is not None:
+            raise UserError(f"{self.name} takes one structure annotator's maps as its context video and no "
+                            "ControlNet: set one structure.annotators entry and structure.controlnets=null")
+
     def main_dtype(self, dtype: str, device):
         return wan_dtype(dtype, device)
 
@@ -124,7 +132,7 @@ class WanVACE(WanFamily):
         from ..pipelines.model_folders import load_component
         from ..pipelines.pipeline_wan_vace import WanVACEEditPipeline
 
-        _check_structure(controlnets)
+        self.check_structure(controlnets)
         folder = str(self._folder(model))
         device_ = resolve_device(device)
         # Wan's VAE runs in float32 (as diffusers' examples load it); the transformer in the edit's dtype.
@@ -163,7 +171,7 @@ class TinyWanVACE(WanFamily):
         from ..pipelines.pipeline_wan_vace import WanVACEEditPipeline
         from ..pipelines.tiny_wan import TINY_FLOW_SHIFT, cast_keeping_float32, tiny_wan_vace_parts
 
-        _check_structure(controlnets)
+        self.check_structure(controlnets)
         device_ = resolve_device(device)
         parts = tiny_wan_vace_parts()
         parts["scheduler"] = flow_scheduler(scheduler, {"flow_shift": TINY_FLOW_SHIFT}, shift)
@@ -182,15 +190,6 @@ class TinyWanVACE(WanFamily):
 
     def parts(self, model: ModelRef) -> list[Part]:
         return [Part("model", model.path, built_in="a tiny random Wan2.1-VACE (transformer, causal VAE, UMT5)")]
-
-
-def _check_structure(controlnets) -> None:
-    """VACE reads one context video: one structure annotator, no ControlNet."""
-    from ..errors import UserError
-
-    if len(controlnets) != 1 or controlnets[0] is not None:
-        raise UserError("a Wan-VACE model takes one structure annotator's maps as its context video and no "
-                        "ControlNet: set one structure.annotators entry and structure.controlnets=null")
 
 
 def wan_dtype(dtype: str, device):
