@@ -56,11 +56,18 @@ def video_size(video) -> tuple[int, int, int]:
 FRAME_PROCESSOR = VideoProcessor(do_resize=False, do_normalize=True)
 
 
+def unit_to_uint8(frames: torch.Tensor) -> torch.Tensor:
+    """Frames `(n, 3, H, W)` in [0, 1] as uint8 `(n, H, W, 3)` on the CPU. diffusers rounds to uint8 only on its way
+    to PIL (`numpy_to_pil`; its "np" output stays float): the same rounding (x 255, half to even) here, on the
+    frames' device, so that only uint8 frames cross to the CPU."""
+    return (frames.permute(0, 2, 3, 1) * 255).round().to(torch.uint8).cpu()
+
+
 def video_as_uint8(video) -> np.ndarray:
     """A video checked by `check_video` as uint8 `(T, H, W, 3)` (a float tensor rounded from `[0, 1]`)."""
     if isinstance(video, np.ndarray):
         return video
-    return (video.float().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    return unit_to_uint8(video.float().clamp(0, 1)).numpy()
 
 
 def step_end_callback(pipe, callback, tensor_inputs: Sequence[str]):

@@ -31,7 +31,7 @@ from .conditions import Keyframes, TridentConditions, check_keyframe_indices, de
 from .denoise import KnownLatents, denoise, prepare_initial_latents, sdedit_start, sdedit_timesteps
 from .pipeline_calls import (
     FRAME_PROCESSOR, check_unit_range, check_video, finished_time, peak_memory_bytes, step_end_callback,
-    video_as_uint8, video_size,
+    unit_to_uint8, video_as_uint8, video_size,
 )
 from .recording import ConditionsRecord
 from .region import SourceRegion, check_mask, composite, latent_mask
@@ -381,9 +381,7 @@ class CCEditPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
                 image = self.vae.decode(chunk.float()).sample
                 self.vae.to(original)
             image = FRAME_PROCESSOR.postprocess(image.float(), output_type="pt")  # [0, 1]
-            # diffusers rounds to uint8 only on its way to PIL (`numpy_to_pil`; its "np" output stays float): the
-            # same rounding (x 255, half to even) here, on the device, so that only uint8 frames cross to the CPU.
-            frames.append((image.permute(0, 2, 3, 1) * 255).round().to(torch.uint8).cpu() if as_uint8 else image)
+            frames.append(unit_to_uint8(image) if as_uint8 else image)
         bar.close()
         shape = (b, f, *frames[0].shape[1:]) if as_uint8 else (b, f, 3, *frames[0].shape[-2:])
         return torch.cat(frames).view(shape)

@@ -29,16 +29,16 @@ from .conditions import check_keyframe_indices, default_keyframe_index, keyframe
 from .cpu_tuning import onednn_linear
 from .denoise import denoise, prepare_initial_latents, sdedit_start
 from .pipeline_calls import (
-    FRAME_PROCESSOR, check_video, finished_time, peak_memory_bytes, step_end_callback, video_as_uint8,
+    FRAME_PROCESSOR, check_video, finished_time, peak_memory_bytes, step_end_callback, unit_to_uint8, video_as_uint8,
 )
 from .pipeline_ccedit import CCEditPipelineOutput
 from .region import SourceRegion, check_mask, composite
 from .recording import ConditionsRecord
 from .time_grid import TimeGrid, vace_passes
-from .vace_context import ContextVideo, control_latents, unit_to_signed
+from .vace_context import ContextVideo, control_latents, encode_video, repeat_last
 from .vace_denoiser import VACEClipDenoiser
 from .vace_recording import record_vace_windows, start_vace_pass
-from .wan_vae import decode_latents, encode_frames
+from .wan_vae import decode_latents
 from .windows import WINDOW_NOISE, check_window, repeat_window_noise
 
 logger = logging.getLogger(__name__)
@@ -359,9 +359,7 @@ class WanVACEEditPipeline(WanVACEPipeline):
 
     def _encode_source(self, frames: np.ndarray, fitted: int, references: int, device: torch.device) -> torch.Tensor:
         """The source clip's latents (fitted), with zero reference slots in front: SDEdit's and a region's start."""
-        padded = np.concatenate([frames, np.repeat(frames[-1:], fitted - len(frames), axis=0)])
-        chunks = (unit_to_signed(padded[s:s + 16], device).to(self.vae.dtype) for s in range(0, fitted, 16))
-        latents = encode_frames(self.vae, chunks).float()
+        latents = encode_video(self.vae, repeat_last(frames, fitted), device).float()
         slots = torch.zeros_like(latents[:, :, :1]).expand(-1, -1, references, -1, -1)
         return torch.cat([slots, latents], dim=2)
 
@@ -398,7 +396,7 @@ class WanVACEEditPipeline(WanVACEPipeline):
         chunks = []
         for chunk in decode_latents(self.vae, latents):
             unit = FRAME_PROCESSOR.postprocess(chunk[0].transpose(0, 1).float(), output_type="pt")
-            chunks.append((unit.permute(0, 2, 3, 1) * 255).round().to(torch.uint8).cpu())
+            chunks.append(unit_to_uint8(unit))
         frames = torch.cat(chunks)[:num_frames][None]
         if soft is not None:
             frames = composite(frames, source, soft)

@@ -53,13 +53,22 @@ class ContextVideo:
             video[frame] = image
             generate[frame] = False
         fitted = frames if fitted is None else fitted
-        if fitted > frames:
-            video = np.concatenate([video, np.repeat(video[-1:], fitted - frames, axis=0)])
-            generate = np.concatenate([generate, np.repeat(generate[-1:], fitted - frames, axis=0)])
-        return cls(video, generate)
+        return cls(repeat_last(video, fitted), repeat_last(generate, fitted))
 
     def __len__(self) -> int:
         return len(self.video)
+
+
+def repeat_last(frames: np.ndarray, count: int) -> np.ndarray:
+    """`frames` extended to `count` by repeating the last: how a clip is fitted to the 4k+1 frames the VAE takes."""
+    return frames if count <= len(frames) else np.concatenate([frames, np.repeat(frames[-1:], count - len(frames), 0)])
+
+
+def encode_video(vae, frames: np.ndarray, device: torch.device) -> torch.Tensor:
+    """uint8 frames `(4k+1, H, W, 3)` as normalised latents, streamed through the VAE `ENCODE_CHUNK` frames at a
+    time (no float copy of the clip)."""
+    return encode_frames(vae, (unit_to_signed(frames[s:s + ENCODE_CHUNK], device).to(vae.dtype)
+                               for s in range(0, len(frames), ENCODE_CHUNK)))
 
 
 def unit_to_signed(frames: np.ndarray, device: torch.device) -> torch.Tensor:
